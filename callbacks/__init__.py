@@ -1,0 +1,1 @@
+"""Thin Lightning callbacks over `sparsecse` (importance scoring and scheduled pruning land here)."""

@@ -1,0 +1,57 @@
+"""`sparsecse-eval`: SentEval-protocol evaluation of any encoder. See conf/eval.yaml."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig
+
+from sparsecse.encoder import load_encoder
+from sparsecse.errors import ConfigError
+from sparsecse.evaluation import evaluate_encoder, expand_tasks, format_table, write_results
+from train import CONFIG_DIR
+
+TOOLS_CONFIG_DIR = str(Path(CONFIG_DIR) / "tools")
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError("device", f"unknown device {device!r}; expected auto, cpu or cuda[:N]") from None
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Load the encoder named by `cfg.model`, evaluate it, print the table, write `cfg.output`."""
+    expand_tasks(cfg.tasks)
+    data_dir = Path(cfg.data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise ConfigError("data_dir", f"no such directory {data_dir} (set SPARSECSE_DATA_DIR or data_dir=)")
+    device = pick_device(cfg.device)
+    try:
+        encoder = load_encoder(cfg.model, cfg.pooler, cfg.attn_implementation)
+    except ConfigError as err:
+        raise ConfigError("model" if err.key == "name_or_path" else err.key, err.message) from None
+    results = evaluate_encoder(encoder.to(device), data_dir, cfg.tasks, cfg.batch_size)
+    print(format_table({str(cfg.model): results}))
+    if cfg.output:
+        write_results(cfg.output, results)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=TOOLS_CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except ConfigError as err:
+        print(f"sparsecse-eval: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

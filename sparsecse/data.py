@@ -1,0 +1,127 @@
+"""The LightningDataModule: contrastive training batches and STS-B dev pairs for validation.
+
+Tokenisation happens in the DataLoader's collate function (in its worker processes), never in the
+training step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from sparsecse.corpora import load_corpus
+from sparsecse.encoder import load_config, load_tokenizer
+from sparsecse.errors import ConfigError
+from sparsecse.evaluation.sts import ScoredPairs, read_stsb
+
+
+@dataclass
+class ContrastiveCollator:
+    """Examples -> token tensors of shape (V, B, T), view-major.
+
+    A plain sentence gives two identical views (unsupervised SimCSE: the two dropout masks are
+    the only difference); a (sent0, sent1[, hard_neg]) tuple gives one view per column.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int | None = 32  # SimCSE, Sec. 3 / Appendix A
+
+    def _tokenize(self, texts: list[str]) -> dict[str, Tensor]:
+        return self.tokenizer(
+            texts,
+            padding=True,
+            truncation=self.max_length is not None,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
+
+    def __call__(self, examples: Sequence[str | tuple[str, ...]]) -> dict[str, Tensor]:
+        if isinstance(examples[0], str):
+            tokens = self._tokenize(list(examples))
+            return {k: torch.stack([v, v]) for k, v in tokens.items()}  # (2, B, T)
+        views = len(examples[0])
+        flat = [example[v] for v in range(views) for example in examples]
+        tokens = self._tokenize(flat)
+        return {k: v.view(views, len(examples), -1) for k, v in tokens.items()}  # (V, B, T)
+
+
+@dataclass
+class PairCollator:
+    """(sentence 1, sentence 2, gold) triples -> two padded token batches and the gold scores."""
+
+    tokenizer: PreTrainedTokenizerBase
+
+    def __call__(self, rows: Sequence[tuple[str, str, float]]) -> dict:
+        sent1, sent2, gold = zip(*rows)
+        return {
+            "sent1": self._tokenize(sent1),
+            "sent2": self._tokenize(sent2),
+            "gold": torch.tensor(gold),
+        }
+
+    def _tokenize(self, texts: Sequence[str]) -> dict[str, Tensor]:
+        return dict(self.tokenizer(list(texts), padding=True, return_tensors="pt"))
+
+
+def _positive_int(value: int, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(key, f"must be a positive integer, got {value!r}")
+    return value
+
+
+class ContrastiveDataModule(L.LightningDataModule):
+    """Training corpus + STS-B dev. Inputs are read and checked here, before any model loads."""
+
+    def __init__(
+        self,
+        tokenizer: str,
+        data_dir: str,
+        train_file: str = "snli_sentences",
+        batch_size: int = 64,  # SimCSE unsupervised, Table D.1
+        max_length: int | None = 32,
+        val_batch_size: int = 128,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.val_batch_size = _positive_int(val_batch_size, "val_batch_size")
+        if max_length is not None:
+            _positive_int(max_length, "max_length")
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError("num_workers", f"must be a non-negative integer, got {num_workers!r}")
+        self.num_workers = num_workers
+        self.data_dir = Path(data_dir).expanduser()
+        if not self.data_dir.is_dir():
+            raise ConfigError(
+                "data_dir",
+                f"no such directory {self.data_dir} (set SPARSECSE_DATA_DIR or data.data_dir)",
+            )
+        self.train_set = load_corpus(train_file, self.data_dir)
+        self.val_pairs: ScoredPairs = read_stsb(self.data_dir, "dev")
+        load_config(tokenizer)
+        self.tokenizer = load_tokenizer(tokenizer)
+        self.collate = ContrastiveCollator(self.tokenizer, max_length)
+
+    def _loader(self, dataset, batch_size: int, collate, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, self.collate, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        rows = list(zip(self.val_pairs.sent1, self.val_pairs.sent2, self.val_pairs.gold.tolist()))
+        return self._loader(rows, self.val_batch_size, PairCollator(self.tokenizer), shuffle=False)

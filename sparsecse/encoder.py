@@ -1,0 +1,220 @@
+"""The sentence encoder: a BERT/RoBERTa backbone, a SimCSE pooler and the training-time MLP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
+from transformers.tokenization_utils_base import PreTrainedTokenizerBase
+
+from sparsecse.errors import ConfigError
+from sparsecse.paths import resolve_model_path
+
+# SimCSE's poolers (Gao et al. 2021, Sec. 6.3 / evaluation.py): `cls` is [CLS] through the MLP
+# (stored as the backbone's pooler, as SimCSE's simcse_to_huggingface.py does), the rest are
+# parameter-free.
+POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
+SUPPORTED_MODEL_TYPES = ("bert", "roberta")
+CHECKPOINT_KEY = "sparsecse_encoder"  # entry of a Lightning checkpoint that describes the encoder
+
+
+def check_pooler(pooler: str) -> None:
+    if pooler not in POOLERS:
+        raise ConfigError("pooler", f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
+
+
+def load_config(name_or_path: str):
+    """The model's config, or a one-line error naming the model (before any weights load)."""
+    path = resolve_model_path(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ConfigError(
+            "name_or_path",
+            f"cannot load model {name_or_path!r}: not a local model directory, and not on the "
+            f"Hugging Face hub (or the hub is unreachable) [{type(err).__name__}]",
+        ) from None
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise ConfigError(
+            "name_or_path",
+            f"model {name_or_path!r} is a {config.model_type!r} model; "
+            f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}",
+        )
+    return config
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+
+
+def masked_mean(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """(B, T, H), (B, T) -> (B, H): the mean over real tokens, as SimCSE's `avg` pooler."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    return (hidden * mask).sum(1) / mask.sum(1)
+
+
+class SentenceEncoder(nn.Module):
+    """Backbone + pooler. In training, the `cls` pooler goes through the MLP (the backbone's pooler
+    layer); with `mlp_only_train` the MLP is dropped at evaluation (SimCSE's unsupervised setting)."""
+
+    def __init__(
+        self,
+        backbone: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        pooler: str = "cls",
+        mlp_only_train: bool = False,
+    ):
+        super().__init__()
+        check_pooler(pooler)
+        if pooler == "cls" and getattr(backbone, "pooler", None) is None:
+            raise ConfigError("pooler", "`cls` needs the backbone's pooler (MLP) layer")
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.pooler = pooler
+        self.mlp_only_train = mlp_only_train
+        self.name_or_path = getattr(backbone, "name_or_path", "")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str,
+        pooler: str = "cls",
+        mlp_only_train: bool = False,
+        reinit_mlp: bool = False,
+        attn_implementation: str = "sdpa",
+    ) -> SentenceEncoder:
+        """Load any BERT/RoBERTa name or path (or `minilm`).
+
+        `reinit_mlp` draws the MLP afresh, as SimCSE does (its MLPLayer is not in the checkpoint).
+        """
+        check_pooler(pooler)
+        config = load_config(name_or_path)
+        backbone = AutoModel.from_pretrained(
+            resolve_model_path(name_or_path),
+            config=config,
+            add_pooling_layer=pooler == "cls",
+            attn_implementation=attn_implementation,
+        )
+        encoder = cls(backbone, load_tokenizer(name_or_path), pooler, mlp_only_train)
+        encoder.name_or_path = name_or_path
+        if reinit_mlp and pooler == "cls":
+            encoder.reset_mlp()
+        return encoder
+
+    def reset_mlp(self) -> None:
+        dense = self.backbone.pooler.dense
+        nn.init.normal_(dense.weight, std=self.backbone.config.initializer_range)
+        nn.init.zeros_(dense.bias)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, **inputs: Tensor) -> Tensor:
+        """(B, T) token ids -> (B, H) sentence embeddings."""
+        needs_layers = self.pooler in ("avg_first_last", "avg_top2")
+        out = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=needs_layers,
+            **inputs,
+        )
+        if self.pooler == "cls":
+            if self.training or not self.mlp_only_train:
+                return out.pooler_output
+            return out.last_hidden_state[:, 0]
+        if self.pooler == "cls_before_pooler":
+            return out.last_hidden_state[:, 0]
+        if self.pooler == "avg":
+            return masked_mean(out.last_hidden_state, attention_mask)
+        # hidden_states[0] is the embedding layer; SimCSE's evaluation.py averages layer 1 and the
+        # last one for `avg_first_last`, the last two for `avg_top2`.
+        first, second = (1, -1) if self.pooler == "avg_first_last" else (-2, -1)
+        layers = out.hidden_states
+        return masked_mean((layers[first] + layers[second]) / 2.0, attention_mask)
+
+    def tokenize(self, texts: Sequence[str], max_length: int | None = None) -> dict[str, Tensor]:
+        """Pad to the longest text; truncate only when `max_length` is given."""
+        return self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=max_length is not None,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        texts: Sequence[str],
+        batch_size: int = 128,
+        max_length: int | None = None,
+        show_progress: bool = False,
+    ) -> Tensor:
+        """(N,) texts -> (N, H) float32 embeddings on the CPU, in input order.
+
+        Texts are batched by token length so that each batch pads little.
+        """
+        from tqdm.auto import tqdm
+
+        was_training = self.training
+        self.eval()
+        lengths = [len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]]
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        out = torch.empty(len(texts), self.hidden_size)
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc="encode", disable=not show_progress, leave=False):
+            idx = order[start : start + batch_size]
+            batch = self.tokenize([texts[i] for i in idx], max_length)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            out[idx] = self(**batch).float().cpu()
+        self.train(was_training)
+        return out
+
+    def describe(self) -> dict:
+        """What it takes to rebuild this encoder around a state dict (kept in checkpoints)."""
+        return {
+            "name_or_path": self.name_or_path,
+            "pooler": self.pooler,
+            "mlp_only_train": self.mlp_only_train,
+            "config": self.backbone.config.to_dict(),
+        }
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Hugging Face layout (safetensors + config + tokenizer); the MLP is the `pooler` layer."""
+        directory = Path(directory)
+        self.backbone.save_pretrained(directory, safe_serialization=True)
+        self.tokenizer.save_pretrained(directory)
+        return directory
+
+
+def load_encoder(model: str, pooler: str, attn_implementation: str = "sdpa") -> SentenceEncoder:
+    """A name, a model directory, or a project Lightning checkpoint (`*.ckpt`) -> encoder."""
+    check_pooler(pooler)
+    if not str(model).endswith(".ckpt"):
+        return SentenceEncoder.from_pretrained(model, pooler, attn_implementation=attn_implementation)
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise ConfigError("model", f"no such checkpoint {path}")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if CHECKPOINT_KEY not in checkpoint:
+        raise ConfigError("model", f"{path} is not a SparseCSE checkpoint (no {CHECKPOINT_KEY!r} entry)")
+    meta = checkpoint[CHECKPOINT_KEY]
+    config = AutoConfig.for_model(**meta["config"])
+    config._attn_implementation = attn_implementation
+    backbone = AutoModel.from_config(config, add_pooling_layer=pooler == "cls")
+    prefix = "encoder.backbone."
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    if pooler != "cls":  # the MLP is not part of this encoder
+        state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
+    backbone.load_state_dict(state)
+    encoder = SentenceEncoder(backbone, load_tokenizer(meta["name_or_path"]), pooler, meta["mlp_only_train"])
+    encoder.name_or_path = meta["name_or_path"]
+    return encoder

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A bad setting or input file, reported in one line that names the culprit.
+
+    `key` is the argument or config key at fault; the Hydra entry points prefix it with the
+    config group (`data.batch_size`) so the message names what the user typed.
+    """
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}")
+
+    def under(self, group: str) -> ConfigError:
+        """The same error with its key placed under a config group."""
+        return ConfigError(f"{group}.{self.key}", self.message)

@@ -1,0 +1,24 @@
+"""Plain-text tables of evaluation results, printed by the entry points."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sparsecse.evaluation.sts import STS_TASKS
+
+COLUMN_NAMES = {
+    "sts12": "STS12", "sts13": "STS13", "sts14": "STS14", "sts15": "STS15", "sts16": "STS16",
+    "stsb": "STS-B", "sickr": "SICK-R", "avg": "Avg.",
+}  # fmt: skip
+
+
+def format_table(rows: Mapping[str, Mapping[str, float]], keys: tuple[str, ...] = (*STS_TASKS, "avg")) -> str:
+    """One row per model (e.g. `before`, `after`), one column per task, scores to two decimals."""
+    keys = tuple(k for k in keys if any(k in row for row in rows.values()))
+    label_width = max(len(name) for name in rows)
+    header = " " * label_width + " | " + " | ".join(f"{COLUMN_NAMES.get(k, k):>6}" for k in keys)
+    lines = [header, "-" * len(header)]
+    for name, row in rows.items():
+        cells = " | ".join(f"{row[k]:6.2f}" if k in row else f"{'':>6}" for k in keys)
+        lines.append(f"{name:<{label_width}} | {cells}")
+    return "\n".join(lines)

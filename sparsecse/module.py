@@ -1,0 +1,87 @@
+"""The LightningModule: SimCSE training with STS-B dev validation (Spearman, alignment, uniformity)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.optim import Optimizer
+from torchmetrics import SpearmanCorrCoef
+
+from sparsecse.encoder import CHECKPOINT_KEY, SentenceEncoder
+from sparsecse.loss import TEMPERATURE, info_nce
+from sparsecse.metrics import Alignment, Uniformity
+
+ALIGN_GOLD_THRESHOLD = 4.0  # SimCSE, Sec. 5 / Fig. 2: STS-B pairs scored above 4 are positives
+
+
+class SimCSEModule(L.LightningModule):
+    def __init__(
+        self,
+        encoder: SentenceEncoder,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable | None = None,
+        temperature: float = TEMPERATURE,
+        hard_negative_weight: float = 0.0,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"])
+        # from_pretrained returns the backbone in eval mode, and Lightning keeps modules in the mode
+        # it finds them: without this, dropout is off and the two SimCSE views are identical.
+        self.encoder = encoder.train()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.val_spearman = SpearmanCorrCoef()
+        self.val_align = Alignment()
+        self.val_uniform = Uniformity()
+
+    def embed_views(self, batch: dict[str, Tensor]) -> Tensor:
+        """(V, B, T) tokens -> (V, B, H): all views in one forward pass, each with its own dropout."""
+        views, size = batch["input_ids"].shape[:2]
+        flat = {k: v.flatten(0, 1) for k, v in batch.items()}  # (V * B, T)
+        return self.encoder(**flat).view(views, size, -1)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        emb = self.embed_views(batch)
+        hard_negatives = emb[2] if emb.shape[0] == 3 else None
+        loss = info_nce(
+            emb[0],
+            emb[1],
+            hard_negatives,
+            self.hparams.temperature,
+            self.hparams.hard_negative_weight,
+        )
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        emb1, emb2 = self.encoder(**batch["sent1"]), self.encoder(**batch["sent2"])
+        gold = batch["gold"].float()
+        self.val_spearman.update(F.cosine_similarity(emb1.float(), emb2.float()), gold)
+        positive = gold > ALIGN_GOLD_THRESHOLD
+        self.val_align.update(emb1[positive], emb2[positive])
+        self.val_uniform.update(torch.cat([emb1, emb2]))
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/stsb_spearman", self.val_spearman.compute() * 100, prog_bar=True)
+        self.log("val/align", self.val_align.compute())
+        self.log("val/uniform", self.val_uniform.compute())
+        for metric in (self.val_spearman, self.val_align, self.val_uniform):
+            metric.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = self.encoder.describe()
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, num_training_steps=steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

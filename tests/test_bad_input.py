@@ -1,0 +1,70 @@
+"""The bad-input catalogue: each mistake is one line naming the culprit, before any model loads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_train import compose_train, cpu_overrides
+
+import sparsecse.encoder
+from train import REPO_ROOT, train
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad input was reported")
+
+    monkeypatch.setattr(sparsecse.encoder.AutoModel, "from_pretrained", refuse)
+
+
+def write_bad_corpora(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_text("\n")
+    (tmp_path / "nli.csv").write_text("sent0,sent1,hard_neg\na,b,c\nd,e\n")
+
+
+# case -> (overrides, with {tmp} for the test's folder; the expected one-line message)
+BAD_INPUTS = {
+    "missing data dir": (["data_dir={tmp}/nowhere"], "data.data_dir: no such directory"),
+    "missing corpus": (["data.train_file={tmp}/none.txt"], "data.train_file: no such file"),
+    "empty corpus": (["data.train_file={tmp}/empty.txt"], "data.train_file: .*empty.txt has no sentences"),
+    "malformed csv": (["data.train_file={tmp}/nli.csv"], r"data.train_file: .*nli.csv:3: expected 3"),
+    "unknown pooler": (["model.encoder.pooler=mean"], "model.encoder.pooler: unknown pooler 'mean'"),
+    "unknown model": (
+        ["model.encoder.name_or_path={tmp}/no-model"],
+        "model.encoder.name_or_path: cannot load",
+    ),
+    "zero batch size": (["data.batch_size=0"], "data.batch_size: must be a positive integer, got 0"),
+    "negative batch size": (["data.batch_size=-4"], "data.batch_size: must be a positive integer"),
+    "unknown task": (["evaluate.tasks=[sts99]"], "evaluate.tasks: unknown task 'sts99'"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_reported_before_compute(case, tmp_path, data_dir, tiny_model_dir, no_model_loading):
+    from sparsecse.errors import ConfigError
+
+    write_bad_corpora(tmp_path)
+    overrides, message = BAD_INPUTS[case]
+    overrides = [o.format(tmp=tmp_path) for o in overrides]
+    cfg = compose_train(cpu_overrides(tmp_path, data_dir, tiny_model_dir) + overrides)
+    with pytest.raises(ConfigError, match=message) as err:
+        train(cfg)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_cli_prints_one_line_and_exits_2(tmp_path, data_dir):
+    env = {**os.environ, "SPARSECSE_DATA_DIR": str(data_dir), "WANDB_MODE": "disabled"}
+    proc = subprocess.run(
+        [sys.executable, "train.py", "data.batch_size=0", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "sparsecse-train: error: data.batch_size: must be a positive integer, got 0"
+    ]

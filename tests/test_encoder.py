@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsecse.encoder import POOLERS, SentenceEncoder, load_encoder, masked_mean
+from sparsecse.errors import ConfigError
+from sparsecse.paths import resolve_model_path
+
+TEXTS = ["a man plays a guitar .", "the cat sleeps", "two dogs run through a very green park today"]
+
+
+def test_masked_mean_ignores_padding():
+    hidden = torch.tensor([[[1.0], [3.0], [100.0]]])
+    assert masked_mean(hidden, torch.tensor([[1, 1, 0]])).item() == 2.0
+
+
+@pytest.mark.parametrize("pooler", POOLERS)
+def test_poolers_match_their_definition(make_encoder, pooler):
+    encoder = make_encoder(pooler).eval()
+    batch = encoder.tokenize(TEXTS)
+    out = encoder.backbone(**batch, output_hidden_states=True)
+    layers, mask = out.hidden_states, batch["attention_mask"]
+    expected = {
+        "cls": out.pooler_output,
+        "cls_before_pooler": out.last_hidden_state[:, 0],
+        "avg": masked_mean(out.last_hidden_state, mask),
+        "avg_first_last": masked_mean((layers[1] + layers[-1]) / 2, mask),
+        "avg_top2": masked_mean((layers[-2] + layers[-1]) / 2, mask),
+    }[pooler]
+    torch.testing.assert_close(encoder(**batch), expected)
+
+
+def test_mlp_only_train_drops_the_mlp_at_evaluation(make_encoder):
+    encoder = make_encoder(
+        "cls", mlp_only_train=True, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
+    batch = encoder.tokenize(TEXTS)
+    trained = encoder.train()(**batch)
+    evaluated = encoder.eval()(**batch)
+    out = encoder.backbone(**batch)
+    torch.testing.assert_close(trained, out.pooler_output)
+    torch.testing.assert_close(evaluated, out.last_hidden_state[:, 0])
+
+
+def test_encode_keeps_input_order_and_ignores_batching(make_encoder):
+    encoder = make_encoder("avg")
+    one_by_one = torch.cat([encoder.encode([t]) for t in TEXTS])
+    batched = encoder.encode(TEXTS, batch_size=2)
+    torch.testing.assert_close(batched, one_by_one, atol=1e-5, rtol=1e-5)
+    assert encoder.training, "encode must restore the training mode"
+
+
+def test_encode_truncates_only_when_asked(make_encoder):
+    encoder = make_encoder("avg")
+    long_text = " ".join(["word"] * 50)
+    full, cut = encoder.encode([long_text]), encoder.encode([long_text], max_length=8)
+    assert not torch.allclose(full, cut)
+
+
+def test_unknown_pooler_is_rejected_before_loading():
+    with pytest.raises(ConfigError, match="pooler: unknown pooler 'mean'"):
+        SentenceEncoder.from_pretrained("/does/not/matter", pooler="mean")
+
+
+def test_unknown_model_names_the_model(tmp_path):
+    with pytest.raises(ConfigError, match="name_or_path: cannot load model"):
+        SentenceEncoder.from_pretrained(str(tmp_path / "nope"), pooler="avg")
+
+
+def test_minilm_short_name_resolves_to_the_installed_wheel():
+    path = resolve_model_path("minilm")
+    assert path.endswith("model") and (__import__("pathlib").Path(path) / "config.json").is_file()
+
+
+def test_reset_mlp_draws_fresh_weights(make_encoder):
+    encoder = make_encoder("cls")
+    before = encoder.backbone.pooler.dense.weight.clone()
+    encoder.reset_mlp()
+    assert not torch.equal(before, encoder.backbone.pooler.dense.weight)
+    assert torch.count_nonzero(encoder.backbone.pooler.dense.bias) == 0
+
+
+def test_saved_encoder_loads_back_by_path(make_encoder, tmp_path):
+    encoder = make_encoder("avg").eval()
+    encoder.save_pretrained(tmp_path / "model")
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    loaded = load_encoder(str(tmp_path / "model"), "avg")
+    torch.testing.assert_close(loaded.encode(TEXTS), encoder.encode(TEXTS))

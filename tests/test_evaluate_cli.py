@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from test_train import compose_train, cpu_overrides
+
+from evaluate import TOOLS_CONFIG_DIR, evaluate
+from sparsecse.encoder import load_encoder
+from sparsecse.errors import ConfigError
+from train import REPO_ROOT, train
+
+
+def compose_eval(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=TOOLS_CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="eval", overrides=overrides)
+
+
+def test_eval_writes_json_for_a_model_directory(tmp_path, data_dir, tiny_model_dir, capsys):
+    out = tmp_path / "r.json"
+    cfg = compose_eval([f"model={tiny_model_dir}", "pooler=avg", "tasks=[stsb,sickr]",
+                        f"output={out}", f"data_dir={data_dir}"])  # fmt: skip
+    results = evaluate(cfg)
+    assert json.loads(out.read_text()) == results and set(results) == {"stsb", "sickr", "avg"}
+    assert "STS-B" in capsys.readouterr().out
+
+
+def test_eval_accepts_a_project_checkpoint(tmp_path, data_dir, tiny_model_dir):
+    cfg = compose_train(cpu_overrides(tmp_path, data_dir, tiny_model_dir)
+                        + ["trainer.max_steps=2", "trainer.val_check_interval=2", "data.batch_size=4",
+                           "evaluate.before=false", "evaluate.tasks=[stsb]", "save_model=true"])  # fmt: skip
+    trained = train(cfg)
+    from_ckpt = load_encoder(trained["best_checkpoint"], "avg").eval()
+    from_dir = load_encoder(str(tmp_path / "model"), "avg").eval()
+    texts = ["a dog runs .", "the weather is nice today ."]
+    torch.testing.assert_close(from_ckpt.encode(texts), from_dir.encode(texts))
+    cfg = compose_eval([f"model={trained['best_checkpoint']}", "tasks=[stsb]", f"data_dir={data_dir}"])
+    assert evaluate(cfg)["stsb"] == pytest.approx(trained["after"]["stsb"], abs=1e-6)
+
+
+def test_eval_rejects_unknown_model_and_task(tmp_path, data_dir):
+    with pytest.raises(ConfigError, match="^model: cannot load model"):
+        evaluate(compose_eval([f"model={tmp_path / 'none'}", f"data_dir={data_dir}"]))
+    with pytest.raises(ConfigError, match="^tasks: unknown task 'mr'"):
+        evaluate(compose_eval(["tasks=[mr]", f"data_dir={data_dir}"]))
+    with pytest.raises(ConfigError, match="^model: no such checkpoint"):
+        evaluate(compose_eval([f"model={tmp_path / 'x.ckpt'}", f"data_dir={data_dir}"]))
+
+
+@pytest.mark.slow
+def test_sparsecse_eval_console_script_prints_reference(tmp_path, data_dir):
+    out = tmp_path / "results.json"
+    env = {**os.environ, "SPARSECSE_DATA_DIR": str(data_dir)}
+    proc = subprocess.run(
+        ["sparsecse-eval", "model=minilm", "pooler=avg", "tasks=[sts]", f"output={out}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "|  72.37 |  80.60 |  75.59 |  85.39 |  78.99 |  82.03 |  77.15 |  78.87" in proc.stdout
+    assert round(json.loads(out.read_text())["avg"], 2) == 78.87
+
+
+@pytest.mark.slow
+def test_train_py_fast_dev_run_from_the_command_line(tmp_path, data_dir):
+    env = {**os.environ, "SPARSECSE_DATA_DIR": str(data_dir)}
+    proc = subprocess.run(
+        [sys.executable, "train.py", "debug=fast_dev_run", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "results.json").is_file()

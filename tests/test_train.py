@@ -1,0 +1,129 @@
+"""The Hydra spine: configs compose, every experiment instantiates, train() runs end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+
+from train import CONFIG_DIR, instantiate_dict, instantiate_group, train
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+
+
+def compose_train(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def cpu_overrides(tmp_path: Path, data_dir: Path, model: Path) -> list[str]:
+    return [
+        f"output_dir={tmp_path}",
+        f"data_dir={data_dir}",
+        f"model.encoder.name_or_path={model}",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "logger=csv",
+        "data.num_workers=0",
+    ]
+
+
+@pytest.fixture
+def corpus_files(tmp_path) -> dict[str, Path]:
+    text = tmp_path / "wiki.txt"
+    text.write_text("".join(f"sentence number {i} about things .\n" for i in range(40)))
+    nli = tmp_path / "nli.csv"
+    nli.write_text("sent0,sent1,hard_neg\n" + "".join(f"a {i},b {i},c {i}\n" for i in range(40)))
+    return {"txt": text, "csv": nli}
+
+
+def test_train_yaml_composes_with_the_defaults():
+    cfg = compose_train([])
+    assert cfg.model.encoder.name_or_path == "minilm"
+    assert cfg.data.train_file == "snli_sentences"
+    assert cfg.logger.wandb.offline is True
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_instantiates(
+    experiment, tmp_path, data_dir, tiny_model_dir, corpus_files
+):
+    cfg = compose_train([f"experiment={experiment}"])
+    train_file = cfg.data.train_file
+    suffix = "csv" if str(train_file).endswith(".csv") else "txt"
+    overrides = cpu_overrides(tmp_path, data_dir, tiny_model_dir) + [f"experiment={experiment}"]
+    if train_file not in ("snli_sentences", "snli_triplets"):
+        overrides.append(f"data.train_file={corpus_files[suffix]}")
+    cfg = compose_train(overrides)
+    datamodule = instantiate_group(cfg, "data")
+    module = instantiate_group(cfg, "model")
+    trainer = instantiate_group(cfg, "trainer", callbacks=instantiate_dict(cfg.callbacks), logger=False)
+    assert len(datamodule.train_set) > 0 and module.encoder.pooler == cfg.model.encoder.pooler
+    assert trainer.max_epochs == cfg.trainer.max_epochs
+
+
+def test_paper_settings_are_one_flag_away():
+    unsup = compose_train(["experiment=unsup_bert_base"])
+    assert (unsup.model.encoder.name_or_path, unsup.model.encoder.pooler) == (
+        "bert-base-uncased",
+        "cls",
+    )
+    assert unsup.model.encoder.mlp_only_train and unsup.model.optimizer.lr == 3e-5
+    assert (unsup.data.batch_size, unsup.data.max_length, unsup.trainer.max_epochs) == (64, 32, 1)
+    assert unsup.trainer.val_check_interval == 250 and unsup.trainer.max_steps == -1
+    sup = compose_train(["experiment=sup_bert_base"])
+    assert (sup.data.batch_size, sup.model.optimizer.lr, sup.trainer.max_epochs) == (512, 5e-5, 3)
+    assert not sup.model.encoder.mlp_only_train and sup.data.train_file.endswith("nli_for_simcse.csv")
+
+
+@pytest.mark.parametrize("train_file", ["snli_sentences", "csv"])
+def test_fast_dev_run_writes_results(tmp_path, data_dir, tiny_model_dir, corpus_files, train_file):
+    corpus = corpus_files.get(train_file, train_file)
+    cfg = compose_train(
+        cpu_overrides(tmp_path, data_dir, tiny_model_dir)
+        + [
+            "debug=fast_dev_run",
+            f"data.train_file={corpus}",
+            "evaluate.after=true",
+            "evaluate.tasks=[stsb]",
+            "save_model=true",
+        ]
+    )
+    results = train(cfg)
+    assert set(results["after"]) == {"stsb", "avg"}
+    assert json.loads((tmp_path / "results.json").read_text())["after"] == results["after"]
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+
+
+def test_short_run_validates_and_keeps_the_best_checkpoint(tmp_path, data_dir, tiny_model_dir):
+    cfg = compose_train(
+        cpu_overrides(tmp_path, data_dir, tiny_model_dir)
+        + ["trainer.max_steps=4", "trainer.val_check_interval=2", "evaluate.before=false",
+           "evaluate.tasks=[stsb]", "data.batch_size=8"]
+    )  # fmt: skip
+    results = train(cfg)
+    assert set(results["val"]) == {"val/stsb_spearman", "val/align", "val/uniform"}
+    assert Path(results["best_checkpoint"]).name == "best.ckpt"
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    metrics = (tmp_path / "csv").rglob("metrics.csv")
+    assert any("val/stsb_spearman" in m.read_text() for m in metrics)
+
+
+def test_instantiated_optimizer_and_scheduler(tmp_path, data_dir, tiny_model_dir):
+    cfg = compose_train(
+        cpu_overrides(tmp_path, data_dir, tiny_model_dir) + ["model.scheduler.warmup_ratio=0.5"]
+    )
+    module = instantiate(cfg.model)
+    optimizer = module.optimizer_factory(params=module.parameters())
+    scheduler = module.scheduler_factory(optimizer, num_training_steps=4)
+    lrs = []
+    for _ in range(4):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([0.0, 1.5e-5, 3e-5, 1.5e-5])

@@ -1,0 +1,110 @@
+"""`python train.py` / `sparsecse-train`: the Hydra entry point. See conf/train.yaml."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sparsecse.encoder import check_pooler, load_config
+from sparsecse.errors import ConfigError
+from sparsecse.evaluation import evaluate_encoder, expand_tasks, format_table, write_results
+from sparsecse.paths import default_data_dir
+
+REPO_ROOT = Path(__file__).resolve().parent
+CONFIG_DIR = str(REPO_ROOT / "conf")
+OmegaConf.register_new_resolver("sparsecse_data_dir", lambda: str(default_data_dir()), replace=True)
+
+
+def instantiate_group(cfg: DictConfig, group: str, **kwargs):
+    """Instantiate `cfg[group]`; a ConfigError from inside names the key under the group."""
+    try:
+        return instantiate(cfg[group], **kwargs)
+    except Exception as err:
+        cause = err if isinstance(err, ConfigError) else err.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause.under(group) from None
+        raise
+
+
+def instantiate_dict(entries: DictConfig | None) -> list:
+    """Named `_target_` entries (callbacks, loggers) -> objects; a null entry is dropped."""
+    return [instantiate(entry) for entry in (entries or {}).values() if entry is not None]
+
+
+def preflight(cfg: DictConfig) -> None:
+    """Checks that need no data and no weights, so that a typo fails in a second."""
+    try:
+        check_pooler(cfg.model.encoder.pooler)
+        load_config(cfg.model.encoder.name_or_path)
+    except ConfigError as err:
+        raise err.under("model.encoder") from None
+    try:
+        expand_tasks(cfg.evaluate.tasks)
+    except ConfigError as err:
+        raise err.under("evaluate") from None
+
+
+def train(cfg: DictConfig) -> dict:
+    """Evaluate, fit, evaluate again; returns {"before": ..., "after": ..., "val": ...}."""
+    preflight(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = instantiate_group(cfg, "data")
+    module = instantiate_group(cfg, "model")
+    loggers = instantiate_dict(cfg.get("logger"))
+    trainer = instantiate_group(
+        cfg, "trainer", callbacks=instantiate_dict(cfg.get("callbacks")), logger=loggers or False
+    )
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    results: dict = {}
+    evaluate = lambda: evaluate_encoder(  # noqa: E731
+        module.encoder, datamodule.data_dir, cfg.evaluate.tasks, cfg.evaluate.batch_size
+    )
+    if cfg.evaluate.before:
+        results["before"] = evaluate()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    results["val"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    if best:
+        results["best_val/stsb_spearman"] = float(trainer.checkpoint_callback.best_model_score)
+        module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+        results["best_checkpoint"] = best
+    if cfg.evaluate.after:
+        results["after"] = evaluate()
+    report(cfg, module, results)
+    return results
+
+
+def report(cfg: DictConfig, module, results: dict) -> None:
+    """Print the STS rows side by side; save the encoder and results.json in the run directory."""
+    rows = {name: results[name] for name in ("before", "after") if name in results}
+    if rows:
+        print(format_table(rows))
+    output_dir = Path(cfg.output_dir)
+    if cfg.save_model:
+        module.encoder.save_pretrained(output_dir / "model")
+    write_results(output_dir / "results.json", results)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> None:
+    try:
+        train(cfg)
+    except ConfigError as err:
+        print(f"sparsecse-train: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        import wandb
+
+        wandb.finish()
+
+
+if __name__ == "__main__":
+    main()
