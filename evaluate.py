@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
@@ -12,7 +11,7 @@ from omegaconf import DictConfig
 from sparsecse.encoder import load_encoder
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import evaluate_encoder, expand_tasks, format_table, write_results
-from train import CONFIG_DIR
+from train import CONFIG_DIR, exit_on_config_error
 
 TOOLS_CONFIG_DIR = str(Path(CONFIG_DIR) / "tools")
 
@@ -46,11 +45,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=TOOLS_CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_config_error("sparsecse-eval"):
         evaluate(cfg)
-    except ConfigError as err:
-        print(f"sparsecse-eval: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -93,13 +95,21 @@ def report(cfg: DictConfig, module, results: dict) -> None:
     write_results(output_dir / "results.json", results)
 
 
+@contextmanager
+def exit_on_config_error(program: str) -> Iterator[None]:
+    """A ConfigError becomes its one line on stderr and exit status 2, without a traceback."""
+    try:
+        yield
+    except ConfigError as err:
+        print(f"{program}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
     try:
-        train(cfg)
-    except ConfigError as err:
-        print(f"sparsecse-train: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        with exit_on_config_error("sparsecse-train"):
+            train(cfg)
     finally:
         import wandb
 
