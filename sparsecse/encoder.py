@@ -76,6 +76,8 @@ class SentenceEncoder(nn.Module):
         self.pooler = pooler
         self.mlp_only_train = mlp_only_train
         self.name_or_path = getattr(backbone, "name_or_path", "")
+        self.gates = None  # UnitGates, attached by a structured Sparsifier
+        self.masks = None  # WeightMasks, attached by an unstructured Sparsifier
 
     @classmethod
     def from_pretrained(

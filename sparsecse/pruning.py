@@ -1,0 +1,232 @@
+"""Sparsification schedules and the sparsifier that carries out one event (METHOD.md section 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import islice
+
+import torch
+from torch import Tensor
+
+from sparsecse.errors import ConfigError
+from sparsecse.gates import UnitGates, WeightMasks, encoder_layers, head_size
+from sparsecse.importance import (
+    Scorer,
+    accumulate_gradients,
+    normalize_per_layer,
+    select_kept,
+    weight_magnitude_scores,
+)
+
+GRANULARITIES = ("structured", "unstructured")
+TARGETS = {"structured": ("head_sparsity", "ffn_sparsity"), "unstructured": ("weight_sparsity",)}
+
+
+@dataclass(frozen=True)
+class PruningEvent:
+    """Reach these cumulative sparsities when `at` epochs (or steps) of training are done."""
+
+    unit: str  # "epoch" or "step"
+    at: int
+    head_sparsity: float = 0.0
+    ffn_sparsity: float = 0.0
+    weight_sparsity: float = 0.0
+
+
+def _fraction(value, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ConfigError(key, f"must be a fraction in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _event_time(entry: Mapping, key: str) -> tuple[str, int]:
+    units = [u for u in ("epoch", "step") if entry.get(u) is not None]
+    if len(units) != 1:
+        raise ConfigError(key, f"needs exactly one of `epoch` or `step`, got {dict(entry)}")
+    at = entry[units[0]]
+    if isinstance(at, bool) or not isinstance(at, int) or at < 0:
+        raise ConfigError(f"{key}.{units[0]}", f"must be a non-negative integer, got {at!r}")
+    return units[0], at
+
+
+def build_schedule(schedule: Sequence[Mapping], granularity: str, **final: float) -> list[PruningEvent]:
+    """Events from `schedule` entries (`{epoch: E}` or `{step: S}`, optionally with their own
+    targets). An entry without a target ramps linearly: event k of K reaches k/K of `final`."""
+    if granularity not in GRANULARITIES:
+        raise ConfigError("granularity", f"unknown granularity {granularity!r}; expected {GRANULARITIES}")
+    final = {name: _fraction(final.get(name, 0.0), name) for name in TARGETS[granularity]}
+    if not schedule:
+        raise ConfigError("schedule", "is empty; give at least one event such as [{epoch: 1}]")
+    events, previous = [], {name: 0.0 for name in final}
+    for k, entry in enumerate(schedule):
+        key = f"schedule[{k}]"
+        unknown = set(entry) - {"epoch", "step", *final}
+        if unknown:
+            raise ConfigError(key, f"unknown field {sorted(unknown)[0]!r} for {granularity} pruning")
+        unit, at = _event_time(entry, key)
+        if events and unit != events[0].unit:
+            raise ConfigError(f"{key}.{unit}", "mixes epochs and steps; use one kind for every event")
+        if events and at <= events[-1].at:
+            raise ConfigError(f"{key}.{unit}", f"must come after the previous event ({events[-1].at})")
+        targets = {}
+        for name, goal in final.items():
+            value = entry.get(name, goal * (k + 1) / len(schedule))
+            targets[name] = _fraction(value, f"{key}.{name}")
+            if targets[name] < previous[name]:
+                raise ConfigError(f"{key}.{name}", f"decreases ({previous[name]} -> {targets[name]}); "
+                                  "targets are cumulative")  # fmt: skip
+        events.append(PruningEvent(unit, at, **targets))
+        previous = targets
+    return events
+
+
+def check_schedule_fits(
+    events: Sequence[PruningEvent], max_epochs: int | None, max_steps: int | None
+) -> None:
+    """An event at the last epoch (or step) runs when training ends; one after it never would."""
+    for k, event in enumerate(events):
+        limit = max_epochs if event.unit == "epoch" else max_steps
+        if limit is not None and limit >= 0 and event.at > limit:
+            raise ConfigError(f"schedule[{k}].{event.unit}", f"{event.at} is after the last {event.unit} "
+                              f"of training ({limit})")  # fmt: skip
+
+
+class Sparsifier:
+    """Scores units on positive pairs and sets gates (or masks) to reach an event's sparsity."""
+
+    def __init__(
+        self,
+        granularity: str = "structured",
+        score: str = "magnitude",
+        uniformity_weight: float = 1.0,  # lambda, METHOD.md section 4
+        num_batches: int = 8,
+        min_heads_per_layer: int = 1,  # a layer with no heads crashes CUDA SDPA
+        normalize_head_scores: bool = False,
+        seed: int = 0,
+    ):
+        if granularity not in GRANULARITIES:
+            raise ConfigError("granularity", f"unknown granularity {granularity!r}; expected {GRANULARITIES}")
+        if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches <= 0:
+            raise ConfigError("num_batches", f"must be a positive integer, got {num_batches!r}")
+        if (
+            isinstance(min_heads_per_layer, bool)
+            or not isinstance(min_heads_per_layer, int)
+            or min_heads_per_layer < 0
+        ):
+            raise ConfigError(
+                "min_heads_per_layer", f"must be a non-negative integer, got {min_heads_per_layer!r}"
+            )
+        self.granularity = granularity
+        self.scorer = Scorer(score, uniformity_weight, seed)
+        self.num_batches = num_batches
+        self.min_heads_per_layer = min_heads_per_layer
+        self.normalize_head_scores = normalize_head_scores
+
+    def check_model(self, config) -> None:
+        """Settings that depend on the model, checked on its config before any weights load."""
+        if self.granularity == "structured" and self.min_heads_per_layer > config.num_attention_heads:
+            raise ConfigError("min_heads_per_layer", f"{self.min_heads_per_layer} is more than the model's "
+                              f"{config.num_attention_heads} heads per layer")  # fmt: skip
+        if self.granularity == "structured" and self.min_heads_per_layer < 1:
+            raise ConfigError("min_heads_per_layer", "must be at least 1: a layer with no heads crashes SDPA")
+
+    def attach(self, encoder) -> None:
+        """Give the encoder its gates (structured) or weight masks (unstructured), all ones."""
+        if self.granularity == "structured" and encoder.gates is None:
+            encoder.gates = UnitGates(encoder.backbone).to(encoder.device)
+        if self.granularity == "unstructured" and encoder.masks is None:
+            encoder.masks = WeightMasks(encoder.backbone).to(encoder.device)
+
+    def importance(self, encoder, batches: Iterable[dict[str, Tensor]]) -> dict[str, list[Tensor]]:
+        """{"heads": [(H_l,)], "neurons": [(F_l,)]} or {"weights": [(out, in) per Linear]}."""
+        batches = islice(batches, self.num_batches)
+        if self.granularity == "unstructured":
+            weights = [linear.weight for linear in encoder.masks.linears.values()]
+            if self.scorer.mode == "weight_magnitude":
+                return {"weights": [w.detach().abs().float() for w in weights]}
+            stats = (
+                accumulate_gradients(encoder, batches, weights, taylor=True)
+                if self.scorer.needs_gradients()
+                else None
+            )
+            return {"weights": self.scorer(stats, weights)}
+        if self.scorer.mode == "weight_magnitude":
+            scores = weight_magnitude_scores(encoder.backbone)
+        else:
+            gates = encoder.gates
+            stats = (
+                accumulate_gradients(encoder, batches, gates.tensors())
+                if self.scorer.needs_gradients()
+                else None
+            )
+            n = gates.num_layers
+            heads = None if stats is None else stats.subset(slice(0, n))
+            neurons = None if stats is None else stats.subset(slice(n, 2 * n))
+            scores = {
+                "heads": self.scorer(heads, gates.heads),
+                "neurons": self.scorer(neurons, gates.neurons),
+            }
+        if self.normalize_head_scores:
+            scores["heads"] = normalize_per_layer(scores["heads"])
+        return scores
+
+    @torch.no_grad()
+    def apply(self, encoder, event: PruningEvent, importance: Mapping[str, list[Tensor]]) -> dict[str, float]:
+        """Remove the least important units until the event's cumulative targets are reached."""
+        if self.granularity == "unstructured":
+            masks = encoder.masks
+            keys = list(masks.linears)
+            alive = [masks.mask(k).flatten() for k in keys]
+            total = sum(a.numel() for a in alive)
+            n_remove = round(event.weight_sparsity * total) - sum(int((~a).sum()) for a in alive)
+            kept = select_kept([s.flatten() for s in importance["weights"]], alive, max(n_remove, 0))
+            for key, keep in zip(keys, kept):
+                masks.set(key, keep.view_as(masks.mask(key)))
+            return sparsity_summary(encoder)
+        gates = encoder.gates
+        for name, gate_list, target, floor in (
+            ("heads", gates.heads, event.head_sparsity, self.min_heads_per_layer),
+            ("neurons", gates.neurons, event.ffn_sparsity, 0),
+        ):
+            alive = [g != 0 for g in gate_list]
+            total = sum(g.numel() for g in gate_list)
+            n_remove = round(target * total) - sum(int((~a).sum()) for a in alive)
+            kept = select_kept(importance[name], alive, max(n_remove, 0), floor)
+            for gate, keep in zip(gate_list, kept):
+                gate.copy_(keep.to(gate.dtype))
+        return sparsity_summary(encoder)
+
+
+def effective_parameters(encoder) -> int:
+    """Parameters of the transformer layers that still count: gated-off heads and neurons, masked
+    weights and already-sliced units excluded (embeddings and pooler are not units)."""
+    layers = encoder_layers(encoder.backbone)
+    total = sum(p.numel() for p in layers.parameters())
+    if encoder.masks is not None:
+        return total - sum(int((~encoder.masks.mask(k)).sum()) for k in encoder.masks.linears)
+    if encoder.gates is None:
+        return total
+    for layer, head_gate, neuron_gate in zip(layers, encoder.gates.heads, encoder.gates.neurons):
+        d, hidden = head_size(layer), layer.attention.output.dense.out_features
+        per_head = 3 * (hidden * d + d) + d * hidden  # q, k, v rows (+ biases) and output columns
+        per_neuron = hidden + 1 + hidden  # FFN input row (+ bias) and output column
+        total -= int((head_gate == 0).sum()) * per_head + int((neuron_gate == 0).sum()) * per_neuron
+    return total
+
+
+def sparsity_summary(encoder) -> dict[str, float]:
+    """What the pruning callback logs: overall sparsities, kept units per layer, parameters."""
+    summary: dict[str, float] = {"prune/encoder_parameters": float(effective_parameters(encoder))}
+    if encoder.masks is not None:
+        summary["prune/weight_sparsity"] = encoder.masks.sparsity()
+    if encoder.gates is not None:
+        counts = encoder.gates.counts()
+        heads = sum(g.numel() for g in encoder.gates.heads)
+        neurons = sum(g.numel() for g in encoder.gates.neurons)
+        summary["prune/head_sparsity"] = 1.0 - sum(counts["heads"]) / heads
+        summary["prune/ffn_sparsity"] = 1.0 - sum(counts["neurons"]) / neurons
+        for i, (h, n) in enumerate(zip(counts["heads"], counts["neurons"])):
+            summary[f"prune/heads_layer{i}"] = float(h)
+            summary[f"prune/neurons_layer{i}"] = float(n)
+    return summary
