@@ -16,7 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from sparsecse.encoder import check_pooler, load_config
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import evaluate_encoder, expand_tasks, format_table, write_results
+from sparsecse.export import save_sparse_encoder
 from sparsecse.paths import default_data_dir
+from sparsecse.pruning import remove_pruned_units, sparsity_summary
 
 REPO_ROOT = Path(__file__).resolve().parent
 CONFIG_DIR = str(REPO_ROOT / "conf")
@@ -39,29 +41,43 @@ def instantiate_dict(entries: DictConfig | None) -> list:
     return [instantiate(entry) for entry in (entries or {}).values() if entry is not None]
 
 
-def preflight(cfg: DictConfig) -> None:
-    """Checks that need no data and no weights, so that a typo fails in a second."""
+def preflight(cfg: DictConfig):
+    """Checks that need no data and no weights, so that a typo fails in a second; returns the
+    model's config."""
     try:
         check_pooler(cfg.model.encoder.pooler)
-        load_config(cfg.model.encoder.name_or_path)
+        model_config = load_config(cfg.model.encoder.name_or_path)
     except ConfigError as err:
         raise err.under("model.encoder") from None
     try:
         expand_tasks(cfg.evaluate.tasks)
     except ConfigError as err:
         raise err.under("evaluate") from None
+    return model_config
+
+
+def build_pruning(cfg: DictConfig, model_config):
+    """The pruning callback (None under `pruning=none`), checked against the model and the run."""
+    if not cfg.get("pruning"):
+        return None
+    pruning = instantiate_group(cfg, "pruning")
+    try:
+        pruning.check(model_config, cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps"))
+    except ConfigError as err:
+        raise err.under("pruning") from None
+    return pruning
 
 
 def train(cfg: DictConfig) -> dict:
     """Evaluate, fit, evaluate again; returns {"before": ..., "after": ..., "val": ...}."""
-    preflight(cfg)
+    model_config = preflight(cfg)
+    pruning = build_pruning(cfg, model_config)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate_group(cfg, "data")
     module = instantiate_group(cfg, "model")
     loggers = instantiate_dict(cfg.get("logger"))
-    trainer = instantiate_group(
-        cfg, "trainer", callbacks=instantiate_dict(cfg.get("callbacks")), logger=loggers or False
-    )
+    callbacks = instantiate_dict(cfg.get("callbacks")) + ([pruning] if pruning else [])
+    trainer = instantiate_group(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -69,6 +85,8 @@ def train(cfg: DictConfig) -> dict:
     evaluate = lambda: evaluate_encoder(  # noqa: E731
         module.encoder, datamodule.data_dir, cfg.evaluate.tasks, cfg.evaluate.batch_size
     )
+    if pruning:  # here too, not only in the callback's setup: DDP spawn returns rank 0's gates
+        pruning.sparsifier.attach(module.encoder)
     if cfg.evaluate.before:
         results["before"] = evaluate()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -78,6 +96,9 @@ def train(cfg: DictConfig) -> dict:
         results["best_val/stsb_spearman"] = float(trainer.checkpoint_callback.best_model_score)
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
         results["best_checkpoint"] = best
+    if module.encoder.gates is not None or module.encoder.masks is not None:
+        results["sparsity"] = sparsity_summary(module.encoder)
+        remove_pruned_units(module.encoder)  # physical removal: smaller and faster from here on
     if cfg.evaluate.after:
         results["after"] = evaluate()
     report(cfg, module, results)
@@ -91,7 +112,7 @@ def report(cfg: DictConfig, module, results: dict) -> None:
         print(format_table(rows))
     output_dir = Path(cfg.output_dir)
     if cfg.save_model:
-        module.encoder.save_pretrained(output_dir / "model")
+        save_sparse_encoder(module.encoder, output_dir / "model")
     write_results(output_dir / "results.json", results)
 
 

@@ -1,1 +1,5 @@
-"""Thin Lightning callbacks over `sparsecse` (importance scoring and scheduled pruning land here)."""
+"""Thin Lightning callbacks over `sparsecse`: importance scoring and scheduled pruning."""
+
+from callbacks.pruning import StructuredPruning
+
+__all__ = ["StructuredPruning"]

@@ -6,14 +6,14 @@ training step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from sparsecse.corpora import load_corpus
@@ -70,6 +70,24 @@ class PairCollator:
         return dict(self.tokenizer(list(texts), padding=True, return_tensors="pt"))
 
 
+class EpochShuffle(Sampler[int]):
+    """A fresh permutation each epoch, drawn from (seed, epoch) alone, so that a resumed run sees
+    the order the uninterrupted run saw. Lightning calls `set_epoch` before every epoch."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
 def _positive_int(value: int, key: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(key, f"must be a positive integer, got {value!r}")
@@ -88,6 +106,7 @@ class ContrastiveDataModule(L.LightningDataModule):
         max_length: int | None = 32,
         val_batch_size: int = 128,
         num_workers: int = 0,
+        seed: int = 0,
     ):
         super().__init__()
         self.batch_size = _positive_int(batch_size, "batch_size")
@@ -97,6 +116,7 @@ class ContrastiveDataModule(L.LightningDataModule):
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ConfigError("num_workers", f"must be a non-negative integer, got {num_workers!r}")
         self.num_workers = num_workers
+        self.seed = seed
         self.data_dir = Path(data_dir).expanduser()
         if not self.data_dir.is_dir():
             raise ConfigError(
@@ -113,7 +133,7 @@ class ContrastiveDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffle(len(dataset), self.seed) if shuffle else None,
             collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
@@ -121,6 +141,12 @@ class ContrastiveDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, self.collate, shuffle=True)
+
+    def scoring_dataloader(self, seed: int, rank: int = 0, world_size: int = 1) -> DataLoader:
+        """Batches of positive pairs for importance scoring: this rank's shard of a (seed)-shuffled
+        pass, in the main process (a persistent training loader must not be iterated twice)."""
+        sampler = DistributedSampler(self.train_set, world_size, rank, shuffle=True, seed=seed)
+        return DataLoader(self.train_set, self.batch_size, sampler=sampler, collate_fn=self.collate)
 
     def val_dataloader(self) -> DataLoader:
         rows = list(zip(self.val_pairs.sent1, self.val_pairs.sent2, self.val_pairs.gold.tolist()))

@@ -17,7 +17,7 @@ from sparsecse.paths import resolve_model_path
 # (stored as the backbone's pooler, as SimCSE's simcse_to_huggingface.py does), the rest are
 # parameter-free.
 POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
-SUPPORTED_MODEL_TYPES = ("bert", "roberta")
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "sparsecse_bert", "sparsecse_roberta")
 CHECKPOINT_KEY = "sparsecse_encoder"  # entry of a Lightning checkpoint that describes the encoder
 
 
@@ -200,6 +200,10 @@ class SentenceEncoder(nn.Module):
 def load_encoder(model: str, pooler: str, attn_implementation: str = "sdpa") -> SentenceEncoder:
     """A name, a model directory, or a project Lightning checkpoint (`*.ckpt`) -> encoder."""
     check_pooler(pooler)
+    if (Path(model).expanduser() / "sparsecse.json").is_file():  # exported by this project
+        from sparsecse.export import load_sparse_encoder
+
+        return load_sparse_encoder(model, pooler, attn_implementation=attn_implementation)
     if not str(model).endswith(".ckpt"):
         return SentenceEncoder.from_pretrained(model, pooler, attn_implementation=attn_implementation)
     path = Path(model).expanduser()

@@ -36,10 +36,9 @@ class UnitGates(nn.Module):
                 layer.intermediate.dense.out_features).float())  # fmt: skip
         self._handles = []
         for i, layer in enumerate(layers):
-            self._handles.append(
-                layer.attention.output.dense.register_forward_pre_hook(self._head_hook(i, head_size(layer)))
-            )
-            self._handles.append(layer.output.dense.register_forward_pre_hook(self._neuron_hook(i)))
+            head_gate = _GateHeads(self, i, head_size(layer))
+            self._handles.append(layer.attention.output.dense.register_forward_pre_hook(head_gate))
+            self._handles.append(layer.output.dense.register_forward_pre_hook(_GateNeurons(self, i)))
 
     @property
     def heads(self) -> list[Tensor]:
@@ -53,22 +52,6 @@ class UnitGates(nn.Module):
         """Every gate tensor: the heads of each layer, then the neurons of each layer."""
         return self.heads + self.neurons
 
-    def _head_hook(self, index: int, size: int):
-        def gate_heads(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-            context = args[0]  # (B, T, H_l * d)
-            gate = getattr(self, f"head_{index}").to(context.dtype)  # looked up late: .to() swaps buffers
-            heads = context.unflatten(-1, (-1, size))  # (B, T, H_l, d)
-            return ((heads * gate[:, None]).flatten(-2), *args[1:])
-
-        return gate_heads
-
-    def _neuron_hook(self, index: int):
-        def gate_neurons(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-            activation = args[0]  # (B, T, F_l)
-            return (activation * getattr(self, f"neuron_{index}").to(activation.dtype), *args[1:])
-
-        return gate_neurons
-
     def remove_hooks(self) -> None:
         for handle in self._handles:
             handle.remove()
@@ -80,6 +63,31 @@ class UnitGates(nn.Module):
             "heads": [int(g.count_nonzero()) for g in self.heads],
             "neurons": [int(g.count_nonzero()) for g in self.neurons],
         }
+
+
+class _GateHeads:
+    """Pre-hook of `attention.output.dense`. A class, not a closure, so that models with gates
+    pickle (DDP spawn sends the model to its workers)."""
+
+    def __init__(self, gates: UnitGates, index: int, size: int):
+        self.gates, self.index, self.size = gates, index, size
+
+    def __call__(self, module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        context = args[0]  # (B, T, H_l * d)
+        gate = getattr(self.gates, f"head_{self.index}").to(context.dtype)  # late: .to() swaps buffers
+        heads = context.unflatten(-1, (-1, self.size))  # (B, T, H_l, d)
+        return ((heads * gate[:, None]).flatten(-2), *args[1:])
+
+
+class _GateNeurons:
+    """Pre-hook of the FFN's `output.dense`."""
+
+    def __init__(self, gates: UnitGates, index: int):
+        self.gates, self.index = gates, index
+
+    def __call__(self, module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        activation = args[0]  # (B, T, F_l)
+        return (activation * getattr(self.gates, f"neuron_{self.index}").to(activation.dtype), *args[1:])
 
 
 def prunable_linears(backbone: nn.Module) -> dict[str, nn.Linear]:

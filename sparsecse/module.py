@@ -26,6 +26,7 @@ class SimCSEModule(L.LightningModule):
         scheduler: Callable | None = None,
         temperature: float = TEMPERATURE,
         hard_negative_weight: float = 0.0,
+        seed: int = 0,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"])
@@ -43,6 +44,13 @@ class SimCSEModule(L.LightningModule):
         views, size = batch["input_ids"].shape[:2]
         flat = {k: v.flatten(0, 1) for k, v in batch.items()}  # (V * B, T)
         return self.encoder(**flat).view(views, size, -1)
+
+    def on_train_batch_start(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        # Dropout (SimCSE's only augmentation) is the one random draw of a step. Seeding it from
+        # (seed, step, rank) makes a resumed run draw what the uninterrupted run drew, whatever else
+        # consumed random numbers in between (validation, data-loader iterators, scoring).
+        step_seed = (self.hparams.seed * 1_000_003 + self.global_step) * self.trainer.world_size
+        torch.manual_seed(step_seed + self.global_rank)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         emb = self.embed_views(batch)

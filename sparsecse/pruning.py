@@ -55,6 +55,10 @@ def build_schedule(schedule: Sequence[Mapping], granularity: str, **final: float
     targets). An entry without a target ramps linearly: event k of K reaches k/K of `final`."""
     if granularity not in GRANULARITIES:
         raise ConfigError("granularity", f"unknown granularity {granularity!r}; expected {GRANULARITIES}")
+    for name, value in final.items():
+        if name not in TARGETS[granularity] and value:
+            raise ConfigError(name, f"applies to {'un' * (granularity == 'structured')}structured pruning, "
+                              f"not to granularity={granularity}")  # fmt: skip
     final = {name: _fraction(final.get(name, 0.0), name) for name in TARGETS[granularity]}
     if not schedule:
         raise ConfigError("schedule", "is empty; give at least one event such as [{epoch: 1}]")
@@ -130,6 +134,15 @@ class Sparsifier:
                               f"{config.num_attention_heads} heads per layer")  # fmt: skip
         if self.granularity == "structured" and self.min_heads_per_layer < 1:
             raise ConfigError("min_heads_per_layer", "must be at least 1: a layer with no heads crashes SDPA")
+
+    def check_reachable(self, config, event: PruningEvent) -> None:
+        """Head sparsity is capped by the per-layer minimum: at most 1 - min / heads."""
+        if self.granularity != "structured":
+            return
+        cap = 1.0 - self.min_heads_per_layer / config.num_attention_heads
+        if event.head_sparsity > cap + 1e-9:
+            limit = f"min_heads_per_layer={self.min_heads_per_layer} allows at most {cap:.4f}"
+            raise ConfigError("head_sparsity", f"{event.head_sparsity} is out of reach: {limit}")
 
     def attach(self, encoder) -> None:
         """Give the encoder its gates (structured) or weight masks (unstructured), all ones."""
@@ -230,3 +243,14 @@ def sparsity_summary(encoder) -> dict[str, float]:
             summary[f"prune/heads_layer{i}"] = float(h)
             summary[f"prune/neurons_layer{i}"] = float(n)
     return summary
+
+
+def remove_pruned_units(encoder) -> None:
+    """End of sparsification: slice gated-off heads and neurons out of the backbone (METHOD.md 5)
+    and drop the gates; weight masks are dropped too, their zeros stay in the weights."""
+    from sparsecse.surgery import apply_gates
+
+    apply_gates(encoder)
+    if encoder.masks is not None:
+        encoder.masks.apply_masks()
+        encoder.masks = None

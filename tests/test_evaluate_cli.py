@@ -33,9 +33,9 @@ def test_eval_writes_json_for_a_model_directory(tmp_path, data_dir, tiny_model_d
 
 
 def test_eval_accepts_a_project_checkpoint(tmp_path, data_dir, tiny_model_dir):
-    cfg = compose_train(cpu_overrides(tmp_path, data_dir, tiny_model_dir)
-                        + ["trainer.max_steps=2", "trainer.val_check_interval=2", "data.batch_size=4",
-                           "evaluate.before=false", "evaluate.tasks=[stsb]", "save_model=true"])  # fmt: skip
+    overrides = ["pruning=none", "trainer.max_steps=2", "trainer.val_check_interval=2", "data.batch_size=4",
+                 "evaluate.before=false", "evaluate.tasks=[stsb]", "save_model=true"]  # fmt: skip
+    cfg = compose_train(cpu_overrides(tmp_path, data_dir, tiny_model_dir) + overrides)
     trained = train(cfg)
     from_ckpt = load_encoder(trained["best_checkpoint"], "avg").eval()
     from_dir = load_encoder(str(tmp_path / "model"), "avg").eval()

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_encoder import TEXTS
 
 from sparsecse.gates import UnitGates, WeightMasks, prunable_linears
-from test_encoder import TEXTS
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
@@ -48,6 +48,7 @@ def test_neuron_gate_zeroes_the_activation(make_encoder):
     seen = {}
     encoder.gates = UnitGates(encoder.backbone)
     encoder.gates.neuron_0[[3, 7]] = 0
+
     def record(module, args, output):
         seen["x"] = args[0]
 

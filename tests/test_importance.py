@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_encoder import TEXTS
 
 from sparsecse.errors import ConfigError
 from sparsecse.gates import UnitGates
@@ -14,7 +15,6 @@ from sparsecse.importance import (
     select_kept,
 )
 from sparsecse.loss import alignment, uniformity
-from test_encoder import TEXTS
 
 
 def views(encoder, texts=TEXTS):

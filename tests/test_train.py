@@ -103,7 +103,7 @@ def test_fast_dev_run_writes_results(tmp_path, data_dir, tiny_model_dir, corpus_
 def test_short_run_validates_and_keeps_the_best_checkpoint(tmp_path, data_dir, tiny_model_dir):
     cfg = compose_train(
         cpu_overrides(tmp_path, data_dir, tiny_model_dir)
-        + ["trainer.max_steps=4", "trainer.val_check_interval=2", "evaluate.before=false",
+        + ["pruning=none", "trainer.max_steps=4", "trainer.val_check_interval=2", "evaluate.before=false",
            "evaluate.tasks=[stsb]", "data.batch_size=8"]
     )  # fmt: skip
     results = train(cfg)

@@ -1,0 +1,65 @@
+"""Importance scores as pictures: a layers x heads heatmap and a neuron-score histogram."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+
+from callbacks.pruning import scoring_batches
+from sparsecse.plots import head_heatmap, neuron_histogram
+from sparsecse.pruning import Sparsifier
+
+
+class ImportanceScoring(L.Callback):
+    """Compute importance scores at chosen epochs or steps and log them (wandb and PNG files).
+
+    `at` is a list of `{epoch: E}` or `{step: S}`; the scores use the same options as pruning.
+    """
+
+    def __init__(
+        self,
+        at: Sequence[Mapping],
+        output_dir: str,
+        score: str = "magnitude",
+        uniformity_weight: float = 1.0,
+        num_batches: int = 8,
+        normalize_head_scores: bool = False,
+        seed: int = 0,
+    ):
+        self.sparsifier = Sparsifier("structured", score, uniformity_weight, num_batches, 1,
+                                     normalize_head_scores, seed)  # fmt: skip
+        self.at = {(unit, entry[unit]) for entry in at for unit in ("epoch", "step") if unit in entry}
+        self.output_dir = Path(output_dir)
+        self.seed = seed
+        self.written: list[Path] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.sparsifier.attach(pl_module.encoder)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if ("epoch", trainer.current_epoch) in self.at:
+            self.score(trainer, pl_module, f"epoch{trainer.current_epoch}")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if ("step", trainer.global_step) in self.at:
+            self.score(trainer, pl_module, f"step{trainer.global_step}")
+
+    def score(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str
+    ) -> dict[str, list[torch.Tensor]]:
+        with trainer.precision_plugin.forward_context():
+            scores = self.sparsifier.importance(pl_module.encoder, scoring_batches(trainer, self.seed))
+        if trainer.is_global_zero:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            heads = head_heatmap(scores["heads"], self.output_dir / f"importance_heads_{tag}.png")
+            neurons = neuron_histogram(scores["neurons"], self.output_dir / f"importance_neurons_{tag}.png")
+            self.written += [heads, neurons]
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.log_image("importance/heads", [str(heads)], step=trainer.global_step)
+                    logger.log_image("importance/neurons", [str(neurons)], step=trainer.global_step)
+        return scores

@@ -1,0 +1,121 @@
+"""Scheduled sparsification during training: thin Lightning glue over `sparsecse.pruning`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from sparsecse.pruning import PruningEvent, Sparsifier, build_schedule, check_schedule_fits
+
+
+def scoring_batches(trainer: L.Trainer, seed: int):
+    """Positive pairs for scoring: this rank's shard of a fresh, seeded pass over the corpus."""
+    return iter(trainer.datamodule.scoring_dataloader(seed, trainer.global_rank, trainer.world_size))
+
+
+def log_metrics(trainer: L.Trainer, metrics: Mapping[str, float]) -> None:
+    """Straight to the loggers: `self.log` is not allowed in every hook these run from."""
+    for logger in trainer.loggers:
+        logger.log_metrics(dict(metrics), step=trainer.global_step)
+    trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
+
+
+def forget_best_checkpoints(trainer: L.Trainer) -> None:
+    """After the last event, only checkpoints at the final sparsity may be "best": a denser one
+    scores higher on STS-B dev and would otherwise undo the pruning when it is reloaded. The
+    earlier files stay on disk; the next best is written beside them (e.g. `best-v1.ckpt`)."""
+    for callback in trainer.checkpoint_callbacks:
+        callback.best_k_models = {}
+        callback.best_model_path = callback.kth_best_model_path = ""
+        callback.best_model_score = None
+        callback.kth_value = torch.tensor(float("inf") if callback.mode == "min" else float("-inf"))
+
+
+class StructuredPruning(L.Callback):
+    """Sparsify the encoder at scheduled epochs or steps (METHOD.md section 5).
+
+    `schedule` holds cumulative events, `{epoch: E}` or `{step: S}`, each optionally with its own
+    targets; without them, event k of K reaches k/K of `head_sparsity`/`ffn_sparsity` (or
+    `weight_sparsity` for `granularity: unstructured`). Scores are computed on the current model
+    just before each event; between events the gates stay fixed. An event at the last epoch (or
+    step) runs when training ends.
+    """
+
+    def __init__(
+        self,
+        schedule: Sequence[Mapping],
+        head_sparsity: float = 0.0,
+        ffn_sparsity: float = 0.0,
+        weight_sparsity: float = 0.0,
+        granularity: str = "structured",
+        score: str = "magnitude",
+        uniformity_weight: float = 1.0,
+        num_batches: int = 8,
+        min_heads_per_layer: int = 1,
+        normalize_head_scores: bool = False,
+        seed: int = 0,
+    ):
+        self.sparsifier = Sparsifier(granularity, score, uniformity_weight, num_batches,
+                                     min_heads_per_layer, normalize_head_scores, seed)  # fmt: skip
+        targets = {
+            "head_sparsity": head_sparsity,
+            "ffn_sparsity": ffn_sparsity,
+            "weight_sparsity": weight_sparsity,
+        }
+        self.events = build_schedule(schedule, granularity, **targets)
+        self.seed = seed
+        self.done = 0  # events carried out; saved in checkpoints
+        self.last_importance: dict[str, list[torch.Tensor]] = {}
+
+    def check(self, model_config, max_epochs: int | None, max_steps: int | None) -> None:
+        """Before any compute: settings against the model's config and the training length."""
+        self.sparsifier.check_model(model_config)
+        check_schedule_fits(self.events, max_epochs, max_steps)
+        self.sparsifier.check_reachable(model_config, self.events[-1])
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Before a checkpoint is restored, so that its gate and mask buffers have somewhere to go.
+        self.sparsifier.attach(pl_module.encoder)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._run_due(trainer, pl_module, "epoch", trainer.current_epoch)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        self._run_due(trainer, pl_module, "step", trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if pl_module.encoder.masks is not None:
+            pl_module.encoder.masks.apply_masks()  # undo what the optimizer step put back
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        self._run_due(trainer, pl_module, self.events[0].unit, now[self.events[0].unit])
+        if self.done < len(self.events):
+            rank_zero_warn(f"training ended before pruning event {self.events[self.done]} could run")
+
+    def _run_due(self, trainer, pl_module, unit: str, now: int) -> None:
+        while self.done < len(self.events) and self.events[self.done].unit == unit:
+            if self.events[self.done].at > now:
+                return
+            self._run(trainer, pl_module, self.events[self.done])
+
+    def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, event: PruningEvent) -> None:
+        encoder = pl_module.encoder
+        with trainer.precision_plugin.forward_context():
+            batches = scoring_batches(trainer, self.seed + self.done)
+            importance = self.sparsifier.importance(encoder, batches)
+        self.last_importance = importance  # for inspection and tests
+        summary = self.sparsifier.apply(encoder, event, importance)
+        self.done += 1
+        log_metrics(trainer, summary)
+        if self.done == len(self.events):
+            forget_best_checkpoints(trainer)
+
+    def state_dict(self) -> dict:
+        return {"done": self.done}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.done = state_dict["done"]

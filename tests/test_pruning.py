@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from test_encoder import TEXTS
+from test_importance import views
+from transformers import BertConfig
+
+from sparsecse.errors import ConfigError
+from sparsecse.pruning import (
+    PruningEvent,
+    Sparsifier,
+    build_schedule,
+    check_schedule_fits,
+    effective_parameters,
+    remove_pruned_units,
+    sparsity_summary,
+)
+
+
+def test_schedule_ramps_linearly_to_the_final_targets():
+    events = build_schedule([{"step": 10}, {"step": 20}], "structured", head_sparsity=0.4, ffn_sparsity=0.2)
+    assert events == [PruningEvent("step", 10, 0.2, 0.1), PruningEvent("step", 20, 0.4, 0.2)]
+
+
+def test_schedule_takes_explicit_targets():
+    events = build_schedule([{"epoch": 1, "weight_sparsity": 0.3}, {"epoch": 2}], "unstructured",
+                            weight_sparsity=0.5)  # fmt: skip
+    assert [e.weight_sparsity for e in events] == [0.3, 0.5]
+
+
+@pytest.mark.parametrize(
+    "schedule, targets, message",
+    [
+        ([{"epoch": 1}], {"head_sparsity": 1.0}, "head_sparsity: must be a fraction in \\[0, 1\\)"),
+        ([{"epoch": 1}], {"head_sparsity": -0.1}, "head_sparsity: must be a fraction"),
+        ([{"epoch": 1, "head_sparsity": 0.5}, {"epoch": 2, "head_sparsity": 0.2}], {},
+         r"schedule\[1\].head_sparsity: decreases \(0.5 -> 0.2\)"),
+        ([{"epoch": 1}, {"step": 5}], {}, r"schedule\[1\].step: mixes epochs and steps"),
+        ([{"epoch": 2}, {"epoch": 1}], {}, r"schedule\[1\].epoch: must come after"),
+        ([{"epoch": 1, "step": 3}], {}, r"schedule\[0\]: needs exactly one of"),
+        ([{"epoch": 1, "weight_sparsity": 0.1}], {}, r"schedule\[0\]: unknown field 'weight_sparsity'"),
+        ([], {}, "schedule: is empty"),
+        ([{"epoch": 1}], {"weight_sparsity": 0.5}, "weight_sparsity: applies to unstructured"),
+    ],
+)  # fmt: skip
+def test_bad_schedules(schedule, targets, message):
+    with pytest.raises(ConfigError, match=message):
+        build_schedule(schedule, "structured", **targets)
+
+
+def test_an_event_after_the_last_epoch_is_rejected():
+    events = build_schedule([{"epoch": 1}, {"epoch": 3}], "structured", head_sparsity=0.2)
+    check_schedule_fits(events, max_epochs=3, max_steps=-1)
+    with pytest.raises(
+        ConfigError, match=r"schedule\[1\].epoch: 3 is after the last epoch of training \(2\)"
+    ):
+        check_schedule_fits(events, max_epochs=2, max_steps=-1)
+
+
+def test_model_dependent_checks():
+    config = BertConfig(num_attention_heads=4)
+    with pytest.raises(ConfigError, match="min_heads_per_layer: 5 is more than the model's 4 heads"):
+        Sparsifier(min_heads_per_layer=5).check_model(config)
+    with pytest.raises(ConfigError, match="head_sparsity: 0.8 is out of reach"):
+        Sparsifier(min_heads_per_layer=1).check_reachable(config, PruningEvent("epoch", 1, 0.8))
+    with pytest.raises(ConfigError, match="granularity: unknown granularity 'channels'"):
+        Sparsifier(granularity="channels")
+    with pytest.raises(ConfigError, match="score: unknown score mode"):
+        Sparsifier(score="taylor")
+
+
+@pytest.mark.parametrize(
+    "score", ["magnitude", "signed", "alignment", "uniformity", "random", "weight_magnitude"]
+)
+def test_each_event_removes_exactly_the_requested_counts(make_encoder, score):
+    encoder = make_encoder("avg")  # 2 layers x 4 heads, 2 x 64 neurons
+    sparsifier = Sparsifier(score=score, num_batches=2, min_heads_per_layer=1)
+    sparsifier.attach(encoder)
+    batches = [views(encoder)] * 2
+    for event, heads_left, neurons_left in ((PruningEvent("step", 1, 0.25, 0.5), 6, 64),
+                                            (PruningEvent("step", 2, 0.75, 0.75), 2, 32)):  # fmt: skip
+        summary = sparsifier.apply(encoder, event, sparsifier.importance(encoder, iter(batches)))
+        counts = encoder.gates.counts()
+        assert sum(counts["heads"]) == heads_left and sum(counts["neurons"]) == neurons_left
+        assert min(counts["heads"]) >= 1
+        assert summary["prune/head_sparsity"] == pytest.approx(1 - heads_left / 8)
+    assert counts["heads"] == [1, 1], "at 75% of 8 heads with a minimum of 1, each layer keeps one"
+
+
+def test_unstructured_event_masks_exactly_the_requested_weights(make_encoder):
+    encoder = make_encoder("avg")
+    sparsifier = Sparsifier(granularity="unstructured", num_batches=1)
+    sparsifier.attach(encoder)
+    event = PruningEvent("epoch", 1, weight_sparsity=0.3)
+    summary = sparsifier.apply(encoder, event, sparsifier.importance(encoder, iter([views(encoder)])))
+    total = sum(m.numel() for m in (encoder.masks.mask(k) for k in encoder.masks.linears))
+    assert summary["prune/weight_sparsity"] == pytest.approx(round(0.3 * total) / total)
+    zeros = sum(int((lin.weight == 0).sum()) for lin in encoder.masks.linears.values())
+    assert zeros >= round(0.3 * total)
+
+
+def test_effective_parameters_match_the_physically_pruned_model(make_encoder):
+    encoder = make_encoder("avg").eval()
+    sparsifier = Sparsifier(num_batches=1)
+    sparsifier.attach(encoder)
+    sparsifier.apply(
+        encoder, PruningEvent("step", 1, 0.5, 0.5), sparsifier.importance(encoder, iter([views(encoder)]))
+    )
+    predicted = effective_parameters(encoder)
+    before = encoder.encode(TEXTS)
+    remove_pruned_units(encoder)
+    assert encoder.gates is None
+    assert effective_parameters(encoder) == predicted
+    assert sparsity_summary(encoder)["prune/encoder_parameters"] == predicted
+    torch.testing.assert_close(encoder.encode(TEXTS), before, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,184 @@
+"""The pruning callback inside real (tiny) training runs: events, checkpoints, resume, DDP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_train import compose_train, cpu_overrides
+
+from train import REPO_ROOT, train
+
+
+def pruning_overrides(tmp_path: Path, corpus: Path, *extra: str) -> list[str]:
+    return [
+        f"data.train_file={corpus}",
+        "data.batch_size=4",
+        "evaluate.before=false",
+        "evaluate.tasks=[stsb]",
+        "pruning=structured",
+        "pruning.num_batches=1",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("".join(f"sentence {i} is about topic {i % 3} .\n" for i in range(8)))
+    return path  # 8 sentences, batch 4: two steps an epoch
+
+
+def test_structured_event_mid_training_then_physical_removal(tmp_path, data_dir, tiny_model_dir, corpus):
+    cfg = compose_train(
+        cpu_overrides(tmp_path, data_dir, tiny_model_dir)
+        + pruning_overrides(
+            tmp_path,
+            corpus,
+            "trainer.max_steps=-1",
+            "trainer.max_epochs=2",
+            "trainer.val_check_interval=2",
+            "pruning.schedule=[{step:2}]",
+            "pruning.head_sparsity=0.5",
+            "pruning.ffn_sparsity=0.25",
+            "save_model=true",
+        )
+    )
+    results = train(cfg)
+    assert results["sparsity"]["prune/head_sparsity"] == 0.5
+    assert results["sparsity"]["prune/ffn_sparsity"] == 0.25
+    best = torch.load(results["best_checkpoint"], weights_only=True)
+    assert best["global_step"] == 4, "the best checkpoint must postdate the last pruning event"
+    assert (
+        int(
+            best["state_dict"]["encoder.gates.head_0"].sum()
+            + best["state_dict"]["encoder.gates.head_1"].sum()
+        )
+        == 4
+    )
+    layers = __import__("json").loads((tmp_path / "model" / "config.json").read_text())
+    assert sum(len(h) for h in layers["kept_heads"]) == 4
+    metrics = next((tmp_path / "csv").rglob("metrics.csv")).read_text()
+    assert "prune/head_sparsity" in metrics and "prune/encoder_parameters" in metrics
+
+
+def test_event_at_the_last_epoch_runs_when_training_ends(tmp_path, data_dir, tiny_model_dir, corpus):
+    cfg = compose_train(
+        cpu_overrides(tmp_path, data_dir, tiny_model_dir)
+        + pruning_overrides(
+            tmp_path,
+            corpus,
+            "trainer.max_steps=-1",
+            "trainer.max_epochs=1",
+            "trainer.val_check_interval=2",
+            "pruning.schedule=[{epoch:1}]",
+            "pruning.granularity=unstructured",
+            "pruning.head_sparsity=0",
+            "pruning.ffn_sparsity=0",
+            "pruning.weight_sparsity=0.4",
+        )
+    )
+    results = train(cfg)
+    assert results["sparsity"]["prune/weight_sparsity"] == pytest.approx(0.4, abs=1e-3)
+    assert "best_checkpoint" not in results, "no checkpoint holds the final sparsity: keep the pruned weights"
+
+
+def run_for(tmp_path, data_dir, tiny_model_dir, corpus, epochs: int, *extra: str) -> dict:
+    cfg = compose_train(
+        cpu_overrides(tmp_path, data_dir, tiny_model_dir)
+        + pruning_overrides(
+            tmp_path,
+            corpus,
+            "trainer.max_steps=-1",
+            f"trainer.max_epochs={epochs}",
+            "trainer.val_check_interval=2",
+            "pruning.schedule=[{epoch:1}]",
+            "pruning.head_sparsity=0.25",
+            "pruning.ffn_sparsity=0.25",
+            "callbacks.model_checkpoint.save_top_k=-1",
+            "callbacks.model_checkpoint.filename='step{step}'",
+            "evaluate.after=false",
+            *extra,
+        )
+    )
+    train(cfg)
+    return torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+
+
+def test_resume_after_a_pruning_event_equals_the_uninterrupted_run(
+    tmp_path, data_dir, tiny_model_dir, corpus
+):
+    whole = run_for(tmp_path / "whole", data_dir, tiny_model_dir, corpus, 3)
+    midway = tmp_path / "whole" / "checkpoints" / "step4.ckpt"  # after the event at epoch 1 (step 2)
+    assert torch.load(midway, weights_only=True)["callbacks"]["StructuredPruning"] == {"done": 1}
+    resumed = run_for(tmp_path / "resumed", data_dir, tiny_model_dir, corpus, 3, f"ckpt_path={midway}")
+    assert resumed["global_step"] == whole["global_step"] == 6
+    assert resumed["state_dict"]["encoder.gates.head_0"].sum() < 4, "the gates came back"
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_prunes_the_same_units_on_both_ranks(tmp_path, data_dir, tiny_model_dir, corpus):
+    """Two CPU ranks (gloo), started from outside as torchrun or srun would: each scores its own
+    shard, and the summed scores make both remove the same units."""
+    overrides = cpu_overrides(tmp_path, data_dir, tiny_model_dir) + pruning_overrides(
+        tmp_path,
+        corpus,
+        "trainer.max_steps=2",
+        "trainer.val_check_interval=1",
+        "+trainer.strategy=ddp",
+        "trainer.devices=2",
+        "data.batch_size=2",
+        "pruning.schedule=[{step:1}]",
+        "pruning.head_sparsity=0.5",
+        "pruning.ffn_sparsity=0.5",
+        "pruning.num_batches=2",
+        "evaluate.after=false",
+        "save_model=false",
+        "+callbacks.rank_probe._target_=rank_probe.SaveGatesPerRank",
+        f"+callbacks.rank_probe.dirpath={tmp_path}",
+    )
+    port = free_port()
+    procs = []
+    for rank in (0, 1):
+        env = {
+            **os.environ,
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "WORLD_SIZE": "2",
+            "NODE_RANK": "0",
+            "LOCAL_RANK": str(rank),
+            "RANK": str(rank),
+            "WANDB_MODE": "disabled",
+            "PYTHONPATH": f"{REPO_ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        }
+        run_dir = f"hydra.run.dir={tmp_path / f'hydra{rank}'}"
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "train.py", *overrides, run_dir],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+    for proc in procs:
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert sum(int(g.sum()) for g in rank0["gates"][:2]) == 4, "half of the 8 heads are gone"
+    for a, b in zip(rank0["importance"] + rank0["gates"], rank1["importance"] + rank1["gates"]):
+        assert torch.equal(a, b)
