@@ -41,6 +41,37 @@ BAD_INPUTS = {
     "zero batch size": (["data.batch_size=0"], "data.batch_size: must be a positive integer, got 0"),
     "negative batch size": (["data.batch_size=-4"], "data.batch_size: must be a positive integer"),
     "unknown task": (["evaluate.tasks=[sts99]"], "evaluate.tasks: unknown task 'sts99'"),
+    "sparsity of 1": (
+        ["pruning.head_sparsity=1.0"],
+        r"pruning.head_sparsity: must be a fraction in \[0, 1\)",
+    ),
+    "negative sparsity": (["pruning.ffn_sparsity=-0.2"], "pruning.ffn_sparsity: must be a fraction"),
+    "decreasing targets": (
+        ["pruning.schedule=[{step:10,head_sparsity:0.5},{step:20,head_sparsity:0.25}]"],
+        r"pruning.schedule\[1\].head_sparsity: decreases \(0.5 -> 0.25\)",
+    ),
+    "event after the last epoch": (
+        ["pruning.schedule=[{epoch:2}]", "trainer.max_steps=-1", "trainer.max_epochs=1"],
+        r"pruning.schedule\[0\].epoch: 2 is after the last epoch of training \(1\)",
+    ),
+    "event after the last step": (
+        ["pruning.schedule=[{step:500}]"],
+        r"pruning.schedule\[0\].step: 500 is after",
+    ),
+    "too many heads kept": (["pruning.min_heads_per_layer=5"], "pruning.min_heads_per_layer: 5 is more than"),
+    "unreachable head sparsity": (
+        ["pruning.head_sparsity=0.9"],
+        "pruning.head_sparsity: 0.9 is out of reach",
+    ),
+    "unknown score mode": (["pruning.score=taylor"], "pruning.score: unknown score mode 'taylor'"),
+    "unknown granularity": (
+        ["pruning.granularity=blocks"],
+        "pruning.granularity: unknown granularity 'blocks'",
+    ),
+    "target of the other granularity": (
+        ["pruning.weight_sparsity=0.5"],
+        "pruning.weight_sparsity: applies to unstructured pruning, not to granularity=structured",
+    ),
 }
 
 
@@ -50,7 +81,7 @@ def test_bad_input_is_reported_before_compute(case, tmp_path, data_dir, tiny_mod
 
     write_bad_corpora(tmp_path)
     overrides, message = BAD_INPUTS[case]
-    overrides = [o.format(tmp=tmp_path) for o in overrides]
+    overrides = [o.replace("{tmp}", str(tmp_path)) for o in overrides]
     cfg = compose_train(cpu_overrides(tmp_path, data_dir, tiny_model_dir) + overrides)
     with pytest.raises(ConfigError, match=message) as err:
         train(cfg)
