@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -14,6 +16,17 @@ from sparsecse.evaluation import evaluate_encoder, expand_tasks, format_table, w
 from train import CONFIG_DIR, exit_on_config_error
 
 TOOLS_CONFIG_DIR = str(Path(CONFIG_DIR) / "tools")
+
+
+@contextmanager
+def model_key() -> Iterator[None]:
+    """Errors about the model name name `model`, the key these tools take it by."""
+    try:
+        yield
+    except ConfigError as err:
+        if err.key != "name_or_path":
+            raise
+        raise ConfigError("model", err.message) from None
 
 
 def pick_device(device: str) -> torch.device:
@@ -32,10 +45,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if not data_dir.is_dir():
         raise ConfigError("data_dir", f"no such directory {data_dir} (set SPARSECSE_DATA_DIR or data_dir=)")
     device = pick_device(cfg.device)
-    try:
+    with model_key():
         encoder = load_encoder(cfg.model, cfg.pooler, cfg.attn_implementation)
-    except ConfigError as err:
-        raise ConfigError("model" if err.key == "name_or_path" else err.key, err.message) from None
     results = evaluate_encoder(encoder.to(device), data_dir, cfg.tasks, cfg.batch_size)
     print(format_table({str(cfg.model): results}))
     if cfg.output:

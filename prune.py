@@ -1,0 +1,76 @@
+"""`sparsecse-prune`: one-shot sparsification of a trained encoder. See conf/tools/prune.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from evaluate import TOOLS_CONFIG_DIR, model_key, pick_device
+from sparsecse.data import ContrastiveDataModule
+from sparsecse.encoder import check_pooler, load_config, load_encoder
+from sparsecse.errors import ConfigError
+from sparsecse.evaluation import evaluate_encoder, expand_tasks, format_table, write_results
+from sparsecse.export import save_sparse_encoder
+from sparsecse.pruning import Sparsifier, build_schedule, remove_pruned_units, sparsity_summary
+from train import exit_on_config_error
+
+TARGETS = ("head_sparsity", "ffn_sparsity", "weight_sparsity")
+
+
+def build_sparsifier(options: dict, model_config):
+    """(Sparsifier, its one event), checked against the model before anything loads."""
+    targets = {k: options.pop(k) for k in TARGETS if k in options}
+    seed = options.pop("seed", 0)
+    try:
+        sparsifier = Sparsifier(**options, seed=seed)
+        (event,) = build_schedule([{"step": 0}], sparsifier.granularity, **targets)
+        sparsifier.check_model(model_config)
+        sparsifier.check_reachable(model_config, event)
+    except ConfigError as err:
+        raise err.under("pruning") from None
+    except TypeError as err:
+        raise ConfigError("pruning", f"bad option: {err}") from None
+    return sparsifier, event
+
+
+def prune(cfg: DictConfig) -> dict:
+    """Score, sparsify, evaluate before and after; returns {"before", "after", "sparsity"}."""
+    if OmegaConf.is_missing(cfg, "output_dir"):
+        raise ConfigError("output_dir", "is required: where to write the sparsified model")
+    tasks = expand_tasks(cfg.tasks) if cfg.tasks else ()
+    check_pooler(cfg.pooler)
+    with model_key():
+        model_config = load_config(cfg.model) if not str(cfg.model).endswith(".ckpt") else None
+    options = {**OmegaConf.to_container(cfg.pruning, resolve=True), "seed": cfg.seed}
+    sparsifier, event = build_sparsifier(options, model_config) if model_config else (None, None)
+    with model_key():
+        data = ContrastiveDataModule(cfg.model, cfg.data_dir, cfg.train_file, cfg.batch_size, cfg.max_length,
+                                     seed=cfg.seed)  # fmt: skip
+        encoder = load_encoder(cfg.model, cfg.pooler).to(pick_device(cfg.device))
+    if sparsifier is None:  # a checkpoint: its config is known only now
+        sparsifier, event = build_sparsifier(options, encoder.backbone.config)
+    evaluate = lambda: evaluate_encoder(encoder, data.data_dir, tasks, cfg.eval_batch_size) if tasks else {}  # noqa: E731
+    results = {"before": evaluate()}
+    sparsifier.attach(encoder)
+    importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(cfg.seed)))
+    sparsifier.apply(encoder, event, importance)
+    results["sparsity"] = sparsity_summary(encoder)
+    remove_pruned_units(encoder)
+    results["after"] = evaluate()
+    if tasks:
+        print(format_table({"before": results["before"], "after": results["after"]}))
+    save_sparse_encoder(encoder, Path(cfg.output_dir))
+    write_results(Path(cfg.output_dir) / "results.json", results)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=TOOLS_CONFIG_DIR, config_name="prune")
+def main(cfg: DictConfig) -> None:
+    with exit_on_config_error("sparsecse-prune"):
+        prune(cfg)
+
+
+if __name__ == "__main__":
+    main()

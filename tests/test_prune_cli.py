@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from test_encoder import TEXTS
+
+from evaluate import TOOLS_CONFIG_DIR
+from prune import prune
+from sparsecse.encoder import load_encoder
+from sparsecse.errors import ConfigError
+
+
+def compose_prune(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=TOOLS_CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="prune", overrides=overrides)
+
+
+def test_post_hoc_sparsification_writes_a_loadable_model(tmp_path, data_dir, tiny_model_dir):
+    out = tmp_path / "sparse"
+    cfg = compose_prune([f"model={tiny_model_dir}", "pooler=avg", "pruning.head_sparsity=0.5",
+                         "pruning.ffn_sparsity=0.25", "pruning.num_batches=2", "tasks=[stsb]",
+                         f"output_dir={out}", f"data_dir={data_dir}", "batch_size=8"])  # fmt: skip
+    results = prune(cfg)
+    assert set(results["before"]) == set(results["after"]) == {"stsb", "avg"}
+    assert results["sparsity"]["prune/head_sparsity"] == 0.5
+    assert json.loads((out / "results.json").read_text())["after"] == results["after"]
+    loaded = load_encoder(str(out), "avg")
+    assert sum(layer.attention.self.query.out_features // 8 for layer in loaded.backbone.encoder.layer) == 4
+    overrides = [f"model={out}", "tasks=[stsb]", f"output_dir={tmp_path / 'x'}", f"data_dir={data_dir}",
+                 "pruning.head_sparsity=0", "pruning.ffn_sparsity=0"]  # fmt: skip
+    again = prune(compose_prune(overrides))
+    assert again["before"]["stsb"] == pytest.approx(results["after"]["stsb"], abs=1e-6)
+    torch.testing.assert_close(load_encoder(str(tmp_path / "x"), "avg").encode(TEXTS), loaded.encode(TEXTS))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ([], "output_dir: is required"),
+        (["output_dir=x", "pruning.score=taylor"], "pruning.score: unknown score mode"),
+        (["output_dir=x", "pruning.head_sparsity=1.5"], "pruning.head_sparsity: must be a fraction"),
+        (["output_dir=x", "pooler=mean"], "pooler: unknown pooler"),
+        (["output_dir=x", "model=/no/such/model"], "model: cannot load model"),
+    ],
+)
+def test_bad_prune_settings(overrides, message, data_dir, monkeypatch):
+    import sparsecse.encoder
+
+    monkeypatch.setattr(sparsecse.encoder.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
+    with pytest.raises(ConfigError, match=message):
+        prune(compose_prune([f"data_dir={data_dir}", *overrides]))
