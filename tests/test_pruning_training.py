@@ -182,3 +182,18 @@ def test_two_process_ddp_prunes_the_same_units_on_both_ranks(tmp_path, data_dir,
     assert sum(int(g.sum()) for g in rank0["gates"][:2]) == 4, "half of the 8 heads are gone"
     for a, b in zip(rank0["importance"] + rank0["gates"], rank1["importance"] + rank1["gates"]):
         assert torch.equal(a, b)
+
+
+def test_importance_scoring_writes_heatmap_and_histogram(tmp_path, data_dir, tiny_model_dir, corpus):
+    cfg = compose_train(
+        cpu_overrides(tmp_path, data_dir, tiny_model_dir)
+        + [f"data.train_file={corpus}", "data.batch_size=4", "pruning=none", "callbacks=with_importance",
+           "callbacks.importance.at=[{step:0},{step:1}]", "callbacks.importance.num_batches=1",
+           "trainer.max_steps=2", "trainer.val_check_interval=2", "evaluate.before=false",
+           "evaluate.after=false"]
+    )  # fmt: skip
+    train(cfg)
+    pictures = sorted(p.name for p in (tmp_path / "importance").glob("*.png"))
+    assert pictures == ["importance_heads_step0.png", "importance_heads_step1.png",
+                        "importance_neurons_step0.png", "importance_neurons_step1.png"]  # fmt: skip
+    assert all((tmp_path / "importance" / p).stat().st_size > 1000 for p in pictures)
