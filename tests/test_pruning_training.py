@@ -15,16 +15,17 @@ from test_train import compose_train, cpu_overrides
 from train import REPO_ROOT, train
 
 
-def pruning_overrides(tmp_path: Path, corpus: Path, *extra: str) -> list[str]:
-    return [
-        f"data.train_file={corpus}",
-        "data.batch_size=4",
-        "evaluate.before=false",
-        "evaluate.tasks=[stsb]",
-        "pruning=structured",
-        "pruning.num_batches=1",
+def pruning_run(tmp_path: Path, data_dir: Path, model: Path, corpus: Path, *extra: str) -> list[str]:
+    """Overrides of a tiny CPU run on `corpus` (two steps an epoch) with structured pruning."""
+    return cpu_overrides(tmp_path, data_dir, model) + [
+        f"data.train_file={corpus}", "data.batch_size=4", "evaluate.before=false", "evaluate.tasks=[stsb]",
+        "pruning=structured", "pruning.num_batches=1", "trainer.max_steps=-1", "trainer.val_check_interval=2",
         *extra,
-    ]
+    ]  # fmt: skip
+
+
+def compose_pruning_run(*args, **kwargs):
+    return compose_train(pruning_run(*args, **kwargs))
 
 
 @pytest.fixture
@@ -35,32 +36,15 @@ def corpus(tmp_path) -> Path:
 
 
 def test_structured_event_mid_training_then_physical_removal(tmp_path, data_dir, tiny_model_dir, corpus):
-    cfg = compose_train(
-        cpu_overrides(tmp_path, data_dir, tiny_model_dir)
-        + pruning_overrides(
-            tmp_path,
-            corpus,
-            "trainer.max_steps=-1",
-            "trainer.max_epochs=2",
-            "trainer.val_check_interval=2",
-            "pruning.schedule=[{step:2}]",
-            "pruning.head_sparsity=0.5",
-            "pruning.ffn_sparsity=0.25",
-            "save_model=true",
-        )
-    )
+    cfg = compose_pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, "trainer.max_epochs=2",
+                              "pruning.schedule=[{step:2}]", "pruning.head_sparsity=0.5",
+                              "pruning.ffn_sparsity=0.25", "save_model=true")  # fmt: skip
     results = train(cfg)
     assert results["sparsity"]["prune/head_sparsity"] == 0.5
     assert results["sparsity"]["prune/ffn_sparsity"] == 0.25
     best = torch.load(results["best_checkpoint"], weights_only=True)
     assert best["global_step"] == 4, "the best checkpoint must postdate the last pruning event"
-    assert (
-        int(
-            best["state_dict"]["encoder.gates.head_0"].sum()
-            + best["state_dict"]["encoder.gates.head_1"].sum()
-        )
-        == 4
-    )
+    assert sum(int(best["state_dict"][f"encoder.gates.head_{i}"].sum()) for i in (0, 1)) == 4
     layers = __import__("json").loads((tmp_path / "model" / "config.json").read_text())
     assert sum(len(h) for h in layers["kept_heads"]) == 4
     metrics = next((tmp_path / "csv").rglob("metrics.csv")).read_text()
@@ -68,44 +52,21 @@ def test_structured_event_mid_training_then_physical_removal(tmp_path, data_dir,
 
 
 def test_event_at_the_last_epoch_runs_when_training_ends(tmp_path, data_dir, tiny_model_dir, corpus):
-    cfg = compose_train(
-        cpu_overrides(tmp_path, data_dir, tiny_model_dir)
-        + pruning_overrides(
-            tmp_path,
-            corpus,
-            "trainer.max_steps=-1",
-            "trainer.max_epochs=1",
-            "trainer.val_check_interval=2",
-            "pruning.schedule=[{epoch:1}]",
-            "pruning.granularity=unstructured",
-            "pruning.head_sparsity=0",
-            "pruning.ffn_sparsity=0",
-            "pruning.weight_sparsity=0.4",
-        )
-    )
+    cfg = compose_pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, "trainer.max_epochs=1",
+                              "pruning.schedule=[{epoch:1}]", "pruning.granularity=unstructured",
+                              "pruning.head_sparsity=0", "pruning.ffn_sparsity=0",
+                              "pruning.weight_sparsity=0.4")  # fmt: skip
     results = train(cfg)
     assert results["sparsity"]["prune/weight_sparsity"] == pytest.approx(0.4, abs=1e-3)
     assert "best_checkpoint" not in results, "no checkpoint holds the final sparsity: keep the pruned weights"
 
 
 def run_for(tmp_path, data_dir, tiny_model_dir, corpus, epochs: int, *extra: str) -> dict:
-    cfg = compose_train(
-        cpu_overrides(tmp_path, data_dir, tiny_model_dir)
-        + pruning_overrides(
-            tmp_path,
-            corpus,
-            "trainer.max_steps=-1",
-            f"trainer.max_epochs={epochs}",
-            "trainer.val_check_interval=2",
-            "pruning.schedule=[{epoch:1}]",
-            "pruning.head_sparsity=0.25",
-            "pruning.ffn_sparsity=0.25",
-            "callbacks.model_checkpoint.save_top_k=-1",
-            "callbacks.model_checkpoint.filename='step{step}'",
-            "evaluate.after=false",
-            *extra,
-        )
-    )
+    cfg = compose_pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, f"trainer.max_epochs={epochs}",
+                              "pruning.schedule=[{epoch:1}]", "pruning.head_sparsity=0.25",
+                              "pruning.ffn_sparsity=0.25", "callbacks.model_checkpoint.save_top_k=-1",
+                              "callbacks.model_checkpoint.filename='step{step}'", "evaluate.after=false",
+                              *extra)  # fmt: skip
     train(cfg)
     return torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
 
@@ -133,23 +94,12 @@ def free_port() -> int:
 def test_two_process_ddp_prunes_the_same_units_on_both_ranks(tmp_path, data_dir, tiny_model_dir, corpus):
     """Two CPU ranks (gloo), started from outside as torchrun or srun would: each scores its own
     shard, and the summed scores make both remove the same units."""
-    overrides = cpu_overrides(tmp_path, data_dir, tiny_model_dir) + pruning_overrides(
-        tmp_path,
-        corpus,
-        "trainer.max_steps=2",
-        "trainer.val_check_interval=1",
-        "+trainer.strategy=ddp",
-        "trainer.devices=2",
-        "data.batch_size=2",
-        "pruning.schedule=[{step:1}]",
-        "pruning.head_sparsity=0.5",
-        "pruning.ffn_sparsity=0.5",
-        "pruning.num_batches=2",
-        "evaluate.after=false",
-        "save_model=false",
-        "+callbacks.rank_probe._target_=rank_probe.SaveGatesPerRank",
-        f"+callbacks.rank_probe.dirpath={tmp_path}",
-    )
+    overrides = pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, "trainer.max_steps=2",
+                            "trainer.val_check_interval=1", "+trainer.strategy=ddp", "trainer.devices=2",
+                            "data.batch_size=2", "pruning.schedule=[{step:1}]", "pruning.head_sparsity=0.5",
+                            "pruning.ffn_sparsity=0.5", "pruning.num_batches=2", "evaluate.after=false",
+                            "save_model=false", "+callbacks.rank_probe._target_=rank_probe.SaveGatesPerRank",
+                            f"+callbacks.rank_probe.dirpath={tmp_path}")  # fmt: skip
     port = free_port()
     procs = []
     for rank in (0, 1):
