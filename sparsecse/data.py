@@ -18,7 +18,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from sparsecse.corpora import load_corpus
 from sparsecse.encoder import load_config, load_tokenizer
-from sparsecse.errors import ConfigError
+from sparsecse.errors import ConfigError, require_int
 from sparsecse.evaluation.sts import ScoredPairs, read_stsb
 
 
@@ -88,12 +88,6 @@ class EpochShuffle(Sampler[int]):
         return self.size
 
 
-def _positive_int(value: int, key: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(key, f"must be a positive integer, got {value!r}")
-    return value
-
-
 class ContrastiveDataModule(L.LightningDataModule):
     """Training corpus + STS-B dev. Inputs are read and checked here, before any model loads."""
 
@@ -109,13 +103,11 @@ class ContrastiveDataModule(L.LightningDataModule):
         seed: int = 0,
     ):
         super().__init__()
-        self.batch_size = _positive_int(batch_size, "batch_size")
-        self.val_batch_size = _positive_int(val_batch_size, "val_batch_size")
+        self.batch_size = require_int(batch_size, "batch_size", 1)
+        self.val_batch_size = require_int(val_batch_size, "val_batch_size", 1)
         if max_length is not None:
-            _positive_int(max_length, "max_length")
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError("num_workers", f"must be a non-negative integer, got {num_workers!r}")
-        self.num_workers = num_workers
+            require_int(max_length, "max_length", 1)
+        self.num_workers = require_int(num_workers, "num_workers", 0)
         self.seed = seed
         self.data_dir = Path(data_dir).expanduser()
         if not self.data_dir.is_dir():

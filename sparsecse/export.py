@@ -128,11 +128,8 @@ def save_sparse_encoder(encoder: SentenceEncoder, directory: str | Path) -> Path
     its embeddings do not change).
     """
     apply_gates(encoder)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = encoder.save_pretrained(directory)
     backbone = encoder.backbone
-    backbone.save_pretrained(directory, safe_serialization=True)
-    encoder.tokenizer.save_pretrained(directory)
     if is_sparse(backbone.config):
         add_remote_code(directory, backbone.config.model_type)
     write_sentence_transformers(encoder, directory)

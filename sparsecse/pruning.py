@@ -9,7 +9,7 @@ from itertools import islice
 import torch
 from torch import Tensor
 
-from sparsecse.errors import ConfigError
+from sparsecse.errors import ConfigError, require_int
 from sparsecse.gates import UnitGates, WeightMasks, encoder_layers, head_size
 from sparsecse.importance import (
     Scorer,
@@ -21,6 +21,12 @@ from sparsecse.importance import (
 
 GRANULARITIES = ("structured", "unstructured")
 TARGETS = {"structured": ("head_sparsity", "ffn_sparsity"), "unstructured": ("weight_sparsity",)}
+
+
+def check_granularity(granularity: str) -> str:
+    if granularity not in GRANULARITIES:
+        raise ConfigError("granularity", f"unknown granularity {granularity!r}; expected {GRANULARITIES}")
+    return granularity
 
 
 @dataclass(frozen=True)
@@ -44,17 +50,13 @@ def _event_time(entry: Mapping, key: str) -> tuple[str, int]:
     units = [u for u in ("epoch", "step") if entry.get(u) is not None]
     if len(units) != 1:
         raise ConfigError(key, f"needs exactly one of `epoch` or `step`, got {dict(entry)}")
-    at = entry[units[0]]
-    if isinstance(at, bool) or not isinstance(at, int) or at < 0:
-        raise ConfigError(f"{key}.{units[0]}", f"must be a non-negative integer, got {at!r}")
-    return units[0], at
+    return units[0], require_int(entry[units[0]], f"{key}.{units[0]}", 0)
 
 
 def build_schedule(schedule: Sequence[Mapping], granularity: str, **final: float) -> list[PruningEvent]:
     """Events from `schedule` entries (`{epoch: E}` or `{step: S}`, optionally with their own
     targets). An entry without a target ramps linearly: event k of K reaches k/K of `final`."""
-    if granularity not in GRANULARITIES:
-        raise ConfigError("granularity", f"unknown granularity {granularity!r}; expected {GRANULARITIES}")
+    check_granularity(granularity)
     for name, value in final.items():
         if name not in TARGETS[granularity] and value:
             raise ConfigError(name, f"applies to {'un' * (granularity == 'structured')}structured pruning, "
@@ -109,22 +111,10 @@ class Sparsifier:
         normalize_head_scores: bool = False,
         seed: int = 0,
     ):
-        if granularity not in GRANULARITIES:
-            raise ConfigError("granularity", f"unknown granularity {granularity!r}; expected {GRANULARITIES}")
-        if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches <= 0:
-            raise ConfigError("num_batches", f"must be a positive integer, got {num_batches!r}")
-        if (
-            isinstance(min_heads_per_layer, bool)
-            or not isinstance(min_heads_per_layer, int)
-            or min_heads_per_layer < 0
-        ):
-            raise ConfigError(
-                "min_heads_per_layer", f"must be a non-negative integer, got {min_heads_per_layer!r}"
-            )
-        self.granularity = granularity
+        self.granularity = check_granularity(granularity)
         self.scorer = Scorer(score, uniformity_weight, seed)
-        self.num_batches = num_batches
-        self.min_heads_per_layer = min_heads_per_layer
+        self.num_batches = require_int(num_batches, "num_batches", 1)
+        self.min_heads_per_layer = require_int(min_heads_per_layer, "min_heads_per_layer", 0)
         self.normalize_head_scores = normalize_head_scores
 
     def check_model(self, config) -> None:
