@@ -28,7 +28,7 @@ def test_eval_writes_json_for_a_model_directory(tmp_path, data_dir, tiny_model_d
     cfg = compose_eval([f"model={tiny_model_dir}", "pooler=avg", "tasks=[stsb,sickr]",
                         f"output={out}", f"data_dir={data_dir}"])  # fmt: skip
     results = evaluate(cfg)
-    assert json.loads(out.read_text()) == results and set(results) == {"stsb", "sickr", "avg"}
+    assert json.loads(out.read_text()) == results and set(results) == {"stsb", "sickr", "sts_avg"}
     assert "STS-B" in capsys.readouterr().out
 
 
@@ -64,7 +64,7 @@ def test_sparsecse_eval_console_script_prints_reference(tmp_path, data_dir):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "|  72.37 |  80.60 |  75.59 |  85.39 |  78.99 |  82.03 |  77.15 |  78.87" in proc.stdout
-    assert round(json.loads(out.read_text())["avg"], 2) == 78.87
+    assert round(json.loads(out.read_text())["sts_avg"], 2) == 78.87
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ def test_post_hoc_sparsification_writes_a_loadable_model(tmp_path, data_dir, tin
                          "pruning.ffn_sparsity=0.25", "pruning.num_batches=2", "tasks=[stsb]",
                          f"output_dir={out}", f"data_dir={data_dir}", "batch_size=8"])  # fmt: skip
     results = prune(cfg)
-    assert set(results["before"]) == set(results["after"]) == {"stsb", "avg"}
+    assert set(results["before"]) == set(results["after"]) == {"stsb", "sts_avg"}
     assert results["sparsity"]["prune/head_sparsity"] == 0.5
     assert json.loads((out / "results.json").read_text())["after"] == results["after"]
     loaded = load_encoder(str(out), "avg")

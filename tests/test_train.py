@@ -95,7 +95,7 @@ def test_fast_dev_run_writes_results(tmp_path, data_dir, tiny_model_dir, corpus_
         ]
     )
     results = train(cfg)
-    assert set(results["after"]) == {"stsb", "avg"}
+    assert set(results["after"]) == {"stsb", "sts_avg"}
     assert json.loads((tmp_path / "results.json").read_text())["after"] == results["after"]
     assert (tmp_path / "model" / "model.safetensors").is_file()
 

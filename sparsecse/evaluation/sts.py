@@ -164,7 +164,7 @@ def encode_unique(encode: Encode, texts: Sequence[str]) -> dict[str, Tensor]:
 
 
 def evaluate_sts(encode: Encode, data_dir: str | Path, tasks: Sequence[str] = STS_TASKS) -> dict[str, float]:
-    """Spearman x 100 per task and their average (`avg`), SentEval's test-set protocol."""
+    """Spearman x 100 per task and their average (`sts_avg`), SentEval's test-set protocol."""
     data = {task: read_sts_task(Path(data_dir), task) for task in tasks}
     every_text = [t for pairs in data.values() for t in pairs.sent1 + pairs.sent2]
     table = encode_unique(encode, every_text)
@@ -173,5 +173,5 @@ def evaluate_sts(encode: Encode, data_dir: str | Path, tasks: Sequence[str] = ST
         return torch.stack([table[t] for t in texts])
 
     results = {task: spearman_x100(pairs, embed) for task, pairs in data.items()}
-    results["avg"] = float(np.mean(list(results.values())))
+    results["sts_avg"] = float(np.mean(list(results.values())))
     return results

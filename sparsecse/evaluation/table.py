@@ -8,11 +8,11 @@ from sparsecse.evaluation.sts import STS_TASKS
 
 COLUMN_NAMES = {
     "sts12": "STS12", "sts13": "STS13", "sts14": "STS14", "sts15": "STS15", "sts16": "STS16",
-    "stsb": "STS-B", "sickr": "SICK-R", "avg": "Avg.",
+    "stsb": "STS-B", "sickr": "SICK-R", "sts_avg": "STS avg",
 }  # fmt: skip
 
 
-def format_table(rows: Mapping[str, Mapping[str, float]], keys: tuple[str, ...] = (*STS_TASKS, "avg")) -> str:
+def format_table(rows: Mapping[str, Mapping[str, float]], keys: tuple[str, ...] = (*STS_TASKS, "sts_avg")) -> str:
     """One row per model (e.g. `before`, `after`), one column per task, scores to two decimals."""
     keys = tuple(k for k in keys if any(k in row for row in rows.values()))
     label_width = max(len(name) for name in rows)
