@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from sparsecse.encoder import load_encoder
 from sparsecse.errors import ConfigError
-from sparsecse.evaluation import evaluate_encoder, expand_tasks, format_table, write_results
+from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
 from train import CONFIG_DIR, exit_on_config_error
 
 TOOLS_CONFIG_DIR = str(Path(CONFIG_DIR) / "tools")
@@ -40,14 +40,14 @@ def pick_device(device: str) -> torch.device:
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Load the encoder named by `cfg.model`, evaluate it, print the table, write `cfg.output`."""
-    expand_tasks(cfg.tasks)
+    check_evaluation(cfg.tasks, cfg.transfer_preset)
     data_dir = Path(cfg.data_dir).expanduser()
     if not data_dir.is_dir():
         raise ConfigError("data_dir", f"no such directory {data_dir} (set SPARSECSE_DATA_DIR or data_dir=)")
     device = pick_device(cfg.device)
     with model_key():
         encoder = load_encoder(cfg.model, cfg.pooler, cfg.attn_implementation)
-    results = evaluate_encoder(encoder.to(device), data_dir, cfg.tasks, cfg.batch_size)
+    results = evaluate_encoder(encoder.to(device), data_dir, cfg.tasks, cfg.batch_size, cfg.transfer_preset)
     print(format_table({str(cfg.model): results}))
     if cfg.output:
         write_results(cfg.output, results)

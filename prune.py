@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -11,7 +12,7 @@ from evaluate import TOOLS_CONFIG_DIR, model_key, pick_device
 from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import check_pooler, load_config, load_encoder
 from sparsecse.errors import ConfigError
-from sparsecse.evaluation import evaluate_encoder, expand_tasks, format_table, write_results
+from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
 from sparsecse.export import save_sparse_encoder
 from sparsecse.pruning import Sparsifier, build_schedule, remove_pruned_units, sparsity_summary
 from train import exit_on_config_error
@@ -39,7 +40,7 @@ def prune(cfg: DictConfig) -> dict:
     """Score, sparsify, evaluate before and after; returns {"before", "after", "sparsity"}."""
     if OmegaConf.is_missing(cfg, "output_dir"):
         raise ConfigError("output_dir", "is required: where to write the sparsified model")
-    tasks = expand_tasks(cfg.tasks) if cfg.tasks else ()
+    tasks = check_evaluation(cfg.tasks, cfg.transfer_preset) if cfg.tasks else ()
     check_pooler(cfg.pooler)
     with model_key():
         model_config = load_config(cfg.model) if not str(cfg.model).endswith(".ckpt") else None
@@ -51,7 +52,9 @@ def prune(cfg: DictConfig) -> dict:
         encoder = load_encoder(cfg.model, cfg.pooler).to(pick_device(cfg.device))
     if sparsifier is None:  # a checkpoint: its config is known only now
         sparsifier, event = build_sparsifier(options, encoder.backbone.config)
-    evaluate = lambda: evaluate_encoder(encoder, data.data_dir, tasks, cfg.eval_batch_size) if tasks else {}  # noqa: E731
+    evaluate = partial(
+        evaluate_encoder, encoder, data.data_dir, tasks, cfg.eval_batch_size, cfg.transfer_preset
+    )
     results = {"before": evaluate()}
     sparsifier.attach(encoder)
     importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(cfg.seed)))

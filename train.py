@@ -10,15 +10,20 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from sparsecse.encoder import check_pooler, load_config
 from sparsecse.errors import ConfigError
-from sparsecse.evaluation import evaluate_encoder, expand_tasks, format_table, write_results
+from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
 from sparsecse.export import save_sparse_encoder
 from sparsecse.paths import default_data_dir
-from sparsecse.pruning import remove_pruned_units, sparsity_summary
+from sparsecse.plots import align_uniform_path
+from sparsecse.pruning import counted_parameters, remove_pruned_units, sparsity_summary
 
 REPO_ROOT = Path(__file__).resolve().parent
 CONFIG_DIR = str(REPO_ROOT / "conf")
@@ -41,6 +46,49 @@ def instantiate_dict(entries: DictConfig | None) -> list:
     return [instantiate(entry) for entry in (entries or {}).values() if entry is not None]
 
 
+def swept_keys(sweep_dir: Path, sweeper_params: DictConfig | None) -> set[str] | None:
+    """Keys given several values in this sweep, on the command line (as `multirun.yaml`, written
+    before the jobs start, records it) or in `hydra.sweeper.params`; None if unknown."""
+    try:
+        command_line = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
+    except (OSError, AttributeError):
+        return None
+    parsed = OverridesParser.create().parse_overrides(list(command_line))
+    keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    return keys | {k for k, v in (sweeper_params or {}).items() if "," in str(v)}
+
+
+def sweep_identity(task_name: str) -> dict:
+    """Inside a Hydra multirun: the wandb group (the sweep), and the run's name and tags: the values
+    this job takes for the swept keys (the tags leave out the seed, so a setting's seeds share them)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {"name": task_name}
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    swept = swept_keys(Path(hydra_cfg.sweep.dir), hydra_cfg.sweeper.get("params"))
+    key = lambda override: override.split("=", 1)[0].lstrip("+~")  # noqa: E731
+    chosen = [o for o in overrides if swept is None or key(o) in swept]
+    return {
+        "group": f"{task_name}/{Path(hydra_cfg.sweep.dir).name}",
+        "name": ",".join(chosen) or task_name,
+        "tags": [o[:64] for o in chosen if key(o) != "seed"],  # wandb refuses tags over 64 characters
+    }
+
+
+def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
+    """The `logger` entries; wandb ones get the sweep's group, name and tags unless set."""
+    identity = sweep_identity(cfg.task_name)
+    loggers = []
+    for entry in (cfg.get("logger") or {}).values():
+        if entry is None:
+            continue
+        if entry._target_.endswith("WandbLogger"):
+            loggers.append(instantiate(entry, **{k: v for k, v in identity.items() if not entry.get(k)}))
+        else:
+            loggers.append(instantiate(entry))
+    return loggers
+
+
 def preflight(cfg: DictConfig):
     """Checks that need no data and no weights, so that a typo fails in a second; returns the
     model's config."""
@@ -50,7 +98,7 @@ def preflight(cfg: DictConfig):
     except ConfigError as err:
         raise err.under("model.encoder") from None
     try:
-        expand_tasks(cfg.evaluate.tasks)
+        check_evaluation(cfg.evaluate.tasks, cfg.evaluate.transfer_preset)
     except ConfigError as err:
         raise err.under("evaluate") from None
     return model_config
@@ -75,7 +123,7 @@ def train(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate_group(cfg, "data")
     module = instantiate_group(cfg, "model")
-    loggers = instantiate_dict(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg)
     callbacks = instantiate_dict(cfg.get("callbacks")) + ([pruning] if pruning else [])
     trainer = instantiate_group(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
@@ -83,30 +131,68 @@ def train(cfg: DictConfig) -> dict:
 
     results: dict = {}
     evaluate = lambda: evaluate_encoder(  # noqa: E731
-        module.encoder, datamodule.data_dir, cfg.evaluate.tasks, cfg.evaluate.batch_size
+        module.encoder,
+        datamodule.data_dir,
+        cfg.evaluate.tasks,
+        cfg.evaluate.batch_size,
+        cfg.evaluate.transfer_preset,
     )
     if pruning:  # here too, not only in the callback's setup: DDP spawn returns rank 0's gates
         pruning.sparsifier.attach(module.encoder)
+    dense_parameters = counted_parameters(module.encoder)
     if cfg.evaluate.before:
         results["before"] = evaluate()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     results["val"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    results["val_history"] = module.val_history
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     if best:
         results["best_val/stsb_spearman"] = float(trainer.checkpoint_callback.best_model_score)
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
         results["best_checkpoint"] = best
+    results["parameters"] = counted_parameters(module.encoder)
+    results["dense_parameters"] = dense_parameters
+    results["parameter_sparsity"] = 1.0 - results["parameters"] / dense_parameters
     if module.encoder.gates is not None or module.encoder.masks is not None:
         results["sparsity"] = sparsity_summary(module.encoder)
         remove_pruned_units(module.encoder)  # physical removal: smaller and faster from here on
     if cfg.evaluate.after:
         results["after"] = evaluate()
-    report(cfg, module, results)
+    plots = report(cfg, module, results)
+    publish(loggers, results, plots, trainer.global_step)
     return results
 
 
-def report(cfg: DictConfig, module, results: dict) -> None:
-    """Print the STS rows side by side; save the encoder and results.json in the run directory."""
+def final_metrics(results: dict) -> dict[str, float]:
+    """results.json flattened to `after/sts_avg`-style keys, the numbers only."""
+    flat: dict[str, float] = {}
+    for key, value in results.items():
+        if isinstance(value, dict):
+            flat.update({k if "/" in k else f"{key}/{k}": float(v) for k, v in value.items()})
+        elif isinstance(value, (int, float)):
+            flat[key] = float(value)
+    return flat
+
+
+def publish(loggers: list[Logger], results: dict, plots: list[Path], step: int) -> None:
+    """Final numbers to every logger; for wandb also the results table and the run's plots."""
+    rows = {name: results[name] for name in ("before", "after") if name in results}
+    columns = list(dict.fromkeys(k for row in rows.values() for k in row))
+    for logger in loggers:
+        logger.log_metrics(final_metrics(results), step=step)
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(final_metrics(results))
+            if rows:
+                data = [[name, *(row.get(k) for k in columns)] for name, row in rows.items()]
+                logger.log_table("results", columns=["model", *columns], data=data, step=step)
+            for plot in plots:
+                logger.log_image(f"plots/{plot.stem}", [str(plot)], step=step)
+        logger.save()
+
+
+def report(cfg: DictConfig, module, results: dict) -> list[Path]:
+    """Print the evaluation rows side by side; save the encoder, results.json and the run's plots
+    in the run directory; returns the plots."""
     rows = {name: results[name] for name in ("before", "after") if name in results}
     if rows:
         print(format_table(rows))
@@ -114,6 +200,9 @@ def report(cfg: DictConfig, module, results: dict) -> None:
     if cfg.save_model:
         save_sparse_encoder(module.encoder, output_dir / "model")
     write_results(output_dir / "results.json", results)
+    if len(results["val_history"]) < 2:
+        return []
+    return [align_uniform_path(results["val_history"], output_dir / "align_uniform_path.png")]
 
 
 @contextmanager
@@ -128,13 +217,17 @@ def exit_on_config_error(program: str) -> Iterator[None]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> None:
+    exit_code = 1
     try:
         with exit_on_config_error("sparsecse-train"):
             train(cfg)
+        exit_code = 0
     finally:
         import wandb
 
-        wandb.finish()
+        # every job of a multirun closes its own run, failed ones with a non-zero exit code;
+        # otherwise the next job would log into this one ("run already in progress")
+        wandb.finish(exit_code=exit_code)
 
 
 if __name__ == "__main__":

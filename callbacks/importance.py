@@ -17,13 +17,15 @@ from sparsecse.pruning import Sparsifier
 class ImportanceScoring(L.Callback):
     """Compute importance scores at chosen epochs or steps and log them (wandb and PNG files).
 
-    `at` is a list of `{epoch: E}` or `{step: S}`; the scores use the same options as pruning.
+    `at` is a list of `{epoch: E}` or `{step: S}`, and `at_end` adds the model as training leaves
+    it; the scores use the same options as pruning.
     """
 
     def __init__(
         self,
         at: Sequence[Mapping],
         output_dir: str,
+        at_end: bool = False,
         score: str = "magnitude",
         uniformity_weight: float = 1.0,
         num_batches: int = 8,
@@ -33,6 +35,7 @@ class ImportanceScoring(L.Callback):
         self.sparsifier = Sparsifier("structured", score, uniformity_weight, num_batches, 1,
                                      normalize_head_scores, seed)  # fmt: skip
         self.at = {(unit, entry[unit]) for entry in at for unit in ("epoch", "step") if unit in entry}
+        self.at_end = at_end
         self.output_dir = Path(output_dir)
         self.seed = seed
         self.written: list[Path] = []
@@ -47,6 +50,10 @@ class ImportanceScoring(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if ("step", trainer.global_step) in self.at:
             self.score(trainer, pl_module, f"step{trainer.global_step}")
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.at_end:
+            self.score(trainer, pl_module, "final")
 
     def score(
         self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str

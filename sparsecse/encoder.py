@@ -11,7 +11,12 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from sparsecse.errors import ConfigError
+from sparsecse.modeling_sparsecse import register
 from sparsecse.paths import resolve_model_path
+
+# here rather than in the package's __init__, so that tools which load no model (sparsecse-report)
+# do not pay for importing transformers
+register()  # AutoConfig/AutoModel know sparsecse_bert and sparsecse_roberta
 
 # SimCSE's poolers (Gao et al. 2021, Sec. 6.3 / evaluation.py): `cls` is [CLS] through the MLP
 # (stored as the backbone's pooler, as SimCSE's simcse_to_huggingface.py does), the rest are

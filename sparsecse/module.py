@@ -16,6 +16,7 @@ from sparsecse.loss import TEMPERATURE, info_nce
 from sparsecse.metrics import Alignment, Uniformity
 
 ALIGN_GOLD_THRESHOLD = 4.0  # SimCSE, Sec. 5 / Fig. 2: STS-B pairs scored above 4 are positives
+HISTORY_KEY = "sparsecse_val_history"  # validation metrics so far, so a resumed run keeps its path
 
 
 class SimCSEModule(L.LightningModule):
@@ -38,6 +39,8 @@ class SimCSEModule(L.LightningModule):
         self.val_spearman = SpearmanCorrCoef()
         self.val_align = Alignment()
         self.val_uniform = Uniformity()
+        # one entry per validation: the path through the alignment-uniformity plane (SimCSE Fig. 2)
+        self.val_history: list[dict[str, float]] = []
 
     def embed_views(self, batch: dict[str, Tensor]) -> Tensor:
         """(V, B, T) tokens -> (V, B, H): all views in one forward pass, each with its own dropout."""
@@ -74,14 +77,24 @@ class SimCSEModule(L.LightningModule):
         self.val_uniform.update(torch.cat([emb1, emb2]))
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val/stsb_spearman", self.val_spearman.compute() * 100, prog_bar=True)
-        self.log("val/align", self.val_align.compute())
-        self.log("val/uniform", self.val_uniform.compute())
+        values = {
+            "val/stsb_spearman": self.val_spearman.compute() * 100,
+            "val/align": self.val_align.compute(),
+            "val/uniform": self.val_uniform.compute(),
+        }
+        for name, value in values.items():
+            self.log(name, value, prog_bar=name == "val/stsb_spearman")
+        if not self.trainer.sanity_checking:
+            self.val_history.append({"step": self.global_step, **{k: float(v) for k, v in values.items()}})
         for metric in (self.val_spearman, self.val_align, self.val_uniform):
             metric.reset()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = self.encoder.describe()
+        checkpoint[HISTORY_KEY] = list(self.val_history)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.val_history = list(checkpoint.get(HISTORY_KEY, []))
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -1,8 +1,9 @@
-"""Figures of importance scores, written as PNG files (matplotlib, no display needed)."""
+"""Figures of importance scores and sweep results, written as PNG files (matplotlib, no display needed)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -31,6 +32,52 @@ def neuron_histogram(neuron_scores: Sequence[Tensor], path: str | Path, bins: in
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.hist(values.numpy(), bins=bins)
     ax.set(xlabel="importance", ylabel="FFN neurons", title="neuron importance")
+    return _save(fig, path)
+
+
+Points = Mapping[str, Sequence[tuple[float, float]]]  # group label -> (x, y) of each run
+
+
+def align_uniform(points: Points, path: str | Path) -> Path:
+    """Alignment (y) against uniformity (x), Wang & Isola (2020): a dot per run, a star per group mean."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for i, (label, group) in enumerate(points.items()):
+        uniformity, alignment = zip(*group)
+        color = f"C{i % 10}"
+        ax.scatter(uniformity, alignment, color=color, alpha=0.5, s=20)
+        ax.scatter(statistics.fmean(uniformity), statistics.fmean(alignment), color=color, marker="*", s=200,
+                   edgecolors="black", label=label)  # fmt: skip
+    ax.set(xlabel="uniformity (lower is better)", ylabel="alignment (lower is better)",
+           title="alignment vs uniformity: lower left is better")  # fmt: skip
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def align_uniform_path(history: Sequence[Mapping[str, float]], path: str | Path) -> Path:
+    """One run's validations as a path through the alignment-uniformity plane (SimCSE, Fig. 2)."""
+    uniformity = [h["val/uniform"] for h in history]
+    alignment = [h["val/align"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.plot(uniformity, alignment, "-o", color="C0", markersize=4)
+    for entry, x, y in zip(history, uniformity, alignment):
+        ax.annotate(f"{entry['step']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
+    ax.set(xlabel="uniformity (lower is better)", ylabel="alignment (lower is better)",
+           title="STS-B dev over training (labels: step)")  # fmt: skip
+    return _save(fig, path)
+
+
+def score_vs_sparsity(points: Points, path: str | Path, ylabel: str, xlabel: str = "sparsity") -> Path:
+    """A dot per run and each group's mean score with sample-std error bars, against sparsity."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for i, (label, group) in enumerate(points.items()):
+        xs, ys = zip(*group)
+        color = f"C{i % 10}"
+        ax.scatter(xs, ys, color=color, alpha=0.4, s=15)
+        std = statistics.stdev(ys) if len(ys) > 1 else None
+        ax.errorbar(statistics.fmean(xs), statistics.fmean(ys), yerr=std, fmt="o", capsize=4, color=color,
+                    label=label)  # fmt: skip
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=f"{ylabel} against sparsity (mean ± std over seeds)")
+    ax.legend(fontsize="small")
     return _save(fig, path)
 
 

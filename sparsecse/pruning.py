@@ -218,6 +218,13 @@ def effective_parameters(encoder) -> int:
     return total
 
 
+def counted_parameters(encoder) -> int:
+    """Parameters of the whole encoder (embeddings and pooler included) that still count."""
+    every = sum(p.numel() for p in encoder.parameters())
+    layers = sum(p.numel() for p in encoder_layers(encoder.backbone).parameters())
+    return every - layers + effective_parameters(encoder)
+
+
 def sparsity_summary(encoder) -> dict[str, float]:
     """What the pruning callback logs: overall sparsities, kept units per layer, parameters."""
     summary: dict[str, float] = {"prune/encoder_parameters": float(effective_parameters(encoder))}

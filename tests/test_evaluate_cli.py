@@ -48,8 +48,8 @@ def test_eval_accepts_a_project_checkpoint(tmp_path, data_dir, tiny_model_dir):
 def test_eval_rejects_unknown_model_and_task(tmp_path, data_dir):
     with pytest.raises(ConfigError, match="^model: cannot load model"):
         evaluate(compose_eval([f"model={tmp_path / 'none'}", f"data_dir={data_dir}"]))
-    with pytest.raises(ConfigError, match="^tasks: unknown task 'mr'"):
-        evaluate(compose_eval(["tasks=[mr]", f"data_dir={data_dir}"]))
+    with pytest.raises(ConfigError, match="^tasks: unknown task 'sst5'"):
+        evaluate(compose_eval(["tasks=[sst5]", f"data_dir={data_dir}"]))
     with pytest.raises(ConfigError, match="^model: no such checkpoint"):
         evaluate(compose_eval([f"model={tmp_path / 'x.ckpt'}", f"data_dir={data_dir}"]))
 

@@ -82,6 +82,8 @@ def test_resume_after_a_pruning_event_equals_the_uninterrupted_run(
     assert resumed["state_dict"]["encoder.gates.head_0"].sum() < 4, "the gates came back"
     for key, value in whole["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), key
+    assert resumed["sparsecse_val_history"] == whole["sparsecse_val_history"]  # validations at 2, 4, 6
+    assert [h["step"] for h in whole["sparsecse_val_history"]] == [2, 4, 6]
 
 
 def free_port() -> int:
@@ -144,6 +146,6 @@ def test_importance_scoring_writes_heatmap_and_histogram(tmp_path, data_dir, tin
     )  # fmt: skip
     train(cfg)
     pictures = sorted(p.name for p in (tmp_path / "importance").glob("*.png"))
-    assert pictures == ["importance_heads_step0.png", "importance_heads_step1.png",
-                        "importance_neurons_step0.png", "importance_neurons_step1.png"]  # fmt: skip
+    assert pictures == [f"importance_{kind}_{when}.png" for kind in ("heads", "neurons")
+                        for when in ("final", "step0", "step1")]  # fmt: skip
     assert all((tmp_path / "importance" / p).stat().st_size > 1000 for p in pictures)

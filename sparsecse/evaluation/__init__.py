@@ -8,40 +8,71 @@ from functools import partial
 from pathlib import Path
 
 from sparsecse.errors import ConfigError
+from sparsecse.evaluation.analysis import ANALYSIS_TASKS, stsb_alignment_uniformity
 from sparsecse.evaluation.sts import STS_TASKS, evaluate_sts
 from sparsecse.evaluation.table import format_table
+from sparsecse.evaluation.transfer import TRANSFER_TASKS, check_preset, evaluate_transfer
 
-TASK_SETS = {"sts": STS_TASKS}
+TASK_SETS = {"sts": STS_TASKS, "transfer": TRANSFER_TASKS, "analysis": ANALYSIS_TASKS}
+ALL_TASKS = STS_TASKS + TRANSFER_TASKS + ANALYSIS_TASKS
 
 __all__ = [
+    "ALL_TASKS",
     "STS_TASKS",
     "TASK_SETS",
+    "TRANSFER_TASKS",
+    "check_evaluation",
     "evaluate_encoder",
     "evaluate_sts",
+    "evaluate_transfer",
     "expand_tasks",
     "format_table",
 ]
 
 
 def expand_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
-    """Task names and set names (`sts`) -> task names, in order, without repeats."""
+    """Task names and set names (`sts`, `transfer`, `analysis`) -> task names, in order, without repeats."""
     names: list[str] = []
     for task in tasks:
         members = TASK_SETS.get(task, (task,))
-        unknown = [m for m in members if m not in STS_TASKS]
+        unknown = [m for m in members if m not in ALL_TASKS]
         if unknown:
-            known = ", ".join([*TASK_SETS, *STS_TASKS])
+            known = ", ".join([*TASK_SETS, *ALL_TASKS])
             raise ConfigError("tasks", f"unknown task {unknown[0]!r}; expected some of {known}")
         names.extend(m for m in members if m not in names)
     return tuple(names)
 
 
+def check_evaluation(tasks: Sequence[str], transfer_preset: str = "test") -> tuple[str, ...]:
+    """expand_tasks, and the transfer preset checked when transfer tasks are asked."""
+    names = expand_tasks(tasks)
+    if any(name in TRANSFER_TASKS for name in names):
+        check_preset(transfer_preset)
+    return names
+
+
 def evaluate_encoder(
-    encoder, data_dir: str | Path, tasks: Sequence[str] = ("sts",), batch_size: int = 128
+    encoder,
+    data_dir: str | Path,
+    tasks: Sequence[str] = ("sts",),
+    batch_size: int = 128,
+    transfer_preset: str = "test",
 ) -> dict[str, float]:
-    """Evaluate a `SentenceEncoder` (anything with `encode(texts, batch_size=, show_progress=)`)."""
+    """Evaluate a `SentenceEncoder` (anything with `encode(texts, batch_size=, show_progress=)`).
+
+    STS tasks give `sts_avg`, transfer tasks `transfer_avg`, each only when tasks of its kind were asked;
+    `alignment_uniformity` gives `alignment` and `uniformity` on STS-B test.
+    """
     encode = partial(encoder.encode, batch_size=batch_size, show_progress=True)
-    return evaluate_sts(encode, data_dir, expand_tasks(tasks))
+    names = expand_tasks(tasks)
+    sts = [t for t in names if t in STS_TASKS]
+    transfer = [t for t in names if t in TRANSFER_TASKS]
+    results = evaluate_sts(encode, data_dir, sts) if sts else {}
+    if transfer:
+        results |= evaluate_transfer(encode, data_dir, transfer, transfer_preset)
+    if "alignment_uniformity" in names:
+        results |= stsb_alignment_uniformity(encode, data_dir)
+    return results
 
 
 def write_results(path: str | Path, results: Mapping) -> Path:

@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sparsecse.evaluation.sts import STS_TASKS
+from sparsecse.evaluation.transfer import TRANSFER_TASKS
 
 COLUMN_NAMES = {
     "sts12": "STS12", "sts13": "STS13", "sts14": "STS14", "sts15": "STS15", "sts16": "STS16",
     "stsb": "STS-B", "sickr": "SICK-R", "sts_avg": "STS avg",
+    "mr": "MR", "cr": "CR", "subj": "SUBJ", "mpqa": "MPQA", "sst2": "SST-2", "trec": "TREC",
+    "mrpc": "MRPC", "transfer_avg": "Tr. avg", "alignment": "alignment", "uniformity": "uniformity",
 }  # fmt: skip
+DEFAULT_KEYS = (*STS_TASKS, "sts_avg", *TRANSFER_TASKS, "transfer_avg", "alignment", "uniformity")
 
 
-def format_table(rows: Mapping[str, Mapping[str, float]], keys: tuple[str, ...] = (*STS_TASKS, "sts_avg")) -> str:
+def format_table(rows: Mapping[str, Mapping[str, float]], keys: tuple[str, ...] = DEFAULT_KEYS) -> str:
     """One row per model (e.g. `before`, `after`), one column per task, scores to two decimals."""
     keys = tuple(k for k in keys if any(k in row for row in rows.values()))
     label_width = max(len(name) for name in rows)

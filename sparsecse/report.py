@@ -1,0 +1,322 @@
+"""Sweep reports: the runs of a Hydra multirun grouped by setting, as Markdown, CSV and PNG figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, partial
+from operator import attrgetter
+from pathlib import Path
+
+import yaml
+
+from sparsecse import plots
+from sparsecse.errors import ConfigError
+from sparsecse.evaluation.sts import STS_TASKS
+from sparsecse.evaluation.table import COLUMN_NAMES
+from sparsecse.evaluation.transfer import TRANSFER_TASKS
+
+STS_KEYS = (*STS_TASKS, "sts_avg")
+TRANSFER_KEYS = (*TRANSFER_TASKS, "transfer_avg")
+ANALYSIS_KEYS = ("alignment", "uniformity")  # Wang & Isola (2020): lower is better for both
+SIZE_KEYS = ("parameters", "parameter_sparsity")
+METRICS = (*STS_KEYS, *TRANSFER_KEYS, *ANALYSIS_KEYS, *SIZE_KEYS)
+LABELS = {**COLUMN_NAMES, "parameters": "params (M)", "parameter_sparsity": "param sparsity"}
+SECTIONS = (
+    ("STS (Spearman × 100)", STS_KEYS),
+    ("Transfer (accuracy)", TRANSFER_KEYS),
+    ("Alignment, uniformity (lower is better) and size", (*ANALYSIS_KEYS, *SIZE_KEYS)),
+)
+RUN_DEPTH = 3  # Hydra puts runs one level below the sweep dir; custom subdirs may nest them deeper
+
+
+@dataclass
+class Run:
+    path: Path
+    overrides: dict[str, str]
+    results: dict | None  # None: the job did not finish, see `reason`
+    reason: str = ""
+
+    @cached_property
+    def metrics(self) -> dict[str, float]:
+        return run_metrics(self.results or {})
+
+    @cached_property
+    def sparsity(self) -> float:
+        return run_sparsity(self.results or {})
+
+
+@dataclass
+class Row:
+    """The finished runs of one setting and, per metric, the mean and sample std over them."""
+
+    setting: dict[str, str | None]  # each override that varies across the sweep; None where not given
+    runs: list[Run]
+    stats: dict[str, tuple[float, float | None]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        values = {k: [run.metrics[k] for run in self.runs if k in run.metrics] for k in METRICS}
+        self.stats = {k: summarize(v) for k, v in values.items() if v}
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={'(default)' if v is None else v}" for k, v in self.setting.items()) or "all"
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+
+@dataclass
+class Sweep:
+    root: Path
+    seed_key: str
+    runs: list[Run]
+    varying: list[str]
+    constant: dict[str, str]
+    rows: list[Row]
+
+    @property
+    def failed(self) -> list[Run]:
+        return [run for run in self.runs if run.results is None]
+
+
+def sort_key(value: str | None) -> tuple:
+    """Absent values first, then numbers in numeric order, then text in natural order (`b2` before `b10`)."""
+    if value is None:
+        return (0,)
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if math.isnan(number):
+        return (2, tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", value)))
+    return (1, number)
+
+
+def summarize(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (ddof=1), which is undefined (None) for a single value."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def find_runs(sweep_dir: Path) -> list[Path]:
+    """Directories holding `.hydra/config.yaml`, `sweep_dir` itself included, in natural order."""
+    patterns = ("*/" * depth + ".hydra/config.yaml" for depth in range(RUN_DEPTH + 1))
+    found = {config.parent.parent for pattern in patterns for config in sweep_dir.glob(pattern)}
+    return sorted(found, key=lambda p: tuple(sort_key(part) for part in p.relative_to(sweep_dir).parts))
+
+
+def read_overrides(run_dir: Path) -> dict[str, str]:
+    """`.hydra/overrides.yaml` (a list of `key=value`) as a dict; ValueError naming the file if malformed."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    try:
+        items = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"unreadable {path.name}: {str(err).splitlines()[0]}") from None
+    if not isinstance(items, list):
+        raise ValueError(f"{path.name} holds a {type(items).__name__}, expected a list of key=value")
+    pairs = (str(item).partition("=") for item in items)
+    return {key.lstrip("+"): value for key, _, value in pairs}
+
+
+def last_log_line(run_dir: Path, max_chars: int = 160) -> str | None:
+    """The last non-empty line of the newest `*.log` in `run_dir`, shortened to `max_chars`."""
+    for log in sorted(run_dir.glob("*.log"), key=lambda p: p.stat().st_mtime, reverse=True):
+        with log.open("rb") as f:
+            f.seek(max(0, log.stat().st_size - 8192))  # logs can be long; the end is enough
+            lines = [line.strip() for line in f.read().decode(errors="replace").splitlines() if line.strip()]
+        if lines:
+            line = lines[-1]
+            return line if len(line) <= max_chars else line[: max_chars - 3] + "..."
+    return None
+
+
+def read_results(run_dir: Path) -> tuple[dict | None, str]:
+    """(results.json as a dict, "") or (None, why not)."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        line = last_log_line(run_dir)
+        return None, "no results.json; " + (f"last log line: {line}" if line else "no log")
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        return None, f"unreadable results.json: {err}"
+    if not isinstance(results, dict):
+        return None, f"results.json holds a {type(results).__name__}, expected an object"
+    return results, ""
+
+
+def load_run(run_dir: Path) -> Run:
+    try:
+        overrides = read_overrides(run_dir)
+    except ValueError as err:
+        return Run(run_dir, {}, None, str(err))
+    return Run(run_dir, overrides, *read_results(run_dir))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def run_metrics(results: Mapping) -> dict[str, float]:
+    """The final model's scores (the "after" block, else "before") and its size; numbers only."""
+    block = dict(results.get("after") or results.get("before") or {})
+    found = {**block, **{k: results[k] for k in SIZE_KEYS if k in results}}
+    return {k: float(found[k]) for k in METRICS if _is_number(found.get(k))}
+
+
+def run_sparsity(results: Mapping) -> float:
+    """parameter_sparsity, else the head sparsity pruning reached, else 0 (a dense run)."""
+    head_sparsity = (results.get("sparsity") or {}).get("prune/head_sparsity")
+    for value in (results.get("parameter_sparsity"), head_sparsity):
+        if _is_number(value):
+            return float(value)
+    return 0.0
+
+
+def varying_keys(settings: Sequence[Mapping[str, str]]) -> list[str]:
+    """Keys whose value differs between settings (or that some settings lack), in order of appearance."""
+    keys = list(dict.fromkeys(k for setting in settings for k in setting))
+    return [k for k in keys if len({setting.get(k) for setting in settings}) > 1]
+
+
+def group_rows(runs: Sequence[Run], varying: Sequence[str], seed_key: str) -> list[Row]:
+    """One row per setting, ordered by the varying values; runs within a row ordered by seed."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(tuple((k, run.overrides.get(k)) for k in varying), []).append(run)
+    by_seed = lambda run: sort_key(run.overrides.get(seed_key))  # noqa: E731
+    rows = [Row(dict(setting), sorted(members, key=by_seed)) for setting, members in groups.items()]
+    return sorted(rows, key=lambda row: tuple(sort_key(row.setting.get(k)) for k in varying))
+
+
+def load_sweep(sweep_dir: str | Path, seed_key: str = "seed") -> Sweep:
+    """Every run under `sweep_dir`; a ConfigError naming the directory if it is missing or holds no runs."""
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise ConfigError("SWEEP_DIR", f"{'not a' if root.exists() else 'no such'} directory {root}")
+    runs = [load_run(path) for path in find_runs(root)]
+    if not runs:
+        raise ConfigError("SWEEP_DIR", f"no runs under {root} (no directory there holds .hydra/config.yaml)")
+    settings = [{k: v for k, v in run.overrides.items() if k != seed_key} for run in runs]
+    varying = varying_keys(settings)
+    constant = {k: v for k, v in settings[0].items() if k not in varying}
+    rows = group_rows([run for run in runs if run.results is not None], varying, seed_key)
+    return Sweep(root, seed_key, runs, varying, constant, rows)
+
+
+def format_cell(metric: str, mean: float, std: float | None) -> str:
+    """`mean ± std`: scores to 2 decimals, alignment/uniformity/sparsity to 3, parameters in millions."""
+    scale = 1e-6 if metric == "parameters" else 1.0
+    digits = 3 if metric in (*ANALYSIS_KEYS, "parameter_sparsity") else 2
+    text = f"{mean * scale:.{digits}f}"
+    return text if std is None else f"{text} ± {std * scale:.{digits}f}"
+
+
+def markdown_table(rows: Sequence[Row], keys: Sequence[str]) -> str | None:
+    """A padded Markdown table of the `keys` some row has; None if no row has any."""
+    keys = [k for k in keys if any(k in row.stats for row in rows)]
+    if not keys:
+        return None
+    header = ["setting", "n", *(LABELS[k] for k in keys)]
+    cells = lambda row: [format_cell(k, *row.stats[k]) if k in row.stats else "" for k in keys]  # noqa: E731
+    body = [[row.label.replace("|", r"\|"), str(row.n), *cells(row)] for row in rows]
+    widths = [max(3, *(len(line[i]) for line in [header, *body])) for i in range(len(header))]
+    rule = [":" + "-" * (widths[0] - 1), *("-" * (w - 1) + ":" for w in widths[1:])]
+    return "\n".join(_table_line(line, widths) for line in [header, rule, *body])
+
+
+def _table_line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    """The setting left-aligned, the numbers right-aligned, so that the table reads as plain text too."""
+    padded = [cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))]
+    return "| " + " | ".join(padded) + " |"
+
+
+def failed_section(sweep: Sweep) -> str:
+    lines = [f"## Failed or missing runs ({len(sweep.failed)})", ""]
+    for run in sweep.failed:
+        overrides = " ".join(f"{k}={v}" for k, v in run.overrides.items()) or "no overrides"
+        lines.append(f"- `{run.path}` ({overrides}): {run.reason}")
+    return "\n".join(lines if sweep.failed else [*lines, "None."])
+
+
+def format_report(sweep: Sweep) -> str:
+    """The whole of report.md: a summary line, one table per group of metrics, the failed runs."""
+    finished = len(sweep.runs) - len(sweep.failed)
+    constant = ", ".join(f"`{k}={v}`" for k, v in sweep.constant.items()) or "none"
+    parts = [
+        f"# Sweep report: {sweep.root}",
+        f"{len(sweep.runs)} runs: {finished} finished, {len(sweep.failed)} failed or missing. "
+        f"Rows group runs by their overrides less `{sweep.seed_key}`; constant overrides: {constant}. "
+        "Cells are mean ± sample std over the runs (n); just the mean when n = 1.",
+    ]
+    tables = [(title, markdown_table(sweep.rows, keys)) for title, keys in SECTIONS]
+    parts += [f"## {title}\n\n{table}" for title, table in tables if table] or ["No finished runs."]
+    return "\n\n".join([*parts, failed_section(sweep)]) + "\n"
+
+
+def write_csv(sweep: Sweep, path: Path) -> Path:
+    """One row per setting: setting, each varying override, n, then `<metric>_mean`, `<metric>_std`."""
+    metrics = [k for k in METRICS if any(k in row.stats for row in sweep.rows)]
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        columns = [f"{k}_{stat}" for k in metrics for stat in ("mean", "std")]
+        writer.writerow(["setting", *sweep.varying, "n", *columns])
+        for row in sweep.rows:
+            stats = [x for k in metrics for x in row.stats.get(k, (None, None))]
+            numbers = ["" if x is None else repr(round(x, 10)) for x in stats]  # 0.02, not 0.019999999999999
+            overrides = ["" if row.setting[k] is None else row.setting[k] for k in sweep.varying]
+            writer.writerow([row.label, *overrides, row.n, *numbers])
+    return path
+
+
+def _metric(name: str) -> Callable[[Run], float | None]:
+    return lambda run: run.metrics.get(name)
+
+
+def _points(rows: Sequence[Row], x: Callable[[Run], float | None], y: Callable[[Run], float | None]):
+    """Per row label, the (x, y) of every run that has both."""
+    groups = {row.label: [(x(run), y(run)) for run in row.runs] for row in rows}
+    groups = {label: [p for p in points if None not in p] for label, points in groups.items()}
+    return {label: points for label, points in groups.items() if points}
+
+
+def write_figures(sweep: Sweep, output_dir: Path) -> tuple[list[Path], list[str]]:
+    """align_uniform.png, sparsity_sts.png, sparsity_transfer.png; returns (paths, notes on skipped ones)."""
+    sparsity = attrgetter("sparsity")
+    measured = all("parameter_sparsity" in run.metrics for row in sweep.rows for run in row.runs)
+    xlabel = "parameter sparsity" if measured else "sparsity (parameter_sparsity, else prune/head_sparsity)"
+    figures = {  # file -> (what it needs, x, y, drawing)
+        "align_uniform.png": ("alignment and uniformity", _metric("uniformity"), _metric("alignment"),
+                              plots.align_uniform),
+        "sparsity_sts.png": ("sts_avg", sparsity, _metric("sts_avg"),
+                             partial(plots.score_vs_sparsity, ylabel="STS avg", xlabel=xlabel)),
+        "sparsity_transfer.png": ("transfer_avg", sparsity, _metric("transfer_avg"),
+                                  partial(plots.score_vs_sparsity, ylabel="transfer avg", xlabel=xlabel)),
+    }  # fmt: skip
+    written, notes = [], []
+    for name, (needs, x, y, draw) in figures.items():
+        points = _points(sweep.rows, x, y)
+        if points:
+            written.append(draw(points, output_dir / name))
+        else:
+            notes.append(f"skipped {name}: no finished run has {needs}")
+    return written, notes
+
+
+def write_report(sweep: Sweep, output_dir: str | Path | None = None) -> tuple[list[Path], list[str]]:
+    """report.md, report.csv and the figures in `output_dir` (default: the sweep dir); (paths, notes)."""
+    output_dir = Path(output_dir) if output_dir is not None else sweep.root
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        markdown = output_dir / "report.md"
+        markdown.write_text(format_report(sweep))
+        figures, notes = write_figures(sweep, output_dir)
+        return [markdown, write_csv(sweep, output_dir / "report.csv"), *figures], notes
+    except OSError as err:
+        raise ConfigError("output", f"cannot write {err.filename or output_dir}: {err.strerror}") from None

@@ -1,0 +1,51 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sparsecse.errors import ConfigError
+from sparsecse.evaluation.analysis import stsb_alignment_uniformity
+
+VECTORS = {"a b": [1.0, 0.0], "c": [0.0, 2.0], "d": [3.0, 4.0], "e": [-1.0, 1.0]}
+ROWS = [("a  b", "c", 5.0), ("d", "e", 4.2), ("c", "d", 4.0), ("e", "a b", 1.0)]  # 4.0 is not > 4
+
+
+def write_stsb(root, rows, split="test"):
+    folder = root / "STS" / "STSBenchmark"
+    folder.mkdir(parents=True)
+    lines = [f"main-captions\tMSRvid\t2012test\t{i:04d}\t{s}\t{a}\t{b}" for i, (a, b, s) in enumerate(rows)]
+    (folder / f"sts-{split}.csv").write_text("\n".join(lines) + "\n")
+
+
+def unit(v):
+    v = np.asarray(v)
+    return v / np.linalg.norm(v)
+
+
+def test_alignment_uniformity_by_hand(tmp_path):
+    write_stsb(tmp_path, ROWS)
+    seen = []
+
+    def encode(texts):
+        seen.append(list(texts))
+        return torch.tensor([VECTORS[t] for t in texts])
+
+    result = stsb_alignment_uniformity(encode, tmp_path)
+    positives = [("a b", "c"), ("d", "e")]
+    align = np.mean([np.sum((unit(VECTORS[x]) - unit(VECTORS[y])) ** 2) for x, y in positives])
+    pairs = list(itertools.combinations(VECTORS.values(), 2))  # 4 distinct sentences -> 6 pairs
+    uniform = math.log(np.mean([np.exp(-2 * np.sum((unit(x) - unit(y)) ** 2)) for x, y in pairs]))
+    assert result == pytest.approx({"alignment": align, "uniformity": uniform}, abs=1e-6)
+    assert len(seen) == 1 and sorted(seen[0]) == sorted(VECTORS)  # each sentence encoded once
+
+
+def test_threshold_and_split(tmp_path):
+    write_stsb(tmp_path, ROWS, split="dev")
+    encode = lambda texts: torch.tensor([VECTORS[t] for t in texts])  # noqa: E731
+    strict = stsb_alignment_uniformity(encode, tmp_path, split="dev", positive_threshold=4.5)
+    only_first = np.sum((unit(VECTORS["a b"]) - unit(VECTORS["c"])) ** 2)
+    assert strict["alignment"] == pytest.approx(only_first, abs=1e-6)
+    with pytest.raises(ConfigError, match="sts-test.csv"):
+        stsb_alignment_uniformity(encode, tmp_path, split="test")
