@@ -26,7 +26,12 @@ TRANSFER_KEYS = (*TRANSFER_TASKS, "transfer_avg")
 ANALYSIS_KEYS = ("alignment", "uniformity")  # Wang & Isola (2020): lower is better for both
 SIZE_KEYS = ("parameters", "parameter_sparsity")
 METRICS = (*STS_KEYS, *TRANSFER_KEYS, *ANALYSIS_KEYS, *SIZE_KEYS)
-LABELS = {**COLUMN_NAMES, "parameters": "params (M)", "parameter_sparsity": "param sparsity"}
+LABELS = {
+    **COLUMN_NAMES,
+    "transfer_avg": "transfer avg",
+    "parameters": "params (M)",
+    "parameter_sparsity": "param sparsity",
+}
 SECTIONS = (
     ("STS (Spearman × 100)", STS_KEYS),
     ("Transfer (accuracy)", TRANSFER_KEYS),

@@ -49,3 +49,14 @@ def test_threshold_and_split(tmp_path):
     assert strict["alignment"] == pytest.approx(only_first, abs=1e-6)
     with pytest.raises(ConfigError, match="sts-test.csv"):
         stsb_alignment_uniformity(encode, tmp_path, split="test")
+
+
+def test_table_widens_long_columns_and_gives_alignment_three_decimals():
+    from sparsecse.evaluation.table import format_table
+
+    table = format_table({"after": {"stsb": 81.2, "alignment": 0.2964}, "before": {"stsb": 1.0}})
+    header, rule, after, before = table.splitlines()
+    assert header == "       |  STS-B | alignment"
+    assert after == "after  |  81.20 |     0.296"
+    assert before == "before |   1.00 |          "
+    assert len(rule) == len(header)

@@ -63,7 +63,7 @@ def test_sparsecse_eval_console_script_prints_reference(tmp_path, data_dir):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "|  72.37 |  80.60 |  75.59 |  85.39 |  78.99 |  82.03 |  77.15 |  78.87" in proc.stdout
+    assert "|  72.37 |  80.60 |  75.59 |  85.39 |  78.99 |  82.03 |  77.15 |   78.87" in proc.stdout
     assert round(json.loads(out.read_text())["sts_avg"], 2) == 78.87
 
 
