@@ -9,7 +9,6 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
@@ -17,9 +16,15 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from sparsecse.encoder import check_pooler, load_config
+from sparsecse.encoder import check_pooler, load_checkpoint_file, load_config
 from sparsecse.errors import ConfigError
-from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
+from sparsecse.evaluation import (
+    check_evaluation,
+    check_senteval_files,
+    evaluate_encoder,
+    format_table,
+    write_results,
+)
 from sparsecse.export import save_sparse_encoder
 from sparsecse.paths import default_data_dir
 from sparsecse.plots import align_uniform_path
@@ -41,9 +46,16 @@ def instantiate_group(cfg: DictConfig, group: str, **kwargs):
         raise
 
 
-def instantiate_dict(entries: DictConfig | None) -> list:
-    """Named `_target_` entries (callbacks, loggers) -> objects; a null entry is dropped."""
-    return [instantiate(entry) for entry in (entries or {}).values() if entry is not None]
+def instantiate_dict(entries: DictConfig | None, **extra_for: dict) -> list:
+    """Named `_target_` entries (callbacks, loggers) -> objects; a null entry is dropped.
+    `extra_for` maps a class-name suffix to keyword arguments given to those entries unless set."""
+    objects = []
+    for entry in (entries or {}).values():
+        if entry is None:
+            continue
+        extra = next((kw for suffix, kw in extra_for.items() if entry._target_.endswith(suffix)), {})
+        objects.append(instantiate(entry, **{k: v for k, v in extra.items() if not entry.get(k)}))
+    return objects
 
 
 def swept_keys(sweep_dir: Path, sweeper_params: DictConfig | None) -> set[str] | None:
@@ -77,16 +89,7 @@ def sweep_identity(task_name: str) -> dict:
 
 def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
     """The `logger` entries; wandb ones get the sweep's group, name and tags unless set."""
-    identity = sweep_identity(cfg.task_name)
-    loggers = []
-    for entry in (cfg.get("logger") or {}).values():
-        if entry is None:
-            continue
-        if entry._target_.endswith("WandbLogger"):
-            loggers.append(instantiate(entry, **{k: v for k, v in identity.items() if not entry.get(k)}))
-        else:
-            loggers.append(instantiate(entry))
-    return loggers
+    return instantiate_dict(cfg.get("logger"), WandbLogger=sweep_identity(cfg.task_name))
 
 
 def preflight(cfg: DictConfig):
@@ -101,6 +104,8 @@ def preflight(cfg: DictConfig):
         check_evaluation(cfg.evaluate.tasks, cfg.evaluate.transfer_preset)
     except ConfigError as err:
         raise err.under("evaluate") from None
+    if cfg.evaluate.before or cfg.evaluate.after:
+        check_senteval_files(Path(cfg.data_dir), cfg.evaluate.tasks)
     return model_config
 
 
@@ -142,13 +147,13 @@ def train(cfg: DictConfig) -> dict:
     dense_parameters = counted_parameters(module.encoder)
     if cfg.evaluate.before:
         results["before"] = evaluate()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     results["val"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     results["val_history"] = module.val_history
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     if best:
         results["best_val/stsb_spearman"] = float(trainer.checkpoint_callback.best_model_score)
-        module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+        module.load_state_dict(load_checkpoint_file(best, "best_checkpoint")["state_dict"])
         results["best_checkpoint"] = best
     results["parameters"] = counted_parameters(module.encoder)
     results["dense_parameters"] = dense_parameters
@@ -158,8 +163,9 @@ def train(cfg: DictConfig) -> dict:
         remove_pruned_units(module.encoder)  # physical removal: smaller and faster from here on
     if cfg.evaluate.after:
         results["after"] = evaluate()
-    plots = report(cfg, module, results)
-    publish(loggers, results, plots, trainer.global_step)
+    rows = {name: results[name] for name in ("before", "after") if name in results}
+    plots = report(cfg, module, results, rows)
+    publish(loggers, results, rows, plots, trainer.global_step)
     return results
 
 
@@ -174,14 +180,15 @@ def final_metrics(results: dict) -> dict[str, float]:
     return flat
 
 
-def publish(loggers: list[Logger], results: dict, plots: list[Path], step: int) -> None:
-    """Final numbers to every logger; for wandb also the results table and the run's plots."""
-    rows = {name: results[name] for name in ("before", "after") if name in results}
+def publish(loggers: list[Logger], results: dict, rows: dict, plots: list[Path], step: int) -> None:
+    """Final numbers to every logger; for wandb also the results table (`rows`: model -> metrics)
+    and the run's plots."""
+    metrics = final_metrics(results)
     columns = list(dict.fromkeys(k for row in rows.values() for k in row))
     for logger in loggers:
-        logger.log_metrics(final_metrics(results), step=step)
+        logger.log_metrics(metrics, step=step)
         if isinstance(logger, WandbLogger):
-            logger.experiment.summary.update(final_metrics(results))
+            logger.experiment.summary.update(metrics)
             if rows:
                 data = [[name, *(row.get(k) for k in columns)] for name, row in rows.items()]
                 logger.log_table("results", columns=["model", *columns], data=data, step=step)
@@ -190,10 +197,9 @@ def publish(loggers: list[Logger], results: dict, plots: list[Path], step: int) 
         logger.save()
 
 
-def report(cfg: DictConfig, module, results: dict) -> list[Path]:
+def report(cfg: DictConfig, module, results: dict, rows: dict) -> list[Path]:
     """Print the evaluation rows side by side; save the encoder, results.json and the run's plots
     in the run directory; returns the plots."""
-    rows = {name: results[name] for name in ("before", "after") if name in results}
     if rows:
         print(format_table(rows))
     output_dir = Path(cfg.output_dir)

@@ -1,19 +1,24 @@
 """Training corpora: plain-text sentences, SimCSE's NLI CSV, and defaults built from SentEval's SNLI.
 
-Every reader checks its input up front and names the file and line of the first problem.
+Every reader checks its input up front and names the file and line of each problem. A bad line (not
+UTF-8, longer than `max_line_length`, a malformed CSV row) stops the reader under `on_bad_line="fail"`
+and is skipped and counted under `on_bad_line="skip"`; empty lines are always skipped and counted.
 """
 
 from __future__ import annotations
 
 import csv
+import reprlib
+from array import array
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from sparsecse.errors import ConfigError
+from sparsecse.errors import ConfigError, require_int
+from sparsecse.lines import MAX_LINE_LENGTH, BadLine, CheckedLines, LineReport
 
 NLI_COLUMNS = ("sent0", "sent1", "hard_neg")  # SimCSE's nli_for_simcse.csv header
 
@@ -31,25 +36,44 @@ class TextLines(Dataset):
     Only the offsets stay in memory (8 bytes a line), so a 1M-line corpus costs ~8 MB.
     """
 
-    def __init__(self, path: str | Path, key: str = "train_file"):
+    def __init__(
+        self,
+        path: str | Path,
+        key: str = "train_file",
+        on_bad_line: str = "fail",
+        max_line_length: int = MAX_LINE_LENGTH,
+    ):
         self.path = require_file(path, key)
-        offsets, self.empty_lines = [], 0
+        self.report = LineReport(self.path, key, on_bad_line)
+        require_int(max_line_length, "max_line_length", 1)
         with open(self.path, "rb") as f:
-            offset = 0
-            for lineno, raw in enumerate(f, start=1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    raise ConfigError(key, f"{self.path}:{lineno}: not valid UTF-8") from None
-                if text.strip():
-                    offsets.append(offset)
-                else:
-                    self.empty_lines += 1
-                offset += len(raw)
+            offsets = self._index(CheckedLines(f, max_line_length))
         if not offsets:
             raise ConfigError(key, f"{self.path} has no sentences (empty corpus)")
-        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.offsets = np.frombuffer(offsets, dtype=np.int64)
         self._handle = None
+
+    def _index(self, lines: CheckedLines) -> array:
+        """The byte offsets of the non-empty lines, 8 bytes each (no Python int is kept)."""
+        offsets = array("q")
+        while True:
+            try:
+                for text in lines:
+                    if text.strip():
+                        offsets.append(lines.start)
+                    else:
+                        self.report.empty += 1
+                return offsets
+            except BadLine as bad:
+                self.report.bad_line(bad.lineno, bad.why)
+
+    @property
+    def empty_lines(self) -> int:
+        return self.report.empty
+
+    @property
+    def bad_lines(self) -> int:
+        return self.report.bad
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -64,22 +88,76 @@ class TextLines(Dataset):
         return {**self.__dict__, "_handle": None}
 
 
-def read_nli_csv(path: str | Path, key: str = "train_file") -> list[tuple[str, ...]]:
+class Examples(list):
+    """A list of examples that carries the LineReport of the file it was read from."""
+
+    def __init__(self, report: LineReport):
+        super().__init__()
+        self.report = report
+
+
+def _read_header(reader: Iterator[list[str]], path: Path, key: str) -> int:
+    """The number of columns the header announces."""
+    try:
+        header = next(reader, None)
+    except (BadLine, csv.Error) as err:
+        got = f"a bad line ({getattr(err, 'why', err)})"
+    else:
+        if header is not None and tuple(header[:2]) == NLI_COLUMNS[:2] and len(header) <= 3:
+            return len(header)
+        got = reprlib.repr(header)
+    raise ConfigError(key, f"{path}:1: expected the header sent0,sent1[,hard_neg], got {got}")
+
+
+def _csv_rows(
+    reader: Iterator[list[str]], lines: CheckedLines, report: LineReport
+) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, fields) of each non-empty row; bad lines and csv errors go to `report`."""
+    while True:
+        start = lines.lineno + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except BadLine as bad:
+            report.bad_line(bad.lineno, bad.why)
+            continue
+        except csv.Error as err:
+            report.bad_line(lines.lineno, str(err))
+            continue
+        if not row or (len(row) == 1 and not row[0].strip()):
+            report.empty += 1
+        else:
+            yield start, row
+
+
+def _row_problem(row: list[str], width: int, max_chars: int) -> str:
+    if len(row) != width or not all(cell.strip() for cell in row):
+        return f"expected {width} non-empty fields, got {reprlib.repr(row)}"
+    longest = max(len(cell) for cell in row)
+    return f"field of {longest} characters exceeds max_line_length={max_chars}" if longest > max_chars else ""
+
+
+def read_nli_csv(
+    path: str | Path,
+    key: str = "train_file",
+    on_bad_line: str = "fail",
+    max_line_length: int = MAX_LINE_LENGTH,
+) -> Examples:
     """SimCSE's supervised format: a header `sent0,sent1[,hard_neg]`, then one example a row."""
     path = require_file(path, key)
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or tuple(header[:2]) != NLI_COLUMNS[:2] or len(header) > 3:
-            raise ConfigError(key, f"{path}:1: expected the header sent0,sent1[,hard_neg], got {header}")
-        width = len(header)
-        rows = []
-        for row in reader:
-            if len(row) != width or not all(cell.strip() for cell in row):
-                raise ConfigError(
-                    key, f"{path}:{reader.line_num}: expected {width} non-empty fields, got {row}"
-                )
-            rows.append(tuple(cell.strip() for cell in row))
+    rows = Examples(LineReport(path, key, on_bad_line))
+    require_int(max_line_length, "max_line_length", 1)
+    with open(path, "rb") as f:
+        lines = CheckedLines(f, max_line_length)
+        reader = csv.reader(lines)
+        width = _read_header(reader, path, key)
+        for lineno, row in _csv_rows(reader, lines, rows.report):
+            problem = _row_problem(row, width, max_line_length)
+            if problem:
+                rows.report.bad_line(lineno, problem)
+            else:
+                rows.append(tuple(cell.strip() for cell in row))
     if not rows:
         raise ConfigError(key, f"{path} has no examples (empty corpus)")
     return rows
@@ -124,10 +202,18 @@ def snli_triplets(data_dir: str | Path) -> list[tuple[str, str, str]]:
 EMBEDDED = {"snli_sentences": snli_sentences, "snli_triplets": snli_triplets}
 
 
-def load_corpus(train_file: str, data_dir: str | Path) -> Sequence:
-    """A training corpus by name (`snli_sentences`, `snli_triplets`) or by path (.txt, .csv)."""
+def load_corpus(
+    train_file: str,
+    data_dir: str | Path,
+    on_bad_line: str = "fail",
+    max_line_length: int = MAX_LINE_LENGTH,
+) -> Sequence:
+    """A training corpus by name (`snli_sentences`, `snli_triplets`) or by path (.txt, .csv).
+
+    `on_bad_line` and `max_line_length` apply to files; the embedded corpora ignore them.
+    """
     if train_file in EMBEDDED:
         return EMBEDDED[train_file](data_dir)
     if str(train_file).endswith(".csv"):
-        return read_nli_csv(train_file)
-    return TextLines(train_file)
+        return read_nli_csv(train_file, on_bad_line=on_bad_line, max_line_length=max_line_length)
+    return TextLines(train_file, on_bad_line=on_bad_line, max_line_length=max_line_length)

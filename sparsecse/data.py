@@ -6,6 +6,7 @@ training step.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,14 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from sparsecse.corpora import load_corpus
+from sparsecse.corpora import EMBEDDED, load_corpus
 from sparsecse.encoder import load_config, load_tokenizer
 from sparsecse.errors import ConfigError, require_int
+from sparsecse.evaluation.files import SNLI_FILES, STSB_DEV, check_files
 from sparsecse.evaluation.sts import ScoredPairs, read_stsb
+from sparsecse.lines import MAX_LINE_LENGTH, LineReport, check_on_bad_line
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -88,6 +93,29 @@ class EpochShuffle(Sampler[int]):
         return self.size
 
 
+def check_data_dir(data_dir: Path, train_file: str) -> Path:
+    """`data_dir`, once it is known to hold STS-B dev and, for an embedded corpus, SentEval's SNLI files."""
+    if not data_dir.is_dir():
+        raise ConfigError(
+            "data_dir", f"no such directory {data_dir} (set SPARSECSE_DATA_DIR or data.data_dir)"
+        )
+    needs = {"validation (STS-B dev)": (STSB_DEV,)}
+    if train_file in EMBEDDED:
+        needs[f"train_file={train_file}"] = SNLI_FILES
+    check_files(data_dir, needs, noun="")
+    return data_dir
+
+
+def log_skipped(report: LineReport | None) -> None:
+    """One warning line for the bad lines of the training file skipped, one info line for the empty ones."""
+    if report is None:
+        return
+    if bad := report.bad_summary():
+        log.warning(f"data.{bad}")
+    if empty := report.empty_summary():
+        log.info(f"data.{empty}")
+
+
 class ContrastiveDataModule(L.LightningDataModule):
     """Training corpus + STS-B dev. Inputs are read and checked here, before any model loads."""
 
@@ -101,6 +129,8 @@ class ContrastiveDataModule(L.LightningDataModule):
         val_batch_size: int = 128,
         num_workers: int = 0,
         seed: int = 0,
+        on_bad_line: str = "fail",
+        max_line_length: int = MAX_LINE_LENGTH,
     ):
         super().__init__()
         self.batch_size = require_int(batch_size, "batch_size", 1)
@@ -109,13 +139,11 @@ class ContrastiveDataModule(L.LightningDataModule):
             require_int(max_length, "max_length", 1)
         self.num_workers = require_int(num_workers, "num_workers", 0)
         self.seed = seed
-        self.data_dir = Path(data_dir).expanduser()
-        if not self.data_dir.is_dir():
-            raise ConfigError(
-                "data_dir",
-                f"no such directory {self.data_dir} (set SPARSECSE_DATA_DIR or data.data_dir)",
-            )
-        self.train_set = load_corpus(train_file, self.data_dir)
+        check_on_bad_line(on_bad_line)
+        require_int(max_line_length, "max_line_length", 1)
+        self.data_dir = check_data_dir(Path(data_dir).expanduser(), train_file)
+        self.train_set = load_corpus(train_file, self.data_dir, on_bad_line, max_line_length)
+        log_skipped(getattr(self.train_set, "report", None))
         self.val_pairs: ScoredPairs = read_stsb(self.data_dir, "dev")
         load_config(tokenizer)
         self.tokenizer = load_tokenizer(tokenizer)

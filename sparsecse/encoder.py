@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from sparsecse.errors import ConfigError
-from sparsecse.modeling_sparsecse import register
+from sparsecse.modeling_sparsecse import SPARSE_CLASSES, register
 from sparsecse.paths import resolve_model_path
 
 # here rather than in the package's __init__, so that tools which load no model (sparsecse-report)
@@ -24,6 +26,10 @@ register()  # AutoConfig/AutoModel know sparsecse_bert and sparsecse_roberta
 POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "sparsecse_bert", "sparsecse_roberta")
 CHECKPOINT_KEY = "sparsecse_encoder"  # entry of a Lightning checkpoint that describes the encoder
+# Our own model types: loaded by the classes registered above, never by the code an export ships.
+OWN_MODEL_TYPES = tuple(config_class.model_type for config_class, _ in SPARSE_CLASSES.values())
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_SUFFIXES = (".bin", ".bin.index.json", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 def check_pooler(pooler: str) -> None:
@@ -32,11 +38,16 @@ def check_pooler(pooler: str) -> None:
 
 
 def load_config(name_or_path: str):
-    """The model's config, or a one-line error naming the model (before any weights load)."""
+    """The model's config, or a one-line error naming the model (before any weights load).
+
+    Also refuses what SparseCSE will not load: a model that brings its own code, pickle weights.
+    """
     path = resolve_model_path(name_or_path)
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as err:
+        if "trust_remote_code" in str(err):
+            raise ConfigError("name_or_path", f"{_own_code(name_or_path)} (config.json auto_map)") from None
         raise ConfigError(
             "name_or_path",
             f"cannot load model {name_or_path!r}: not a local model directory, and not on the "
@@ -48,11 +59,80 @@ def load_config(name_or_path: str):
             f"model {name_or_path!r} is a {config.model_type!r} model; "
             f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}",
         )
+    check_no_custom_code(name_or_path, config)
+    check_safetensors(name_or_path, config)
     return config
 
 
+def _own_code(name_or_path: str) -> str:
+    return f"model {name_or_path!r} needs its own Python code to load; SparseCSE never runs a model's code"
+
+
+def check_no_custom_code(name_or_path: str, config) -> None:
+    """Refuse a config whose `auto_map` sends AutoConfig/AutoModel to the model's own code.
+
+    Loading it as the plain `model_type` would silently give another model; our own types are exempt
+    (their `auto_map` is for users without this package; here the registered classes load them).
+    """
+    auto_map = getattr(config, "auto_map", None) or {}
+    custom = [auto_map[name] for name in ("AutoModel", "AutoConfig") if name in auto_map]
+    if custom and config.model_type not in OWN_MODEL_TYPES:
+        raise ConfigError(
+            "name_or_path",
+            f"{_own_code(name_or_path)} ({custom[0]} in config.json auto_map); "
+            f"delete auto_map to load it as a plain {config.model_type!r} model",
+        )
+
+
+def check_safetensors(name_or_path: str, config) -> None:
+    """A local model directory must hold safetensors weights: pickle weights (torch.load) are refused.
+
+    Hub models are held to the same by `use_safetensors=True` in `load_backbone`.
+    """
+    named = getattr(config, "transformers_weights", None)  # config.json may name the weights file
+    if named is not None and not str(named).endswith((".safetensors", ".safetensors.index.json")):
+        raise ConfigError(
+            "name_or_path", f"model {name_or_path!r}: config.json names non-safetensors weights {named!r}"
+        )
+    path = Path(resolve_model_path(name_or_path))
+    if not path.is_dir() or any((path / name).is_file() for name in SAFE_WEIGHTS):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
+    if not pickles:
+        raise ConfigError("name_or_path", f"{path} has no model.safetensors")
+    raise ConfigError(
+        "name_or_path",
+        f"{path} holds pickle weights ({pickles[0]}); SparseCSE loads safetensors only - if you trust "
+        "the file, convert it with AutoModel.from_pretrained(dir).save_pretrained(dir)",
+    )
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path))
+    try:
+        return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=False)
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise ConfigError("name_or_path", f"{_own_code(name_or_path)} (tokenizer auto_map)") from None
+
+
+def load_backbone(
+    name_or_path: str, config, add_pooling_layer: bool, attn_implementation: str
+) -> PreTrainedModel:
+    """The backbone's safetensors weights, with classes from transformers or this package only."""
+    try:
+        return AutoModel.from_pretrained(
+            resolve_model_path(name_or_path),
+            config=config,
+            add_pooling_layer=add_pooling_layer,
+            attn_implementation=attn_implementation,
+            use_safetensors=True,
+            trust_remote_code=False,
+        )
+    except OSError as err:
+        if "safetensors" not in str(err):
+            raise
+        raise ConfigError("name_or_path", f"model {name_or_path!r} has no safetensors weights") from None
 
 
 def masked_mean(hidden: Tensor, attention_mask: Tensor) -> Tensor:
@@ -99,12 +179,7 @@ class SentenceEncoder(nn.Module):
         """
         check_pooler(pooler)
         config = load_config(name_or_path)
-        backbone = AutoModel.from_pretrained(
-            resolve_model_path(name_or_path),
-            config=config,
-            add_pooling_layer=pooler == "cls",
-            attn_implementation=attn_implementation,
-        )
+        backbone = load_backbone(name_or_path, config, pooler == "cls", attn_implementation)
         encoder = cls(backbone, load_tokenizer(name_or_path), pooler, mlp_only_train)
         encoder.name_or_path = name_or_path
         if reinit_mlp and pooler == "cls":
@@ -202,6 +277,60 @@ class SentenceEncoder(nn.Module):
         return directory
 
 
+def load_checkpoint_file(path: str | Path, key: str) -> dict:
+    """A checkpoint read with torch.load(weights_only=True); a missing, unreadable or refused file is a
+    one-line ConfigError on `key` naming it (a pickle that would build objects is never run)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(key, f"no such checkpoint {path}")
+    try:
+        with warnings.catch_warnings():  # plain pickle.dump files: "Detected pickle protocol 4 ..."
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable file: torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise ConfigError(key, _unreadable(path, err)) from None
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(key, f"{path} holds a {type(checkpoint).__name__}, not a checkpoint dict")
+    return checkpoint
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    text = str(err)
+    if "Weights only load failed" not in text:
+        first = text.strip().split("\n")[0].split(". ")[0]  # torch's zip errors run on for sentences
+        why = f"{type(err).__name__}: {first}" if first else type(err).__name__
+        return f"{path} is not a readable PyTorch checkpoint ({why})"
+    found = re.search(r"WeightsUnpickler error:\s*([^\n]*?)(?: was not an allowed global|\.?\s*\n|$)", text)
+    why = f": {found.group(1)}" if found and found.group(1) else ""
+    return (
+        f"{path} is not a plain-tensor checkpoint and was refused (torch.load(weights_only=True){why}); "
+        "SparseCSE does not unpickle objects other than tensors and containers"
+    )
+
+
+def encoder_from_checkpoint(path: str, pooler: str, attn_implementation: str = "sdpa") -> SentenceEncoder:
+    """A project Lightning checkpoint (`*.ckpt`) -> encoder, from its plain tensors and description."""
+    checkpoint = load_checkpoint_file(path, "model")
+    meta, state_dict = checkpoint.get(CHECKPOINT_KEY), checkpoint.get("state_dict")
+    if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict) and isinstance(state_dict, dict)):
+        raise ConfigError("model", f"{path} is not a SparseCSE checkpoint (no {CHECKPOINT_KEY!r} entry)")
+    model_type = meta["config"].get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        supported = ", ".join(SUPPORTED_MODEL_TYPES)
+        raise ConfigError("model", f"{path} holds a {model_type!r} model; supported: {supported}")
+    config = AutoConfig.for_model(**meta["config"])
+    config._attn_implementation = attn_implementation
+    backbone = AutoModel.from_config(config, add_pooling_layer=pooler == "cls", trust_remote_code=False)
+    prefix = "encoder.backbone."
+    state = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    if pooler != "cls":  # the MLP is not part of this encoder
+        state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
+    backbone.load_state_dict(state)
+    encoder = SentenceEncoder(backbone, load_tokenizer(meta["name_or_path"]), pooler, meta["mlp_only_train"])
+    encoder.name_or_path = meta["name_or_path"]
+    return encoder
+
+
 def load_encoder(model: str, pooler: str, attn_implementation: str = "sdpa") -> SentenceEncoder:
     """A name, a model directory, or a project Lightning checkpoint (`*.ckpt`) -> encoder."""
     check_pooler(pooler)
@@ -211,21 +340,4 @@ def load_encoder(model: str, pooler: str, attn_implementation: str = "sdpa") -> 
         return load_sparse_encoder(model, pooler, attn_implementation=attn_implementation)
     if not str(model).endswith(".ckpt"):
         return SentenceEncoder.from_pretrained(model, pooler, attn_implementation=attn_implementation)
-    path = Path(model).expanduser()
-    if not path.is_file():
-        raise ConfigError("model", f"no such checkpoint {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if CHECKPOINT_KEY not in checkpoint:
-        raise ConfigError("model", f"{path} is not a SparseCSE checkpoint (no {CHECKPOINT_KEY!r} entry)")
-    meta = checkpoint[CHECKPOINT_KEY]
-    config = AutoConfig.for_model(**meta["config"])
-    config._attn_implementation = attn_implementation
-    backbone = AutoModel.from_config(config, add_pooling_layer=pooler == "cls")
-    prefix = "encoder.backbone."
-    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    if pooler != "cls":  # the MLP is not part of this encoder
-        state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
-    backbone.load_state_dict(state)
-    encoder = SentenceEncoder(backbone, load_tokenizer(meta["name_or_path"]), pooler, meta["mlp_only_train"])
-    encoder.name_or_path = meta["name_or_path"]
-    return encoder
+    return encoder_from_checkpoint(model, pooler, attn_implementation)

@@ -5,7 +5,8 @@ The directory holds the backbone (safetensors), the tokenizer, `sparsecse.json` 
 the long-standing format (`sentence_transformers.models.*`) so that exporting needs no
 sentence-transformers install. A sparse backbone also gets a copy of `modeling_sparsecse.py` and a
 config `auto_map`, so `AutoModel` / `SentenceTransformer(dir, trust_remote_code=True)` load it where
-this package is absent.
+this package is absent; this package loads it with its registered classes and never runs that copy.
+Weights are written as safetensors only.
 """
 
 from __future__ import annotations
@@ -16,10 +17,16 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModel, AutoTokenizer
 
 from sparsecse import modeling_sparsecse
-from sparsecse.encoder import SentenceEncoder, check_pooler
+from sparsecse.encoder import (
+    PICKLE_SUFFIXES,
+    SentenceEncoder,
+    check_pooler,
+    load_backbone,
+    load_config,
+    load_tokenizer,
+)
 from sparsecse.errors import ConfigError
 from sparsecse.surgery import apply_gates, is_sparse, structure
 
@@ -121,12 +128,21 @@ def add_remote_code(directory: Path, model_type: str) -> None:
     _write_json(directory / "config.json", config)
 
 
+def check_no_pickles(directory: Path) -> None:
+    """An export holds safetensors weights only: refuse a directory with pickle files from elsewhere."""
+    files = [*directory.glob("*"), *directory.glob("*/*")]  # the layout is at most one folder deep
+    pickles = sorted(str(p.relative_to(directory)) for p in files if p.name.endswith(PICKLE_SUFFIXES))
+    if pickles:
+        raise ConfigError("output_dir", f"{directory} already holds pickle files ({', '.join(pickles)})")
+
+
 def save_sparse_encoder(encoder: SentenceEncoder, directory: str | Path) -> Path:
     """Write the encoder as a Hugging Face + sentence-transformers model directory.
 
     Gates still attached to the encoder are made physical first (the encoder is changed in place;
     its embeddings do not change).
     """
+    check_no_pickles(Path(directory))
     apply_gates(encoder)
     directory = encoder.save_pretrained(directory)
     backbone = encoder.backbone
@@ -157,10 +173,8 @@ def load_sparse_encoder(
         raise ConfigError("pooler", f"{directory} has no {SPARSECSE_FILE}; name the pooler")
     check_pooler(pooler)
     mlp_only_train = meta.get("mlp_only_train", False) if mlp_only_train is None else mlp_only_train
-    modeling_sparsecse.register()
-    backbone = AutoModel.from_pretrained(
-        directory, add_pooling_layer=pooler == "cls", attn_implementation=attn_implementation
-    )
-    encoder = SentenceEncoder(backbone, AutoTokenizer.from_pretrained(directory), pooler, mlp_only_train)
+    config = load_config(str(directory))  # also refuses pickle weights and foreign model code
+    backbone = load_backbone(str(directory), config, pooler == "cls", attn_implementation)
+    encoder = SentenceEncoder(backbone, load_tokenizer(str(directory)), pooler, mlp_only_train)
     encoder.name_or_path = str(directory)
     return encoder

@@ -12,7 +12,7 @@ from torch.optim import Optimizer
 from torchmetrics import SpearmanCorrCoef
 
 from sparsecse.encoder import CHECKPOINT_KEY, SentenceEncoder
-from sparsecse.loss import TEMPERATURE, info_nce
+from sparsecse.loss import TEMPERATURE, simcse_loss
 from sparsecse.metrics import Alignment, Uniformity
 
 ALIGN_GOLD_THRESHOLD = 4.0  # SimCSE, Sec. 5 / Fig. 2: STS-B pairs scored above 4 are positives
@@ -27,6 +27,7 @@ class SimCSEModule(L.LightningModule):
         scheduler: Callable | None = None,
         temperature: float = TEMPERATURE,
         hard_negative_weight: float = 0.0,
+        gather_negatives: bool = True,
         seed: int = 0,
     ):
         super().__init__()
@@ -56,15 +57,9 @@ class SimCSEModule(L.LightningModule):
         torch.manual_seed(step_seed + self.global_rank)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        emb = self.embed_views(batch)
-        hard_negatives = emb[2] if emb.shape[0] == 3 else None
-        loss = info_nce(
-            emb[0],
-            emb[1],
-            hard_negatives,
-            self.hparams.temperature,
-            self.hparams.hard_negative_weight,
-        )
+        emb = self.embed_views(batch)  # (V, B, H)
+        hp = self.hparams
+        loss = simcse_loss(emb, hp.temperature, hp.hard_negative_weight, hp.gather_negatives)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

@@ -29,7 +29,10 @@ def write_bad_corpora(tmp_path: Path) -> None:
 
 # case -> (overrides, with {tmp} for the test's folder; the expected one-line message)
 BAD_INPUTS = {
-    "missing data dir": (["data_dir={tmp}/nowhere"], "data.data_dir: no such directory"),
+    "missing data dir": (["data_dir={tmp}/nowhere"], "^data_dir: no such directory"),
+    "senteval files missing": (["data_dir={tmp}"], r"^data_dir: \S+ lacks 50 files needed by tasks sts12, sts13"),
+    "unknown bad-line policy": (["data.on_bad_line=warn"], "data.on_bad_line: expected one of fail, skip"),
+    "zero line length": (["data.max_line_length=0"], "data.max_line_length: must be a positive integer"),
     "missing corpus": (["data.train_file={tmp}/none.txt"], "data.train_file: no such file"),
     "empty corpus": (["data.train_file={tmp}/empty.txt"], "data.train_file: .*empty.txt has no sentences"),
     "malformed csv": (["data.train_file={tmp}/nli.csv"], r"data.train_file: .*nli.csv:3: expected 3"),

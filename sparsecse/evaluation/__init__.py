@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation.analysis import ANALYSIS_TASKS, stsb_alignment_uniformity
+from sparsecse.evaluation.files import TASK_FILES, check_files, missing_files
 from sparsecse.evaluation.sts import STS_TASKS, evaluate_sts
 from sparsecse.evaluation.table import format_table
 from sparsecse.evaluation.transfer import TRANSFER_TASKS, check_preset, evaluate_transfer
@@ -22,11 +23,13 @@ __all__ = [
     "TASK_SETS",
     "TRANSFER_TASKS",
     "check_evaluation",
+    "check_senteval_files",
     "evaluate_encoder",
     "evaluate_sts",
     "evaluate_transfer",
     "expand_tasks",
     "format_table",
+    "missing_senteval_files",
 ]
 
 
@@ -49,6 +52,18 @@ def check_evaluation(tasks: Sequence[str], transfer_preset: str = "test") -> tup
     if any(name in TRANSFER_TASKS for name in names):
         check_preset(transfer_preset)
     return names
+
+
+def missing_senteval_files(data_dir: Path, tasks: Iterable[str]) -> list[str]:
+    """The files (relative to data_dir) that `tasks` (names or sets, as expand_tasks takes them) read
+    and data_dir lacks, in task order."""
+    missing = missing_files(Path(data_dir), {t: TASK_FILES[t] for t in expand_tasks(tuple(tasks))})
+    return list(dict.fromkeys(f for files in missing.values() for f in files))
+
+
+def check_senteval_files(data_dir: Path, tasks: Iterable[str]) -> None:
+    """One ConfigError on `data_dir` naming every file that `tasks` read and data_dir lacks."""
+    check_files(Path(data_dir), {t: TASK_FILES[t] for t in expand_tasks(tuple(tasks))})
 
 
 def evaluate_encoder(
