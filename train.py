@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,10 +16,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from callbacks.checkpointing import LastCheckpoint
 from sparsecse.encoder import check_pooler, load_checkpoint_file, load_config
-from sparsecse.errors import ConfigError
+from sparsecse.errors import ConfigError, RunStopped
 from sparsecse.evaluation import (
     check_evaluation,
     check_senteval_files,
@@ -26,13 +32,39 @@ from sparsecse.evaluation import (
     write_results,
 )
 from sparsecse.export import save_sparse_encoder
-from sparsecse.paths import default_data_dir
+from sparsecse.paths import default_data_dir, run_name
 from sparsecse.plots import align_uniform_path
 from sparsecse.pruning import counted_parameters, remove_pruned_units, sparsity_summary
+from sparsecse.schema import check_config
 
+log = logging.getLogger("sparsecse.train")
 REPO_ROOT = Path(__file__).resolve().parent
 CONFIG_DIR = str(REPO_ROOT / "conf")
 OmegaConf.register_new_resolver("sparsecse_data_dir", lambda: str(default_data_dir()), replace=True)
+NOT_IN_FOLDER_NAMES = ("resume", "ckpt_path")  # restarting a run must not move it to another folder
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def sweep_name() -> str:
+    """A sweep's folder name: its command line's overrides (Hydra's own and restart keys left out)."""
+    typed = [a for a in sys.argv[1:] if "=" in a and not a.startswith(("-", "hydra.", "hydra/"))]
+    return run_name([a for a in typed if override_key(a) not in NOT_IN_FOLDER_NAMES])
+
+
+def job_name(sweep_dir: str, overrides: list[str], sweeper_params: DictConfig | None) -> str:
+    """A sweep job's folder name: its values of the swept keys (all its overrides if unknown)."""
+    swept = swept_keys(Path(sweep_dir), sweeper_params)
+    return run_name([o for o in overrides if swept is None or override_key(o) in swept])
+
+
+# Run folders are named by the overrides, not the clock, so a requeued job finds its checkpoints.
+# Cached: a job launched elsewhere (submitit) gets the sweep's name from the sweep's pickled config.
+OmegaConf.register_new_resolver("sparsecse_sweep_name", sweep_name, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("sparsecse_job_name", job_name, replace=True)
+OmegaConf.register_new_resolver("sparsecse_run_name", run_name, replace=True)
 
 
 def instantiate_group(cfg: DictConfig, group: str, **kwargs):
@@ -78,18 +110,37 @@ def sweep_identity(task_name: str) -> dict:
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     swept = swept_keys(Path(hydra_cfg.sweep.dir), hydra_cfg.sweeper.get("params"))
-    key = lambda override: override.split("=", 1)[0].lstrip("+~")  # noqa: E731
-    chosen = [o for o in overrides if swept is None or key(o) in swept]
+    chosen = [o for o in overrides if swept is None or override_key(o) in swept]
     return {
         "group": f"{task_name}/{Path(hydra_cfg.sweep.dir).name}",
         "name": ",".join(chosen) or task_name,
-        "tags": [o[:64] for o in chosen if key(o) != "seed"],  # wandb refuses tags over 64 characters
+        "tags": [
+            o[:64] for o in chosen if override_key(o) != "seed"
+        ],  # wandb refuses tags over 64 characters
     }
 
 
+def wandb_run_id(output_dir: Path) -> str:
+    """The run folder's wandb id, created on first use: a restarted job logs into the same run."""
+    path = output_dir / "wandb_run_id"
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    if rank_zero_only.rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(run_id + "\n")
+    return run_id
+
+
 def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
-    """The `logger` entries; wandb ones get the sweep's group, name and tags unless set."""
-    return instantiate_dict(cfg.get("logger"), WandbLogger=sweep_identity(cfg.task_name))
+    """The `logger` entries; wandb ones get the sweep's group, name and tags, and the run folder's
+    id (resumed when the job restarts), unless set."""
+    entries = cfg.get("logger") or {}
+    if not any(e is not None and e._target_.endswith("WandbLogger") for e in entries.values()):
+        return instantiate_dict(entries)
+    identity = sweep_identity(cfg.task_name)
+    identity |= {"id": wandb_run_id(Path(cfg.output_dir)), "resume": "allow"}
+    return instantiate_dict(entries, WandbLogger=identity)
 
 
 def preflight(cfg: DictConfig):
@@ -109,6 +160,39 @@ def preflight(cfg: DictConfig):
     return model_config
 
 
+def check_launch(trainer: L.Trainer) -> None:
+    """Lightning's subprocess DDP launcher re-runs this script's command line for each extra device;
+    inside a Hydra multirun that command is the whole sweep, so every job would start the sweep again."""
+    launcher = trainer.strategy.launcher
+    in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    spawns = isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1
+    if in_multirun and spawns and not launcher.cluster_environment.creates_processes_externally:
+        raise ConfigError(
+            "trainer.strategy",
+            "Lightning's ddp launcher cannot run inside a Hydra multirun; start one process per device from "
+            "outside (torchrun, srun, hydra/launcher=slurm) or use trainer.strategy=ddp_spawn",
+        )
+
+
+def resume_from(cfg: DictConfig, callbacks: list) -> str | None:
+    """`ckpt_path` if given; else, with `resume`, the run folder's `last.ckpt` if a previous start of
+    this job left one (a requeued or restarted job carries on where it stopped)."""
+    if cfg.get("ckpt_path"):
+        load_checkpoint_file(cfg.ckpt_path, "ckpt_path")  # refuses a missing or unsafe file up front
+        return cfg.ckpt_path
+    last = next((c.path for c in callbacks if isinstance(c, LastCheckpoint)), None)
+    if cfg.resume and last is not None and last.is_file():
+        log.info(f"resuming from {last} (resume=false starts afresh)")
+        return str(last)
+    return None
+
+
+def slurm_plugins() -> dict:
+    """On SLURM, our LastCheckpoint callback saves and requeues on the preemption signal, so Lightning
+    must not requeue too (two requeues of one job)."""
+    return {"plugins": [SLURMEnvironment(auto_requeue=False)]} if SLURMEnvironment.detect() else {}
+
+
 def build_pruning(cfg: DictConfig, model_config):
     """The pruning callback (None under `pruning=none`), checked against the model and the run."""
     if not cfg.get("pruning"):
@@ -123,14 +207,19 @@ def build_pruning(cfg: DictConfig, model_config):
 
 def train(cfg: DictConfig) -> dict:
     """Evaluate, fit, evaluate again; returns {"before": ..., "after": ..., "val": ...}."""
+    check_config(OmegaConf.to_container(cfg, resolve=True))  # every key, type and range, in a second
     model_config = preflight(cfg)
     pruning = build_pruning(cfg, model_config)
+    callbacks = instantiate_dict(cfg.get("callbacks")) + ([pruning] if pruning else [])
+    loggers = instantiate_loggers(cfg)
+    trainer = instantiate_group(
+        cfg, "trainer", callbacks=callbacks, logger=loggers or False, **slurm_plugins()
+    )
+    check_launch(trainer)
+    ckpt_path = resume_from(cfg, callbacks)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate_group(cfg, "data")
     module = instantiate_group(cfg, "model")
-    loggers = instantiate_loggers(cfg)
-    callbacks = instantiate_dict(cfg.get("callbacks")) + ([pruning] if pruning else [])
-    trainer = instantiate_group(cfg, "trainer", callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -147,7 +236,7 @@ def train(cfg: DictConfig) -> dict:
     dense_parameters = counted_parameters(module.encoder)
     if cfg.evaluate.before:
         results["before"] = evaluate()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     results["val"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     results["val_history"] = module.val_history
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
@@ -213,12 +302,16 @@ def report(cfg: DictConfig, module, results: dict, rows: dict) -> list[Path]:
 
 @contextmanager
 def exit_on_config_error(program: str) -> Iterator[None]:
-    """A ConfigError becomes its one line on stderr and exit status 2, without a traceback."""
+    """A ConfigError becomes its one line on stderr and exit status 2, a RunStopped (divergence,
+    unwritable checkpoint, preemption) its line and its exit status, without a traceback."""
     try:
         yield
     except ConfigError as err:
         print(f"{program}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except RunStopped as err:
+        print(f"{program}: {err}", file=sys.stderr)
+        raise SystemExit(err.exit_code) from None
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

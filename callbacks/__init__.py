@@ -1,6 +1,7 @@
-"""Thin Lightning callbacks over `sparsecse`: importance scoring and scheduled pruning."""
+"""Thin Lightning callbacks over `sparsecse`: importance scoring, scheduled pruning, checkpoints."""
 
+from callbacks.checkpointing import AtomicCheckpointIO, LastCheckpoint
 from callbacks.importance import ImportanceScoring
 from callbacks.pruning import StructuredPruning
 
-__all__ = ["ImportanceScoring", "StructuredPruning"]
+__all__ = ["AtomicCheckpointIO", "ImportanceScoring", "LastCheckpoint", "StructuredPruning"]

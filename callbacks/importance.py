@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -10,8 +10,10 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from callbacks.pruning import scoring_batches
+from sparsecse.constraints import PositiveInt, checked
+from sparsecse.importance import ScoreMode
 from sparsecse.plots import head_heatmap, neuron_histogram
-from sparsecse.pruning import Sparsifier
+from sparsecse.pruning import EventTime, Sparsifier
 
 
 class ImportanceScoring(L.Callback):
@@ -21,14 +23,15 @@ class ImportanceScoring(L.Callback):
     it; the scores use the same options as pruning.
     """
 
+    @checked
     def __init__(
         self,
-        at: Sequence[Mapping],
-        output_dir: str,
+        at: Sequence[EventTime],
+        output_dir: str | Path,
         at_end: bool = False,
-        score: str = "magnitude",
+        score: ScoreMode = "magnitude",
         uniformity_weight: float = 1.0,
-        num_batches: int = 8,
+        num_batches: PositiveInt = 8,
         normalize_head_scores: bool = False,
         seed: int = 0,
     ):

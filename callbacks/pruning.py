@@ -8,7 +8,16 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from sparsecse.pruning import PruningEvent, Sparsifier, build_schedule, check_schedule_fits
+from sparsecse.constraints import Fraction, PositiveInt, checked
+from sparsecse.importance import ScoreMode
+from sparsecse.pruning import (
+    Granularity,
+    PruningEvent,
+    ScheduleEvent,
+    Sparsifier,
+    build_schedule,
+    check_schedule_fits,
+)
 
 
 def scoring_batches(trainer: L.Trainer, seed: int):
@@ -44,17 +53,18 @@ class StructuredPruning(L.Callback):
     step) runs when training ends.
     """
 
+    @checked
     def __init__(
         self,
-        schedule: Sequence[Mapping],
-        head_sparsity: float = 0.0,
-        ffn_sparsity: float = 0.0,
-        weight_sparsity: float = 0.0,
-        granularity: str = "structured",
-        score: str = "magnitude",
+        schedule: Sequence[ScheduleEvent],
+        head_sparsity: Fraction = 0.0,
+        ffn_sparsity: Fraction = 0.0,
+        weight_sparsity: Fraction = 0.0,
+        granularity: Granularity = "structured",
+        score: ScoreMode = "magnitude",
         uniformity_weight: float = 1.0,
-        num_batches: int = 8,
-        min_heads_per_layer: int = 1,
+        num_batches: PositiveInt = 8,
+        min_heads_per_layer: PositiveInt = 1,
         normalize_head_scores: bool = False,
         seed: int = 0,
     ):

@@ -7,6 +7,7 @@ training step.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from sparsecse.constraints import NonNegativeInt, PositiveInt, checked
 from sparsecse.corpora import EMBEDDED, load_corpus
 from sparsecse.encoder import load_config, load_tokenizer
-from sparsecse.errors import ConfigError, require_int
+from sparsecse.errors import ConfigError
 from sparsecse.evaluation.files import SNLI_FILES, STSB_DEV, check_files
 from sparsecse.evaluation.sts import ScoredPairs, read_stsb
-from sparsecse.lines import MAX_LINE_LENGTH, LineReport, check_on_bad_line
+from sparsecse.lines import MAX_LINE_LENGTH, LineReport, OnBadLine
 
 log = logging.getLogger(__name__)
 
@@ -75,22 +77,36 @@ class PairCollator:
         return dict(self.tokenizer(list(texts), padding=True, return_tensors="pt"))
 
 
-class EpochShuffle(Sampler[int]):
-    """A fresh permutation each epoch, drawn from (seed, epoch) alone, so that a resumed run sees
-    the order the uninterrupted run saw. Lightning calls `set_epoch` before every epoch."""
+class EpochShuffle(DistributedSampler):
+    """A fresh permutation each epoch, drawn from (seed, epoch) alone, and this rank's share of it
+    (every W-th index, padded as DistributedSampler pads), so that a resumed run sees the order the
+    uninterrupted run saw. Lightning calls `set_epoch` before every epoch, and leaves a
+    DistributedSampler unwrapped, which lets `resume` skip what the interrupted run had consumed."""
 
-    def __init__(self, size: int, seed: int = 0):
-        self.size, self.seed, self.epoch = size, seed, 0
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.size, self.seed, self.rank, self.world_size, self.epoch = size, seed, rank, world_size, 0
+        self.num_samples = math.ceil(size / world_size)
+        self.resume_at: tuple[int, int] | None = None  # (epoch, examples this rank already trained on)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def resume(self, epoch: int, examples: int) -> None:
+        """Leave out the first `examples` of this rank's share once, in `epoch`."""
+        self.resume_at = (epoch, examples)
+
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
+        order = torch.randperm(self.size, generator=generator).tolist()
+        order += order[: self.num_samples * self.world_size - self.size]
+        mine = order[self.rank :: self.world_size]
+        if self.resume_at is not None and self.resume_at[0] == self.epoch:
+            mine, self.resume_at = mine[self.resume_at[1] :], None
+        return iter(mine)
 
     def __len__(self) -> int:
-        return self.size
+        # the full share even while resuming: Lightning sizes every epoch by the first loader's length
+        return self.num_samples
 
 
 def check_data_dir(data_dir: Path, train_file: str) -> Path:
@@ -119,28 +135,24 @@ def log_skipped(report: LineReport | None) -> None:
 class ContrastiveDataModule(L.LightningDataModule):
     """Training corpus + STS-B dev. Inputs are read and checked here, before any model loads."""
 
+    @checked  # the hints' constraints, before anything is read
     def __init__(
         self,
         tokenizer: str,
-        data_dir: str,
+        data_dir: str | Path,
         train_file: str = "snli_sentences",
-        batch_size: int = 64,  # SimCSE unsupervised, Table D.1
-        max_length: int | None = 32,
-        val_batch_size: int = 128,
-        num_workers: int = 0,
+        batch_size: PositiveInt = 64,  # SimCSE unsupervised, Table D.1
+        max_length: PositiveInt | None = 32,
+        val_batch_size: PositiveInt = 128,
+        num_workers: NonNegativeInt = 0,
         seed: int = 0,
-        on_bad_line: str = "fail",
-        max_line_length: int = MAX_LINE_LENGTH,
+        on_bad_line: OnBadLine = "fail",
+        max_line_length: PositiveInt = MAX_LINE_LENGTH,
     ):
         super().__init__()
-        self.batch_size = require_int(batch_size, "batch_size", 1)
-        self.val_batch_size = require_int(val_batch_size, "val_batch_size", 1)
-        if max_length is not None:
-            require_int(max_length, "max_length", 1)
-        self.num_workers = require_int(num_workers, "num_workers", 0)
+        self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
         self.seed = seed
-        check_on_bad_line(on_bad_line)
-        require_int(max_line_length, "max_line_length", 1)
+        self.resume_at: tuple[int, int] | None = None  # (epoch, batches done), from a checkpoint
         self.data_dir = check_data_dir(Path(data_dir).expanduser(), train_file)
         self.train_set = load_corpus(train_file, self.data_dir, on_bad_line, max_line_length)
         log_skipped(getattr(self.train_set, "report", None))
@@ -149,18 +161,34 @@ class ContrastiveDataModule(L.LightningDataModule):
         self.tokenizer = load_tokenizer(tokenizer)
         self.collate = ContrastiveCollator(self.tokenizer, max_length)
 
-    def _loader(self, dataset, batch_size: int, collate, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, collate, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            sampler=EpochShuffle(len(dataset), self.seed) if shuffle else None,
+            sampler=sampler,
             collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, self.collate, shuffle=True)
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        sampler = EpochShuffle(len(self.train_set), self.seed, rank, world_size)
+        if self.resume_at is not None:
+            epoch, batches = self.resume_at
+            sampler.resume(epoch, batches * self.batch_size)
+        return self._loader(self.train_set, self.batch_size, self.collate, sampler)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where training is in its epoch, saved in every checkpoint, so that a run resumed from one
+        saved mid-epoch goes on with the batches the interrupted run had not reached."""
+        if self.trainer is None:
+            return {}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": self.trainer.current_epoch, "batches": progress.processed}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.resume_at = (state_dict["epoch"], state_dict["batches"]) if state_dict else None
 
     def scoring_dataloader(self, seed: int, rank: int = 0, world_size: int = 1) -> DataLoader:
         """Batches of positive pairs for importance scoring: this rank's shard of a (seed)-shuffled
@@ -170,4 +198,4 @@ class ContrastiveDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         rows = list(zip(self.val_pairs.sent1, self.val_pairs.sent2, self.val_pairs.gold.tolist()))
-        return self._loader(rows, self.val_batch_size, PairCollator(self.tokenizer), shuffle=False)
+        return self._loader(rows, self.val_batch_size, PairCollator(self.tokenizer))

@@ -6,12 +6,14 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
 import torch
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from sparsecse.constraints import OneOf, check_value
 from sparsecse.errors import ConfigError
 from sparsecse.modeling_sparsecse import SPARSE_CLASSES, register
 from sparsecse.paths import resolve_model_path
@@ -24,6 +26,7 @@ register()  # AutoConfig/AutoModel know sparsecse_bert and sparsecse_roberta
 # (stored as the backbone's pooler, as SimCSE's simcse_to_huggingface.py does), the rest are
 # parameter-free.
 POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
+Pooler = Annotated[str, OneOf(*POOLERS, noun="pooler")]
 SUPPORTED_MODEL_TYPES = ("bert", "roberta", "sparsecse_bert", "sparsecse_roberta")
 CHECKPOINT_KEY = "sparsecse_encoder"  # entry of a Lightning checkpoint that describes the encoder
 # Our own model types: loaded by the classes registered above, never by the code an export ships.
@@ -33,8 +36,7 @@ PICKLE_SUFFIXES = (".bin", ".bin.index.json", ".pt", ".pth", ".pkl", ".pickle", 
 
 
 def check_pooler(pooler: str) -> None:
-    if pooler not in POOLERS:
-        raise ConfigError("pooler", f"unknown pooler {pooler!r}; expected one of {', '.join(POOLERS)}")
+    check_value("pooler", pooler, Pooler)
 
 
 def load_config(name_or_path: str):
@@ -168,7 +170,7 @@ class SentenceEncoder(nn.Module):
     def from_pretrained(
         cls,
         name_or_path: str,
-        pooler: str = "cls",
+        pooler: Pooler = "cls",
         mlp_only_train: bool = False,
         reinit_mlp: bool = False,
         attn_implementation: str = "sdpa",

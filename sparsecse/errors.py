@@ -24,3 +24,25 @@ def require_int(value, key: str, minimum: int) -> int:
         kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
         raise ConfigError(key, f"must be {kind}, got {value!r}")
     return value
+
+
+class RunStopped(RuntimeError):
+    """A run stopped for a reason one line explains (the entry points print it without a traceback)."""
+
+    exit_code = 1
+
+
+class TrainingDiverged(RunStopped):
+    """The loss became NaN or infinite; raised before the update, so no checkpoint holds the fault."""
+
+
+class CheckpointWriteError(RunStopped):
+    """A checkpoint could not be written (disk full, read-only folder); the previous one is intact."""
+
+
+class Preempted(RunStopped):
+    """Stopped by a signal (SLURM preemption or time limit) after saving `last.ckpt`."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention for "killed by signal N"

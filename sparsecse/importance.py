@@ -10,21 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from sparsecse.constraints import OneOf, check_value
 from sparsecse.errors import ConfigError
 from sparsecse.gates import encoder_layers, head_size
 from sparsecse.loss import alignment, uniformity
 
 SCORE_MODES = ("magnitude", "signed", "alignment", "uniformity", "random", "weight_magnitude")
+ScoreMode = Annotated[str, OneOf(*SCORE_MODES, noun="score mode")]
 
 
 def check_score_mode(mode: str) -> str:
-    if mode not in SCORE_MODES:
-        raise ConfigError("score", f"unknown score mode {mode!r}; expected one of {', '.join(SCORE_MODES)}")
+    check_value("score", mode, ScoreMode)
     return mode
 
 

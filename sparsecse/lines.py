@@ -9,18 +9,19 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Annotated, BinaryIO
 
+from sparsecse.constraints import OneOf, check_value
 from sparsecse.errors import ConfigError
 
 ON_BAD_LINE = ("fail", "skip")
+OnBadLine = Annotated[str, OneOf(*ON_BAD_LINE)]
 MAX_LINE_LENGTH = 10_000  # characters
 _CHUNK = 1 << 20  # bytes read at a time from the rest of an over-long line
 
 
 def check_on_bad_line(value: str) -> str:
-    if value not in ON_BAD_LINE:
-        raise ConfigError("on_bad_line", f"expected one of {', '.join(ON_BAD_LINE)}, got {value!r}")
+    check_value("on_bad_line", value, OnBadLine)
     return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import lightning as L
 import torch
@@ -11,7 +12,9 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torchmetrics import SpearmanCorrCoef
 
+from sparsecse.constraints import GreaterThan
 from sparsecse.encoder import CHECKPOINT_KEY, SentenceEncoder
+from sparsecse.errors import TrainingDiverged
 from sparsecse.loss import TEMPERATURE, simcse_loss
 from sparsecse.metrics import Alignment, Uniformity
 
@@ -25,7 +28,7 @@ class SimCSEModule(L.LightningModule):
         encoder: SentenceEncoder,
         optimizer: Callable[..., Optimizer],
         scheduler: Callable | None = None,
-        temperature: float = TEMPERATURE,
+        temperature: Annotated[float, GreaterThan(0.0)] = TEMPERATURE,
         hard_negative_weight: float = 0.0,
         gather_negatives: bool = True,
         seed: int = 0,
@@ -60,6 +63,11 @@ class SimCSEModule(L.LightningModule):
         emb = self.embed_views(batch)  # (V, B, H)
         hp = self.hparams
         loss = simcse_loss(emb, hp.temperature, hp.hard_negative_weight, hp.gather_negatives)
+        # Stop before backward and the optimizer step: the weights and every checkpoint stay finite.
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"train/loss is {loss.item()} at step {self.global_step}; training stopped"
+            )
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

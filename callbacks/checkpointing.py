@@ -1,0 +1,126 @@
+"""Checkpoints a preempted or killed job can resume from: atomic writes, `last.ckpt` on an interval
+and on SLURM's preemption signal."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from sparsecse.encoder import load_checkpoint_file
+from sparsecse.errors import CheckpointWriteError, Preempted
+
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temporary file beside the target, flush it to disk, then rename it over the target:
+    a job killed mid-write, a full disk or a read-only folder leaves the previous checkpoint intact.
+    Reading goes through `load_checkpoint_file`: tensors and containers only (weights_only)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temporary, path)  # atomic on POSIX within one file system
+        except OSError as err:
+            temporary.unlink(missing_ok=True)
+            kept = "the previous checkpoint is intact" if path.exists() else "no earlier checkpoint there"
+            raise CheckpointWriteError(
+                f"cannot write checkpoint {path}: {err.strerror or err}; {kept}"
+            ) from None
+
+    def load_checkpoint(
+        self, path, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict:
+        return load_checkpoint_file(path, "ckpt_path")
+
+
+def settle_batch_progress(checkpoint: dict) -> None:
+    """Lightning has already counted the starting batch as fetched ("ready"); a run resumed from
+    this checkpoint must not count it twice, or its validations shift by a step."""
+    progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
+    for counts in (progress["current"], progress["total"]):
+        counts["ready"] = counts["started"] = counts["processed"] = counts["completed"]
+
+
+class LastCheckpoint(L.Callback):
+    """`last.ckpt` every `every_n_steps` optimizer steps, at the end of training, and on `signals`
+    (SLURM sends SIGUSR1 before a time limit with `--signal=USR1@90`, SIGTERM before preemption).
+
+    A signal only raises a flag; the checkpoint is written between two steps, so it never holds a
+    half-applied optimizer step. Then the job requeues itself under SLURM (through
+    submitit's handler when submitit launched it, else `scontrol requeue`) and stops.
+    """
+
+    def __init__(
+        self, dirpath: str, every_n_steps: int = 200, signals: Sequence[str] = ("SIGUSR1", "SIGTERM")
+    ):
+        self.path = Path(dirpath) / "last.ckpt"
+        self.every_n_steps = every_n_steps
+        self.signals = [signal.Signals[name] for name in signals]
+        self.received: signal.Signals | None = None
+        self.previous: dict[signal.Signals, Any] = {}
+        self.pending = self.stopping = self.between_batches = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after Lightning has installed its own handlers, which ours replace while training runs
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.signals:
+                self.previous[signum] = signal.signal(signum, self._flag)
+
+    def _flag(self, signum: int, frame) -> None:
+        self.received = signal.Signals(signum)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.stopping = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
+        due = self.every_n_steps and trainer.global_step % self.every_n_steps == 0
+        self.pending = self.pending or self.stopping or bool(due)
+
+    # A step's checkpoint is written when the next batch starts: after the step's validation, if one
+    # was due (Lightning resumes as if it had run), and before anything of the next step happens.
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        if self.pending:
+            self.between_batches = True
+            trainer.save_checkpoint(self.path)
+            self.between_batches = self.pending = False
+        if self.stopping:
+            self._stop(trainer)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict) -> None:
+        if self.between_batches:
+            settle_batch_progress(checkpoint)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.path)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+    def _stop(self, trainer: L.Trainer) -> None:
+        signum = self.received or signal.SIGTERM
+        message = f"stopped by {signum.name} at step {trainer.global_step}; saved {self.path}"
+        previous = self.previous.get(signum)
+        self.teardown(trainer, trainer.lightning_module, "fit")
+        if callable(previous):  # e.g. submitit's: it requeues the job with the same config
+            previous(signum, None)
+        elif signum == signal.SIGUSR1 and os.environ.get("SLURM_JOB_ID") and trainer.is_global_zero:
+            subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
+            message += "; requeued"
+        raise Preempted(f"{message}; run the same command again to resume", signum)

@@ -1,0 +1,182 @@
+"""Requeue-safe runs: stable folders, resume after SIGKILL or a preemption signal, NaN losses,
+unwritable checkpoints, and the DDP launcher refused inside a multirun."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from test_pruning_training import pruning_run
+from test_train import compose_train, cpu_overrides
+
+import callbacks.checkpointing
+from sparsecse.errors import CheckpointWriteError, TrainingDiverged
+from sparsecse.paths import run_name
+from train import REPO_ROOT, job_name, sweep_name, train
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("".join(f"sentence {i} is about topic {i % 3} .\n" for i in range(12)))
+    return path  # 12 sentences, batch 4: three steps an epoch
+
+
+def test_run_names_are_the_overrides_or_a_stable_hash():
+    assert run_name("") == "default"
+    assert run_name("pruning.head_sparsity=0.3,seed=1") == "pruning.head_sparsity=0.3,seed=1"
+    assert run_name(["seed=2", "model=minilm"]) == "model=minilm,seed=2"  # order-free
+    odd = run_name("data.train_file=/data/wiki 1m.txt")
+    assert odd.startswith("data.train_file=_data_wiki_1m.txt-") and "/" not in odd
+    assert odd == run_name("data.train_file=/data/wiki 1m.txt") != run_name("data.train_file=/data/x.txt")
+    assert len(run_name("x=" + "a" * 500)) == 80
+
+
+def test_sweep_and_job_folders_come_from_the_command_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "seed=1,2", "pruning.head_sparsity=0.3",
+                                      "hydra/launcher=slurm", "resume=false"])  # fmt: skip
+    assert sweep_name() == "pruning.head_sparsity=0.3,seed=1,2"
+    OmegaConf.save({"hydra": {"overrides": {"task": ["seed=1,2", "pruning.head_sparsity=0.3"]}}},
+                   tmp_path / "multirun.yaml")  # fmt: skip
+    assert job_name(str(tmp_path), ["seed=2", "pruning.head_sparsity=0.3"], None) == "seed=2"
+    params = OmegaConf.create({"model.temperature": "0.05,0.1"})
+    job = job_name(str(tmp_path), ["seed=1", "pruning.head_sparsity=0.3", "model.temperature=0.1"], params)
+    assert job == "model.temperature=0.1,seed=1"
+
+
+def fault_run(tmp_path: Path, data_dir, model, corpus, *extra: str) -> list[str]:
+    """Six steps over two epochs, a pruning event at step 2, validation every 2 steps, last.ckpt at
+    every step."""
+    return pruning_run(
+        tmp_path,
+        data_dir,
+        model,
+        corpus,
+        "trainer.max_epochs=2",
+        "pruning.schedule=[{step:2}]",
+        "pruning.head_sparsity=0.5",
+        "pruning.ffn_sparsity=0.25",
+        "evaluate.after=false",
+        "callbacks.last_checkpoint.every_n_steps=1",
+        *extra,
+    )
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    tmp_path, data_dir, tiny_model_dir, corpus
+):
+    poison = ["+callbacks.poison._target_=fault_probe.PoisonAt", "+callbacks.poison.step=4"]
+    cfg = compose_train(fault_run(tmp_path, data_dir, tiny_model_dir, corpus, *poison))
+    with pytest.raises(TrainingDiverged, match=r"^train/loss is nan at step 4; training stopped$"):
+        train(cfg)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 4
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        OSError(errno.EROFS, "Read-only file system"),
+    ],
+    ids=["disk-full", "read-only"],
+)
+def test_unwritable_checkpoint_is_one_line_and_the_previous_one_survives(
+    tmp_path, data_dir, tiny_model_dir, corpus, monkeypatch, failure
+):
+    real_save, saves = torch.save, []
+
+    def failing_save(obj, f):
+        saves.append(obj["global_step"])
+        if obj["global_step"] == 3:
+            f.write(b"partial bytes")  # what a full disk leaves behind
+            raise failure
+        real_save(obj, f)
+
+    monkeypatch.setattr(callbacks.checkpointing.torch, "save", failing_save)
+    cfg = compose_train(fault_run(tmp_path, data_dir, tiny_model_dir, corpus))
+    message = (
+        rf"^cannot write checkpoint \S+/last.ckpt: {failure.strerror}; the previous checkpoint is intact$"
+    )
+    with pytest.raises(CheckpointWriteError, match=message):
+        train(cfg)
+    monkeypatch.undo()
+    checkpoints = tmp_path / "checkpoints"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
+    assert sorted(p.name for p in checkpoints.iterdir() if "tmp" in p.name) == []
+
+
+def run_script(overrides: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled",
+           "PYTHONPATH": f"{REPO_ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}  # fmt: skip
+    return subprocess.run([sys.executable, "train.py", *overrides, f"hydra.run.dir={tmp_path}"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def final_state(run_dir: Path) -> tuple[dict, list]:
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    return last, json.loads((run_dir / "results.json").read_text())["val_history"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signal_name", "at_step", "saved_step"), [("SIGKILL", 5, 4), ("SIGUSR1", 4, 5)])
+def test_killed_mid_epoch_after_pruning_then_restarted_equals_the_uninterrupted_run(
+    tmp_path, data_dir, tiny_model_dir, corpus, signal_name, at_step, saved_step
+):
+    """Epoch 2 holds steps 4-6; the pruning event was at step 2. SIGKILL after step 5: the process
+    dies at once; last.ckpt is step 4's (written after its validation). SIGUSR1 (SLURM's warning)
+    after step 4: seen after step 5, which is saved, and the run stops with a one-line message.
+    Either way, the same command resumes mid-epoch."""
+    whole = tmp_path / "whole"
+    assert run_script(fault_run(whole, data_dir, tiny_model_dir, corpus), whole).returncode == 0
+    broken = tmp_path / "broken"
+    overrides = fault_run(broken, data_dir, tiny_model_dir, corpus)
+    fault = ["+callbacks.fault._target_=fault_probe.SignalAt", f"+callbacks.fault.step={at_step}",
+             f"+callbacks.fault.signal_name={signal_name}"]  # fmt: skip
+    stopped = run_script(overrides + fault, broken)
+    if signal_name == "SIGKILL":
+        assert stopped.returncode == -9
+    else:
+        assert stopped.returncode == 128 + 10, stopped.stderr[-2000:]
+        assert stopped.stderr.strip().splitlines()[-1] == (
+            f"sparsecse-train: stopped by SIGUSR1 at step 5; saved {broken}/checkpoints/last.ckpt;"
+            " run the same command again to resume"
+        )
+    at_stop = torch.load(broken / "checkpoints" / "last.ckpt", weights_only=True)
+    assert at_stop["global_step"] == saved_step
+    assert at_stop["callbacks"]["StructuredPruning"] == {"done": 1}
+    resumed = run_script(overrides, broken)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (expected, expected_history), (got, got_history) = final_state(whole), final_state(broken)
+    assert got["global_step"] == expected["global_step"] == 6
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(got["state_dict"][key], value), key
+    assert got_history == expected_history and [h["step"] for h in got_history] == [2, 4, 6]
+
+
+def test_lightning_ddp_launcher_inside_a_multirun_is_refused(tmp_path, data_dir, tiny_model_dir):
+    overrides = [
+        "-m",
+        *cpu_overrides(tmp_path, data_dir, tiny_model_dir),
+        "seed=1,2",
+        "+trainer.strategy=ddp",
+        "trainer.devices=2",
+        "debug=fast_dev_run",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "train.py", *overrides], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(
+        "sparsecse-train: error: trainer.strategy: Lightning's ddp launcher cannot run"
+    )
