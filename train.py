@@ -55,7 +55,8 @@ def sweep_name() -> str:
 
 
 def job_name(sweep_dir: str, overrides: list[str], sweeper_params: DictConfig | None) -> str:
-    """A sweep job's folder name: its values of the swept keys (all its overrides if unknown)."""
+    """A sweep job's folder name: its values of the swept keys (all its overrides if unknown;
+    "default" for the one job of a multirun that sweeps nothing)."""
     swept = swept_keys(Path(sweep_dir), sweeper_params)
     return run_name([o for o in overrides if swept is None or override_key(o) in swept])
 

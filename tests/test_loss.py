@@ -55,3 +55,14 @@ def test_uniformity_matches_definition():
     z = torch.nn.functional.normalize(x, dim=-1)
     terms = [torch.exp(-2 * (z[i] - z[j]).pow(2).sum()) for i in range(6) for j in range(i + 1, 6)]
     assert uniformity(x).item() == pytest.approx(torch.stack(terms).mean().log().item(), rel=1e-5)
+
+
+def test_info_nce_logits_stay_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    a, p, h = (torch.randn(8, 16).bfloat16() for _ in range(3))
+    # the same bf16 embeddings, upcast: what float32 logits give (bf16 logits differ by ~1e-3)
+    expected = info_nce(a.float(), p.float(), h.float(), 0.05, 0.3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = info_nce(a, p, h, 0.05, 0.3)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)

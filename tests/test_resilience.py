@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from test_pruning_training import pruning_run
 from test_train import compose_train, cpu_overrides
@@ -19,7 +21,7 @@ from test_train import compose_train, cpu_overrides
 import callbacks.checkpointing
 from sparsecse.errors import CheckpointWriteError, TrainingDiverged
 from sparsecse.paths import run_name
-from train import REPO_ROOT, job_name, sweep_name, train
+from train import CONFIG_DIR, REPO_ROOT, job_name, sweep_name, train
 
 
 @pytest.fixture
@@ -180,3 +182,14 @@ def test_lightning_ddp_launcher_inside_a_multirun_is_refused(tmp_path, data_dir,
     assert last_line.startswith(
         "sparsecse-train: error: trainer.strategy: Lightning's ddp launcher cannot run"
     )
+
+
+def test_the_slurm_launcher_runs_one_task_per_device():
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(
+            "train", ["hydra/launcher=slurm", "trainer=gpu", "trainer.devices=4"], return_hydra_config=True
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 4 and launcher.max_num_timeout > 0

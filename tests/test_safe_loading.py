@@ -275,3 +275,24 @@ def test_export_refuses_a_directory_with_pickles(tmp_path, make_encoder):
         ConfigError, match=r"^output_dir: .*export already holds pickle files \(pytorch_model.bin\)$"
     ):
         save_sparse_encoder(make_encoder("avg"), tmp_path / "export")
+
+
+@pytest.mark.parametrize("where", ["ckpt_path", "planted last.ckpt"])
+def test_training_refuses_code_in_a_resume_checkpoint(tmp_path, data_dir, tiny_model_dir, where):
+    """Given as `ckpt_path`, or left in the run folder where a restarted job looks for last.ckpt."""
+    from test_train import compose_train, cpu_overrides
+
+    from train import train
+
+    marker = tmp_path / "ran"
+    evil = write_payload(tmp_path / "evil.ckpt", marker, "torch.save")
+    overrides = cpu_overrides(tmp_path / "run", data_dir, tiny_model_dir) + ["evaluate.before=false"]
+    if where == "ckpt_path":
+        overrides.append(f"ckpt_path={evil}")
+    else:
+        (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+        shutil.copy(evil, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    with pytest.raises(ConfigError, match=f"^ckpt_path: .*{REFUSED}") as err:
+        train(compose_train(overrides))
+    one_line(err)
+    assert not marker.exists()
