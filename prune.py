@@ -10,10 +10,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from evaluate import TOOLS_CONFIG_DIR, model_key, pick_device
 from sparsecse.data import ContrastiveDataModule
-from sparsecse.encoder import check_pooler, load_config, load_encoder
+from sparsecse.encoder import check_pooler, load_encoder
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
 from sparsecse.export import save_sparse_encoder
+from sparsecse.loading import load_config
 from sparsecse.pruning import Sparsifier, build_schedule, remove_pruned_units, sparsity_summary
 from train import exit_on_config_error
 

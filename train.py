@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import uuid
@@ -22,7 +23,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.checkpointing import LastCheckpoint
-from sparsecse.encoder import check_pooler, load_checkpoint_file, load_config
+from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError, RunStopped
 from sparsecse.evaluation import (
     check_evaluation,
@@ -32,6 +33,7 @@ from sparsecse.evaluation import (
     write_results,
 )
 from sparsecse.export import save_sparse_encoder
+from sparsecse.loading import load_checkpoint_file, load_config
 from sparsecse.paths import default_data_dir, run_name
 from sparsecse.plots import align_uniform_path
 from sparsecse.pruning import counted_parameters, remove_pruned_units, sparsity_summary
@@ -115,9 +117,7 @@ def sweep_identity(task_name: str) -> dict:
     return {
         "group": f"{task_name}/{Path(hydra_cfg.sweep.dir).name}",
         "name": ",".join(chosen) or task_name,
-        "tags": [
-            o[:64] for o in chosen if override_key(o) != "seed"
-        ],  # wandb refuses tags over 64 characters
+        "tags": [o[:64] for o in chosen if override_key(o) != "seed"],  # wandb's limit: 64 characters
     }
 
 
@@ -188,10 +188,24 @@ def resume_from(cfg: DictConfig, callbacks: list) -> str | None:
     return None
 
 
-def slurm_plugins() -> dict:
-    """On SLURM, our LastCheckpoint callback saves and requeues on the preemption signal, so Lightning
-    must not requeue too (two requeues of one job)."""
-    return {"plugins": [SLURMEnvironment(auto_requeue=False)]} if SLURMEnvironment.detect() else {}
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list[Logger]) -> L.Trainer:
+    """The Trainer, refused before any compute if its launcher cannot work here. On SLURM, our
+    LastCheckpoint saves and requeues on the preemption signal, so Lightning must not requeue too."""
+    slurm = {"plugins": [SLURMEnvironment(auto_requeue=False)]} if SLURMEnvironment.detect() else {}
+    trainer = instantiate_group(cfg, "trainer", callbacks=callbacks, logger=loggers or False, **slurm)
+    check_launch(trainer)
+    return trainer
+
+
+def evaluate_before(cfg: DictConfig, evaluate, resuming: bool) -> dict:
+    """Scores of the encoder before training; a job resumed in its own folder reads those of its
+    first start instead of evaluating again."""
+    path = Path(cfg.output_dir) / "before.json"
+    if resuming and path.is_file():
+        return json.loads(path.read_text())
+    scores = evaluate()
+    write_results(path, scores)
+    return scores
 
 
 def build_pruning(cfg: DictConfig, model_config):
@@ -213,10 +227,7 @@ def train(cfg: DictConfig) -> dict:
     pruning = build_pruning(cfg, model_config)
     callbacks = instantiate_dict(cfg.get("callbacks")) + ([pruning] if pruning else [])
     loggers = instantiate_loggers(cfg)
-    trainer = instantiate_group(
-        cfg, "trainer", callbacks=callbacks, logger=loggers or False, **slurm_plugins()
-    )
-    check_launch(trainer)
+    trainer = build_trainer(cfg, callbacks, loggers)
     ckpt_path = resume_from(cfg, callbacks)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate_group(cfg, "data")
@@ -236,7 +247,7 @@ def train(cfg: DictConfig) -> dict:
         pruning.sparsifier.attach(module.encoder)
     dense_parameters = counted_parameters(module.encoder)
     if cfg.evaluate.before:
-        results["before"] = evaluate()
+        results["before"] = evaluate_before(cfg, evaluate, resuming=ckpt_path is not None)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     results["val"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     results["val_history"] = module.val_history

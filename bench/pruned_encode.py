@@ -13,7 +13,8 @@ import time
 import torch
 from transformers import BertConfig, BertModel
 
-from sparsecse.encoder import SentenceEncoder, load_tokenizer
+from sparsecse.encoder import SentenceEncoder
+from sparsecse.loading import load_tokenizer
 from sparsecse.pruning import PruningEvent, Sparsifier, remove_pruned_units
 
 

@@ -3,23 +3,24 @@ and on SLURM's preemption signal."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from sparsecse.encoder import load_checkpoint_file
+from sparsecse.constraints import NonNegativeInt, OneOf, checked
 from sparsecse.errors import CheckpointWriteError, Preempted
+from sparsecse.loading import load_checkpoint_file
 
-log = logging.getLogger(__name__)
+# what a job may be told to stop by: SLURM's time-limit warning, preemption, a user's kill or Ctrl-C
+StopSignal = Annotated[str, OneOf("SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT", noun="signal")]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -58,6 +59,11 @@ def settle_batch_progress(checkpoint: dict) -> None:
         counts["ready"] = counts["started"] = counts["processed"] = counts["completed"]
 
 
+def requeues(handler: Any) -> bool:
+    """A handler that was there before training and is not Lightning's (e.g. submitit's requeue)."""
+    return callable(handler) and not getattr(handler, "__module__", "").startswith("lightning")
+
+
 class LastCheckpoint(L.Callback):
     """`last.ckpt` every `every_n_steps` optimizer steps, at the end of training, and on `signals`
     (SLURM sends SIGUSR1 before a time limit with `--signal=USR1@90`, SIGTERM before preemption).
@@ -67,8 +73,12 @@ class LastCheckpoint(L.Callback):
     submitit's handler when submitit launched it, else `scontrol requeue`) and stops.
     """
 
+    @checked
     def __init__(
-        self, dirpath: str, every_n_steps: int = 200, signals: Sequence[str] = ("SIGUSR1", "SIGTERM")
+        self,
+        dirpath: str | Path,
+        every_n_steps: NonNegativeInt = 200,  # 0: only on signals and at the end
+        signals: Sequence[StopSignal] = ("SIGUSR1", "SIGTERM"),
     ):
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_steps = every_n_steps
@@ -118,7 +128,7 @@ class LastCheckpoint(L.Callback):
         message = f"stopped by {signum.name} at step {trainer.global_step}; saved {self.path}"
         previous = self.previous.get(signum)
         self.teardown(trainer, trainer.lightning_module, "fit")
-        if callable(previous):  # e.g. submitit's: it requeues the job with the same config
+        if requeues(previous):  # e.g. submitit's: it requeues the job with the same config
             previous(signum, None)
         elif signum == signal.SIGUSR1 and os.environ.get("SLURM_JOB_ID") and trainer.is_global_zero:
             subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)

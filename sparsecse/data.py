@@ -20,11 +20,11 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from sparsecse.constraints import NonNegativeInt, PositiveInt, checked
 from sparsecse.corpora import EMBEDDED, load_corpus
-from sparsecse.encoder import load_config, load_tokenizer
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation.files import SNLI_FILES, STSB_DEV, check_files
 from sparsecse.evaluation.sts import ScoredPairs, read_stsb
 from sparsecse.lines import MAX_LINE_LENGTH, LineReport, OnBadLine
+from sparsecse.loading import load_config, load_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,9 @@ import torch
 from safetensors.torch import save_file
 
 from sparsecse import modeling_sparsecse
-from sparsecse.encoder import (
-    PICKLE_SUFFIXES,
-    SentenceEncoder,
-    check_pooler,
-    load_backbone,
-    load_config,
-    load_tokenizer,
-)
+from sparsecse.encoder import SentenceEncoder, check_pooler
 from sparsecse.errors import ConfigError
+from sparsecse.loading import PICKLE_SUFFIXES, load_backbone, load_config, load_tokenizer
 from sparsecse.surgery import apply_gates, is_sparse, structure
 
 SPARSECSE_FILE = "sparsecse.json"

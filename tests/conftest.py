@@ -7,7 +7,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from sparsecse.encoder import SentenceEncoder, load_tokenizer
+from sparsecse.encoder import SentenceEncoder
+from sparsecse.loading import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SENTEVAL = REPO.parent / "shared" / "data" / "senteval"

@@ -29,6 +29,10 @@ def write_bad_corpora(tmp_path: Path) -> None:
 
 # case -> (overrides, with {tmp} for the test's folder; the expected one-line message)
 BAD_INPUTS = {
+    "unknown stop signal": (
+        ["callbacks.last_checkpoint.signals=[SIGHUP]"],
+        "^callbacks.last_checkpoint.signals.0.: unknown signal 'SIGHUP'; expected one of SIGUSR1",
+    ),
     "unknown key": (
         ["+data.batch_sise=4"],
         r"^data.batch_sise: unknown key for \S+ContrastiveDataModule; did you mean 'batch_size'\?$",

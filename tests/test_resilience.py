@@ -193,3 +193,22 @@ def test_the_slurm_launcher_runs_one_task_per_device():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.tasks_per_node == launcher.gpus_per_node == 4 and launcher.max_num_timeout > 0
+
+
+def test_a_restarted_job_resumes_and_reuses_its_scores_before_training(
+    tmp_path, data_dir, tiny_model_dir, corpus, monkeypatch
+):
+    import train as train_module
+
+    overrides = cpu_overrides(tmp_path, data_dir, tiny_model_dir) + [
+        f"data.train_file={corpus}", "data.batch_size=4", "trainer.max_steps=2",
+        "trainer.val_check_interval=2", "pruning=none", "evaluate.tasks=[stsb]", "save_model=false",
+    ]  # fmt: skip
+    first = train(compose_train(overrides))
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    calls = []
+    real = train_module.evaluate_encoder
+    monkeypatch.setattr(train_module, "evaluate_encoder", lambda *a: calls.append(a) or real(*a))
+    again = train(compose_train(overrides))
+    assert len(calls) == 1, "only the evaluation after training runs again"
+    assert again["before"] == first["before"] and again["val_history"] == first["val_history"]

@@ -18,18 +18,16 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from evaluate import TOOLS_CONFIG_DIR, evaluate
-from sparsecse.encoder import (
-    CHECKPOINT_KEY,
+from sparsecse.encoder import CHECKPOINT_KEY, SentenceEncoder, load_encoder
+from sparsecse.errors import ConfigError
+from sparsecse.export import save_sparse_encoder
+from sparsecse.loading import (
     PICKLE_SUFFIXES,
-    SentenceEncoder,
     load_backbone,
     load_checkpoint_file,
     load_config,
-    load_encoder,
     load_tokenizer,
 )
-from sparsecse.errors import ConfigError
-from sparsecse.export import save_sparse_encoder
 from sparsecse.surgery import remove_units
 from train import REPO_ROOT
 
