@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from test_pruning_training import free_port
 from torch.nn.parallel import DistributedDataParallel
 
@@ -40,19 +42,25 @@ def rank_worker(rank: int, port: int, views: int, weight: float, gather: bool, q
     # numpy arrays travel by value; tensors would be shared memory this process frees on exit
     queue.put((rank, mean_loss.item() / WORLD, [g.numpy() for g in grads]))
     dist.barrier()
-    dist.destroy_process_group()
+    os._exit(0)  # the results are sent; skip interpreter shutdown, where gloo's threads can hang
 
 
 def two_ranks(views: int, weight: float, gather: bool) -> list[tuple[float, list[torch.Tensor]]]:
     context = mp.get_context("spawn")
-    queue = context.SimpleQueue()
-    procs = mp.start_processes(rank_worker, (free_port(), views, weight, gather, queue), nprocs=WORLD,
-                               join=False, start_method="spawn")  # fmt: skip
+    queue, port = context.SimpleQueue(), free_port()
+    procs = [context.Process(target=rank_worker, args=(rank, port, views, weight, gather, queue))
+             for rank in range(WORLD)]  # fmt: skip
+    for proc in procs:
+        proc.start()
     results = {}
     for _ in range(WORLD):
         rank, loss, grads = queue.get()
         results[rank] = (loss, [torch.from_numpy(g) for g in grads])
-    procs.join()
+    for proc in procs:
+        proc.join(timeout=60)
+        if proc.is_alive():
+            proc.kill()
+        assert proc.exitcode == 0, f"rank exited with {proc.exitcode}"
     return [results[rank] for rank in range(WORLD)]
 
 

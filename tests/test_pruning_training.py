@@ -97,7 +97,7 @@ def test_two_process_ddp_prunes_the_same_units_on_both_ranks(tmp_path, data_dir,
     """Two CPU ranks (gloo), started from outside as torchrun or srun would: each scores its own
     shard, and the summed scores make both remove the same units."""
     overrides = pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, "trainer.max_steps=2",
-                            "trainer.val_check_interval=1", "+trainer.strategy=ddp", "trainer.devices=2",
+                            "trainer.val_check_interval=1", "trainer.strategy=ddp", "trainer.devices=2",
                             "data.batch_size=2", "pruning.schedule=[{step:1}]", "pruning.head_sparsity=0.5",
                             "pruning.ffn_sparsity=0.5", "pruning.num_batches=2", "evaluate.after=false",
                             "save_model=false", "+callbacks.rank_probe._target_=rank_probe.SaveGatesPerRank",
