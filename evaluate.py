@@ -12,7 +12,13 @@ from omegaconf import DictConfig
 
 from sparsecse.encoder import load_encoder
 from sparsecse.errors import ConfigError
-from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
+from sparsecse.evaluation import (
+    check_evaluation,
+    check_senteval_files,
+    evaluate_encoder,
+    format_table,
+    write_results,
+)
 from train import CONFIG_DIR, exit_on_config_error
 
 TOOLS_CONFIG_DIR = str(Path(CONFIG_DIR) / "tools")
@@ -42,8 +48,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Load the encoder named by `cfg.model`, evaluate it, print the table, write `cfg.output`."""
     check_evaluation(cfg.tasks, cfg.transfer_preset)
     data_dir = Path(cfg.data_dir).expanduser()
-    if not data_dir.is_dir():
-        raise ConfigError("data_dir", f"no such directory {data_dir} (set SPARSECSE_DATA_DIR or data_dir=)")
+    check_senteval_files(data_dir, cfg.tasks)  # every missing file listed, before the model loads
     device = pick_device(cfg.device)
     with model_key():
         encoder = load_encoder(cfg.model, cfg.pooler, cfg.attn_implementation)

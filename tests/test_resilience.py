@@ -212,3 +212,17 @@ def test_a_restarted_job_resumes_and_reuses_its_scores_before_training(
     again = train(compose_train(overrides))
     assert len(calls) == 1, "only the evaluation after training runs again"
     assert again["before"] == first["before"] and again["val_history"] == first["val_history"]
+
+
+def test_the_epoch_order_is_sharded_by_rank_and_resumes_mid_epoch():
+    from sparsecse.data import EpochShuffle
+
+    shares = [list(EpochShuffle(11, seed=3, rank=r, world_size=2)) for r in (0, 1)]
+    assert [len(s) for s in shares] == [6, 6] and set(shares[0] + shares[1]) == set(range(11))
+    assert shares[0] == list(EpochShuffle(11, seed=3, rank=0, world_size=2)), "drawn from (seed, epoch) alone"
+    resumed = EpochShuffle(11, seed=3, rank=1, world_size=2)
+    resumed.resume(epoch=0, examples=4)
+    assert list(resumed) == shares[1][4:] and len(resumed) == 6
+    assert list(resumed) == shares[1], "only the resumed epoch's first pass is shortened"
+    resumed.set_epoch(1)
+    assert list(resumed) != shares[1]
