@@ -88,20 +88,20 @@ def compose_eval(overrides: list[str]):
         return compose(config_name="eval", overrides=overrides)
 
 
-def test_evaluate_refuses_code_in_a_checkpoint(tmp_path):
+def test_evaluate_refuses_code_in_a_checkpoint(tmp_path, data_dir):
     marker = tmp_path / "ran"
     path = write_payload(tmp_path / "evil.ckpt", marker, "torch.save")
     with pytest.raises(ConfigError, match=rf"^model: {at(path)} {REFUSED}: Unsupported global"):
-        evaluate(compose_eval([f"model={path}", f"data_dir={tmp_path}"]))
+        evaluate(compose_eval([f"model={path}", f"data_dir={data_dir}"]))
     assert not marker.exists()
 
 
 @pytest.mark.slow
-def test_eval_script_refuses_code_in_a_checkpoint(tmp_path):
+def test_eval_script_refuses_code_in_a_checkpoint(tmp_path, data_dir):
     marker = tmp_path / "ran"
     path = write_payload(tmp_path / "evil.ckpt", marker, "torch.save")
     proc = subprocess.run(
-        [sys.executable, "evaluate.py", f"model={path}", f"data_dir={tmp_path}", f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "evaluate.py", f"model={path}", f"data_dir={data_dir}", f"hydra.run.dir={tmp_path}"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -152,7 +152,7 @@ def copy_model_dir(source: Path, target: Path) -> Path:
     return target
 
 
-def test_pickle_weights_in_a_model_directory_are_refused(tmp_path, tiny_model_dir):
+def test_pickle_weights_in_a_model_directory_are_refused(tmp_path, data_dir, tiny_model_dir):
     marker = tmp_path / "ran"
     model = copy_model_dir(tiny_model_dir, tmp_path / "model")
     (model / "model.safetensors").unlink()
@@ -163,7 +163,7 @@ def test_pickle_weights_in_a_model_directory_are_refused(tmp_path, tiny_model_di
         SentenceEncoder.from_pretrained(str(model), pooler="avg")
     one_line(err)
     with pytest.raises(ConfigError, match=f"^model: {at(model)} holds pickle weights"):
-        evaluate(compose_eval([f"model={model}", f"data_dir={tmp_path}"]))
+        evaluate(compose_eval([f"model={model}", f"data_dir={data_dir}"]))
     with pytest.raises(ConfigError, match=f"^name_or_path: model '{at(model)}' has no safetensors weights$"):
         load_backbone(str(model), load_config(str(tiny_model_dir)), False, "eager")  # past the check
     assert not marker.exists()
