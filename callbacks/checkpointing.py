@@ -98,7 +98,9 @@ class LastCheckpoint(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.stopping = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
-        due = self.every_n_steps and trainer.global_step % self.every_n_steps == 0
+        due = (
+            self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and not trainer.fast_dev_run
+        )
         self.pending = self.pending or self.stopping or bool(due)
 
     # A step's checkpoint is written when the next batch starts: after the step's validation, if one
@@ -116,7 +118,8 @@ class LastCheckpoint(L.Callback):
             settle_batch_progress(checkpoint)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        trainer.save_checkpoint(self.path)
+        if not trainer.fast_dev_run:  # a wiring check is no state to resume from
+            trainer.save_checkpoint(self.path)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for signum, handler in self.previous.items():

@@ -98,6 +98,7 @@ def test_fast_dev_run_writes_results(tmp_path, data_dir, tiny_model_dir, corpus_
     assert set(results["after"]) == {"stsb", "sts_avg"}
     assert json.loads((tmp_path / "results.json").read_text())["after"] == results["after"]
     assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists(), "a wiring check leaves nothing to resume"
 
 
 def test_short_run_validates_and_keeps_the_best_checkpoint(tmp_path, data_dir, tiny_model_dir):
