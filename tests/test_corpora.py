@@ -92,15 +92,6 @@ BAD_TEXT = {
 }
 
 
-@pytest.mark.parametrize("case", BAD_TEXT)
-def test_text_lines_bad_line_fails_with_file_and_line(tmp_path, case):
-    content, message = BAD_TEXT[case]
-    path = write(tmp_path, "c.txt", content)
-    with pytest.raises(ConfigError, match=rf"^train_file: {tmp_path}/{message}") as err:
-        TextLines(path, max_line_length=20)
-    assert "\n" not in str(err.value)
-
-
 def test_text_lines_keeps_lines_of_exactly_max_line_length(tmp_path):
     path = write(tmp_path, "c.txt", "😀" * 20 + "\r\n" + "é" * 20 + "\nlast")  # 4 and 2 bytes a character
     lines = TextLines(path, max_line_length=20)
@@ -169,12 +160,17 @@ BAD_CSV = {
 }
 
 
-@pytest.mark.parametrize("case", BAD_CSV)
-def test_nli_csv_bad_line_fails_with_file_and_line(tmp_path, case):
-    content, message = BAD_CSV[case]
-    path = write(tmp_path, "nli.csv", content)
+# (reader, file name, its table of bad contents -> message)
+READERS = {"txt": (TextLines, "c.txt", BAD_TEXT), "csv": (read_nli_csv, "nli.csv", BAD_CSV)}
+
+
+@pytest.mark.parametrize(("kind", "case"), [(kind, case) for kind in READERS for case in READERS[kind][2]])
+def test_bad_line_fails_with_file_and_line(tmp_path, kind, case):
+    reader, name, table = READERS[kind]
+    content, message = table[case]
+    path = write(tmp_path, name, content)
     with pytest.raises(ConfigError, match=rf"^train_file: {tmp_path}/{message}") as err:
-        read_nli_csv(path, max_line_length=20)
+        reader(path, max_line_length=20)
     assert "\n" not in str(err.value)
 
 
