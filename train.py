@@ -56,11 +56,16 @@ def sweep_name() -> str:
     return run_name([a for a in typed if override_key(a) not in NOT_IN_FOLDER_NAMES])
 
 
-def job_name(sweep_dir: str, overrides: list[str], sweeper_params: DictConfig | None) -> str:
-    """A sweep job's folder name: its values of the swept keys (all its overrides if unknown;
-    "default" for the one job of a multirun that sweeps nothing)."""
+def swept_overrides(sweep_dir: str, overrides: list[str], sweeper_params: DictConfig | None) -> list[str]:
+    """A sweep job's overrides of the swept keys (all of them if the swept keys are unknown)."""
     swept = swept_keys(Path(sweep_dir), sweeper_params)
-    return run_name([o for o in overrides if swept is None or override_key(o) in swept])
+    return [o for o in overrides if swept is None or override_key(o) in swept]
+
+
+def job_name(sweep_dir: str, overrides: list[str], sweeper_params: DictConfig | None) -> str:
+    """A sweep job's folder name: its values of the swept keys ("default" for the one job of a
+    multirun that sweeps nothing)."""
+    return run_name(swept_overrides(sweep_dir, overrides, sweeper_params))
 
 
 # Run folders are named by the overrides, not the clock, so a requeued job finds its checkpoints.
@@ -111,9 +116,9 @@ def sweep_identity(task_name: str) -> dict:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return {"name": task_name}
     hydra_cfg = HydraConfig.get()
-    overrides = list(hydra_cfg.overrides.task)
-    swept = swept_keys(Path(hydra_cfg.sweep.dir), hydra_cfg.sweeper.get("params"))
-    chosen = [o for o in overrides if swept is None or override_key(o) in swept]
+    chosen = swept_overrides(
+        hydra_cfg.sweep.dir, list(hydra_cfg.overrides.task), hydra_cfg.sweeper.get("params")
+    )
     return {
         "group": f"{task_name}/{Path(hydra_cfg.sweep.dir).name}",
         "name": ",".join(chosen) or task_name,
