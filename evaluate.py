@@ -51,8 +51,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_senteval_files(data_dir, cfg.tasks)  # every missing file listed, before the model loads
     device = pick_device(cfg.device)
     with model_key():
-        encoder = load_encoder(cfg.model, cfg.pooler, cfg.attn_implementation)
-    results = evaluate_encoder(encoder.to(device), data_dir, cfg.tasks, cfg.batch_size, cfg.transfer_preset)
+        encoder = load_encoder(cfg.model, cfg.pooler, cfg.attn_implementation).to(device)
+    if cfg.compile:
+        encoder.compile_for_inference()
+    results = evaluate_encoder(encoder, data_dir, cfg.tasks, cfg.batch_size, cfg.transfer_preset)
     print(format_table({str(cfg.model): results}))
     if cfg.output:
         write_results(cfg.output, results)

@@ -3,12 +3,15 @@ out (METHOD.md section 5). Prints figures; not a test.
 
     python bench/pruned_encode.py                       # MiniLM, this machine's device
     python bench/pruned_encode.py --shape bert-base --batch-size 512 --length 32   # random bert-base shape
+    python bench/pruned_encode.py --compile    # eager and compiled (CUDA graphs on a GPU), both models
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from transformers import BertConfig, BertModel
@@ -35,19 +38,28 @@ def sparsify(encoder: SentenceEncoder, heads: float, ffn: float) -> SentenceEnco
     return encoder
 
 
-@torch.inference_mode()
-def throughput(encoder: SentenceEncoder, batch: dict, repeats: int) -> float:
+@torch.no_grad()  # not inference_mode: see SentenceEncoder.encode
+def throughput(forward: Callable[..., torch.Tensor], batch: dict, repeats: int) -> float:
     """Sentences per second of the forward pass on one fixed, padded batch."""
-    for _ in range(2):
-        encoder(**batch)
+    for _ in range(3):  # a compiled forward compiles, then records its CUDA graph
+        forward(**batch)
     if batch["input_ids"].is_cuda:
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
-        encoder(**batch)
+        forward(**batch)
     if batch["input_ids"].is_cuda:
         torch.cuda.synchronize()
     return repeats * batch["input_ids"].shape[0] / (time.perf_counter() - start)
+
+
+def forwards(encoder: SentenceEncoder, compile: bool) -> dict[str, Callable[..., torch.Tensor]]:
+    """{"eager": forward[, "compiled": compile_for_inference's forward]}."""
+    out = {"eager": encoder}
+    if compile:
+        encoder.compile_for_inference()
+        out["compiled"] = encoder.compiled_forward
+    return out
 
 
 def main() -> None:
@@ -57,26 +69,36 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=32)
     parser.add_argument("--head-sparsity", type=float, default=0.5)
     parser.add_argument("--ffn-sparsity", type=float, default=0.5)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=10, help="forward passes timed per round")
+    parser.add_argument("--rounds", type=int, default=3, help="median of this many interleaved rounds")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--compile", action="store_true", help="also time compile_for_inference's forward")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
     ids = torch.randint(1000, 30000, (args.batch_size, args.length), device=device)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    dense = build(args.shape, device, dtype)
-    dense_rate = throughput(dense, batch, args.repeats)
-    sparse = sparsify(build(args.shape, device, dtype), args.head_sparsity, args.ffn_sparsity)
-    sparse_rate = throughput(sparse, batch, args.repeats)
+    sparse_encoder = sparsify(build(args.shape, device, dtype), args.head_sparsity, args.ffn_sparsity)
+    models = {"dense": forwards(build(args.shape, device, dtype), args.compile),
+              "sparse": forwards(sparse_encoder, args.compile)}  # fmt: skip
+    runs = {(model, mode): [] for model, modes in models.items() for mode in modes}
+    for _ in range(args.rounds):  # interleaved, so that drifts in the machine's speed hit all of them
+        for model, mode in runs:
+            runs[model, mode].append(throughput(models[model][mode], batch, args.repeats))
+    dense, sparse = ({mode: statistics.median(runs[m, mode]) for mode in models[m]} for m in models)
     where = (
         torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     )
-    print(f"{args.shape} {args.dtype} batch {args.batch_size} x length {args.length} on {where}")
-    print(f"dense : {dense_rate:10.1f} sentences/s")
-    print(f"sparse: {sparse_rate:10.1f} sentences/s  ({args.head_sparsity:.0%} heads, "
-          f"{args.ffn_sparsity:.0%} FFN neurons removed)")  # fmt: skip
-    print(f"speed-up: {sparse_rate / dense_rate:.2f}x")
+    print(f"{args.shape} {args.dtype} batch {args.batch_size} x length {args.length} on {where}; sparse: "
+          f"{args.head_sparsity:.0%} heads, {args.ffn_sparsity:.0%} FFN neurons removed; "
+          f"median of {args.rounds} rounds of {args.repeats}")  # fmt: skip
+    for mode in dense:
+        print(f"{mode:>8}: dense {dense[mode]:10.1f}, sparse {sparse[mode]:10.1f} sentences/s, "
+              f"speed-up {sparse[mode] / dense[mode]:.2f}x")  # fmt: skip
+    if args.compile:
+        print(f"compiled / eager: dense {dense['compiled'] / dense['eager']:.2f}x, "
+              f"sparse {sparse['compiled'] / sparse['eager']:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -6,11 +6,17 @@ each sentence counted once) and the ratios; not a test.
 
     python bench/train_throughput.py                          # MiniLM; bf16-mixed on a GPU, fp32 on CPU
     python bench/train_throughput.py --shape bert-base --steps 50 --compile
+    python bench/train_throughput.py --corpus snli --bucket-batches 50   # real lengths, grouped batches
+
+`--corpus filler` (the default) fills every sentence to `--length` tokens, so that all variants compute
+the same padded batches; `--corpus snli` trains on SentEval's SNLI sentences (shuffled once), where
+the Lightning variant can group its batches by length (`--bucket-batches`, `data.bucket_batches`).
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import tempfile
 import time
@@ -21,6 +27,7 @@ import lightning as L
 import torch
 from transformers import BertConfig, BertModel
 
+from sparsecse.corpora import snli_sentences
 from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import SentenceEncoder
 from sparsecse.loading import load_tokenizer
@@ -39,10 +46,17 @@ def model_dir(shape: str, work: Path) -> str:
     return str(work / "bert-base")
 
 
-def corpus(path: Path, lines: int) -> Path:
-    """Sentences long enough that every one fills `--length` tokens: all variants see full batches."""
-    words = "the quick brown fox jumps over a lazy dog while seven tired cats watch from the old wall".split()
-    text = (" ".join(words[(i + j) % len(words)] for j in range(48)) for i in range(lines))
+def corpus(path: Path, lines: int, kind: str, data_dir: str) -> Path:
+    """`filler`: sentences long enough that every one fills `--length` tokens; `snli`: SNLI's
+    sentences in a fixed random order, so that the plain loops' batches are uniform draws too."""
+    if kind == "snli":
+        sentences = snli_sentences(data_dir)
+        random.Random(0).shuffle(sentences)
+        text = sentences[:lines]
+    else:
+        words = "the quick brown fox jumps over a lazy dog while seven tired cats watch from the old wall"
+        words = words.split()
+        text = [" ".join(words[(i + j) % len(words)] for j in range(48)) for i in range(lines)]
     path.write_text("\n".join(text) + "\n")
     return path
 
@@ -86,7 +100,8 @@ def lightning_seconds(args, path: str, text: Path, device: torch.device) -> floa
     optimizer = lambda params: torch.optim.AdamW(params, lr=3e-5, fused=device.type == "cuda")  # noqa: E731
     module = SimCSEModule(encoder, optimizer)
     data = ContrastiveDataModule(path, args.data_dir, str(text), batch_size=args.batch_size,
-                                 max_length=args.length, num_workers=args.workers)  # fmt: skip
+                                 max_length=args.length, num_workers=args.workers,
+                                 bucket_batches=args.bucket_batches)  # fmt: skip
     clock = StepClock(args.warmup)
     trainer = L.Trainer(accelerator=device.type, devices=1, precision=args.precision,
                         max_steps=args.warmup + args.steps, limit_val_batches=0, num_sanity_val_steps=0,
@@ -158,6 +173,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="each variant this many times, interleaved")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--corpus", choices=["filler", "snli"], default="filler")
+    parser.add_argument(
+        "--bucket-batches", type=int, default=0, help="the Lightning variant's data.bucket_batches"
+    )
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the backbone (all variants but ST)"
     )
@@ -177,15 +196,21 @@ def main() -> None:
     rates: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as work:
         path = model_dir(args.shape, Path(work))
-        text = corpus(Path(work) / "corpus.txt", (args.warmup + args.steps + 1) * args.batch_size)
+        lines = (args.warmup + args.steps + 1) * args.batch_size
+        if args.bucket_batches:  # the grouped loader draws its first batches from the whole corpus
+            lines = max(lines, args.bucket_batches * args.batch_size)
+        text = corpus(Path(work) / "corpus.txt", lines, args.corpus, args.data_dir)
         for _ in range(args.rounds):  # interleaved, so that drifts in the machine's speed hit all three
             for name, run in variants.items():
                 torch.manual_seed(0)
                 rates[name].append(tokens / run(args, path, text, device))
     median = {name: statistics.median(values) for name, values in rates.items()}
-    setting = f"{args.shape}, batch {args.batch_size} x length {args.length}, {args.precision}"
+    grouped = f" (Lightning's grouped by length, runs of {args.bucket_batches})" * bool(args.bucket_batches)
+    setting = f"{args.shape}, {args.corpus} corpus{grouped}, batch {args.batch_size} x length {args.length}"
+    setting += f", {args.precision}"
     timing = f"{args.steps} steps after {args.warmup} warm-up, median of {args.rounds} rounds"
     print(f"{setting}, {timing}, on {where}")
+    print("tokens/s counts batch x length (the maximum length) per step, padding or not")
     for name, values in rates.items():
         print(f"{name:>22}: {median[name]:10.0f} tokens/s  (rounds: {', '.join(f'{v:.0f}' for v in values)})")
     print(f"lightning / sentence-transformers: {median['lightning'] / median['sentence-transformers']:.2f}x")

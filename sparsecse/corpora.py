@@ -78,6 +78,10 @@ class TextLines(Dataset):
     def __len__(self) -> int:
         return len(self.offsets)
 
+    def byte_lengths(self) -> np.ndarray:
+        """(N,) bytes from each line's start to the next one's: its length, plus any empty lines after it."""
+        return np.diff(self.offsets, append=self.path.stat().st_size)
+
     def __getitem__(self, index: int) -> str:
         if self._handle is None:  # opened per worker process, after fork
             self._handle = open(self.path, "rb")

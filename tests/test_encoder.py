@@ -87,3 +87,30 @@ def test_saved_encoder_loads_back_by_path(make_encoder, tmp_path):
     assert (tmp_path / "model" / "model.safetensors").is_file()
     loaded = load_encoder(str(tmp_path / "model"), "avg")
     torch.testing.assert_close(loaded.encode(TEXTS), encoder.encode(TEXTS))
+
+
+MIXED = TEXTS + ["ok", "a " * 20 + "long one", "three word text", "yes"]
+
+
+@pytest.mark.parametrize("pooler", ["avg", "cls", "avg_first_last"])
+@pytest.mark.parametrize("max_length", [None, 8])
+def test_compiled_encode_pads_to_few_shapes_and_matches_eager(make_encoder, pooler, max_length):
+    from sparsecse.encoder import STATIC_LENGTHS
+
+    encoder = make_encoder(pooler)
+    eager = encoder.encode(MIXED, batch_size=3, max_length=max_length)
+    encoder.compile_for_inference(backend="eager")  # the padding logic; inductor's is the slow test's
+    compiled, shapes = encoder.compiled_forward, []
+    encoder.compiled_forward = lambda **batch: shapes.append(batch["input_ids"].shape) or compiled(**batch)
+    static = encoder.encode(MIXED, batch_size=3, max_length=max_length)
+    torch.testing.assert_close(static, eager, atol=1e-5, rtol=1e-5)
+    assert len(shapes) == 3 and all(rows == 3 and length in STATIC_LENGTHS for rows, length in shapes)
+    assert encoder.training, "encode must restore the training mode"
+
+
+@pytest.mark.slow
+def test_inductor_compiled_encode_matches_eager(make_encoder):
+    encoder = make_encoder("avg")
+    eager = encoder.encode(MIXED, batch_size=4)
+    encoder.compile_for_inference()
+    torch.testing.assert_close(encoder.encode(MIXED, batch_size=4), eager, atol=1e-4, rtol=1e-4)

@@ -32,6 +32,25 @@ def test_eval_writes_json_for_a_model_directory(tmp_path, data_dir, tiny_model_d
     assert "STS-B" in capsys.readouterr().out
 
 
+def test_eval_compile_encodes_through_the_compiled_forward(monkeypatch, data_dir, tiny_model_dir):
+    from sparsecse.encoder import SentenceEncoder
+
+    compiled = []
+    real = SentenceEncoder.compile_for_inference
+
+    def eager_compile(encoder, mode="reduce-overhead", backend="inductor"):
+        compiled.append(mode)
+        real(encoder, backend="eager")  # the wiring here; inductor is tests/test_encoder.py's slow test
+
+    monkeypatch.setattr(SentenceEncoder, "compile_for_inference", eager_compile)
+    settings = [f"model={tiny_model_dir}", "pooler=avg", "tasks=[stsb]", f"data_dir={data_dir}"]
+    plain = evaluate(compose_eval(settings))
+    assert not compiled
+    static = evaluate(compose_eval(settings + ["compile=true"]))
+    assert static["stsb"] == pytest.approx(plain["stsb"], abs=1e-3), "x100 scale: float noise of padding"
+    assert compiled == ["reduce-overhead"]
+
+
 def test_eval_accepts_a_project_checkpoint(tmp_path, data_dir, tiny_model_dir):
     overrides = ["pruning=none", "trainer.max_steps=2", "trainer.val_check_interval=2", "data.batch_size=4",
                  "evaluate.before=false", "evaluate.tasks=[stsb]", "save_model=true"]  # fmt: skip

@@ -1,0 +1,83 @@
+"""Length-grouped training batches: the same examples as the uniform shuffle, padded less."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sparsecse.corpora import TextLines
+from sparsecse.data import ContrastiveDataModule, EpochShuffle, example_lengths
+
+BATCH, RUN = 4, 3  # a run of 3 batches is sorted by length
+
+
+def batches_of(order: list[int], size: int = BATCH) -> list[list[int]]:
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def grouped(size: int, lengths: list[int], **kwargs) -> EpochShuffle:
+    return EpochShuffle(size, seed=7, lengths=lengths, batch_size=BATCH, bucket_batches=RUN, **kwargs)
+
+
+@pytest.fixture
+def lengths() -> list[int]:
+    draw = random.Random(0)
+    return [draw.randrange(1, 50) for _ in range(30)]
+
+
+def test_each_run_of_batches_is_cut_from_its_examples_sorted_by_length(lengths):
+    order = list(grouped(30, lengths))
+    assert sorted(order) == list(range(30)), "a permutation: nothing dropped or repeated"
+    batches = batches_of(order)
+    for start in range(0, len(batches), RUN):
+        run = sorted(batches[start : start + RUN], key=lambda b: -max(lengths[i] for i in b))
+        spans = [(min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in run]
+        assert all(low >= high for (low, _), (_, high) in zip(spans, spans[1:])), spans
+    assert [len(b) for b in batches] == [4] * 7 + [2], "only the last batch is short, and it stays last"
+
+
+def test_grouping_pads_less_than_the_uniform_shuffle(lengths):
+    def padded(order: list[int]) -> int:
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches_of(order))
+
+    uniform, by_length = list(EpochShuffle(30, seed=7)), list(grouped(30, lengths))
+    assert padded(by_length) < 0.85 * padded(uniform)
+
+
+def test_grouped_order_is_reproducible_sharded_and_resumable(lengths):
+    first = [list(grouped(30, lengths, rank=r, world_size=2)) for r in (0, 1)]
+    assert first[0] == list(grouped(30, lengths, rank=0, world_size=2)), "drawn from (seed, epoch) alone"
+    assert sorted(first[0] + first[1]) == list(range(30))
+    resumed = grouped(30, lengths, rank=1, world_size=2)
+    resumed.resume(epoch=0, examples=8)
+    assert list(resumed) == first[1][8:]
+    resumed.set_epoch(1)
+    assert list(resumed) != first[1]
+
+
+def test_grouping_needs_a_length_per_example():
+    with pytest.raises(ValueError, match="needs the lengths of all 5 examples"):
+        EpochShuffle(5, lengths=[1, 2], batch_size=2, bucket_batches=2)
+
+
+def test_file_lengths_come_from_the_offsets(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("ab\n\nabcde\nü\n", encoding="utf-8")
+    assert example_lengths(TextLines(path)).tolist() == [4, 6, 3], "bytes to the next line, empty ones too"
+    assert example_lengths([("ab", "abcd"), ("abc", "a")]) == [4, 3], "the longest view of a tuple"
+
+
+def test_datamodule_batches_by_length(tmp_path, data_dir, tiny_model_dir):
+    words = "one two three four five six seven eight nine ten eleven twelve".split()
+    path = tmp_path / "c.txt"
+    path.write_text("".join(" ".join(words[: 1 + i % 12]) + "\n" for i in range(96)))
+
+    def padded_tokens(bucket_batches: int) -> int:
+        data = ContrastiveDataModule(str(tiny_model_dir), data_dir, str(path), batch_size=8, seed=1,
+                                     bucket_batches=bucket_batches)  # fmt: skip
+        batches = list(data.train_dataloader())
+        assert sum(b["input_ids"].shape[1] for b in batches) and len(batches) == 12
+        return sum(b["input_ids"][0].numel() for b in batches)
+
+    assert padded_tokens(4) < 0.8 * padded_tokens(0)
