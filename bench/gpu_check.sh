@@ -12,7 +12,9 @@ run() { echo "### $*" | tee -a "$log"; timeout 240 python "$@" 2>&1 | grep -vE "
 run bench/train_throughput.py --shape minilm --steps 50 --warmup 10 --rounds 2
 run bench/train_throughput.py --shape bert-base --steps 30 --warmup 10 --rounds 2
 run bench/train_throughput.py --shape minilm --steps 50 --warmup 10 --rounds 1 --compile
-run bench/pruned_encode.py --shape bert-base --batch-size 512 --dtype bfloat16 --repeats 50
-run bench/pruned_encode.py --shape minilm --batch-size 512 --dtype bfloat16 --repeats 50
+run bench/train_throughput.py --shape minilm --steps 50 --warmup 10 --rounds 1 --corpus snli --bucket-batches 50
+run bench/pruned_encode.py --shape bert-base --batch-size 512 --dtype bfloat16 --repeats 50 --compile
+run bench/pruned_encode.py --shape minilm --batch-size 512 --dtype bfloat16 --repeats 50 --compile
 run bench/scoring_cost.py --shape bert-base --steps 16
 run bench/sts_eval.py --batch-size 512
+run bench/sts_eval.py --batch-size 512 --compile

@@ -116,13 +116,14 @@ class EpochShuffle(DistributedSampler):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.size, generator=generator)
-        order = torch.cat([order, order[: self.num_samples * self.world_size - self.size]])
+        if padding := self.num_samples * self.world_size - self.size:
+            order = torch.cat([order, order[:padding]])
         mine = order[self.rank :: self.world_size]
         if self.bucket_batches:
             mine = self._group_by_length(mine, generator)
         if self.resume_at is not None and self.resume_at[0] == self.epoch:
             mine, self.resume_at = mine[self.resume_at[1] :], None
-        return iter(mine.tolist())
+        return _as_ints(mine)
 
     def _group_by_length(self, share: Tensor, generator: torch.Generator) -> Tensor:
         """(N,) indices -> (N,) indices whose consecutive `batch_size` blocks are of similar length.
@@ -142,6 +143,13 @@ class EpochShuffle(DistributedSampler):
     def __len__(self) -> int:
         # the full share even while resuming: Lightning sizes every epoch by the first loader's length
         return self.num_samples
+
+
+def _as_ints(indices: Tensor, chunk: int = 4096) -> Iterator[int]:
+    """Python ints a chunk at a time: a whole epoch's list of them costs ~38 MB at 1M examples
+    (measured, bench/RESULTS.md), the tensor 8 MB."""
+    for part in indices.split(chunk):
+        yield from part.tolist()
 
 
 def example_lengths(dataset: Sequence) -> Sequence[int]:
