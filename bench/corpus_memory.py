@@ -1,7 +1,7 @@
 """Resident memory of training on a 1M-line corpus against a 10k-line one (generated here): the
 corpus is indexed by byte offset and read lazily, so the difference should be the offsets and the
-epoch's permutation (8 + 8 bytes a line). Each size trains a few steps of MiniLM in a fresh process; prints its peak RSS.
-Not a test.
+epoch's permutation (8 + 8 bytes a line). Each size trains a few steps of MiniLM in a fresh process;
+prints its peak RSS. Not a test.
 
     python bench/corpus_memory.py                    # 10k and 1M lines, 5 steps each
     python bench/corpus_memory.py --lines 10000 3000000
