@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 from sparsecse.corpora import TextLines
 from sparsecse.data import ContrastiveDataModule, EpochShuffle, example_lengths
@@ -81,3 +82,17 @@ def test_datamodule_batches_by_length(tmp_path, data_dir, tiny_model_dir):
         return sum(b["input_ids"][0].numel() for b in batches)
 
     assert padded_tokens(4) < 0.8 * padded_tokens(0)
+
+
+def test_the_epoch_order_is_not_held_as_a_python_list():
+    """A 1M-example epoch as a list of ints held ~38 MB for the whole epoch (bench/RESULTS.md)."""
+    import tracemalloc
+
+    sampler = EpochShuffle(1_000_000, seed=0)
+    tracemalloc.start()
+    order = iter(sampler)
+    first = [next(order) for _ in range(10)]
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert held < 2_000_000, f"{held} bytes of Python objects held while iterating"
+    assert first == torch.randperm(1_000_000, generator=torch.Generator().manual_seed(0))[:10].tolist()
