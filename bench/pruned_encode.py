@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from machine import pick_device
 from transformers import BertConfig, BertModel
 
 from sparsecse.encoder import SentenceEncoder
@@ -74,7 +75,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--compile", action="store_true", help="also time compile_for_inference's forward")
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device, where = pick_device()
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
     ids = torch.randint(1000, 30000, (args.batch_size, args.length), device=device)
@@ -87,9 +88,6 @@ def main() -> None:
         for model, mode in runs:
             runs[model, mode].append(throughput(models[model][mode], batch, args.repeats))
     dense, sparse = ({mode: statistics.median(runs[m, mode]) for mode in models[m]} for m in models)
-    where = (
-        torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    )
     print(f"{args.shape} {args.dtype} batch {args.batch_size} x length {args.length} on {where}; sparse: "
           f"{args.head_sparsity:.0%} heads, {args.ffn_sparsity:.0%} FFN neurons removed; "
           f"median of {args.rounds} rounds of {args.repeats}")  # fmt: skip

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import pick_device
 from train_throughput import batches, corpus, model_dir, plain_seconds
 
 from sparsecse.encoder import SentenceEncoder
@@ -45,11 +46,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
     args.compile = False
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device, where = pick_device()
     args.precision = "bf16-mixed" if device.type == "cuda" else "32-true"
-    where = (
-        torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    )
     with tempfile.TemporaryDirectory() as work:
         path = model_dir(args.shape, Path(work))
         text = corpus(Path(work) / "corpus.txt", (args.warmup + args.steps + 1) * args.batch_size)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
+from machine import pick_device
 
 from sparsecse.encoder import SentenceEncoder
 from sparsecse.evaluation import evaluate_encoder
@@ -27,16 +27,13 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--compile", action="store_true", help="SentenceEncoder.compile_for_inference")
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device, where = pick_device()
     encoder = SentenceEncoder.from_pretrained("minilm", pooler="avg").to(device).eval()
     start = time.perf_counter()
     if args.compile:
         encoder.compile_for_inference()
     scores = evaluate_encoder(encoder, args.data_dir or default_data_dir(), ["sts"], args.batch_size)
     seconds = time.perf_counter() - start
-    where = (
-        torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    )
     print(
         f"MiniLM STS on {where}, batch {args.batch_size}{', compiled' * args.compile}: "
         + " ".join(f"{k} {v:.2f}" for k, v in scores.items())

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from machine import pick_device
 from transformers import BertConfig, BertModel
 
 from sparsecse.corpora import snli_sentences
@@ -185,11 +186,8 @@ def main() -> None:
     from sparsecse.paths import default_data_dir
 
     args.data_dir = args.data_dir or str(default_data_dir())
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device, where = pick_device()
     args.precision = "bf16-mixed" if device.type == "cuda" else "32-true"
-    where = (
-        torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    )
     tokens = args.steps * args.batch_size * args.length
     variants = {"lightning": lightning_seconds, "plain": plain_seconds,
                 "sentence-transformers": sentence_transformers_seconds}  # fmt: skip
