@@ -47,7 +47,7 @@ def model_dir(shape: str, work: Path) -> str:
     return str(work / "bert-base")
 
 
-def corpus(path: Path, lines: int, kind: str, data_dir: str) -> Path:
+def corpus(path: Path, lines: int, kind: str = "filler", data_dir: str | None = None) -> Path:
     """`filler`: sentences long enough that every one fills `--length` tokens; `snli`: SNLI's
     sentences in a fixed random order, so that the plain loops' batches are uniform draws too."""
     if kind == "snli":
