@@ -13,6 +13,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from sparsecse.constraints import OneOf, check_value
 from sparsecse.errors import ConfigError
+from sparsecse.gates import UnitGates, WeightMasks
 from sparsecse.loading import (
     SUPPORTED_MODEL_TYPES,
     load_backbone,
@@ -20,6 +21,7 @@ from sparsecse.loading import (
     load_config,
     load_tokenizer,
 )
+from sparsecse.pruning import remove_pruned_units
 
 # SimCSE's poolers (Gao et al. 2021, Sec. 6.3 / evaluation.py): `cls` is [CLS] through the MLP
 # (stored as the backbone's pooler, as SimCSE's simcse_to_huggingface.py does), the rest are
@@ -220,14 +222,31 @@ def encoder_from_checkpoint(path: str, pooler: str, attn_implementation: str = "
     config = AutoConfig.for_model(**meta["config"])
     config._attn_implementation = attn_implementation
     backbone = AutoModel.from_config(config, add_pooling_layer=pooler == "cls", trust_remote_code=False)
-    prefix = "encoder.backbone."
-    state = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    state = _entries(state_dict, "encoder.backbone.")
     if pooler != "cls":  # the MLP is not part of this encoder
         state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
     backbone.load_state_dict(state)
     encoder = SentenceEncoder(backbone, load_tokenizer(meta["name_or_path"]), pooler, meta["mlp_only_train"])
     encoder.name_or_path = meta["name_or_path"]
+    _apply_sparsity(encoder, state_dict)
     return encoder
+
+
+def _entries(state_dict: dict, prefix: str) -> dict:
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def _apply_sparsity(encoder: SentenceEncoder, state_dict: dict) -> None:
+    """The gates (sliced out) or weight masks (zeroed) a checkpoint taken after a pruning event holds:
+    without them the encoder would be the dense backbone, not the one that was trained."""
+    gates, masks = _entries(state_dict, "encoder.gates."), _entries(state_dict, "encoder.masks.")
+    if gates:
+        encoder.gates = UnitGates(encoder.backbone)
+        encoder.gates.load_state_dict(gates)
+    if masks:
+        encoder.masks = WeightMasks(encoder.backbone)
+        encoder.masks.load_state_dict(masks)
+    remove_pruned_units(encoder)
 
 
 def load_encoder(model: str, pooler: str, attn_implementation: str = "sdpa") -> SentenceEncoder:

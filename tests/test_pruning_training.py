@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_encoder import TEXTS
 from test_train import compose_train, cpu_overrides
 
+from sparsecse.encoder import load_encoder
 from train import REPO_ROOT, train
 
 
@@ -49,6 +51,24 @@ def test_structured_event_mid_training_then_physical_removal(tmp_path, data_dir,
     assert sum(len(h) for h in layers["kept_heads"]) == 4
     metrics = next((tmp_path / "csv").rglob("metrics.csv")).read_text()
     assert "prune/head_sparsity" in metrics and "prune/encoder_parameters" in metrics
+
+
+@pytest.mark.parametrize(
+    "granularity", ["pruning.head_sparsity=0.5", "pruning.granularity=unstructured"], ids=["heads", "weights"]
+)
+def test_a_checkpoint_after_pruning_loads_as_the_exported_model(
+    tmp_path, data_dir, tiny_model_dir, corpus, granularity
+):
+    """`sparsecse-eval model=best.ckpt` must score the encoder that was trained and exported, not
+    its dense backbone with the gates and masks dropped."""
+    targets = ["pruning.head_sparsity=0", "pruning.ffn_sparsity=0", "pruning.weight_sparsity=0.4"]
+    cfg = compose_pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, "trainer.max_epochs=2",
+                              "pruning.schedule=[{step:2}]", "save_model=true",
+                              *(targets if "unstructured" in granularity else []), granularity)  # fmt: skip
+    results = train(cfg)
+    from_checkpoint = load_encoder(results["best_checkpoint"], "avg")
+    exported = load_encoder(str(tmp_path / "model"), "avg")
+    assert torch.equal(from_checkpoint.encode(TEXTS), exported.encode(TEXTS))
 
 
 def test_event_at_the_last_epoch_runs_when_training_ends(tmp_path, data_dir, tiny_model_dir, corpus):
