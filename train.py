@@ -256,11 +256,11 @@ def train(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     results["val"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     results["val_history"] = module.val_history
-    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-    if best:
+    results["checkpoints"] = checkpoint_files(trainer, callbacks, pruning)
+    if "best" in results["checkpoints"]:
         results["best_val/stsb_spearman"] = float(trainer.checkpoint_callback.best_model_score)
-        module.load_state_dict(load_checkpoint_file(best, "best_checkpoint")["state_dict"])
-        results["best_checkpoint"] = best
+        best = load_checkpoint_file(results["checkpoints"]["best"], "best_checkpoint")
+        module.load_state_dict(best["state_dict"])
     results["parameters"] = counted_parameters(module.encoder)
     results["dense_parameters"] = dense_parameters
     results["parameter_sparsity"] = 1.0 - results["parameters"] / dense_parameters
@@ -275,12 +275,28 @@ def train(cfg: DictConfig) -> dict:
     return results
 
 
+def checkpoint_files(trainer: L.Trainer, callbacks: list, pruning) -> dict:
+    """Which checkpoint file is which: `best` is the final best (reloaded, evaluated and exported),
+    `best_before_final_pruning` the best ones from before the last pruning event, `last` where a
+    restart resumes."""
+    files: dict = {}
+    if best := getattr(trainer.checkpoint_callback, "best_model_path", ""):
+        files["best"] = best
+    if pruning is not None and pruning.earlier_best:
+        files["best_before_final_pruning"] = list(pruning.earlier_best)
+    last = next((c.path for c in callbacks if isinstance(c, LastCheckpoint)), None)
+    if last is not None and last.is_file():
+        files["last"] = str(last)
+    return files
+
+
 def final_metrics(results: dict) -> dict[str, float]:
     """results.json flattened to `after/sts_avg`-style keys, the numbers only."""
     flat: dict[str, float] = {}
     for key, value in results.items():
         if isinstance(value, dict):
-            flat.update({k if "/" in k else f"{key}/{k}": float(v) for k, v in value.items()})
+            numbers = {k: v for k, v in value.items() if isinstance(v, (int, float))}
+            flat.update({k if "/" in k else f"{key}/{k}": float(v) for k, v in numbers.items()})
         elif isinstance(value, (int, float)):
             flat[key] = float(value)
     return flat

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -19,6 +20,8 @@ from sparsecse.pruning import (
     check_schedule_fits,
 )
 
+BEFORE_FINAL_PRUNING = "before-final-pruning"  # suffix of the best checkpoints an event made obsolete
+
 
 def scoring_batches(trainer: L.Trainer, seed: int):
     """Positive pairs for scoring: this rank's shard of a fresh, seeded pass over the corpus."""
@@ -32,15 +35,24 @@ def log_metrics(trainer: L.Trainer, metrics: Mapping[str, float]) -> None:
     trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
 
 
-def forget_best_checkpoints(trainer: L.Trainer) -> None:
+def forget_best_checkpoints(trainer: L.Trainer) -> list[str]:
     """After the last event, only checkpoints at the final sparsity may be "best": a denser one
-    scores higher on STS-B dev and would otherwise undo the pruning when it is reloaded. The
-    earlier files stay on disk; the next best is written beside them (e.g. `best-v1.ckpt`)."""
+    scores higher on STS-B dev and would otherwise undo the pruning when it is reloaded. The earlier
+    best files are renamed `<name>-before-final-pruning.ckpt`, so that the final best takes the name
+    users reach for (`best.ckpt`); returns their new paths."""
+    renamed = []
     for callback in trainer.checkpoint_callbacks:
+        for path in map(Path, callback.best_k_models):
+            earlier = path.with_name(f"{path.stem}-{BEFORE_FINAL_PRUNING}{path.suffix}")
+            if trainer.is_global_zero and path.is_file():
+                path.replace(earlier)
+            renamed.append(str(earlier))
         callback.best_k_models = {}
         callback.best_model_path = callback.kth_best_model_path = ""
         callback.best_model_score = None
         callback.kth_value = torch.tensor(float("inf") if callback.mode == "min" else float("-inf"))
+    trainer.strategy.barrier("forget_best_checkpoints")  # no rank saves before the renames are done
+    return renamed
 
 
 class StructuredPruning(L.Callback):
@@ -78,6 +90,7 @@ class StructuredPruning(L.Callback):
         self.events = build_schedule(schedule, granularity, **targets)
         self.seed = seed
         self.done = 0  # events carried out; saved in checkpoints
+        self.earlier_best: list[str] = []  # best checkpoints from before the last event, renamed
         self.last_importance: dict[str, list[torch.Tensor]] = {}
 
     def check(self, model_config, max_epochs: int | None, max_steps: int | None) -> None:
@@ -122,10 +135,11 @@ class StructuredPruning(L.Callback):
         self.done += 1
         log_metrics(trainer, summary)
         if self.done == len(self.events):
-            forget_best_checkpoints(trainer)
+            self.earlier_best = forget_best_checkpoints(trainer)
 
     def state_dict(self) -> dict:
-        return {"done": self.done}
+        return {"done": self.done, "earlier_best": self.earlier_best}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.done = state_dict["done"]
+        self.earlier_best = list(state_dict.get("earlier_best", []))

@@ -56,11 +56,11 @@ def test_eval_accepts_a_project_checkpoint(tmp_path, data_dir, tiny_model_dir):
                  "evaluate.before=false", "evaluate.tasks=[stsb]", "save_model=true"]  # fmt: skip
     cfg = compose_train(cpu_overrides(tmp_path, data_dir, tiny_model_dir) + overrides)
     trained = train(cfg)
-    from_ckpt = load_encoder(trained["best_checkpoint"], "avg").eval()
+    from_ckpt = load_encoder(trained["checkpoints"]["best"], "avg").eval()
     from_dir = load_encoder(str(tmp_path / "model"), "avg").eval()
     texts = ["a dog runs .", "the weather is nice today ."]
     torch.testing.assert_close(from_ckpt.encode(texts), from_dir.encode(texts))
-    cfg = compose_eval([f"model={trained['best_checkpoint']}", "tasks=[stsb]", f"data_dir={data_dir}"])
+    cfg = compose_eval([f"model={trained['checkpoints']['best']}", "tasks=[stsb]", f"data_dir={data_dir}"])
     assert evaluate(cfg)["stsb"] == pytest.approx(trained["after"]["stsb"], abs=1e-6)
 
 

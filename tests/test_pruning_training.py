@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -44,10 +45,18 @@ def test_structured_event_mid_training_then_physical_removal(tmp_path, data_dir,
     results = train(cfg)
     assert results["sparsity"]["prune/head_sparsity"] == 0.5
     assert results["sparsity"]["prune/ffn_sparsity"] == 0.25
-    best = torch.load(results["best_checkpoint"], weights_only=True)
+    files = results["checkpoints"]
+    assert json.loads((tmp_path / "results.json").read_text())["checkpoints"] == files
+    assert Path(files["best"]).name == "best.ckpt", "the final best is the file users reach for"
+    best = torch.load(files["best"], weights_only=True)
     assert best["global_step"] == 4, "the best checkpoint must postdate the last pruning event"
     assert sum(int(best["state_dict"][f"encoder.gates.head_{i}"].sum()) for i in (0, 1)) == 4
-    layers = __import__("json").loads((tmp_path / "model" / "config.json").read_text())
+    (earlier,) = files["best_before_final_pruning"]
+    assert Path(earlier).name == "best-before-final-pruning.ckpt"
+    dense = torch.load(earlier, weights_only=True)
+    assert dense["global_step"] == 2 and int(dense["state_dict"]["encoder.gates.head_0"].sum()) == 4
+    assert Path(files["last"]).name == "last.ckpt"
+    layers = json.loads((tmp_path / "model" / "config.json").read_text())
     assert sum(len(h) for h in layers["kept_heads"]) == 4
     metrics = next((tmp_path / "csv").rglob("metrics.csv")).read_text()
     assert "prune/head_sparsity" in metrics and "prune/encoder_parameters" in metrics
@@ -66,7 +75,7 @@ def test_a_checkpoint_after_pruning_loads_as_the_exported_model(
                               "pruning.schedule=[{step:2}]", "save_model=true",
                               *(targets if "unstructured" in granularity else []), granularity)  # fmt: skip
     results = train(cfg)
-    from_checkpoint = load_encoder(results["best_checkpoint"], "avg")
+    from_checkpoint = load_encoder(results["checkpoints"]["best"], "avg")
     exported = load_encoder(str(tmp_path / "model"), "avg")
     assert torch.equal(from_checkpoint.encode(TEXTS), exported.encode(TEXTS))
 
@@ -78,7 +87,7 @@ def test_event_at_the_last_epoch_runs_when_training_ends(tmp_path, data_dir, tin
                               "pruning.weight_sparsity=0.4")  # fmt: skip
     results = train(cfg)
     assert results["sparsity"]["prune/weight_sparsity"] == pytest.approx(0.4, abs=1e-3)
-    assert "best_checkpoint" not in results, "no checkpoint holds the final sparsity: keep the pruned weights"
+    assert "best" not in results["checkpoints"], "no checkpoint holds the final sparsity: keep the pruned"
 
 
 def run_for(tmp_path, data_dir, tiny_model_dir, corpus, epochs: int, *extra: str) -> dict:
@@ -96,7 +105,7 @@ def test_resume_after_a_pruning_event_equals_the_uninterrupted_run(
 ):
     whole = run_for(tmp_path / "whole", data_dir, tiny_model_dir, corpus, 3)
     midway = tmp_path / "whole" / "checkpoints" / "step4.ckpt"  # after the event at epoch 1 (step 2)
-    assert torch.load(midway, weights_only=True)["callbacks"]["StructuredPruning"] == {"done": 1}
+    assert torch.load(midway, weights_only=True)["callbacks"]["StructuredPruning"]["done"] == 1
     resumed = run_for(tmp_path / "resumed", data_dir, tiny_model_dir, corpus, 3, f"ckpt_path={midway}")
     assert resumed["global_step"] == whole["global_step"] == 6
     assert resumed["state_dict"]["encoder.gates.head_0"].sum() < 4, "the gates came back"

@@ -112,7 +112,7 @@ def test_short_run_validates_and_keeps_the_best_checkpoint(tmp_path, data_dir, t
     assert [h["step"] for h in results["val_history"]] == [2, 4]
     assert results["val_history"][-1]["val/align"] == pytest.approx(results["val"]["val/align"])
     assert results["parameters"] == results["dense_parameters"] and results["parameter_sparsity"] == 0.0
-    assert Path(results["best_checkpoint"]).name == "best.ckpt"
+    assert Path(results["checkpoints"]["best"]).name == "best.ckpt"
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     metrics = (tmp_path / "csv").rglob("metrics.csv")
     assert any("val/stsb_spearman" in m.read_text() for m in metrics)
