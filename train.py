@@ -36,7 +36,7 @@ from sparsecse.export import save_sparse_encoder
 from sparsecse.loading import load_checkpoint_file, load_config
 from sparsecse.paths import default_data_dir, run_name
 from sparsecse.plots import align_uniform_path
-from sparsecse.pruning import counted_parameters, remove_pruned_units, sparsity_summary
+from sparsecse.pruning import counted_parameters, pruned_any, remove_pruned_units, sparsity_summary
 from sparsecse.schema import check_config
 
 log = logging.getLogger("sparsecse.train")
@@ -264,9 +264,9 @@ def train(cfg: DictConfig) -> dict:
     results["parameters"] = counted_parameters(module.encoder)
     results["dense_parameters"] = dense_parameters
     results["parameter_sparsity"] = 1.0 - results["parameters"] / dense_parameters
-    if module.encoder.gates is not None or module.encoder.masks is not None:
+    if pruned_any(module.encoder):
         results["sparsity"] = sparsity_summary(module.encoder)
-        remove_pruned_units(module.encoder)  # physical removal: smaller and faster from here on
+    remove_pruned_units(module.encoder)  # physical removal: smaller and faster from here on
     if cfg.evaluate.after:
         results["after"] = evaluate()
     rows = {name: results[name] for name in ("before", "after") if name in results}

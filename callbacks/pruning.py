@@ -126,15 +126,16 @@ class StructuredPruning(L.Callback):
             self._run(trainer, pl_module, self.events[self.done])
 
     def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, event: PruningEvent) -> None:
-        encoder = pl_module.encoder
+        encoder, index = pl_module.encoder, self.done
+        self.done += 1
+        if not any(self.sparsifier.removals(encoder, event).values()):
+            return  # a no-op: nothing scored, and the best checkpoint stands (a sparsity-0 baseline)
         with trainer.precision_plugin.forward_context():
-            batches = scoring_batches(trainer, self.seed + self.done)
+            batches = scoring_batches(trainer, self.seed + index)
             importance = self.sparsifier.importance(encoder, batches)
         self.last_importance = importance  # for inspection and tests
-        summary = self.sparsifier.apply(encoder, event, importance)
-        self.done += 1
-        log_metrics(trainer, summary)
-        if self.done == len(self.events):
+        log_metrics(trainer, self.sparsifier.apply(encoder, event, importance))
+        if event.targets == self.events[-1].targets:  # the final sparsity is reached
             self.earlier_best = forget_best_checkpoints(trainer)
 
     def state_dict(self) -> dict:

@@ -56,6 +56,10 @@ class PruningEvent:
     ffn_sparsity: float = 0.0
     weight_sparsity: float = 0.0
 
+    @property
+    def targets(self) -> tuple[float, float, float]:
+        return (self.head_sparsity, self.ffn_sparsity, self.weight_sparsity)
+
 
 def _fraction(value, key: str) -> float:
     check_value(key, value, Fraction)
@@ -190,31 +194,54 @@ class Sparsifier:
             scores["heads"] = normalize_per_layer(scores["heads"])
         return scores
 
+    def removals(self, encoder, event: PruningEvent) -> dict[str, int]:
+        """How many more units of each kind the event removes: its cumulative target less what is gone."""
+        if self.granularity == "unstructured":
+            return {
+                "weights": _more(
+                    event.weight_sparsity, [encoder.masks.mask(k) for k in encoder.masks.linears]
+                )
+            }
+        gates = encoder.gates
+        return {
+            "heads": _more(event.head_sparsity, [g != 0 for g in gates.heads]),
+            "neurons": _more(event.ffn_sparsity, [g != 0 for g in gates.neurons]),
+        }
+
     @torch.no_grad()
     def apply(self, encoder, event: PruningEvent, importance: Mapping[str, list[Tensor]]) -> dict[str, float]:
         """Remove the least important units until the event's cumulative targets are reached."""
+        n_remove = self.removals(encoder, event)
         if self.granularity == "unstructured":
             masks = encoder.masks
             keys = list(masks.linears)
             alive = [masks.mask(k).flatten() for k in keys]
-            total = sum(a.numel() for a in alive)
-            n_remove = round(event.weight_sparsity * total) - sum(int((~a).sum()) for a in alive)
-            kept = select_kept([s.flatten() for s in importance["weights"]], alive, max(n_remove, 0))
+            kept = select_kept([s.flatten() for s in importance["weights"]], alive, n_remove["weights"])
             for key, keep in zip(keys, kept):
                 masks.set(key, keep.view_as(masks.mask(key)))
             return sparsity_summary(encoder)
         gates = encoder.gates
-        for name, gate_list, target, floor in (
-            ("heads", gates.heads, event.head_sparsity, self.min_heads_per_layer),
-            ("neurons", gates.neurons, event.ffn_sparsity, 0),
+        for name, gate_list, floor in (
+            ("heads", gates.heads, self.min_heads_per_layer),
+            ("neurons", gates.neurons, 0),
         ):
-            alive = [g != 0 for g in gate_list]
-            total = sum(g.numel() for g in gate_list)
-            n_remove = round(target * total) - sum(int((~a).sum()) for a in alive)
-            kept = select_kept(importance[name], alive, max(n_remove, 0), floor)
+            kept = select_kept(importance[name], [g != 0 for g in gate_list], n_remove[name], floor)
             for gate, keep in zip(gate_list, kept):
                 gate.copy_(keep.to(gate.dtype))
         return sparsity_summary(encoder)
+
+
+def _more(target: float, alive: Sequence[Tensor]) -> int:
+    """Units to remove from `alive` (keep masks) so that `target` of all of them are gone."""
+    total = sum(a.numel() for a in alive)
+    return max(round(target * total) - sum(int((~a.bool()).sum()) for a in alive), 0)
+
+
+def pruned_any(encoder) -> bool:
+    """Whether any head, neuron or weight is gated or masked off (events that removed nothing leave none)."""
+    if encoder.masks is not None and encoder.masks.sparsity() > 0:
+        return True
+    return encoder.gates is not None and any(bool((g == 0).any()) for g in encoder.gates.tensors())
 
 
 def effective_parameters(encoder) -> int:

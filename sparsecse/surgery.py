@@ -96,6 +96,8 @@ def remove_units(
     """
     layers = backbone.encoder.layer
     positions = _kept_positions(layers, head_keep, neuron_keep)
+    if all((len(h), len(n)) == layer_structure(layer) for layer, (h, n) in zip(layers, positions)):
+        return backbone  # nothing to remove: a plain model stays plain (no remote code to load it)
     config = to_sparse_class(backbone).config
     kept_heads, kept_neurons = kept_original_units(config)
     for i, (layer, (keep_h, keep_n)) in enumerate(zip(layers, positions)):

@@ -15,6 +15,7 @@ from test_encoder import TEXTS
 from test_train import compose_train, cpu_overrides
 
 from sparsecse.encoder import load_encoder
+from sparsecse.pruning import Sparsifier
 from train import REPO_ROOT, train
 
 
@@ -78,6 +79,38 @@ def test_a_checkpoint_after_pruning_loads_as_the_exported_model(
     from_checkpoint = load_encoder(results["checkpoints"]["best"], "avg")
     exported = load_encoder(str(tmp_path / "model"), "avg")
     assert torch.equal(from_checkpoint.encode(TEXTS), exported.encode(TEXTS))
+
+
+@pytest.mark.parametrize("granularity", ["structured", "unstructured"])
+def test_an_event_that_removes_nothing_is_plain_simcse(
+    tmp_path, data_dir, tiny_model_dir, corpus, granularity, monkeypatch
+):
+    """The sparsity-0 setting of a sweep is its dense baseline: same weights, best checkpoint, results
+    and export as `pruning=none`, and no scoring spent."""
+    common = ["trainer.max_epochs=2", "save_model=true", "evaluate.before=true"]
+    dense = pruning_run(tmp_path / "none", data_dir, tiny_model_dir, corpus, *common)
+    plain = train(compose_train([o for o in dense if not o.startswith("pruning")] + ["pruning=none"]))
+    monkeypatch.setattr(
+        Sparsifier, "importance", lambda *a: pytest.fail("scored for an event that removes nothing")
+    )
+    zero = train(compose_pruning_run(tmp_path / "zero", data_dir, tiny_model_dir, corpus, *common,
+                                     f"pruning.granularity={granularity}", "pruning.schedule=[{step:2}]",
+                                     "pruning.head_sparsity=0", "pruning.ffn_sparsity=0"))  # fmt: skip
+    assert {k: v for k, v in zero.items() if k != "checkpoints"} == {
+        k: v for k, v in plain.items() if k != "checkpoints"
+    }
+    checkpoints = [torch.load(run["checkpoints"][f], weights_only=True) for run in (plain, zero)
+                   for f in ("best", "last")]  # fmt: skip
+    (best_plain, last_plain, best_zero, last_zero) = checkpoints
+    assert best_zero["global_step"] == best_plain["global_step"]
+    for key, value in last_plain["state_dict"].items():
+        assert torch.equal(last_zero["state_dict"][key], value), key
+    exports = [tmp_path / run / "model" for run in ("none", "zero")]
+    assert sorted(p.name for p in exports[1].iterdir()) == sorted(p.name for p in exports[0].iterdir())
+    configs = [json.loads((e / "config.json").read_text()) for e in exports]
+    assert configs[1] == configs[0] and configs[1]["model_type"] == "bert"
+    encoders = [load_encoder(str(e), "avg") for e in exports]
+    assert torch.equal(encoders[1].encode(TEXTS), encoders[0].encode(TEXTS))
 
 
 def test_event_at_the_last_epoch_runs_when_training_ends(tmp_path, data_dir, tiny_model_dir, corpus):
