@@ -61,8 +61,10 @@ class ImportanceScoring(L.Callback):
     def score(
         self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str
     ) -> dict[str, list[torch.Tensor]]:
-        with trainer.precision_plugin.forward_context():
-            scores = self.sparsifier.importance(pl_module.encoder, scoring_batches(trainer, self.seed))
+        batches = scoring_batches(trainer, self.seed)
+        scores = self.sparsifier.importance(
+            pl_module.encoder, batches, trainer.global_step, trainer.global_rank
+        )
         if trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             heads = head_heatmap(scores["heads"], self.output_dir / f"importance_heads_{tag}.png")

@@ -130,9 +130,8 @@ class StructuredPruning(L.Callback):
         self.done += 1
         if not any(self.sparsifier.removals(encoder, event).values()):
             return  # a no-op: nothing scored, and the best checkpoint stands (a sparsity-0 baseline)
-        with trainer.precision_plugin.forward_context():
-            batches = scoring_batches(trainer, self.seed + index)
-            importance = self.sparsifier.importance(encoder, batches)
+        batches = scoring_batches(trainer, self.seed + index)
+        importance = self.sparsifier.importance(encoder, batches, index, trainer.global_rank)
         self.last_importance = importance  # for inspection and tests
         log_metrics(trainer, self.sparsifier.apply(encoder, event, importance))
         if event.targets == self.events[-1].targets:  # the final sparsity is reached

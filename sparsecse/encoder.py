@@ -108,8 +108,11 @@ class SentenceEncoder(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, **inputs: Tensor) -> Tensor:
-        """(B, T) token ids -> (B, H) sentence embeddings."""
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, evaluated: bool = False, **inputs: Tensor
+    ) -> Tensor:
+        """(B, T) token ids -> (B, H) sentence embeddings. `evaluated`: the embedding evaluation and
+        export use, also in training mode (with dropout): `cls` without the MLP under `mlp_only_train`."""
         needs_layers = self.pooler in ("avg_first_last", "avg_top2")
         out = self.backbone(
             input_ids=input_ids,
@@ -118,9 +121,8 @@ class SentenceEncoder(nn.Module):
             **inputs,
         )
         if self.pooler == "cls":
-            if self.training or not self.mlp_only_train:
-                return out.pooler_output
-            return out.last_hidden_state[:, 0]
+            with_mlp = not self.mlp_only_train or (self.training and not evaluated)
+            return out.pooler_output if with_mlp else out.last_hidden_state[:, 0]
         if self.pooler == "cls_before_pooler":
             return out.last_hidden_state[:, 0]
         if self.pooler == "avg":

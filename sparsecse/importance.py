@@ -8,8 +8,9 @@ its gate from 1 to 0, so to first order the loss changes by -g. Every score here
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated
 
 import torch
@@ -30,14 +31,21 @@ def check_score_mode(mode: str) -> str:
     return mode
 
 
+def derived_seed(*parts: int) -> int:
+    """One 63-bit seed from several integers (a seed, an event, a rank), different for each tuple."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 def pair_losses(encoder: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """(V, B, T) tokens -> (l_align, l_uniform) on the first two views, in one forward pass.
 
     Views 0 and 1 are the two dropout views (unsupervised) or premise and entailment
-    (supervised); uniformity is averaged over both views, as in Wang & Isola's loss.
+    (supervised); uniformity is averaged over both views, as in Wang & Isola's loss. The embedding
+    scored is the one evaluated and exported: without SimCSE's training-only MLP (`mlp_only_train`).
     """
     pairs = {k: v[:2].flatten(0, 1) for k, v in batch.items()}  # (2 B, T)
-    emb = encoder(**pairs).unflatten(0, (2, -1))  # (2, B, H)
+    emb = encoder(**pairs, evaluated=True).unflatten(0, (2, -1))  # (2, B, H)
     return alignment(emb[0], emb[1]), (uniformity(emb[0]) + uniformity(emb[1])) / 2
 
 
@@ -125,22 +133,23 @@ class Scorer:
 
     mode: str = "magnitude"
     uniformity_weight: float = 1.0  # lambda
-    seed: int = 0
-    _generator: torch.Generator = field(init=False, repr=False)
 
     def __post_init__(self):
         check_score_mode(self.mode)
-        self._generator = torch.Generator().manual_seed(self.seed)
 
     def needs_gradients(self) -> bool:
         return self.mode not in ("random", "weight_magnitude")
 
-    def __call__(self, stats: GradientStats | None, like: Sequence[Tensor]) -> list[Tensor]:
+    def __call__(
+        self, stats: GradientStats | None, like: Sequence[Tensor], generator: torch.Generator | None = None
+    ) -> list[Tensor]:
         """Importance per unit, for one kind of unit (all heads, all neurons, or all weights):
         `magnitude` normalises each criterion by its mean over this kind, so that lambda weighs
-        comparable quantities."""
+        comparable quantities. `random` draws from `generator`."""
         if self.mode == "random":
-            return [torch.rand(t.shape, generator=self._generator).to(t.device) for t in like]
+            if generator is None:
+                raise ValueError("random scores need a generator")
+            return [torch.rand(t.shape, generator=generator).to(t.device) for t in like]
         if self.mode == "weight_magnitude":
             raise ValueError("weight_magnitude scores come from weight_magnitude_scores()")
         n, lam = stats.batches, self.uniformity_weight

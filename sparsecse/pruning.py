@@ -16,6 +16,7 @@ from sparsecse.gates import UnitGates, WeightMasks, encoder_layers, head_size
 from sparsecse.importance import (
     Scorer,
     accumulate_gradients,
+    derived_seed,
     normalize_per_layer,
     select_kept,
     weight_magnitude_scores,
@@ -132,7 +133,8 @@ class Sparsifier:
         seed: int = 0,
     ):
         self.granularity = check_granularity(granularity)
-        self.scorer = Scorer(score, uniformity_weight, seed)
+        self.scorer = Scorer(score, uniformity_weight)
+        self.seed = seed
         self.num_batches = require_int(num_batches, "num_batches", 1)
         self.min_heads_per_layer = require_int(min_heads_per_layer, "min_heads_per_layer", 0)
         self.normalize_head_scores = normalize_head_scores
@@ -161,9 +163,24 @@ class Sparsifier:
         if self.granularity == "unstructured" and encoder.masks is None:
             encoder.masks = WeightMasks(encoder.backbone).to(encoder.device)
 
-    def importance(self, encoder, batches: Iterable[dict[str, Tensor]]) -> dict[str, list[Tensor]]:
-        """{"heads": [(H_l,)], "neurons": [(F_l,)]} or {"weights": [(out, in) per Linear]}."""
-        batches = islice(batches, self.num_batches)
+    def importance(
+        self, encoder, batches: Iterable[dict[str, Tensor]], event: int = 0, rank: int = 0
+    ) -> dict[str, list[Tensor]]:
+        """{"heads": [(H_l,)], "neurons": [(F_l,)]} or {"weights": [(out, in) per Linear]}.
+
+        Scored in float32, whatever autocast the caller runs under (training under bf16/fp16 and
+        `sparsecse-prune` select the same units). Randomness is drawn afresh for each event: dropout
+        from (seed, event, rank), random scores from (seed, event), the same on every rank. So a run
+        resumed before an event scores exactly as the uninterrupted run did.
+        """
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, event))
+        device = encoder.device
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), torch.autocast(device.type, enabled=False):
+            torch.manual_seed(derived_seed(self.seed, event, rank))
+            return self._importance(encoder, islice(batches, self.num_batches), generator)
+
+    def _importance(self, encoder, batches, generator: torch.Generator) -> dict[str, list[Tensor]]:
         if self.granularity == "unstructured":
             weights = [linear.weight for linear in encoder.masks.linears.values()]
             if self.scorer.mode == "weight_magnitude":
@@ -173,7 +190,7 @@ class Sparsifier:
                 if self.scorer.needs_gradients()
                 else None
             )
-            return {"weights": self.scorer(stats, weights)}
+            return {"weights": self.scorer(stats, weights, generator)}
         if self.scorer.mode == "weight_magnitude":
             scores = weight_magnitude_scores(encoder.backbone)
         else:
@@ -187,8 +204,8 @@ class Sparsifier:
             heads = None if stats is None else stats.subset(slice(0, n))
             neurons = None if stats is None else stats.subset(slice(n, 2 * n))
             scores = {
-                "heads": self.scorer(heads, gates.heads),
-                "neurons": self.scorer(neurons, gates.neurons),
+                "heads": self.scorer(heads, gates.heads, generator),
+                "neurons": self.scorer(neurons, gates.neurons, generator),
             }
         if self.normalize_head_scores:
             scores["heads"] = normalize_per_layer(scores["heads"])

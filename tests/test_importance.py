@@ -45,8 +45,8 @@ def test_alignment_uniformity_and_random_modes():
     stats = stats_of([[1.0, 3.0]], [[5.0, 1.0]], [[0, 0]], [[0, 0]])
     assert Scorer("alignment")(stats, [torch.zeros(2)])[0].tolist() == [1.0, 3.0]
     assert Scorer("uniformity")(stats, [torch.zeros(2)])[0].tolist() == [5.0, 1.0]
-    first = Scorer("random", seed=3)(None, [torch.zeros(5)])[0]
-    assert torch.equal(first, Scorer("random", seed=3)(None, [torch.zeros(5)])[0])
+    first = Scorer("random")(None, [torch.zeros(5)], torch.Generator().manual_seed(3))[0]
+    assert torch.equal(first, Scorer("random")(None, [torch.zeros(5)], torch.Generator().manual_seed(3))[0])
     with pytest.raises(ConfigError, match="score: unknown score mode 'taylor'"):
         Scorer("taylor")
 

@@ -6,6 +6,7 @@ from test_encoder import TEXTS
 from test_importance import views
 from transformers import BertConfig
 
+from sparsecse.encoder import SentenceEncoder
 from sparsecse.errors import ConfigError
 from sparsecse.pruning import (
     PruningEvent,
@@ -114,3 +115,59 @@ def test_effective_parameters_match_the_physically_pruned_model(make_encoder):
     assert effective_parameters(encoder) == predicted
     assert sparsity_summary(encoder)["prune/encoder_parameters"] == predicted
     torch.testing.assert_close(encoder.encode(TEXTS), before, atol=1e-5, rtol=1e-5)
+
+
+def scores_of(sparsifier: Sparsifier, encoder, batches, **where) -> list[torch.Tensor]:
+    importance = sparsifier.importance(encoder, iter(batches), **where)
+    return [t for kind in sorted(importance) for t in importance[kind]]
+
+
+def test_scores_ignore_the_callers_random_state_and_autocast(make_encoder):
+    """Dropout is drawn from (seed, event, rank) and scores are computed in float32: a run resumed
+    before an event, and training under bf16 autocast, score as `sparsecse-prune` does."""
+    encoder = make_encoder("avg")  # dropout 0.1: the views differ
+    sparsifier = Sparsifier(num_batches=2, seed=7)
+    sparsifier.attach(encoder)
+    batches = [views(encoder)] * 2
+    torch.manual_seed(1)
+    reference = scores_of(sparsifier, encoder, batches, event=3, rank=1)
+    torch.manual_seed(2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        again = scores_of(sparsifier, encoder, batches, event=3, rank=1)
+    assert all(torch.equal(a, b) for a, b in zip(reference, again))
+    other_event = scores_of(sparsifier, encoder, batches, event=4, rank=1)
+    assert not all(torch.equal(a, b) for a, b in zip(reference, other_event)), "fresh dropout per event"
+
+
+def test_random_scores_depend_on_the_event_and_not_on_the_rank(make_encoder):
+    encoder = make_encoder("avg")
+    sparsifier = Sparsifier(score="random", seed=7)
+    sparsifier.attach(encoder)
+    first = scores_of(sparsifier, encoder, [], event=1, rank=0)
+    assert all(torch.equal(a, b) for a, b in zip(first, scores_of(sparsifier, encoder, [], event=1, rank=1)))
+    assert not torch.equal(first[0], scores_of(sparsifier, encoder, [], event=2, rank=0)[0])
+
+
+def test_scoring_leaves_the_global_random_state_alone(make_encoder):
+    encoder = make_encoder("avg")
+    sparsifier = Sparsifier(num_batches=1)
+    sparsifier.attach(encoder)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    sparsifier.importance(encoder, iter([views(encoder)]))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_unsupervised_cls_is_scored_on_the_embedding_it_is_evaluated_on(make_encoder):
+    """With `mlp_only_train`, SimCSE evaluates and exports [CLS] without the MLP: score that, not the
+    MLP's output that is thrown away."""
+    encoder = make_encoder("cls", mlp_only_train=True)
+    plain = SentenceEncoder(encoder.backbone, encoder.tokenizer, "cls_before_pooler")
+    scores = []
+    for model in (encoder, plain):
+        sparsifier = Sparsifier(num_batches=1)
+        sparsifier.attach(model)
+        scores.append(scores_of(sparsifier, model, [views(model)]))
+        model.gates.remove_hooks()
+        model.gates = None
+    assert all(torch.equal(a, b) for a, b in zip(*scores))

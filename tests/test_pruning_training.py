@@ -14,8 +14,9 @@ import torch
 from test_encoder import TEXTS
 from test_train import compose_train, cpu_overrides
 
+from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import load_encoder
-from sparsecse.pruning import Sparsifier
+from sparsecse.pruning import PruningEvent, Sparsifier
 from train import REPO_ROOT, train
 
 
@@ -123,9 +124,11 @@ def test_event_at_the_last_epoch_runs_when_training_ends(tmp_path, data_dir, tin
     assert "best" not in results["checkpoints"], "no checkpoint holds the final sparsity: keep the pruned"
 
 
-def run_for(tmp_path, data_dir, tiny_model_dir, corpus, epochs: int, *extra: str) -> dict:
+def run_for(
+    tmp_path, data_dir, tiny_model_dir, corpus, epochs: int, *extra: str, schedule: str = "[{epoch:1}]"
+) -> dict:
     cfg = compose_pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, f"trainer.max_epochs={epochs}",
-                              "pruning.schedule=[{epoch:1}]", "pruning.head_sparsity=0.25",
+                              f"pruning.schedule={schedule}", "pruning.head_sparsity=0.25",
                               "pruning.ffn_sparsity=0.25", "callbacks.model_checkpoint.save_top_k=-1",
                               "callbacks.model_checkpoint.filename='step{step}'", "evaluate.after=false",
                               *extra)  # fmt: skip
@@ -133,19 +136,61 @@ def run_for(tmp_path, data_dir, tiny_model_dir, corpus, epochs: int, *extra: str
     return torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
 
 
-def test_resume_after_a_pruning_event_equals_the_uninterrupted_run(
-    tmp_path, data_dir, tiny_model_dir, corpus
+GATES = [f"encoder.gates.{kind}_{i}" for kind in ("head", "neuron") for i in (0, 1)]
+
+
+@pytest.mark.parametrize(
+    ("score", "schedule", "resume_from", "done"),
+    [
+        ("magnitude", "[{epoch:1}]", "step4.ckpt", 1),  # after the event at epoch 1 (step 2)
+        ("magnitude", "[{epoch:1}]", "step2-before-final-pruning.ckpt", 0),  # before it
+        ("random", "[{epoch:1},{epoch:2}]", "step4-before-final-pruning.ckpt", 1),  # between two events
+    ],
+    ids=["after-the-event", "before-the-event", "between-random-events"],
+)
+def test_a_resumed_run_removes_the_same_units_and_ends_equal_to_the_uninterrupted_run(
+    tmp_path, data_dir, tiny_model_dir, corpus, score, schedule, resume_from, done
 ):
-    whole = run_for(tmp_path / "whole", data_dir, tiny_model_dir, corpus, 3)
-    midway = tmp_path / "whole" / "checkpoints" / "step4.ckpt"  # after the event at epoch 1 (step 2)
-    assert torch.load(midway, weights_only=True)["callbacks"]["StructuredPruning"]["done"] == 1
-    resumed = run_for(tmp_path / "resumed", data_dir, tiny_model_dir, corpus, 3, f"ckpt_path={midway}")
+    """Scoring draws its dropout and random scores from (seed, event, rank), not from whatever random
+    state the process happens to be in, so resuming before an event changes nothing."""
+    score = f"pruning.score={score}"
+    whole = run_for(tmp_path / "whole", data_dir, tiny_model_dir, corpus, 3, score, schedule=schedule)
+    midway = tmp_path / "whole" / "checkpoints" / resume_from
+    assert torch.load(midway, weights_only=True)["callbacks"]["StructuredPruning"]["done"] == done
+    resumed = run_for(tmp_path / "resumed", data_dir, tiny_model_dir, corpus, 3, score, f"ckpt_path={midway}",
+                      schedule=schedule)  # fmt: skip
     assert resumed["global_step"] == whole["global_step"] == 6
     assert resumed["state_dict"]["encoder.gates.head_0"].sum() < 4, "the gates came back"
+    for key in GATES:
+        assert torch.equal(resumed["state_dict"][key], whole["state_dict"][key]), (
+            f"other units removed: {key}"
+        )
     for key, value in whole["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), key
     assert resumed["sparsecse_val_history"] == whole["sparsecse_val_history"]  # validations at 2, 4, 6
     assert [h["step"] for h in whole["sparsecse_val_history"]] == [2, 4, 6]
+
+
+def test_pruning_under_bf16_autocast_selects_the_units_sparsecse_prune_selects(
+    tmp_path, data_dir, tiny_model_dir, corpus
+):
+    """Scoring runs in float32 wherever it runs: an event inside bf16-mixed training and the one-shot
+    tool, on the same encoder and batches, remove the same units."""
+    cfg = compose_pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, "trainer.precision=bf16-mixed",
+                              "trainer.max_steps=1", "pruning.schedule=[{step:0}]",
+                              "pruning.head_sparsity=0.5", "pruning.ffn_sparsity=0.5",
+                              "pruning.num_batches=2", "evaluate.after=false",
+                              "save_model=false")  # fmt: skip
+    train(cfg)
+    trained = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    encoder = load_encoder(str(tiny_model_dir), "avg")
+    data = ContrastiveDataModule(str(tiny_model_dir), data_dir, str(corpus), batch_size=4, seed=cfg.seed)
+    sparsifier = Sparsifier(num_batches=2, seed=cfg.seed)
+    sparsifier.attach(encoder)
+    importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(cfg.seed)), event=0, rank=0)
+    sparsifier.apply(encoder, PruningEvent("step", 0, 0.5, 0.5), importance)
+    for key, gate in zip(GATES, encoder.gates.heads + encoder.gates.neurons):
+        assert torch.equal(trained[key], gate), key
 
 
 def free_port() -> int:
