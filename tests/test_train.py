@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
@@ -75,10 +76,67 @@ def test_paper_settings_are_one_flag_away():
     )
     assert unsup.model.encoder.mlp_only_train and unsup.model.optimizer.lr == 3e-5
     assert (unsup.data.batch_size, unsup.data.max_length, unsup.trainer.max_epochs) == (64, 32, 1)
-    assert unsup.trainer.val_check_interval == 250 and unsup.trainer.max_steps == -1
+    assert unsup.trainer.val_check_interval == 125 and unsup.trainer.max_steps == -1
     sup = compose_train(["experiment=sup_bert_base"])
     assert (sup.data.batch_size, sup.model.optimizer.lr, sup.trainer.max_epochs) == (512, 5e-5, 3)
     assert not sup.model.encoder.mlp_only_train and sup.data.train_file.endswith("nli_for_simcse.csv")
+
+
+@pytest.mark.parametrize("experiment", ["unsup_bert_base", "sup_bert_base", "unsup_sparsecse_bert_base"])
+def test_paper_experiments_train_as_simcse_does(experiment, tmp_path, data_dir, tiny_model_dir, corpus_files):
+    """docs/simcse_settings.md: what SimCSE's example scripts and transformers 4.2.1's Trainer use."""
+    cfg = compose_train([f"experiment={experiment}"])
+    trainer = cfg.trainer
+    assert (trainer.gradient_clip_val, trainer.get("gradient_clip_algorithm", "norm")) == (1.0, "norm")
+    assert (trainer.precision, trainer.val_check_interval, trainer.get("accumulate_grad_batches", 1)) == (
+        "16-mixed", 125, 1)  # fmt: skip
+    assert (cfg.seed, cfg.data.max_length, cfg.model.temperature, cfg.model.hard_negative_weight) == (
+        42,
+        32,
+        0.05,
+        0,
+    )
+    assert cfg.model.encoder.pooler == "cls" and cfg.model.encoder.reinit_mlp
+    assert (
+        cfg.callbacks.model_checkpoint.monitor == "val/stsb_spearman"
+        and cfg.callbacks.model_checkpoint.mode == "max"
+    )
+    suffix = "csv" if cfg.data.train_file.endswith(".csv") else "txt"
+    module = instantiate_group(
+        compose_train(
+            cpu_overrides(tmp_path, data_dir, tiny_model_dir)
+            + [f"experiment={experiment}", f"data.train_file={corpus_files[suffix]}"]
+        ),  # fmt: skip
+        "model",
+    )
+    optimizer = module.optimizer_factory(params=module.parameters())
+    group = optimizer.param_groups[0]
+    assert type(optimizer).__name__ == "AdamW"
+    assert (group["betas"], group["eps"], group["weight_decay"]) == ((0.9, 0.999), 1e-8, 0.0)
+    scheduler = module.scheduler_factory(optimizer, num_training_steps=4)
+    assert [scheduler.lr_lambdas[0](step) for step in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def test_validation_is_float32_under_mixed_precision(make_encoder, tokenizer):
+    """SimCSE chooses its best checkpoint on float32 STS-B dev scores; so do we, whatever autocast the
+    trainer runs validation under."""
+    from sparsecse.data import PairCollator
+    from sparsecse.module import SimCSEModule
+
+    module = SimCSEModule(make_encoder("avg"), optimizer=None).eval()
+    pairs = [
+        ("a man plays", "a man is playing", 4.5),
+        ("dogs run", "the cat sleeps", 0.5),
+        ("it rains", "rain", 3.0),
+    ]
+    batch = PairCollator(tokenizer)(pairs)
+    scores = []
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            module.validation_step(batch, 0)
+        scores.append((module.val_align.compute(), module.val_uniform.compute()))
+        module.val_align.reset(), module.val_uniform.reset(), module.val_spearman.reset()
+    assert scores[0] == scores[1]
 
 
 @pytest.mark.parametrize("train_file", ["snli_sentences", "csv"])
