@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -196,8 +197,10 @@ def resume_from(cfg: DictConfig, callbacks: list) -> str | None:
 def build_trainer(cfg: DictConfig, callbacks: list, loggers: list[Logger]) -> L.Trainer:
     """The Trainer, refused before any compute if its launcher cannot work here. On SLURM, our
     LastCheckpoint saves and requeues on the preemption signal, so Lightning must not requeue too."""
-    slurm = {"plugins": [SLURMEnvironment(auto_requeue=False)]} if SLURMEnvironment.detect() else {}
-    trainer = instantiate_group(cfg, "trainer", callbacks=callbacks, logger=loggers or False, **slurm)
+    plugins = [instantiate(plugin) for plugin in cfg.trainer.get("plugins") or []]
+    if SLURMEnvironment.detect():  # added to the configured plugins (AtomicCheckpointIO), not instead
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    trainer = instantiate_group(cfg, "trainer", callbacks=callbacks, logger=loggers or False, plugins=plugins)
     check_launch(trainer)
     return trainer
 
@@ -211,6 +214,17 @@ def evaluate_before(cfg: DictConfig, evaluate, resuming: bool) -> dict:
     scores = evaluate()
     write_results(path, scores)
     return scores
+
+
+def evaluate_on_training_device(trainer: L.Trainer, encoder, settings: DictConfig, data_dir: Path) -> dict:
+    """The tasks of the `evaluate` config (`settings`), on the device the trainer trains on (Lightning's
+    teardown has moved the module back to the CPU after fit) and under its precision (autocast for
+    `*-mixed`)."""
+    encoder.to(trainer.strategy.root_device)
+    with trainer.precision_plugin.forward_context():
+        return evaluate_encoder(
+            encoder, data_dir, settings.tasks, settings.batch_size, settings.transfer_preset
+        )
 
 
 def build_pruning(cfg: DictConfig, model_config):
@@ -241,19 +255,18 @@ def train(cfg: DictConfig) -> dict:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     results: dict = {}
-    evaluate = lambda: evaluate_encoder(  # noqa: E731
-        module.encoder,
-        datamodule.data_dir,
-        cfg.evaluate.tasks,
-        cfg.evaluate.batch_size,
-        cfg.evaluate.transfer_preset,
+    evaluate = partial(
+        evaluate_on_training_device, trainer, module.encoder, cfg.evaluate, datamodule.data_dir
     )
     if pruning:  # here too, not only in the callback's setup: DDP spawn returns rank 0's gates
         pruning.sparsifier.attach(module.encoder)
     dense_parameters = counted_parameters(module.encoder)
-    if cfg.evaluate.before:
+    if cfg.evaluate.before and rank_zero_only.rank == 0:
         results["before"] = evaluate_before(cfg, evaluate, resuming=ckpt_path is not None)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    trainer.strategy.barrier("sparsecse-fit-done")
+    if not trainer.is_global_zero:
+        return results  # under DDP, rank 0 alone evaluates, writes and publishes
     results["val"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     results["val_history"] = module.val_history
     results["checkpoints"] = checkpoint_files(trainer, callbacks, pruning)

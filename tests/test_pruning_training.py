@@ -199,16 +199,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_process_ddp_prunes_the_same_units_on_both_ranks(tmp_path, data_dir, tiny_model_dir, corpus):
-    """Two CPU ranks (gloo), started from outside as torchrun or srun would: each scores its own
-    shard, and the summed scores make both remove the same units."""
-    overrides = pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, "trainer.max_steps=2",
-                            "trainer.val_check_interval=1", "trainer.strategy=ddp", "trainer.devices=2",
-                            "data.batch_size=2", "pruning.schedule=[{step:1}]", "pruning.head_sparsity=0.5",
-                            "pruning.ffn_sparsity=0.5", "pruning.num_batches=2", "evaluate.after=false",
-                            "save_model=false", "+callbacks.rank_probe._target_=rank_probe.SaveGatesPerRank",
-                            f"+callbacks.rank_probe.dirpath={tmp_path}")  # fmt: skip
+def run_two_ranks(overrides: list[str], tmp_path: Path) -> list[str]:
+    """`train.py` as two CPU ranks (gloo) started from outside, as torchrun or srun would; returns
+    each rank's output once both exited with status 0."""
     port = free_port()
     procs = []
     for rank in (0, 1):
@@ -234,13 +227,48 @@ def test_two_process_ddp_prunes_the_same_units_on_both_ranks(tmp_path, data_dir,
                 text=True,
             )
         )
+    outputs = []
     for proc in procs:
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out[-3000:]
+        outputs.append(out)
+    return outputs
+
+
+def ddp_run(tmp_path, data_dir, tiny_model_dir, corpus, *extra: str) -> list[str]:
+    return pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, "trainer.max_steps=2",
+                       "trainer.val_check_interval=1", "trainer.strategy=ddp", "trainer.devices=2",
+                       "data.batch_size=2", "pruning.schedule=[{step:1}]", "pruning.head_sparsity=0.5",
+                       "pruning.ffn_sparsity=0.5", "pruning.num_batches=2", *extra)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_two_process_ddp_prunes_the_same_units_on_both_ranks(tmp_path, data_dir, tiny_model_dir, corpus):
+    """Each rank scores its own shard, and the summed scores make both remove the same units."""
+    overrides = ddp_run(tmp_path, data_dir, tiny_model_dir, corpus, "evaluate.after=false",
+                        "save_model=false", "+callbacks.rank_probe._target_=rank_probe.SaveGatesPerRank",
+                        f"+callbacks.rank_probe.dirpath={tmp_path}")  # fmt: skip
+    run_two_ranks(overrides, tmp_path)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert sum(int(g.sum()) for g in rank0["gates"][:2]) == 4, "half of the 8 heads are gone"
     for a, b in zip(rank0["importance"] + rank0["gates"], rank1["importance"] + rank1["gates"]):
         assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_under_ddp_rank_zero_alone_evaluates_and_writes(tmp_path, data_dir, tiny_model_dir, corpus):
+    """Every rank used to evaluate and write model/, results.json and before.json into the same folder
+    at once; the other ranks now wait for the end of training and exit."""
+    overrides = ddp_run(tmp_path, data_dir, tiny_model_dir, corpus, "evaluate.before=true",
+                        "evaluate.after=true", "save_model=true")  # fmt: skip
+    rank0, rank1 = run_two_ranks(overrides, tmp_path)
+    assert "before |" in rank0 and "after  |" in rank0
+    assert "before |" not in rank1 and "after  |" not in rank1, "rank 1 evaluated"
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["before"]) == set(results["after"]) == {"stsb", "sts_avg"}
+    assert json.loads((tmp_path / "before.json").read_text()) == results["before"]
+    exported = load_encoder(str(tmp_path / "model"), "avg")
+    assert sum(layer.attention.self.query.out_features // 8 for layer in exported.backbone.encoder.layer) == 4
 
 
 def test_importance_scoring_writes_heatmap_and_histogram(tmp_path, data_dir, tiny_model_dir, corpus):

@@ -189,3 +189,44 @@ def test_instantiated_optimizer_and_scheduler(tmp_path, data_dir, tiny_model_dir
         optimizer.step()
         scheduler.step()
     assert lrs == pytest.approx([0.0, 1.5e-5, 3e-5, 1.5e-5])
+
+
+def test_evaluation_after_fit_runs_on_the_training_device_in_its_precision(
+    tmp_path, data_dir, tiny_model_dir, monkeypatch
+):
+    """Lightning's teardown moves the module to the CPU after fit; the evaluation must not stay there,
+    and it runs in the trainer's inference precision (here bf16 autocast on the CPU)."""
+    import train as train_module
+
+    seen = []
+
+    def spy(encoder, *args):
+        seen.append((encoder.device, torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return {"stsb": 0.0}
+
+    monkeypatch.setattr(train_module, "evaluate_encoder", spy)
+    devices = []
+    real_build = train_module.build_trainer
+    monkeypatch.setattr(train_module, "build_trainer", lambda *a: devices.append(t := real_build(*a)) or t)
+    train(compose_train(cpu_overrides(tmp_path, data_dir, tiny_model_dir)
+                        + ["pruning=none", "trainer.max_steps=1", "trainer.precision=bf16-mixed",
+                           "evaluate.tasks=[stsb]", "save_model=false"]))  # fmt: skip
+    root = devices[0].strategy.root_device
+    assert seen == [(root, True, torch.bfloat16)] * 2, "before and after training"
+
+
+def test_on_slurm_the_checkpoint_plugin_is_kept(tmp_path, data_dir, tiny_model_dir, monkeypatch):
+    """SLURMEnvironment is added to the configured plugins: AtomicCheckpointIO's atomic writes and
+    weights-only reads are needed most where jobs are preempted."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from callbacks import AtomicCheckpointIO
+    from train import build_trainer
+
+    for name, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "sparsecse", "SLURM_JOB_ID": "7",
+                        "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    trainer = build_trainer(compose_train(cpu_overrides(tmp_path, data_dir, tiny_model_dir)), [], [])
+    environment = trainer._accelerator_connector.cluster_environment
+    assert isinstance(environment, SLURMEnvironment) and not environment.auto_requeue
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
