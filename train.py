@@ -6,8 +6,6 @@ import json
 import logging
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -24,8 +22,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.checkpointing import LastCheckpoint
+from sparsecse.cli import CONFIG_DIR, REPO_ROOT, exit_on_config_error  # noqa: F401 (REPO_ROOT for tests)
 from sparsecse.encoder import check_pooler
-from sparsecse.errors import ConfigError, RunStopped
+from sparsecse.errors import ConfigError
 from sparsecse.evaluation import (
     check_evaluation,
     check_senteval_files,
@@ -41,8 +40,6 @@ from sparsecse.pruning import counted_parameters, pruned_any, remove_pruned_unit
 from sparsecse.schema import check_config
 
 log = logging.getLogger("sparsecse.train")
-REPO_ROOT = Path(__file__).resolve().parent
-CONFIG_DIR = str(REPO_ROOT / "conf")
 OmegaConf.register_new_resolver("sparsecse_data_dir", lambda: str(default_data_dir()), replace=True)
 NOT_IN_FOLDER_NAMES = ("resume", "ckpt_path")  # restarting a run must not move it to another folder
 
@@ -344,20 +341,6 @@ def report(cfg: DictConfig, module, results: dict, rows: dict) -> list[Path]:
     if len(results["val_history"]) < 2:
         return []
     return [align_uniform_path(results["val_history"], output_dir / "align_uniform_path.png")]
-
-
-@contextmanager
-def exit_on_config_error(program: str) -> Iterator[None]:
-    """A ConfigError becomes its one line on stderr and exit status 2, a RunStopped (divergence,
-    unwritable checkpoint, preemption) its line and its exit status, without a traceback."""
-    try:
-        yield
-    except ConfigError as err:
-        print(f"{program}: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except RunStopped as err:
-        print(f"{program}: {err}", file=sys.stderr)
-        raise SystemExit(err.exit_code) from None
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

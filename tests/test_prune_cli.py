@@ -8,8 +8,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from test_encoder import TEXTS
 
-from evaluate import TOOLS_CONFIG_DIR
-from prune import prune
+from sparsecse.cli import TOOLS_CONFIG_DIR
+from sparsecse.cli.prune import prune
 from sparsecse.encoder import load_encoder
 from sparsecse.errors import ConfigError
 

@@ -11,7 +11,7 @@ import matplotlib.image
 import pytest
 import yaml
 
-from report import main
+from sparsecse.cli.report import main
 from sparsecse.errors import ConfigError
 from sparsecse.report import (
     Row,

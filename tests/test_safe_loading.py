@@ -17,7 +17,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from evaluate import TOOLS_CONFIG_DIR, evaluate
+from sparsecse.cli import TOOLS_CONFIG_DIR
+from sparsecse.cli.evaluate import evaluate
 from sparsecse.encoder import CHECKPOINT_KEY, SentenceEncoder, load_encoder
 from sparsecse.errors import ConfigError
 from sparsecse.export import save_sparse_encoder
@@ -101,7 +102,8 @@ def test_eval_script_refuses_code_in_a_checkpoint(tmp_path, data_dir):
     marker = tmp_path / "ran"
     path = write_payload(tmp_path / "evil.ckpt", marker, "torch.save")
     proc = subprocess.run(
-        [sys.executable, "evaluate.py", f"model={path}", f"data_dir={data_dir}", f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "-m", "sparsecse.cli.evaluate", f"model={path}", f"data_dir={data_dir}",
+         f"hydra.run.dir={tmp_path}"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -8,7 +8,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from evaluate import TOOLS_CONFIG_DIR, model_key, pick_device
+from sparsecse.cli import TOOLS_CONFIG_DIR, exit_on_config_error
+from sparsecse.cli.evaluate import model_key, pick_device
 from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import check_pooler, load_encoder
 from sparsecse.errors import ConfigError
@@ -16,7 +17,6 @@ from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_tabl
 from sparsecse.export import save_sparse_encoder
 from sparsecse.loading import load_config
 from sparsecse.pruning import Sparsifier, build_schedule, remove_pruned_units, sparsity_summary
-from train import exit_on_config_error
 
 TARGETS = ("head_sparsity", "ffn_sparsity", "weight_sparsity")
 

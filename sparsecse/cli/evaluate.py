@@ -1,4 +1,4 @@
-"""`sparsecse-eval`: SentEval-protocol evaluation of any encoder. See conf/eval.yaml."""
+"""`sparsecse-eval`: SentEval-protocol evaluation of any encoder. See conf/tools/eval.yaml."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from sparsecse.cli import TOOLS_CONFIG_DIR, exit_on_config_error
 from sparsecse.encoder import load_encoder
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import (
@@ -19,9 +20,6 @@ from sparsecse.evaluation import (
     format_table,
     write_results,
 )
-from train import CONFIG_DIR, exit_on_config_error
-
-TOOLS_CONFIG_DIR = str(Path(CONFIG_DIR) / "tools")
 
 
 @contextmanager

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sparsecse.errors import ConfigError
+from sparsecse.cli import exit_on_config_error
 from sparsecse.report import format_report, load_sweep, write_report
 
 PROGRAM = "sparsecse-report"
@@ -35,11 +34,8 @@ def report(sweep_dir: Path, output: Path | None = None, seed_key: str = "seed") 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    try:
+    with exit_on_config_error(PROGRAM):  # one line and exit status 2, as the other entry points do
         report(args.sweep_dir, args.output, args.seed_key)
-    except ConfigError as err:  # one line and exit status 2, as the other entry points do
-        print(f"{PROGRAM}: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
