@@ -37,6 +37,7 @@ from sparsecse.loading import load_checkpoint_file, load_config
 from sparsecse.paths import default_data_dir, run_name
 from sparsecse.plots import align_uniform_path
 from sparsecse.pruning import counted_parameters, pruned_any, remove_pruned_units, sparsity_summary
+from sparsecse.runs import RESULTS, check_run_folder, record_config
 from sparsecse.schema import check_config
 
 log = logging.getLogger("sparsecse.train")
@@ -238,10 +239,19 @@ def build_pruning(cfg: DictConfig, model_config):
 
 def train(cfg: DictConfig) -> dict:
     """Evaluate, fit, evaluate again; returns {"before": ..., "after": ..., "val": ...}."""
-    check_config(OmegaConf.to_container(cfg, resolve=True))  # every key, type and range, in a second
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    check_config(resolved)  # every key, type and range, in a second
     model_config = preflight(cfg)
     pruning = build_pruning(cfg, model_config)
     callbacks = instantiate_dict(cfg.get("callbacks")) + ([pruning] if pruning else [])
+    last = next((c.path for c in callbacks if isinstance(c, LastCheckpoint)), None)
+    finished = check_run_folder(Path(cfg.output_dir), resolved, cfg.resume, last)
+    if finished is not None:
+        print(f"{cfg.output_dir} already finished with this config; its results are in "
+              f"{Path(cfg.output_dir) / RESULTS} (resume=false trains it again)")  # fmt: skip
+        return finished
+    if rank_zero_only.rank == 0:
+        record_config(Path(cfg.output_dir), resolved)
     loggers = instantiate_loggers(cfg)
     trainer = build_trainer(cfg, callbacks, loggers)
     ckpt_path = resume_from(cfg, callbacks)
@@ -249,7 +259,7 @@ def train(cfg: DictConfig) -> dict:
     datamodule = instantiate_group(cfg, "data")
     module = instantiate_group(cfg, "model")
     for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        logger.log_hyperparams(resolved)
 
     results: dict = {}
     evaluate = partial(
@@ -337,7 +347,7 @@ def report(cfg: DictConfig, module, results: dict, rows: dict) -> list[Path]:
     output_dir = Path(cfg.output_dir)
     if cfg.save_model:
         save_sparse_encoder(module.encoder, output_dir / "model")
-    write_results(output_dir / "results.json", results)
+    write_results(output_dir / RESULTS, results)
     if len(results["val_history"]) < 2:
         return []
     return [align_uniform_path(results["val_history"], output_dir / "align_uniform_path.png")]

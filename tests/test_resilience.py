@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from test_pruning_training import pruning_run
 from test_train import compose_train, cpu_overrides
 
 import callbacks.checkpointing
-from sparsecse.errors import CheckpointWriteError, TrainingDiverged
+from sparsecse.errors import CheckpointWriteError, ConfigError, TrainingDiverged
 from sparsecse.paths import run_name
 from train import CONFIG_DIR, REPO_ROOT, job_name, sweep_name, train
 
@@ -206,6 +207,7 @@ def test_a_restarted_job_resumes_and_reuses_its_scores_before_training(
     ]  # fmt: skip
     first = train(compose_train(overrides))
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    (tmp_path / "results.json").unlink()  # as if stopped after its last checkpoint
     calls = []
     real = train_module.evaluate_encoder
     monkeypatch.setattr(train_module, "evaluate_encoder", lambda *a: calls.append(a) or real(*a))
@@ -226,3 +228,61 @@ def test_the_epoch_order_is_sharded_by_rank_and_resumes_mid_epoch():
     assert list(resumed) == shares[1], "only the resumed epoch's first pass is shortened"
     resumed.set_epoch(1)
     assert list(resumed) != shares[1]
+
+
+def short_run(tmp_path, data_dir, tiny_model_dir, corpus, *extra: str) -> list[str]:
+    return cpu_overrides(tmp_path, data_dir, tiny_model_dir) + [
+        f"data.train_file={corpus}", "data.batch_size=4", "trainer.max_steps=2",
+        "trainer.val_check_interval=2", "pruning=none", "evaluate.tasks=[stsb]", "evaluate.before=false",
+        "save_model=false", *extra,
+    ]  # fmt: skip
+
+
+def test_a_start_with_another_config_refuses_to_resume_and_keeps_what_was_written(
+    tmp_path, data_dir, tiny_model_dir, corpus
+):
+    """Run folders are named by command-line overrides only: after a YAML edit, the same command
+    used to resume the old run (its weights, optimizer and schedule) under the new settings."""
+    train(compose_train(short_run(tmp_path, data_dir, tiny_model_dir, corpus)))
+    (tmp_path / "results.json").unlink()  # interrupted after its last checkpoint: resumable
+    written = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    edited = short_run(tmp_path, data_dir, tiny_model_dir, corpus, "model.temperature=0.1")
+    message = (
+        f"resume: {tmp_path} holds a run started with another config (model.temperature: 0.05 -> 0.1); "
+        "resume=false starts afresh there; hydra.run.dir=DIR (hydra.sweep.dir in a multirun) runs elsewhere"
+    )
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        train(compose_train(edited))
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == written, (
+        "nothing written is lost"
+    )
+    afresh = train(compose_train(edited + ["resume=false"]))
+    assert json.loads((tmp_path / "run_config.json").read_text())["model"]["temperature"] == 0.1
+    assert afresh["val_history"][0]["step"] == 2
+
+
+def test_a_finished_run_started_again_reports_its_results_without_training(
+    tmp_path, data_dir, tiny_model_dir, corpus, monkeypatch, capsys
+):
+    import train as train_module
+
+    overrides = short_run(tmp_path, data_dir, tiny_model_dir, corpus)
+    first = train(compose_train(overrides))
+    monkeypatch.setattr(train_module, "build_trainer", lambda *a: pytest.fail("trained again"))
+    monkeypatch.setattr(train_module, "evaluate_encoder", lambda *a: pytest.fail("evaluated again"))
+    assert train(compose_train(overrides)) == json.loads(json.dumps(first))
+    assert (
+        capsys.readouterr()
+        .out.strip()
+        .endswith(
+            f"{tmp_path} already finished with this config; its results are in {tmp_path}/results.json "
+            "(resume=false trains it again)"
+        )
+    )
+
+
+def test_a_folder_without_a_config_record_is_not_resumed(tmp_path, data_dir, tiny_model_dir, corpus):
+    train(compose_train(short_run(tmp_path, data_dir, tiny_model_dir, corpus)))
+    (tmp_path / "run_config.json").unlink()  # as an older version of SparseCSE left it
+    with pytest.raises(ConfigError, match=r"^resume: \S+ holds an earlier run with no record of its config"):
+        train(compose_train(short_run(tmp_path, data_dir, tiny_model_dir, corpus)))

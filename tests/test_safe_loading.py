@@ -16,6 +16,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from sparsecse.cli import TOOLS_CONFIG_DIR
 from sparsecse.cli.evaluate import evaluate
@@ -282,6 +283,7 @@ def test_training_refuses_code_in_a_resume_checkpoint(tmp_path, data_dir, tiny_m
     """Given as `ckpt_path`, or left in the run folder where a restarted job looks for last.ckpt."""
     from test_train import compose_train, cpu_overrides
 
+    from sparsecse.runs import record_config
     from train import train
 
     marker = tmp_path / "ran"
@@ -292,6 +294,8 @@ def test_training_refuses_code_in_a_resume_checkpoint(tmp_path, data_dir, tiny_m
     else:
         (tmp_path / "run" / "checkpoints").mkdir(parents=True)
         shutil.copy(evil, tmp_path / "run" / "checkpoints" / "last.ckpt")
+        # with the record of this very config, as the run it pretends to be would have left it
+        record_config(tmp_path / "run", OmegaConf.to_container(compose_train(overrides), resolve=True))
     with pytest.raises(ConfigError, match=f"^ckpt_path: .*{REFUSED}") as err:
         train(compose_train(overrides))
     one_line(err)

@@ -1,0 +1,84 @@
+"""A run folder remembers the resolved config it was started with, so that a restart can tell a
+requeued job (same config: resume, or report it finished) from an edited one (refuse to mix them)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sparsecse.errors import ConfigError
+
+RUN_CONFIG = "run_config.json"
+RESULTS = "results.json"
+# Keys that say where or how a run is watched, not what it computes: they may change between starts.
+NOT_COMPARED = (
+    "resume",
+    "ckpt_path",
+    "output_dir",
+    "data_dir",
+    "logger",
+    "callbacks.progress_bar",
+    "callbacks.last_checkpoint",
+    "data.num_workers",
+)
+SHOWN = 4  # differing keys named in the error
+
+
+def flatten(config: Mapping, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> {"a.b.c": value}; lists are values."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = value
+    return flat
+
+
+def compared(key: str) -> bool:
+    return not any(key == k or key.startswith(f"{k}.") for k in NOT_COMPARED)
+
+
+def differences(old: Mapping, new: Mapping) -> list[str]:
+    """`key: old -> new` for every compared key whose value differs, in key order."""
+    old_flat, new_flat = flatten(old), flatten(new)
+    keys = sorted(k for k in old_flat.keys() | new_flat.keys() if compared(k))
+    missing = "(absent)"
+    return [
+        f"{k}: {old_flat.get(k, missing)!r} -> {new_flat.get(k, missing)!r}"
+        for k in keys
+        if old_flat.get(k, missing) != new_flat.get(k, missing)
+    ]
+
+
+def check_run_folder(
+    output_dir: Path, config: Mapping, resume: bool, last_checkpoint: Path | None
+) -> dict | None:
+    """Before anything runs: None to go on (afresh, or resuming the same config), or the results of
+    a run this folder finished with the same config. A folder that holds a run of another config
+    (or one without a record of its config) is refused, with the two ways out."""
+    results, saved = output_dir / RESULTS, output_dir / RUN_CONFIG
+    started = results.is_file() or (last_checkpoint is not None and last_checkpoint.is_file())
+    if not (resume and started):
+        return None
+    ways_out = (
+        "resume=false starts afresh there; hydra.run.dir=DIR (hydra.sweep.dir in a multirun) runs elsewhere"
+    )
+    if not saved.is_file():
+        problem = f"holds an earlier run with no record of its config ({RUN_CONFIG})"
+        raise ConfigError("resume", f"{output_dir} {problem}; {ways_out}")
+    changed = differences(json.loads(saved.read_text()), json.loads(json.dumps(config, default=str)))
+    if changed:
+        more = f", and {len(changed) - SHOWN} more" if len(changed) > SHOWN else ""
+        problem = f"holds a run started with another config ({'; '.join(changed[:SHOWN])}{more})"
+        raise ConfigError("resume", f"{output_dir} {problem}; {ways_out}")
+    return json.loads(results.read_text()) if results.is_file() else None
+
+
+def record_config(output_dir: Path, config: Mapping) -> None:
+    """Write the resolved config this run starts with (`check_run_folder` compares a restart to it)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / RUN_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
