@@ -22,7 +22,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from callbacks.checkpointing import LastCheckpoint
-from sparsecse.cli import CONFIG_DIR, REPO_ROOT, exit_on_config_error  # noqa: F401 (REPO_ROOT for tests)
+from sparsecse.cli import CONFIG_DIR, exit_on_config_error, run_checked
 from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import (
@@ -34,14 +34,13 @@ from sparsecse.evaluation import (
 )
 from sparsecse.export import save_sparse_encoder
 from sparsecse.loading import load_checkpoint_file, load_config
-from sparsecse.paths import default_data_dir, run_name
+from sparsecse.paths import run_name
 from sparsecse.plots import align_uniform_path
 from sparsecse.pruning import counted_parameters, pruned_any, remove_pruned_units, sparsity_summary
 from sparsecse.runs import RESULTS, check_run_folder, record_config
 from sparsecse.schema import check_config
 
 log = logging.getLogger("sparsecse.train")
-OmegaConf.register_new_resolver("sparsecse_data_dir", lambda: str(default_data_dir()), replace=True)
 NOT_IN_FOLDER_NAMES = ("resume", "ckpt_path")  # restarting a run must not move it to another folder
 
 
@@ -354,7 +353,7 @@ def report(cfg: DictConfig, module, results: dict, rows: dict) -> list[Path]:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     exit_code = 1
     try:
         with exit_on_config_error("sparsecse-train"):
@@ -366,6 +365,10 @@ def main(cfg: DictConfig) -> None:
         # every job of a multirun closes its own run, failed ones with a non-zero exit code;
         # otherwise the next job would log into this one ("run already in progress")
         wandb.finish(exit_code=exit_code)
+
+
+def main() -> None:
+    run_checked("sparsecse-train", CONFIG_DIR, "train", hydra_main)
 
 
 if __name__ == "__main__":

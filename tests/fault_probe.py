@@ -10,11 +10,13 @@ import torch
 
 
 class SignalAt(L.Callback):
-    """Send this process `signal_name` once the optimizer step `step` is done (and, being listed after
-    LastCheckpoint, once its checkpoint for that step is written)."""
+    """Send this process a signal once an optimizer step is done (and, being listed after
+    LastCheckpoint, once its checkpoint for that step is written): `$SIGNAL_AT`, as `STEP:SIGNAL`.
+    Read from the environment, not the config, so that the restart runs the very same config."""
 
-    def __init__(self, step: int, signal_name: str = "SIGKILL"):
-        self.step, self.signum = step, signal.Signals[signal_name]
+    def __init__(self):
+        step, _, name = os.environ.get("SIGNAL_AT", "-1:SIGKILL").partition(":")
+        self.step, self.signum = int(step), signal.Signals[name]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         if trainer.global_step == self.step:

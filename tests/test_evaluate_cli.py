@@ -11,11 +11,11 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from test_train import compose_train, cpu_overrides
 
-from sparsecse.cli import TOOLS_CONFIG_DIR
+from sparsecse.cli import REPO_ROOT, TOOLS_CONFIG_DIR
 from sparsecse.cli.evaluate import evaluate
 from sparsecse.encoder import load_encoder
 from sparsecse.errors import ConfigError
-from train import REPO_ROOT, train
+from train import train
 
 
 def compose_eval(overrides: list[str]):

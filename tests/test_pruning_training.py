@@ -14,10 +14,11 @@ import torch
 from test_encoder import TEXTS
 from test_train import compose_train, cpu_overrides
 
+from sparsecse.cli import REPO_ROOT
 from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import load_encoder
 from sparsecse.pruning import PruningEvent, Sparsifier
-from train import REPO_ROOT, train
+from train import train
 
 
 def pruning_run(tmp_path: Path, data_dir: Path, model: Path, corpus: Path, *extra: str) -> list[str]:

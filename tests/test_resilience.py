@@ -20,9 +20,10 @@ from test_pruning_training import pruning_run
 from test_train import compose_train, cpu_overrides
 
 import callbacks.checkpointing
+from sparsecse.cli import CONFIG_DIR, REPO_ROOT
 from sparsecse.errors import CheckpointWriteError, ConfigError, TrainingDiverged
 from sparsecse.paths import run_name
-from train import CONFIG_DIR, REPO_ROOT, job_name, sweep_name, train
+from train import job_name, sweep_name, train
 
 
 @pytest.fixture
@@ -117,8 +118,8 @@ def test_unwritable_checkpoint_is_one_line_and_the_previous_one_survives(
     assert sorted(p.name for p in checkpoints.iterdir() if "tmp" in p.name) == []
 
 
-def run_script(overrides: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled",
+def run_script(overrides: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", **env,
            "PYTHONPATH": f"{REPO_ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}  # fmt: skip
     return subprocess.run([sys.executable, "train.py", *overrides, f"hydra.run.dir={tmp_path}"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
@@ -141,10 +142,11 @@ def test_killed_mid_epoch_after_pruning_then_restarted_equals_the_uninterrupted_
     whole = tmp_path / "whole"
     assert run_script(fault_run(whole, data_dir, tiny_model_dir, corpus), whole).returncode == 0
     broken = tmp_path / "broken"
-    overrides = fault_run(broken, data_dir, tiny_model_dir, corpus)
-    fault = ["+callbacks.fault._target_=fault_probe.SignalAt", f"+callbacks.fault.step={at_step}",
-             f"+callbacks.fault.signal_name={signal_name}"]  # fmt: skip
-    stopped = run_script(overrides + fault, broken)
+    # the restart runs the same config (the fault is armed from the environment), as a requeue does
+    overrides = fault_run(
+        broken, data_dir, tiny_model_dir, corpus, "+callbacks.fault._target_=fault_probe.SignalAt"
+    )
+    stopped = run_script(overrides, broken, SIGNAL_AT=f"{at_step}:{signal_name}")
     if signal_name == "SIGKILL":
         assert stopped.returncode == -9
     else:

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from sparsecse.cli import TOOLS_CONFIG_DIR
+from sparsecse.cli import REPO_ROOT, TOOLS_CONFIG_DIR
 from sparsecse.cli.evaluate import evaluate
 from sparsecse.encoder import CHECKPOINT_KEY, SentenceEncoder, load_encoder
 from sparsecse.errors import ConfigError
@@ -31,7 +31,6 @@ from sparsecse.loading import (
     load_tokenizer,
 )
 from sparsecse.surgery import remove_units
-from train import REPO_ROOT
 
 REFUSED = r"is not a plain-tensor checkpoint and was refused \(torch\.load\(weights_only=True\)"
 CUSTOM_CODE = "import pathlib\npathlib.Path({marker!r}).touch()\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from wandb_records import run_summary
 
-from train import REPO_ROOT
+from sparsecse.cli import REPO_ROOT
 
 
 def multirun(tmp_path: Path, data_dir: Path, model: Path, *overrides: str, mode: str = "-m"):
@@ -69,6 +69,7 @@ def test_a_restarted_run_logs_into_the_same_wandb_run(tmp_path, data_dir, tiny_m
     single = f"hydra.run.dir={tmp_path / 'run'}"
     first = multirun(tmp_path, data_dir, tiny_model_dir, mode=single)
     assert first.returncode == 0, first.stderr[-3000:]
+    (tmp_path / "run" / "results.json").unlink()  # stopped after its last checkpoint: not finished
     second = multirun(tmp_path, data_dir, tiny_model_dir, mode=single)
     assert second.returncode == 0, second.stderr[-3000:]
     run_id = (tmp_path / "run" / "wandb_run_id").read_text().strip()

@@ -4,17 +4,27 @@ entry point shares. They live inside the package: top-level modules named `evalu
 
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig, OmegaConf
+
+from sparsecse.constraints import unknown_key
 from sparsecse.errors import ConfigError, RunStopped
+from sparsecse.paths import default_data_dir
 
 # the checkout the package is installed from in editable mode, whose conf/ Hydra reads
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = str(REPO_ROOT / "conf")
 TOOLS_CONFIG_DIR = str(REPO_ROOT / "conf" / "tools")
+# `data_dir: ${sparsecse_data_dir:}` in every entry point's config
+OmegaConf.register_new_resolver("sparsecse_data_dir", lambda: str(default_data_dir()), replace=True)
 
 
 @contextmanager
@@ -29,3 +39,76 @@ def exit_on_config_error(program: str) -> Iterator[None]:
     except RunStopped as err:
         print(f"{program}: {err}", file=sys.stderr)
         raise SystemExit(err.exit_code) from None
+
+
+def command_line_overrides(args: Sequence[str]) -> list[str] | None:
+    """The config overrides of a command line, a sweep's first value standing for all of them; None
+    when another config is named (`--config-name`) or Hydra will report a syntax error itself."""
+    if any(a.startswith(("--config", "-cn", "-cp", "-cd")) for a in args):
+        return None
+    try:
+        parsed = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    except Exception:  # Hydra's own message for a malformed override is clear
+        return None
+    overrides = []
+    for override in parsed:
+        if override.key_or_group.startswith("hydra"):
+            continue
+        if override.is_sweep_override():
+            first = next(iter(override.sweep_string_iterator()))
+            overrides.append(f"{override.get_key_element()}={first}")
+        else:
+            overrides.append(override.input_line)
+    return overrides
+
+
+def unknown_override(err: ConfigCompositionException) -> str | None:
+    """The key of an override Hydra rejected because the config has no such key."""
+    found = re.match(r"Could not override '([^']+)'\.\nTo append to your config use \+", str(err))
+    return found.group(1) if found else None
+
+
+def unknown_key_error(cfg: DictConfig, key: str) -> ConfigError:
+    """`key` names nothing in `cfg`: the one-line error for its first missing part, with the closest
+    key at that level (and the class that node instantiates)."""
+    parts, node, depth = key.split("."), cfg, 0
+    while depth < len(parts) - 1 and isinstance(node.get(parts[depth]), DictConfig):
+        node, depth = node[parts[depth]], depth + 1
+    name = ".".join(parts[: depth + 1])
+    if parts[depth] in node:  # a value where the key wants a node (e.g. a group set to null)
+        return ConfigError(name, f"is {node[parts[depth]]!r} here, which has no key {parts[depth + 1]!r}")
+    known = [str(k) for k in node if not str(k).startswith("_")]
+    message = unknown_key(parts[depth], known, node.get("_target_", ""))
+    if "did you mean" not in message:
+        message += f" (+{key}=... adds a key the config does not list)"
+    return ConfigError(name, message)
+
+
+def check_overrides(config_dir: str, config_name: str, args: Sequence[str]) -> None:
+    """Hydra rejects a mistyped key on the command line with a message of several lines and exit
+    status 1, before our checks run; this finds it first and raises our one-line ConfigError naming
+    the key, with "did you mean". Anything else is left for Hydra and the config checks to report."""
+    overrides = command_line_overrides(args)
+    if not overrides:
+        return
+    rejected = []
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        while True:
+            try:
+                cfg = compose(config_name, overrides)
+                break
+            except ConfigCompositionException as err:
+                key = unknown_override(err)
+                if key is None:
+                    return
+                rejected.append(key)
+                overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    if rejected:
+        raise unknown_key_error(cfg, rejected[0])
+
+
+def run_checked(program: str, config_dir: str, config_name: str, hydra_main: Callable[[], None]) -> None:
+    """A Hydra entry point whose command-line typos get our one-line error and exit status 2."""
+    with exit_on_config_error(program):
+        check_overrides(config_dir, config_name, sys.argv[1:])
+    hydra_main()

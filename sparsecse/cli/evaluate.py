@@ -10,7 +10,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from sparsecse.cli import TOOLS_CONFIG_DIR, exit_on_config_error
+from sparsecse.cli import TOOLS_CONFIG_DIR, exit_on_config_error, run_checked
 from sparsecse.encoder import load_encoder
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import (
@@ -60,9 +60,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=TOOLS_CONFIG_DIR, config_name="eval")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     with exit_on_config_error("sparsecse-eval"):
         evaluate(cfg)
+
+
+def main() -> None:
+    run_checked("sparsecse-eval", TOOLS_CONFIG_DIR, "eval", hydra_main)
 
 
 if __name__ == "__main__":

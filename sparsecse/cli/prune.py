@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sparsecse.cli import TOOLS_CONFIG_DIR, exit_on_config_error
+from sparsecse.cli import TOOLS_CONFIG_DIR, exit_on_config_error, run_checked
 from sparsecse.cli.evaluate import model_key, pick_device
 from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import check_pooler, load_encoder
@@ -71,9 +71,13 @@ def prune(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=TOOLS_CONFIG_DIR, config_name="prune")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     with exit_on_config_error("sparsecse-prune"):
         prune(cfg)
+
+
+def main() -> None:
+    run_checked("sparsecse-prune", TOOLS_CONFIG_DIR, "prune", hydra_main)
 
 
 if __name__ == "__main__":
