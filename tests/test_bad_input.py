@@ -114,6 +114,7 @@ def test_bad_input_is_reported_before_compute(case, tmp_path, data_dir, tiny_mod
     assert not (tmp_path / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_cli_prints_one_line_and_exits_2(tmp_path, data_dir):
     env = {**os.environ, "SPARSECSE_DATA_DIR": str(data_dir), "WANDB_MODE": "disabled"}
     proc = subprocess.run(

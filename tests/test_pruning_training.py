@@ -83,6 +83,7 @@ def test_a_checkpoint_after_pruning_loads_as_the_exported_model(
     assert torch.equal(from_checkpoint.encode(TEXTS), exported.encode(TEXTS))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("granularity", ["structured", "unstructured"])
 def test_an_event_that_removes_nothing_is_plain_simcse(
     tmp_path, data_dir, tiny_model_dir, corpus, granularity, monkeypatch
@@ -144,8 +145,20 @@ GATES = [f"encoder.gates.{kind}_{i}" for kind in ("head", "neuron") for i in (0,
     ("score", "schedule", "resume_from", "done"),
     [
         ("magnitude", "[{epoch:1}]", "step4.ckpt", 1),  # after the event at epoch 1 (step 2)
-        ("magnitude", "[{epoch:1}]", "step2-before-final-pruning.ckpt", 0),  # before it
-        ("random", "[{epoch:1},{epoch:2}]", "step4-before-final-pruning.ckpt", 1),  # between two events
+        pytest.param(
+            "magnitude",
+            "[{epoch:1}]",
+            "step2-before-final-pruning.ckpt",
+            0,  # resumed before the event
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            "random",
+            "[{epoch:1},{epoch:2}]",
+            "step4-before-final-pruning.ckpt",
+            1,  # resumed between two events
+            marks=pytest.mark.slow,
+        ),
     ],
     ids=["after-the-event", "before-the-event", "between-random-events"],
 )

@@ -167,6 +167,7 @@ def test_killed_mid_epoch_after_pruning_then_restarted_equals_the_uninterrupted_
     assert got_history == expected_history and [h["step"] for h in got_history] == [2, 4, 6]
 
 
+@pytest.mark.slow
 def test_lightning_ddp_launcher_inside_a_multirun_is_refused(tmp_path, data_dir, tiny_model_dir):
     overrides = [
         "-m",
