@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
@@ -112,3 +113,14 @@ def run_checked(program: str, config_dir: str, config_name: str, hydra_main: Cal
     with exit_on_config_error(program):
         check_overrides(config_dir, config_name, sys.argv[1:])
     hydra_main()
+
+
+def tool_main(program: str, config_name: str, run: Callable[[DictConfig], object]) -> Callable[[], None]:
+    """The console-script `main` of a tool configured by conf/tools/<config_name>.yaml."""
+
+    @hydra.main(version_base="1.3", config_path=TOOLS_CONFIG_DIR, config_name=config_name)
+    def hydra_main(cfg: DictConfig) -> None:
+        with exit_on_config_error(program):
+            run(cfg)
+
+    return lambda: run_checked(program, TOOLS_CONFIG_DIR, config_name, hydra_main)

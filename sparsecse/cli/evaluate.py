@@ -6,11 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
-from sparsecse.cli import TOOLS_CONFIG_DIR, exit_on_config_error, run_checked
+from sparsecse.cli import tool_main
 from sparsecse.encoder import load_encoder
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import (
@@ -59,15 +58,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=TOOLS_CONFIG_DIR, config_name="eval")
-def hydra_main(cfg: DictConfig) -> None:
-    with exit_on_config_error("sparsecse-eval"):
-        evaluate(cfg)
-
-
-def main() -> None:
-    run_checked("sparsecse-eval", TOOLS_CONFIG_DIR, "eval", hydra_main)
-
+main = tool_main("sparsecse-eval", "eval", evaluate)
 
 if __name__ == "__main__":
     main()

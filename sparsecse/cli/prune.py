@@ -5,10 +5,9 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sparsecse.cli import TOOLS_CONFIG_DIR, exit_on_config_error, run_checked
+from sparsecse.cli import tool_main
 from sparsecse.cli.evaluate import model_key, pick_device
 from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import check_pooler, load_encoder
@@ -70,15 +69,7 @@ def prune(cfg: DictConfig) -> dict:
     return results
 
 
-@hydra.main(version_base="1.3", config_path=TOOLS_CONFIG_DIR, config_name="prune")
-def hydra_main(cfg: DictConfig) -> None:
-    with exit_on_config_error("sparsecse-prune"):
-        prune(cfg)
-
-
-def main() -> None:
-    run_checked("sparsecse-prune", TOOLS_CONFIG_DIR, "prune", hydra_main)
-
+main = tool_main("sparsecse-prune", "prune", prune)
 
 if __name__ == "__main__":
     main()
