@@ -178,13 +178,18 @@ def check_launch(trainer: L.Trainer) -> None:
         )
 
 
+def last_checkpoint(callbacks: list) -> Path | None:
+    """Where the LastCheckpoint callback writes `last.ckpt` (None without one)."""
+    return next((c.path for c in callbacks if isinstance(c, LastCheckpoint)), None)
+
+
 def resume_from(cfg: DictConfig, callbacks: list) -> str | None:
     """`ckpt_path` if given; else, with `resume`, the run folder's `last.ckpt` if a previous start of
     this job left one (a requeued or restarted job carries on where it stopped)."""
     if cfg.get("ckpt_path"):
         load_checkpoint_file(cfg.ckpt_path, "ckpt_path")  # refuses a missing or unsafe file up front
         return cfg.ckpt_path
-    last = next((c.path for c in callbacks if isinstance(c, LastCheckpoint)), None)
+    last = last_checkpoint(callbacks)
     if cfg.resume and last is not None and last.is_file():
         log.info(f"resuming from {last} (resume=false starts afresh)")
         return str(last)
@@ -243,8 +248,7 @@ def train(cfg: DictConfig) -> dict:
     model_config = preflight(cfg)
     pruning = build_pruning(cfg, model_config)
     callbacks = instantiate_dict(cfg.get("callbacks")) + ([pruning] if pruning else [])
-    last = next((c.path for c in callbacks if isinstance(c, LastCheckpoint)), None)
-    finished = check_run_folder(Path(cfg.output_dir), resolved, cfg.resume, last)
+    finished = check_run_folder(Path(cfg.output_dir), resolved, cfg.resume, last_checkpoint(callbacks))
     if finished is not None:
         print(f"{cfg.output_dir} already finished with this config; its results are in "
               f"{Path(cfg.output_dir) / RESULTS} (resume=false trains it again)")  # fmt: skip
@@ -303,7 +307,7 @@ def checkpoint_files(trainer: L.Trainer, callbacks: list, pruning) -> dict:
         files["best"] = best
     if pruning is not None and pruning.earlier_best:
         files["best_before_final_pruning"] = list(pruning.earlier_best)
-    last = next((c.path for c in callbacks if isinstance(c, LastCheckpoint)), None)
+    last = last_checkpoint(callbacks)
     if last is not None and last.is_file():
         files["last"] = str(last)
     return files
