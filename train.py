@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from callbacks.checkpointing import LastCheckpoint
 from sparsecse.cli import CONFIG_DIR, exit_on_config_error, run_checked
+from sparsecse.cli.config import check_config
 from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import (
@@ -38,7 +39,6 @@ from sparsecse.paths import run_name
 from sparsecse.plots import align_uniform_path
 from sparsecse.pruning import counted_parameters, pruned_any, remove_pruned_units, sparsity_summary
 from sparsecse.runs import RESULTS, check_run_folder, record_config
-from sparsecse.schema import check_config
 
 log = logging.getLogger("sparsecse.train")
 NOT_IN_FOLDER_NAMES = ("resume", "ckpt_path")  # restarting a run must not move it to another folder

@@ -9,18 +9,18 @@ import subprocess
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from sparsecse.constraints import NonNegativeInt, OneOf, checked
 from sparsecse.errors import CheckpointWriteError, Preempted
 from sparsecse.loading import load_checkpoint_file
+from sparsecse.validation import NonNegativeInt, checked
 
 # what a job may be told to stop by: SLURM's time-limit warning, preemption, a user's kill or Ctrl-C
-StopSignal = Annotated[str, OneOf("SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT", noun="signal")]
+StopSignal = Literal["SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -10,10 +10,10 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from callbacks.pruning import scoring_batches
-from sparsecse.constraints import PositiveInt, checked
 from sparsecse.importance import ScoreMode
 from sparsecse.plots import head_heatmap, neuron_histogram
 from sparsecse.pruning import EventTime, Sparsifier
+from sparsecse.validation import PositiveInt, checked
 
 
 class ImportanceScoring(L.Callback):

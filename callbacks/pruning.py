@@ -9,7 +9,6 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from sparsecse.constraints import Fraction, PositiveInt, checked
 from sparsecse.importance import ScoreMode
 from sparsecse.pruning import (
     Granularity,
@@ -19,6 +18,7 @@ from sparsecse.pruning import (
     build_schedule,
     check_schedule_fits,
 )
+from sparsecse.validation import Fraction, PositiveInt, checked
 
 BEFORE_FINAL_PRUNING = "before-final-pruning"  # suffix of the best checkpoints an event made obsolete
 

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from sparsecse.errors import ConfigError, require_int
+from sparsecse.errors import ConfigError
 from sparsecse.lines import MAX_LINE_LENGTH, BadLine, CheckedLines, LineReport
+from sparsecse.validation import PositiveInt, check_value
 
 NLI_COLUMNS = ("sent0", "sent1", "hard_neg")  # SimCSE's nli_for_simcse.csv header
 
@@ -45,7 +46,7 @@ class TextLines(Dataset):
     ):
         self.path = require_file(path, key)
         self.report = LineReport(self.path, key, on_bad_line)
-        require_int(max_line_length, "max_line_length", 1)
+        check_value("max_line_length", max_line_length, PositiveInt)
         with open(self.path, "rb") as f:
             offsets = self._index(CheckedLines(f, max_line_length))
         if not offsets:
@@ -151,7 +152,7 @@ def read_nli_csv(
     """SimCSE's supervised format: a header `sent0,sent1[,hard_neg]`, then one example a row."""
     path = require_file(path, key)
     rows = Examples(LineReport(path, key, on_bad_line))
-    require_int(max_line_length, "max_line_length", 1)
+    check_value("max_line_length", max_line_length, PositiveInt)
     with open(path, "rb") as f:
         lines = CheckedLines(f, max_line_length)
         reader = csv.reader(lines)

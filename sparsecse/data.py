@@ -18,13 +18,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from sparsecse.constraints import NonNegativeInt, PositiveInt, checked
 from sparsecse.corpora import EMBEDDED, load_corpus
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation.files import SNLI_FILES, STSB_DEV, check_files
 from sparsecse.evaluation.sts import ScoredPairs, read_stsb
 from sparsecse.lines import MAX_LINE_LENGTH, LineReport, OnBadLine
 from sparsecse.loading import load_config, load_tokenizer
+from sparsecse.validation import NonNegativeInt, PositiveInt, checked
 
 log = logging.getLogger(__name__)
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from transformers import AutoConfig, AutoModel, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
-from sparsecse.constraints import OneOf, check_value
 from sparsecse.errors import ConfigError
 from sparsecse.gates import UnitGates, WeightMasks
 from sparsecse.loading import (
@@ -22,12 +21,13 @@ from sparsecse.loading import (
     load_tokenizer,
 )
 from sparsecse.pruning import remove_pruned_units
+from sparsecse.validation import check_value
 
 # SimCSE's poolers (Gao et al. 2021, Sec. 6.3 / evaluation.py): `cls` is [CLS] through the MLP
 # (stored as the backbone's pooler, as SimCSE's simcse_to_huggingface.py does), the rest are
 # parameter-free.
 POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
-Pooler = Annotated[str, OneOf(*POOLERS, noun="pooler")]
+Pooler = Literal[POOLERS]
 CHECKPOINT_KEY = "sparsecse_encoder"  # entry of a Lightning checkpoint that describes the encoder
 # Padded lengths of a compiled encoder's batches: six shapes, within torch.compile's default limit
 # of eight recompiles of one function.

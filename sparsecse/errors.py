@@ -18,14 +18,6 @@ class ConfigError(ValueError):
         return ConfigError(f"{group}.{self.key}", self.message)
 
 
-def require_int(value, key: str, minimum: int) -> int:
-    """`value` if it is an integer (not a bool) of at least `minimum`, else a ConfigError on `key`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
-        raise ConfigError(key, f"must be {kind}, got {value!r}")
-    return value
-
-
 class RunStopped(RuntimeError):
     """A run stopped for a reason one line explains (the entry points print it without a traceback)."""
 

@@ -11,19 +11,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from sparsecse.constraints import OneOf, check_value
 from sparsecse.errors import ConfigError
 from sparsecse.gates import encoder_layers, head_size
 from sparsecse.loss import alignment, uniformity
+from sparsecse.validation import check_value
 
 SCORE_MODES = ("magnitude", "signed", "alignment", "uniformity", "random", "weight_magnitude")
-ScoreMode = Annotated[str, OneOf(*SCORE_MODES, noun="score mode")]
+ScoreMode = Literal[SCORE_MODES]
 
 
 def check_score_mode(mode: str) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import BinaryIO, Literal
 
-from sparsecse.constraints import OneOf, check_value
 from sparsecse.errors import ConfigError
+from sparsecse.validation import check_value
 
 ON_BAD_LINE = ("fail", "skip")
-OnBadLine = Annotated[str, OneOf(*ON_BAD_LINE)]
+OnBadLine = Literal[ON_BAD_LINE]
 MAX_LINE_LENGTH = 10_000  # characters
 _CHUNK = 1 << 20  # bytes read at a time from the rest of an over-long line
 

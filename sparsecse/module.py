@@ -8,11 +8,11 @@ from typing import Annotated
 import lightning as L
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor
 from torch.optim import Optimizer
 from torchmetrics import SpearmanCorrCoef
 
-from sparsecse.constraints import GreaterThan
 from sparsecse.encoder import CHECKPOINT_KEY, SentenceEncoder
 from sparsecse.errors import TrainingDiverged
 from sparsecse.loss import TEMPERATURE, simcse_loss
@@ -28,7 +28,7 @@ class SimCSEModule(L.LightningModule):
         encoder: SentenceEncoder,
         optimizer: Callable[..., Optimizer],
         scheduler: Callable | None = None,
-        temperature: Annotated[float, GreaterThan(0.0)] = TEMPERATURE,
+        temperature: Annotated[float, Field(gt=0.0)] = TEMPERATURE,
         hard_negative_weight: float = 0.0,
         gather_negatives: bool = True,
         seed: int = 0,

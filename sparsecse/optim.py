@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from pydantic import Field
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from sparsecse.constraints import Between
-
 
 def linear_warmup_decay(
-    optimizer: Optimizer, num_training_steps: int, warmup_ratio: Annotated[float, Between(0.0, 1.0)] = 0.0
+    optimizer: Optimizer, num_training_steps: int, warmup_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
 ) -> LambdaLR:
     """Linear warm-up over `warmup_ratio` of the steps, then linear decay to 0 (the HF Trainer
     default that SimCSE trains with, there with no warm-up)."""

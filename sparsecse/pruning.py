@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Annotated, TypedDict
+from typing import Literal
 
 import torch
 from torch import Tensor
+from typing_extensions import TypedDict
 
-from sparsecse.constraints import Fraction, NonNegativeInt, OneOf, check_value
-from sparsecse.errors import ConfigError, require_int
+from sparsecse.errors import ConfigError
 from sparsecse.gates import UnitGates, WeightMasks, encoder_layers, head_size
 from sparsecse.importance import (
     Scorer,
@@ -21,15 +21,17 @@ from sparsecse.importance import (
     select_kept,
     weight_magnitude_scores,
 )
+from sparsecse.validation import STRICT_RECORD, Fraction, NonNegativeInt, PositiveInt, check_value
 
 GRANULARITIES = ("structured", "unstructured")
-Granularity = Annotated[str, OneOf(*GRANULARITIES, noun="granularity")]
+Granularity = Literal[GRANULARITIES]
 TARGETS = {"structured": ("head_sparsity", "ffn_sparsity"), "unstructured": ("weight_sparsity",)}
 
 
 class EventTime(TypedDict, total=False):
     """When: `{epoch: E}` or `{step: S}`."""
 
+    __pydantic_config__ = STRICT_RECORD
     epoch: NonNegativeInt | None
     step: NonNegativeInt | None
 
@@ -37,6 +39,7 @@ class EventTime(TypedDict, total=False):
 class ScheduleEvent(EventTime, total=False):
     """A `schedule` entry: when, and optionally its own cumulative targets."""
 
+    __pydantic_config__ = STRICT_RECORD
     head_sparsity: Fraction
     ffn_sparsity: Fraction
     weight_sparsity: Fraction
@@ -71,7 +74,8 @@ def _event_time(entry: Mapping, key: str) -> tuple[str, int]:
     units = [u for u in ("epoch", "step") if entry.get(u) is not None]
     if len(units) != 1:
         raise ConfigError(key, f"needs exactly one of `epoch` or `step`, got {dict(entry)}")
-    return units[0], require_int(entry[units[0]], f"{key}.{units[0]}", 0)
+    check_value(f"{key}.{units[0]}", entry[units[0]], NonNegativeInt)
+    return units[0], entry[units[0]]
 
 
 def build_schedule(schedule: Sequence[Mapping], granularity: str, **final: float) -> list[PruningEvent]:
@@ -135,8 +139,9 @@ class Sparsifier:
         self.granularity = check_granularity(granularity)
         self.scorer = Scorer(score, uniformity_weight)
         self.seed = seed
-        self.num_batches = require_int(num_batches, "num_batches", 1)
-        self.min_heads_per_layer = require_int(min_heads_per_layer, "min_heads_per_layer", 0)
+        check_value("num_batches", num_batches, PositiveInt)
+        check_value("min_heads_per_layer", min_heads_per_layer, NonNegativeInt)
+        self.num_batches, self.min_heads_per_layer = num_batches, min_heads_per_layer
         self.normalize_head_scores = normalize_head_scores
 
     def check_model(self, config) -> None:

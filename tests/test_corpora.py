@@ -126,9 +126,9 @@ def test_text_lines_all_skipped_is_an_empty_corpus(tmp_path):
 @pytest.mark.parametrize("reader", [TextLines, read_nli_csv])
 def test_readers_check_their_switches(tmp_path, reader):
     path = write(tmp_path, "c.csv", "sent0,sent1\na,b\n")
-    with pytest.raises(ConfigError, match=r"^on_bad_line: expected one of fail, skip, got 'warn'$"):
+    with pytest.raises(ConfigError, match=r"^on_bad_line: must be 'fail' or 'skip', got 'warn'$"):
         reader(path, on_bad_line="warn")
-    with pytest.raises(ConfigError, match=r"^max_line_length: must be a positive integer, got 0$"):
+    with pytest.raises(ConfigError, match=r"^max_line_length: must be greater than or equal to 1, got 0$"):
         reader(path, max_line_length=0)
 
 

@@ -103,9 +103,9 @@ def test_data_module_lists_its_missing_files_first(tmp_path, train_file, message
 @pytest.mark.parametrize(
     "switch, message",
     [
-        ({"on_bad_line": "warn"}, r"^on_bad_line: expected one of fail, skip, got 'warn'$"),
-        ({"max_line_length": 0}, r"^max_line_length: must be a positive integer, got 0$"),
-        ({"max_line_length": "10k"}, r"^max_line_length: must be a positive integer, got '10k'$"),
+        ({"on_bad_line": "warn"}, r"^on_bad_line: must be 'fail' or 'skip', got 'warn'$"),
+        ({"max_line_length": 0}, r"^max_line_length: must be greater than or equal to 1, got 0$"),
+        ({"max_line_length": "10k"}, r"^max_line_length: must be a valid integer, got '10k'$"),
     ],
 )
 def test_data_module_checks_its_switches_up_front(tmp_path, switch, message):

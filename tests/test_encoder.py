@@ -59,7 +59,7 @@ def test_encode_truncates_only_when_asked(make_encoder):
 
 
 def test_unknown_pooler_is_rejected_before_loading():
-    with pytest.raises(ConfigError, match="pooler: unknown pooler 'mean'"):
+    with pytest.raises(ConfigError, match="pooler: must be 'cls', .*, got 'mean'"):
         SentenceEncoder.from_pretrained("/does/not/matter", pooler="mean")
 
 

@@ -47,7 +47,7 @@ def test_alignment_uniformity_and_random_modes():
     assert Scorer("uniformity")(stats, [torch.zeros(2)])[0].tolist() == [5.0, 1.0]
     first = Scorer("random")(None, [torch.zeros(5)], torch.Generator().manual_seed(3))[0]
     assert torch.equal(first, Scorer("random")(None, [torch.zeros(5)], torch.Generator().manual_seed(3))[0])
-    with pytest.raises(ConfigError, match="score: unknown score mode 'taylor'"):
+    with pytest.raises(ConfigError, match="score: must be 'magnitude', .*, got 'taylor'"):
         Scorer("taylor")
 
 

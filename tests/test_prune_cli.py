@@ -42,9 +42,12 @@ def test_post_hoc_sparsification_writes_a_loadable_model(tmp_path, data_dir, tin
     "overrides, message",
     [
         ([], "output_dir: is required"),
-        (["output_dir=x", "pruning.score=taylor"], "pruning.score: unknown score mode"),
-        (["output_dir=x", "pruning.head_sparsity=1.5"], "pruning.head_sparsity: must be a fraction"),
-        (["output_dir=x", "pooler=mean"], "pooler: unknown pooler"),
+        (["output_dir=x", "pruning.score=taylor"], "pruning.score: must be 'magnitude', .*, got 'taylor'"),
+        (
+            ["output_dir=x", "pruning.head_sparsity=1.5"],
+            "head_sparsity: must be less than 1, got 1.5",
+        ),
+        (["output_dir=x", "pooler=mean"], "pooler: must be 'cls', .*, got 'mean'"),
         (["output_dir=x", "model=/no/such/model"], "model: cannot load model"),
     ],
 )

@@ -355,7 +355,7 @@ def test_evaluate_transfer_end_to_end(tmp_path):
 
 
 def test_unknown_preset_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="transfer_preset: unknown preset 'slow'"):
+    with pytest.raises(ConfigError, match="transfer_preset: must be 'test' or 'fasttest', got 'slow'"):
         evaluate_transfer(hashed_bag_of_words, tmp_path, ["mr"], preset="slow")
 
 

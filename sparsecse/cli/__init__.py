@@ -16,9 +16,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
-from sparsecse.constraints import unknown_key
 from sparsecse.errors import ConfigError, RunStopped
 from sparsecse.paths import default_data_dir
+from sparsecse.validation import unknown_key
 
 # the checkout the package is installed from in editable mode, whose conf/ Hydra reads
 REPO_ROOT = Path(__file__).resolve().parents[2]

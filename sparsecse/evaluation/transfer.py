@@ -16,17 +16,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Literal
 
 import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
 from torch import Tensor
 
-from sparsecse.constraints import OneOf, check_value
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation.classifier import ClassifierConfig, Fit, fit_many
 from sparsecse.evaluation.sts import Encode, _require
+from sparsecse.validation import check_value
 
 TRANSFER_TASKS = ("mr", "cr", "subj", "mpqa", "sst2", "trec", "mrpc")
 # folder, file of label 1, file of label 0 (SUBJ: objective is 1, as in SentEval)
@@ -52,7 +52,7 @@ PRESETS = {
     "test": Preset(10, ClassifierConfig("adam", batch_size=64, tenacity=5, epoch_size=4)),
     "fasttest": Preset(5, ClassifierConfig("rmsprop", batch_size=128, tenacity=3, epoch_size=2)),
 }
-TransferPreset = Annotated[str, OneOf(*PRESETS, noun="preset")]
+TransferPreset = Literal[tuple(PRESETS)]
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,9 @@
 """The training config checked whole, before any data or model loads.
 
-Takes the resolved config as a plain mapping (no Hydra here). Each group is checked against the
-signature of its `_target_`, whose type hints and `Annotated` constraints are the group's schema;
-the top-level keys and `evaluate` against the dataclasses below. The first problem found is raised
-as one ConfigError naming its full dotted key (`data.batch_size: must be a positive integer, got 0`).
+Takes the resolved config as a plain mapping. Each group is checked against the signature of its
+`_target_`, whose type hints are the group's schema (`sparsecse.validation`); the top-level keys and
+`evaluate` against the records below. The first problem found is raised as one ConfigError naming
+its full dotted key (`data.batch_size: must be greater than or equal to 1, got 0`).
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
 from typing import Any
 
-from sparsecse.constraints import PositiveInt, check_arguments, check_fields, check_value, unknown_key
+from typing_extensions import TypedDict, get_type_hints
+
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation.transfer import TransferPreset
+from sparsecse.validation import STRICT_RECORD, PositiveInt, check_arguments, check_value, unknown_key
 
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
 TARGET_GROUPS = ("data", "model", "trainer")  # one `_target_` each
@@ -25,10 +26,10 @@ OPTIONAL_GROUPS = ("pruning",)  # a `_target_`, or empty under `pruning=none`
 GROUPS = (*TARGET_GROUPS, *NAMED_GROUPS, *OPTIONAL_GROUPS)
 
 
-@dataclass(frozen=True)
-class EvaluateSettings:
+class EvaluateSettings(TypedDict):
     """The `evaluate` block of conf/train.yaml."""
 
+    __pydantic_config__ = STRICT_RECORD
     before: bool
     after: bool
     tasks: list[str]  # names and sets, checked by sparsecse.evaluation.check_evaluation
@@ -36,10 +37,10 @@ class EvaluateSettings:
     batch_size: PositiveInt
 
 
-@dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(TypedDict):
     """The top-level keys of conf/train.yaml, besides the groups."""
 
+    __pydantic_config__ = STRICT_RECORD
     task_name: str
     seed: int
     data_dir: str
@@ -50,9 +51,14 @@ class TrainSettings:
     evaluate: EvaluateSettings
 
 
-def resolve_target(key: str, path: Any) -> Callable:
-    """The callable a dotted `_target_` names: the longest importable module, then attributes."""
-    parts = str(path).split(".")
+def top_level_keys() -> list[str]:
+    return list(get_type_hints(TrainSettings))
+
+
+@functools.cache
+def _import(path: str) -> Callable | None:
+    """The callable a dotted path names: the longest importable module, then attributes."""
+    parts = path.split(".")
     for cut in range(len(parts), 0, -1):
         try:
             module = importlib.import_module(".".join(parts[:cut]))
@@ -61,36 +67,45 @@ def resolve_target(key: str, path: Any) -> Callable:
         try:
             return functools.reduce(getattr, parts[cut:], module)
         except AttributeError:
-            break
-    raise ConfigError(join_target(key), f"cannot import {path!r}")
+            return None
+    return None
 
 
-def join_target(key: str) -> str:
-    return f"{key}._target_"
+def resolve_target(key: str, path: Any) -> Callable:
+    target = _import(str(path))
+    if target is None:
+        raise ConfigError(f"{key}._target_", f"cannot import {path!r}")
+    return target
 
 
 def is_target(value: Any) -> bool:
     return isinstance(value, Mapping) and "_target_" in value
 
 
+def is_nested(value: Any) -> bool:
+    """A value given as its own `_target_` mapping (model.encoder), or a list of them (trainer.plugins)."""
+    return is_target(value) or (isinstance(value, list) and any(is_target(item) for item in value))
+
+
 def check_target(key: str, config: Mapping) -> None:
-    """`config`'s keys against its `_target_`'s parameters; under `_partial_: true` the given keys
-    are all there is to check (missing arguments are never reported here)."""
+    """`config`'s keys against its `_target_`'s parameters; nested targets against theirs. Missing
+    arguments are never reported here (`_partial_: true` leaves some to the caller)."""
     target = resolve_target(key, config["_target_"])
     arguments = {name: value for name, value in config.items() if name not in HYDRA_KEYS}
-    check_arguments(target, arguments, prefix=key, owner=str(config["_target_"]), check=check_nested)
+    nested = {name for name, value in arguments.items() if is_nested(value)}
+    check_arguments(target, arguments, prefix=key, owner=str(config["_target_"]), checked_elsewhere=nested)
+    for name in nested:
+        value = arguments[name]
+        for index, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            where = f"{key}.{name}" if index is None else f"{key}.{name}[{index}]"
+            if is_target(item):
+                check_target(where, item)
 
 
-def check_nested(key: str, value: Any, hint: Any) -> None:
-    """A value given as its own `_target_` mapping (model.encoder), or a list of them
-    (trainer.plugins), is checked against those targets rather than the hint."""
-    if is_target(value):
-        check_target(key, value)
-    elif isinstance(value, list) and any(is_target(item) for item in value):
-        for index, item in enumerate(value):
-            check_nested(f"{key}[{index}]", item, Any)
-    else:
-        check_value(key, value, hint)
+def check_group_entry(key: str, value: Any, expected: str) -> None:
+    if not is_target(value):
+        raise ConfigError(key, f"expected a mapping with {expected}, got {value!r}")
+    check_target(key, value)
 
 
 def check_group(group: str, config: Mapping) -> None:
@@ -110,19 +125,12 @@ def check_group(group: str, config: Mapping) -> None:
     check_group_entry(group, value, "a _target_")
 
 
-def check_group_entry(key: str, value: Any, expected: str) -> None:
-    if not is_target(value):
-        raise ConfigError(key, f"expected a mapping with {expected}, got {value!r}")
-    check_target(key, value)
-
-
 def check_config(config: Mapping) -> None:
     """The whole resolved training config (`hydra` may be left in; it is not checked)."""
-    known = [f.name for f in fields(TrainSettings)] + list(GROUPS) + ["hydra"]
+    known = top_level_keys() + list(GROUPS) + ["hydra"]
     for name in config:
         if name not in known:
             raise ConfigError(str(name), unknown_key(str(name), known))
-    settings = {name: value for name, value in config.items() if name not in (*GROUPS, "hydra")}
-    check_fields("", settings, TrainSettings)
+    check_value("", {k: v for k, v in config.items() if k not in (*GROUPS, "hydra")}, TrainSettings)
     for group in GROUPS:
         check_group(group, config)
