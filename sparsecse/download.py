@@ -1,34 +1,42 @@
 """`sparsecse-data`: fetch SimCSE's training corpora and SentEval's data, then check them.
 
+The files come from the Hub dataset princeton-nlp/datasets-for-simcse through huggingface_hub
+(its cache, retries and resumed transfers; `$HF_ENDPOINT` or `--endpoint` names a mirror), or
+from a plain http(s):// or file:// folder given with `--base-url`.
+
 Usage:
-    sparsecse-data download [--data-dir DIR] [--only senteval wiki1m nli] [--base-url URL] [--force]
+    sparsecse-data download [--data-dir DIR] [--only senteval wiki1m nli] [--force]
+                            [--endpoint URL | --base-url URL]
     sparsecse-data check [--data-dir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
-import functools
-import http.client
 import os
 import shutil
 import sys
 import tarfile
 import tempfile
-import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
 
+import httpx2
+from huggingface_hub import hf_hub_download, hf_hub_url
+from huggingface_hub.utils import logging as hub_logging
 from tqdm import tqdm
 
 from sparsecse.errors import ConfigError
 from sparsecse.paths import DATA_DIR_ENV, default_data_dir
 
 PROG = "sparsecse-data"
-DEFAULT_BASE_URL = "https://huggingface.co/datasets/princeton-nlp/datasets-for-simcse/resolve/main/"
+HUB_REPO = "princeton-nlp/datasets-for-simcse"
+HUB_REVISION = "main"
 SENTEVAL_TAR = "senteval.tar"
 WIKI1M = "wiki1m_for_simcse.txt"
 NLI = "nli_for_simcse.csv"
@@ -73,6 +81,104 @@ class DownloadError(RuntimeError):
         self.url = url
         self.reason = " ".join(reason.split()).rstrip(".")
         super().__init__(f"cannot reach {url}: {self.reason}")
+
+
+def _reason(err: BaseException) -> str:
+    """The root cause in a few words: `HTTP 404 Not Found`, or the network error's own message."""
+    while err.__cause__ is not None:  # huggingface_hub wraps the network error in its own
+        err = err.__cause__
+    response = getattr(err, "response", None)
+    if isinstance(response, httpx2.Response) and response.is_error:
+        return f"HTTP {response.status_code} {response.reason_phrase}"
+    return str(err) or type(err).__name__
+
+
+@contextlib.contextmanager
+def _reaching(url: str) -> Iterator[None]:
+    """Turn a failed transfer from `url` into a one-line DownloadError."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno is not None:  # the local disk (full, read-only), not the server: say so as it is
+            raise
+        raise DownloadError(url, _reason(err)) from None
+    except (httpx2.HTTPError, httpx2.InvalidURL, ValueError) as err:
+        raise DownloadError(url, _reason(err)) from None
+
+
+@dataclass(frozen=True)
+class Hub:
+    """A Hub dataset repo holding the files; `endpoint` None means `$HF_ENDPOINT`, else huggingface.co."""
+
+    repo_id: str = HUB_REPO
+    revision: str = HUB_REVISION
+    endpoint: str | None = None
+    cache_dir: Path | None = None  # None: huggingface_hub's cache ($HF_HUB_CACHE, $HF_HOME)
+
+    def __post_init__(self) -> None:
+        if self.endpoint is not None:
+            object.__setattr__(self, "endpoint", self.endpoint.rstrip("/"))
+
+    def url(self, name: str) -> str:
+        return hf_hub_url(
+            self.repo_id, name, repo_type="dataset", revision=self.revision, endpoint=self.endpoint
+        )
+
+    def fetch(self, name: str, dest: Path, force: bool = False) -> None:
+        """Bring `name` into the cache unless it is there and current (`force`: anyway), copy it to `dest`."""
+        with _reaching(self.url(name)):
+            cached = hf_hub_download(
+                self.repo_id,
+                name,
+                repo_type="dataset",
+                revision=self.revision,
+                endpoint=self.endpoint,
+                cache_dir=self.cache_dir,
+                force_download=force,
+                token=False,  # public files: a stale stored token would only turn them into 401s
+            )
+        shutil.copyfile(cached, dest)
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A plain http(s):// or file:// folder holding the files under their own names (files not on the Hub)."""
+
+    base_url: str
+    timeout: float = 60.0
+
+    def url(self, name: str) -> str:
+        return f"{self.base_url.rstrip('/')}/{name}"
+
+    def fetch(self, name: str, dest: Path, force: bool = False) -> None:
+        """Copy `name` to `dest`; a plain folder has no cache, so `force` changes nothing here."""
+        url = self.url(name)
+        with _reaching(url):
+            if urllib.parse.urlsplit(url).scheme == "file":
+                _copy_local(url, dest)
+            else:
+                _stream(url, dest, self.timeout)
+
+
+def _copy_local(url: str, dest: Path) -> None:
+    path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
+    if not path.is_file():
+        raise DownloadError(url, "no such file")
+    shutil.copyfile(path, dest)
+
+
+def _stream(url: str, dest: Path, timeout: float) -> None:
+    """GET `url` into `dest`; httpx2 raises on a body shorter than its Content-Length."""
+    with httpx2.stream("GET", url, follow_redirects=True, timeout=timeout) as response:
+        response.raise_for_status()
+        length = response.headers.get("Content-Length", "")
+        total = int(length) if length.isdigit() else None
+        with open(dest, "wb") as out, tqdm.wrapattr(out, "write", total, desc=dest.name) as sink:
+            for chunk in response.iter_bytes(CHUNK_BYTES):
+                sink.write(chunk)
+
+
+SIMCSE_HUB = Hub()
 
 
 def count_lines(path: Path) -> int:
@@ -122,58 +228,6 @@ def check(
         check_dataset(data_dir, dataset, line_counts, senteval_files)
 
 
-def _read(response: BinaryIO, url: str) -> bytes:
-    try:
-        return response.read(CHUNK_BYTES)
-    except (OSError, http.client.HTTPException) as err:
-        raise DownloadError(url, str(err) or type(err).__name__) from None
-
-
-def _open(url: str, timeout: float) -> BinaryIO:
-    try:
-        return urllib.request.urlopen(url, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        raise DownloadError(url, f"HTTP {err.code} {err.reason}") from None
-    except urllib.error.URLError as err:
-        raise DownloadError(url, str(err.reason)) from None
-    except (OSError, ValueError, http.client.HTTPException) as err:
-        raise DownloadError(url, str(err) or type(err).__name__) from None
-
-
-def _stream(url: str, out: BinaryIO, timeout: float) -> None:
-    with _open(url, timeout) as response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        done = 0
-        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1]) as bar:
-            while chunk := _read(response, url):
-                out.write(chunk)
-                done += len(chunk)
-                bar.update(len(chunk))
-    if total is not None and done != total:
-        raise DownloadError(url, f"the transfer stopped after {done} of {total} bytes")
-
-
-def fetch(
-    url: str, dest: Path, validate: Callable[[Path], None] | None = None, timeout: float = 60.0
-) -> None:
-    """Stream `url` into a temporary file beside `dest`, validate it, then rename it into place.
-
-    A failure leaves no partial file and an existing `dest` untouched.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _stream(url, out, timeout)
-        if validate is not None:
-            validate(tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _member_path(member: tarfile.TarInfo, source: str) -> PurePosixPath | None:
     """Where a member goes once `downstream/` is stripped; None for the prefix folder itself."""
     path = PurePosixPath(member.name)
@@ -216,29 +270,40 @@ def _install_tree(staging: Path, data_dir: Path) -> None:
         os.replace(entry, target)
 
 
-def _fetch_senteval(url: str, data_dir: Path, senteval_files: Sequence[str]) -> None:
-    with tempfile.TemporaryDirectory(prefix=".senteval.", dir=data_dir) as tmp:
-        archive, tree = Path(tmp) / SENTEVAL_TAR, Path(tmp) / "tree"
-        fetch(url, archive)
-        extract_senteval(archive, tree, url)
-        missing = [name for name in senteval_files if not (tree / name).is_file()]
-        if missing:
-            raise ConfigError(url, f"archive lacks {missing[0]} ({len(missing)} expected file(s))")
-        _install_tree(tree, data_dir)
+def _fetch_checked(
+    source: Hub | Mirror,
+    dataset: str,
+    data_dir: Path,
+    force: bool,
+    line_counts: Mapping[str, int],
+    senteval_files: Sequence[str],
+) -> None:
+    """Fetch one dataset into a staging folder inside `data_dir`, check it, then move it into place.
 
-
-def _fetch_file(url: str, dest: Path, expected_lines: int | None) -> None:
-    """Fetch one file; one with the wrong line count never replaces `dest`."""
-    validate = None
-    if expected_lines is not None:
-        validate = functools.partial(check_lines, expected=expected_lines, name=url)
-    fetch(url, dest, validate)
+    A transfer that breaks off or a file that fails a check leaves `data_dir` as it was.
+    """
+    name = DATASETS[dataset]
+    url = source.url(name)
+    with tempfile.TemporaryDirectory(prefix=f".{dataset}.", dir=data_dir) as tmp:
+        staged = Path(tmp) / name
+        source.fetch(name, staged, force)
+        if dataset == "senteval":
+            tree = Path(tmp) / "tree"
+            extract_senteval(staged, tree, url)
+            missing = [file for file in senteval_files if not (tree / file).is_file()]
+            if missing:
+                raise ConfigError(url, f"archive lacks {missing[0]} ({len(missing)} expected file(s))")
+            _install_tree(tree, data_dir)
+            return
+        if name in line_counts:
+            check_lines(staged, line_counts[name], url)
+        os.replace(staged, data_dir / name)
 
 
 def download(
     data_dir: Path,
     datasets: Iterable[str] = DATASETS,
-    base_url: str = DEFAULT_BASE_URL,
+    source: Hub | Mirror = SIMCSE_HUB,
     force: bool = False,
     line_counts: Mapping[str, int] = LINE_COUNTS,
     senteval_files: Sequence[str] = SENTEVAL_FILES,
@@ -247,13 +312,8 @@ def download(
     data_dir.mkdir(parents=True, exist_ok=True)
     fetched = []
     for dataset in datasets:
-        name = DATASETS[dataset]
-        url = f"{base_url.rstrip('/')}/{name}"
         if force or missing_files(data_dir, dataset, senteval_files):
-            if dataset == "senteval":
-                _fetch_senteval(url, data_dir, senteval_files)
-            else:
-                _fetch_file(url, data_dir / name, line_counts.get(name))
+            _fetch_checked(source, dataset, data_dir, force, line_counts, senteval_files)
             fetched.append(dataset)
         check_dataset(data_dir, dataset, line_counts, senteval_files)
     return fetched
@@ -301,9 +361,28 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (fetch_cmd, check_cmd):
         sub.add_argument("--data-dir", type=Path, help=f"default: ${DATA_DIR_ENV} or the cache")
     fetch_cmd.add_argument("--only", nargs="+", choices=list(DATASETS), default=list(DATASETS))
-    fetch_cmd.add_argument("--base-url", default=DEFAULT_BASE_URL)
+    where = fetch_cmd.add_mutually_exclusive_group()
+    where.add_argument("--endpoint", help="a Hub mirror (default: $HF_ENDPOINT, else huggingface.co)")
+    where.add_argument(
+        "--base-url", help="a plain http(s):// or file:// folder holding the files, not the Hub"
+    )
     fetch_cmd.add_argument("--force", action="store_true", help="fetch even files already present")
     return parser
+
+
+@contextlib.contextmanager
+def _hub_retries_unlogged() -> Iterator[None]:
+    """huggingface_hub logs each retry in two lines of its own; here a failure is one line in the end.
+
+    `HF_HUB_VERBOSITY=warning` shows them again.
+    """
+    level = hub_logging.get_verbosity()
+    if "HF_HUB_VERBOSITY" not in os.environ:
+        hub_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hub_logging.set_verbosity(level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return report(data_dir, DATASETS, LINE_COUNTS, SENTEVAL_FILES)
-        fetched = download(data_dir, args.only, args.base_url, args.force, LINE_COUNTS, SENTEVAL_FILES)
+        source = Mirror(args.base_url) if args.base_url else Hub(endpoint=args.endpoint)
+        with _hub_retries_unlogged():
+            fetched = download(data_dir, args.only, source, args.force, LINE_COUNTS, SENTEVAL_FILES)
     except DownloadError as err:
         hint = f"Put the files in {data_dir} yourself and point {DATA_DIR_ENV} there."
         print(f"{PROG}: {err}. {hint}", file=sys.stderr)

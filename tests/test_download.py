@@ -1,19 +1,24 @@
-"""`sparsecse-data` against a throwaway server on 127.0.0.1 serving tiny fixture files."""
+"""`sparsecse-data` against a throwaway server on 127.0.0.1 serving tiny fixture files, both as the
+Hub's resolve endpoint (through huggingface_hub) and as a plain folder."""
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import io
+import itertools
 import os
 import socket
 import subprocess
 import sys
 import tarfile
 import threading
+import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 
 from sparsecse import download as dl
@@ -30,6 +35,7 @@ SENTEVAL = {
     "MR/rt-polarity.pos": "good .\n",
 }
 FILES = tuple(SENTEVAL)
+RESOLVE = f"/datasets/{dl.HUB_REPO}/resolve/{dl.HUB_REVISION}/"
 
 
 def write_tar(path: Path, members: dict[str, str]) -> None:
@@ -41,19 +47,90 @@ def write_tar(path: Path, members: dict[str, str]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-class Handler(SimpleHTTPRequestHandler):
-    """Serves a folder; under /truncated/ it promises 1000 bytes and closes after a few."""
+class Server(ThreadingHTTPServer):
+    """Serves a folder: as the Hub's resolve endpoint under RESOLVE, as plain files elsewhere.
+
+    `cuts[name]` yields, for each GET of `name`, the byte offset at which the body stops and the
+    connection closes (a transfer broken off mid-body). `requests` logs (method, name, Range).
+    """
+
+    def __init__(self, root: Path):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.root = root
+        self.cuts: dict[str, Iterator[int]] = {}
+        self.requests: list[tuple[str, str, str | None]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def commit(self) -> str:
+        """Changes whenever a file does, as a git commit would: huggingface_hub caches by commit."""
+        digest = hashlib.sha1()
+        for path in sorted(self.root.iterdir()):
+            digest.update(path.name.encode() + path.read_bytes())
+        return digest.hexdigest()
+
+
+class Handler(BaseHTTPRequestHandler):
+    """The parts of the Hub's `resolve` answer that huggingface_hub's file_download reads."""
+
+    server: Server
+
+    def do_HEAD(self) -> None:
+        self._reply(body=False)
 
     def do_GET(self) -> None:
-        if not self.path.startswith("/truncated/"):
-            return super().do_GET()
-        self.send_response(200)
-        self.send_header("Content-Length", "1000")
+        self._reply(body=True)
+
+    def _reply(self, body: bool) -> None:
+        path = urllib.parse.unquote(self.path)
+        hub = path.startswith(RESOLVE)
+        name = path.removeprefix(RESOLVE) if hub else path.lstrip("/")
+        ranged = self.headers.get("Range")
+        self.server.requests.append((self.command, name, ranged))
+        file = self.server.root / name
+        if not file.is_file():
+            self.send_response(404)
+            if hub:
+                self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = file.read_bytes()
+        start = int(ranged.removeprefix("bytes=").removesuffix("-")) if ranged else 0
+        self.send_response(206 if start else 200)
+        if hub:
+            self.send_header("X-Repo-Commit", self.server.commit())
+            self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
-        self.wfile.write(b"partial\n")
+        if body:
+            stop = next(self.server.cuts.get(name, iter(())), len(data))
+            self.wfile.write(data[start : max(start, stop)])
 
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+@pytest.fixture(autouse=True)
+def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """huggingface_hub's cache in tmp_path, never the user's; it reads its settings at import, hence
+    the patches, and the developer's own settings must not change what the tests see."""
+    home = tmp_path / "hf-home"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_VERBOSITY", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    return home
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """huggingface_hub waits 1-8 s between retries; the local server needs no such patience."""
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
 
 
 @pytest.fixture
@@ -68,16 +145,28 @@ def remote(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def server(remote: Path) -> Iterator[str]:
-    """Base URL of a local HTTP server for `remote`, shut down after the test."""
-    handler = functools.partial(Handler, directory=str(remote))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def server(remote: Path) -> Iterator[Server]:
+    """A local server for `remote`, shut down after the test."""
+    httpd = Server(remote)
     thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    yield httpd
     httpd.shutdown()
     httpd.server_close()
     thread.join()
+
+
+@pytest.fixture
+def hub(server: Server, tmp_path: Path) -> dl.Hub:
+    return dl.Hub(endpoint=server.url, cache_dir=tmp_path / "hf-cache")
+
+
+@pytest.fixture(params=["hub", "plain"])
+def source(request: pytest.FixtureRequest, server: Server, tmp_path: Path) -> dl.Hub | dl.Mirror:
+    """Each behaviour through both paths: huggingface_hub on the resolve endpoint, and plain HTTP."""
+    if request.param == "hub":
+        return dl.Hub(endpoint=server.url, cache_dir=tmp_path / "hf-cache")
+    return dl.Mirror(server.url)
 
 
 @pytest.fixture
@@ -93,14 +182,21 @@ def closed_port() -> int:
 
 
 def fetch_all(
-    data_dir: Path, base_url: str, datasets: Sequence[str] = tuple(dl.DATASETS), force: bool = False
+    data_dir: Path,
+    source: dl.Hub | dl.Mirror,
+    datasets: Sequence[str] = tuple(dl.DATASETS),
+    force: bool = False,
 ) -> list[str]:
     """`download` with the fixture tables."""
-    return dl.download(data_dir, datasets, base_url, force, LINES, FILES)
+    return dl.download(data_dir, datasets, source, force, LINES, FILES)
 
 
-def test_download_places_files(server: str, data_dir: Path) -> None:
-    assert fetch_all(data_dir, server) == ["senteval", "wiki1m", "nli"]
+def cached_blobs(cache: Path) -> list[Path]:
+    return [p for p in cache.glob("*/blobs/*") if p.is_file()]
+
+
+def test_download_places_files(source: dl.Hub | dl.Mirror, data_dir: Path) -> None:
+    assert fetch_all(data_dir, source) == ["senteval", "wiki1m", "nli"]
     assert (data_dir / dl.WIKI1M).read_text() == WIKI
     assert (data_dir / dl.NLI).read_text() == NLI
     for name, text in SENTEVAL.items():
@@ -110,27 +206,61 @@ def test_download_places_files(server: str, data_dir: Path) -> None:
     )
 
 
+def test_hub_download_fills_the_cache_and_leaves_a_real_file(hub: dl.Hub, data_dir: Path) -> None:
+    fetch_all(data_dir, hub, datasets=["wiki1m"])
+    assert [p.read_text() for p in cached_blobs(hub.cache_dir)] == [WIKI]
+    assert not (data_dir / dl.WIKI1M).is_symlink()
+
+
+def test_hub_cache_serves_a_rerun_when_the_server_is_gone(
+    hub: dl.Hub, data_dir: Path, closed_port: int
+) -> None:
+    fetch_all(data_dir, hub, datasets=["nli"])
+    (data_dir / dl.NLI).unlink()
+    offline = dl.Hub(endpoint=f"http://127.0.0.1:{closed_port}", cache_dir=hub.cache_dir)
+    assert fetch_all(data_dir, offline, datasets=["nli"]) == ["nli"]
+    assert (data_dir / dl.NLI).read_text() == NLI
+
+
 def test_file_url(remote: Path, data_dir: Path) -> None:
-    fetch_all(data_dir, remote.as_uri())
+    fetch_all(data_dir, dl.Mirror(remote.as_uri()))
     assert (data_dir / dl.NLI).read_text() == NLI
     assert (data_dir / "SNLI" / "s1.test").read_text() == SENTEVAL["SNLI/s1.test"]
 
 
-def test_present_files_are_skipped_unless_forced(server: str, remote: Path, data_dir: Path) -> None:
-    fetch_all(data_dir, server)
+def test_present_files_are_skipped_unless_forced(
+    source: dl.Hub | dl.Mirror, remote: Path, data_dir: Path
+) -> None:
+    fetch_all(data_dir, source)
     for path in remote.iterdir():
         path.unlink()
-    assert fetch_all(data_dir, server) == []
-    with pytest.raises(dl.DownloadError, match="404"):
-        fetch_all(data_dir, server, datasets=["wiki1m"], force=True)
+    assert fetch_all(data_dir, source) == []
+    with pytest.raises(dl.DownloadError, match="HTTP 404 Not Found"):
+        fetch_all(data_dir, source, datasets=["wiki1m"], force=True)
     assert (data_dir / dl.WIKI1M).read_text() == WIKI
 
 
-def test_line_count_mismatch_names_file_and_counts(server: str, data_dir: Path) -> None:
+def test_line_count_mismatch_names_file_and_counts(source: dl.Hub | dl.Mirror, data_dir: Path) -> None:
     with pytest.raises(ConfigError) as err:
-        dl.download(data_dir, ["wiki1m"], server, line_counts={dl.WIKI1M: 6}, senteval_files=FILES)
-    assert str(err.value) == f"{server}{dl.WIKI1M}: expected 6 lines, found 5"
+        dl.download(data_dir, ["wiki1m"], source, line_counts={dl.WIKI1M: 6}, senteval_files=FILES)
+    assert str(err.value) == f"{source.url(dl.WIKI1M)}: expected 6 lines, found 5"
     assert list(data_dir.iterdir()) == []
+
+
+def test_hub_file_with_wrong_line_count_never_replaces_a_good_one(
+    hub: dl.Hub, remote: Path, data_dir: Path
+) -> None:
+    data_dir.mkdir()
+    (data_dir / dl.WIKI1M).write_text(WIKI)
+    (remote / dl.WIKI1M).write_text(WIKI + "one too many\n")
+    for _ in range(2):  # the second time from the cache: a cached file is checked all the same
+        with pytest.raises(ConfigError, match="expected 5 lines, found 6$"):
+            fetch_all(data_dir, hub, datasets=["wiki1m"], force=True)
+        assert [p.name for p in data_dir.iterdir()] == [dl.WIKI1M]
+        assert (data_dir / dl.WIKI1M).read_text() == WIKI
+    (remote / dl.WIKI1M).write_text(WIKI.replace("0", "zero"))
+    assert fetch_all(data_dir, hub, datasets=["wiki1m"], force=True) == ["wiki1m"]
+    assert (data_dir / dl.WIKI1M).read_text() == WIKI.replace("0", "zero")
 
 
 def test_check_reports_wrong_line_count_of_present_file(
@@ -144,56 +274,106 @@ def test_check_reports_wrong_line_count_of_present_file(
     assert capsys.readouterr().out.startswith(f"bad      nli: {data_dir / dl.NLI}: expected 4")
 
 
-def test_check_names_missing_senteval_file(server: str, data_dir: Path) -> None:
-    fetch_all(data_dir, server, datasets=["senteval"])
+def test_check_names_missing_senteval_file(hub: dl.Hub, data_dir: Path) -> None:
+    fetch_all(data_dir, hub, datasets=["senteval"])
     (data_dir / "SNLI" / "s1.test").unlink()
     with pytest.raises(ConfigError, match=r"SNLI/s1\.test: missing"):
         dl.check(data_dir, ["senteval"], LINES, FILES)
 
 
-@pytest.mark.parametrize("folder", ["truncated/", "absent/"])
-def test_failed_download_keeps_existing_file(server: str, data_dir: Path, folder: str) -> None:
+@pytest.mark.parametrize("fault", ["cut off", "absent"])
+def test_failed_download_keeps_existing_file(
+    source: dl.Hub | dl.Mirror,
+    server: Server,
+    remote: Path,
+    data_dir: Path,
+    fault: str,
+    no_backoff: None,
+) -> None:
+    if fault == "cut off":
+        server.cuts[dl.WIKI1M] = itertools.repeat(8)
+    else:
+        (remote / dl.WIKI1M).unlink()
     data_dir.mkdir()
     (data_dir / dl.WIKI1M).write_text("good\n")
     with pytest.raises(dl.DownloadError, match=dl.WIKI1M):
-        fetch_all(data_dir, server + folder, datasets=["wiki1m"], force=True)
+        fetch_all(data_dir, source, datasets=["wiki1m"], force=True)
     assert (data_dir / dl.WIKI1M).read_text() == "good\n"
     assert [p.name for p in data_dir.iterdir()] == [dl.WIKI1M]
 
 
-def test_unreachable_server_is_one_line_on_stderr(
-    closed_port: int, data_dir: Path, capsys: pytest.CaptureFixture[str]
+def test_interrupted_hub_transfer_leaves_no_partial_file_and_a_rerun_completes(
+    hub: dl.Hub, server: Server, data_dir: Path, no_backoff: None
 ) -> None:
-    base = f"http://127.0.0.1:{closed_port}/"
-    argv = ["download", "--data-dir", str(data_dir), "--only", "nli", "--base-url", base]
+    server.cuts[dl.WIKI1M] = itertools.repeat(8)
+    with pytest.raises(dl.DownloadError) as err:
+        fetch_all(data_dir, hub, datasets=["wiki1m"])
+    assert str(err.value).startswith(f"cannot reach {hub.url(dl.WIKI1M)}: ")
+    assert "peer closed connection without sending complete message body" in str(err.value)
+    assert "\n" not in str(err.value)
+    assert list(data_dir.iterdir()) == []
+    assert list(hub.cache_dir.rglob("*incomplete*")) == []
+    assert cached_blobs(hub.cache_dir) == []
+    del server.cuts[dl.WIKI1M]
+    assert fetch_all(data_dir, hub, datasets=["wiki1m"]) == ["wiki1m"]
+    assert (data_dir / dl.WIKI1M).read_text() == WIKI
+
+
+def test_hub_resumes_a_transfer_that_broke_off(
+    hub: dl.Hub, server: Server, data_dir: Path, no_backoff: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 4
+    )  # resumes from the last whole chunk
+    server.cuts[dl.WIKI1M] = iter([8])
+    assert fetch_all(data_dir, hub, datasets=["wiki1m"]) == ["wiki1m"]
+    assert (data_dir / dl.WIKI1M).read_text() == WIKI
+    gets = [(name, ranged) for method, name, ranged in server.requests if method == "GET"]
+    assert gets == [(dl.WIKI1M, None), (dl.WIKI1M, "bytes=8-")]
+
+
+@pytest.mark.parametrize("option", ["--endpoint", "--base-url"])
+def test_unreachable_server_is_one_line_on_stderr(
+    closed_port: int,
+    data_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    option: str,
+    no_backoff: None,
+) -> None:
+    base = f"http://127.0.0.1:{closed_port}"
+    argv = ["download", "--data-dir", str(data_dir), "--only", "nli", option, base]
     assert dl.main(argv) == 1
     out, err = capsys.readouterr()
+    url = f"{base}{RESOLVE}{dl.NLI}" if option == "--endpoint" else f"{base}/{dl.NLI}"
     assert out == ""
     assert err.count("\n") == 1
-    assert err.startswith(f"sparsecse-data: cannot reach {base}{dl.NLI}: ")
+    assert err.startswith(f"sparsecse-data: cannot reach {url}: ")
+    assert "Connection refused" in err
     assert f"Put the files in {data_dir} yourself and point SPARSECSE_DATA_DIR there." in err
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("huggingface_hub")] == []
     assert list(data_dir.iterdir()) == []
 
 
 @pytest.mark.parametrize("name", ["downstream/../../evil.txt", "/tmp/sparsecse-evil.txt"])
-def test_path_traversal_in_archive_is_refused(tmp_path: Path, data_dir: Path, name: str) -> None:
-    remote = tmp_path / "evil"
-    remote.mkdir()
+def test_path_traversal_in_archive_is_refused(
+    source: dl.Hub | dl.Mirror, remote: Path, tmp_path: Path, data_dir: Path, name: str
+) -> None:
     write_tar(remote / dl.SENTEVAL_TAR, {"downstream/STS/ok.txt": "ok\n", name: "boom\n"})
     with pytest.raises(ConfigError, match="unsafe member") as err:
-        fetch_all(data_dir, remote.as_uri(), datasets=["senteval"])
+        fetch_all(data_dir, source, datasets=["senteval"])
+    assert str(err.value).startswith(f"{source.url(dl.SENTEVAL_TAR)}: ")
     assert "\n" not in str(err.value)
     assert list(data_dir.iterdir()) == []
     assert not (tmp_path / "evil.txt").exists()
+    assert not Path("/tmp/sparsecse-evil.txt").exists()
 
 
-def test_corrupt_archive_is_one_line_error(tmp_path: Path, data_dir: Path) -> None:
-    remote = tmp_path / "bad"
-    remote.mkdir()
+def test_corrupt_archive_is_one_line_error(source: dl.Hub | dl.Mirror, remote: Path, data_dir: Path) -> None:
     (remote / dl.SENTEVAL_TAR).write_bytes(b"not a tar archive" * 100)
     with pytest.raises(ConfigError, match="unreadable tar archive") as err:
-        fetch_all(data_dir, remote.as_uri(), datasets=["senteval"])
-    assert str(err.value).startswith(f"{remote.as_uri()}/{dl.SENTEVAL_TAR}: ")
+        fetch_all(data_dir, source, datasets=["senteval"])
+    assert str(err.value).startswith(f"{source.url(dl.SENTEVAL_TAR)}: ")
     assert "\n" not in str(err.value)
     assert list(data_dir.iterdir()) == []
 
@@ -204,9 +384,12 @@ def test_archive_without_prefix_extracts_as_is(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "SNLI" / "s1.test").read_text() == SENTEVAL["SNLI/s1.test"]
 
 
+@pytest.mark.parametrize("option", ["--endpoint", "--base-url"])
 def test_cli_download_then_check(
-    server: str,
+    server: Server,
     data_dir: Path,
+    hf_home: Path,
+    option: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -215,13 +398,41 @@ def test_cli_download_then_check(
     monkeypatch.setenv("SPARSECSE_DATA_DIR", str(data_dir))
     assert dl.main(["check"]) == 1
     assert "missing  wiki1m" in capsys.readouterr().out
-    assert dl.main(["download", "--base-url", server]) == 0
+    assert dl.main(["download", option, server.url]) == 0
     assert dl.main(["check"]) == 0
     assert capsys.readouterr().out.splitlines()[-3:] == [
         "ok       senteval",
         "ok       wiki1m",
         "ok       nli",
     ]
+    assert len(cached_blobs(hf_home / "hub")) == (3 if option == "--endpoint" else 0)
+
+
+def test_endpoint_and_base_url_exclude_each_other() -> None:
+    with pytest.raises(SystemExit) as exit_:
+        dl.main(["download", "--endpoint", "http://a", "--base-url", "http://b"])
+    assert exit_.value.code == 2
+
+
+def test_hf_endpoint_names_the_mirror(server: Server, remote: Path, tmp_path: Path, data_dir: Path) -> None:
+    """The console script, in a process of its own, takes the Hub endpoint from $HF_ENDPOINT."""
+    (remote / dl.NLI).write_text("sent0,sent1,hard_neg\n" + "a,b,c\n" * (dl.LINE_COUNTS[dl.NLI] - 1))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HF_HUB_OFFLINE", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "sparsecse.download",
+        "download",
+        "--data-dir",
+        str(data_dir),
+        "--only",
+        "nli",
+    ]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert (data_dir / dl.NLI).read_bytes() == (remote / dl.NLI).read_bytes()
+    assert ("HEAD", dl.NLI, None) in server.requests
 
 
 def test_console_script_exit_status(tmp_path: Path) -> None:
