@@ -17,6 +17,9 @@ from sparsecse.pruning import (
     Sparsifier,
     build_schedule,
     check_schedule_fits,
+    pruned_any,
+    remove_pruned_units,
+    sparsity_summary,
 )
 from sparsecse.validation import Fraction, PositiveInt, checked
 
@@ -102,6 +105,19 @@ class StructuredPruning(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Before a checkpoint is restored, so that its gate and mask buffers have somewhere to go.
         self.sparsifier.attach(pl_module.encoder)
+
+    def attach(self, encoder) -> None:
+        """Gates or masks on the encoder before training starts: DDP spawn returns rank 0's model,
+        and the dense parameter count is taken through them."""
+        self.sparsifier.attach(encoder)
+
+    def finalize(self, encoder) -> dict[str, float] | None:
+        """After training, once the best checkpoint is reloaded: the sparsity reached (None if nothing
+        was removed), then the gated-off units sliced out of the encoder (METHOD.md section 5), so that
+        it is evaluated and exported smaller and faster."""
+        summary = sparsity_summary(encoder) if pruned_any(encoder) else None
+        remove_pruned_units(encoder)
+        return summary
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._run_due(trainer, pl_module, "epoch", trainer.current_epoch)

@@ -21,9 +21,10 @@ from test_train import compose_train, cpu_overrides
 
 import callbacks.checkpointing
 from sparsecse.cli import CONFIG_DIR, REPO_ROOT
+from sparsecse.cli.jobs import job_name, sweep_name
 from sparsecse.errors import CheckpointWriteError, ConfigError, TrainingDiverged
 from sparsecse.paths import run_name
-from train import job_name, sweep_name, train
+from train import train
 
 
 @pytest.fixture
@@ -202,7 +203,7 @@ def test_the_slurm_launcher_runs_one_task_per_device():
 def test_a_restarted_job_resumes_and_reuses_its_scores_before_training(
     tmp_path, data_dir, tiny_model_dir, corpus, monkeypatch
 ):
-    import train as train_module
+    import sparsecse.cli.training as training_steps
 
     overrides = cpu_overrides(tmp_path, data_dir, tiny_model_dir) + [
         f"data.train_file={corpus}", "data.batch_size=4", "trainer.max_steps=2",
@@ -212,8 +213,8 @@ def test_a_restarted_job_resumes_and_reuses_its_scores_before_training(
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
     (tmp_path / "results.json").unlink()  # as if stopped after its last checkpoint
     calls = []
-    real = train_module.evaluate_encoder
-    monkeypatch.setattr(train_module, "evaluate_encoder", lambda *a: calls.append(a) or real(*a))
+    real = training_steps.evaluate_encoder
+    monkeypatch.setattr(training_steps, "evaluate_encoder", lambda *a: calls.append(a) or real(*a))
     again = train(compose_train(overrides))
     assert len(calls) == 1, "only the evaluation after training runs again"
     assert again["before"] == first["before"] and again["val_history"] == first["val_history"]
@@ -267,12 +268,13 @@ def test_a_start_with_another_config_refuses_to_resume_and_keeps_what_was_writte
 def test_a_finished_run_started_again_reports_its_results_without_training(
     tmp_path, data_dir, tiny_model_dir, corpus, monkeypatch, capsys
 ):
+    import sparsecse.cli.training as training_steps
     import train as train_module
 
     overrides = short_run(tmp_path, data_dir, tiny_model_dir, corpus)
     first = train(compose_train(overrides))
     monkeypatch.setattr(train_module, "build_trainer", lambda *a: pytest.fail("trained again"))
-    monkeypatch.setattr(train_module, "evaluate_encoder", lambda *a: pytest.fail("evaluated again"))
+    monkeypatch.setattr(training_steps, "evaluate_encoder", lambda *a: pytest.fail("evaluated again"))
     assert train(compose_train(overrides)) == json.loads(json.dumps(first))
     assert (
         capsys.readouterr()

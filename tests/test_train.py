@@ -196,6 +196,7 @@ def test_evaluation_after_fit_runs_on_the_training_device_in_its_precision(
 ):
     """Lightning's teardown moves the module to the CPU after fit; the evaluation must not stay there,
     and it runs in the trainer's inference precision (here bf16 autocast on the CPU)."""
+    import sparsecse.cli.training as training_steps
     import train as train_module
 
     seen = []
@@ -204,7 +205,7 @@ def test_evaluation_after_fit_runs_on_the_training_device_in_its_precision(
         seen.append((encoder.device, torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
         return {"stsb": 0.0}
 
-    monkeypatch.setattr(train_module, "evaluate_encoder", spy)
+    monkeypatch.setattr(training_steps, "evaluate_encoder", spy)
     devices = []
     real_build = train_module.build_trainer
     monkeypatch.setattr(train_module, "build_trainer", lambda *a: devices.append(t := real_build(*a)) or t)
@@ -221,7 +222,7 @@ def test_on_slurm_the_checkpoint_plugin_is_kept(tmp_path, data_dir, tiny_model_d
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     from callbacks import AtomicCheckpointIO
-    from train import build_trainer
+    from sparsecse.cli.training import build_trainer
 
     for name, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "sparsecse", "SLURM_JOB_ID": "7",
                         "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():  # fmt: skip

@@ -1,0 +1,144 @@
+"""A job's identity, the same each time it is (re)started: its run folder's name (from the overrides,
+never the clock), its wandb group, name, tags and run id; and how a job ends (exit status, wandb run
+closed). Hydra-aware glue of the entry points."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from sparsecse.cli import exit_on_config_error
+from sparsecse.errors import ConfigError
+from sparsecse.paths import run_name
+
+NOT_IN_FOLDER_NAMES = ("resume", "ckpt_path")  # restarting a run must not move it to another folder
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def sweep_name() -> str:
+    """A sweep's folder name: its command line's overrides (Hydra's own and restart keys left out)."""
+    typed = [a for a in sys.argv[1:] if "=" in a and not a.startswith(("-", "hydra.", "hydra/"))]
+    return run_name([a for a in typed if override_key(a) not in NOT_IN_FOLDER_NAMES])
+
+
+def swept_overrides(sweep_dir: str, overrides: list[str], sweeper_params: DictConfig | None) -> list[str]:
+    """A sweep job's overrides of the swept keys (all of them if the swept keys are unknown)."""
+    swept = swept_keys(Path(sweep_dir), sweeper_params)
+    return [o for o in overrides if swept is None or override_key(o) in swept]
+
+
+def job_name(sweep_dir: str, overrides: list[str], sweeper_params: DictConfig | None) -> str:
+    """A sweep job's folder name: its values of the swept keys ("default" for the one job of a
+    multirun that sweeps nothing)."""
+    return run_name(swept_overrides(sweep_dir, overrides, sweeper_params))
+
+
+# Run folders are named by the overrides, not the clock, so a requeued job finds its checkpoints.
+# Cached: a job launched elsewhere (submitit) gets the sweep's name from the sweep's pickled config.
+OmegaConf.register_new_resolver("sparsecse_sweep_name", sweep_name, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("sparsecse_job_name", job_name, replace=True)
+OmegaConf.register_new_resolver("sparsecse_run_name", run_name, replace=True)
+
+
+def instantiate_group(cfg: DictConfig, group: str, **kwargs):
+    """Instantiate `cfg[group]`; a ConfigError from inside names the key under the group."""
+    try:
+        return instantiate(cfg[group], **kwargs)
+    except Exception as err:
+        cause = err if isinstance(err, ConfigError) else err.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause.under(group) from None
+        raise
+
+
+def instantiate_dict(entries: DictConfig | None, **extra_for: dict) -> list:
+    """Named `_target_` entries (callbacks, loggers) -> objects; a null entry is dropped.
+    `extra_for` maps a class-name suffix to keyword arguments given to those entries unless set."""
+    objects = []
+    for entry in (entries or {}).values():
+        if entry is None:
+            continue
+        extra = next((kw for suffix, kw in extra_for.items() if entry._target_.endswith(suffix)), {})
+        objects.append(instantiate(entry, **{k: v for k, v in extra.items() if not entry.get(k)}))
+    return objects
+
+
+def swept_keys(sweep_dir: Path, sweeper_params: DictConfig | None) -> set[str] | None:
+    """Keys given several values in this sweep, on the command line (as `multirun.yaml`, written
+    before the jobs start, records it) or in `hydra.sweeper.params`; None if unknown."""
+    try:
+        command_line = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
+    except (OSError, AttributeError):
+        return None
+    parsed = OverridesParser.create().parse_overrides(list(command_line))
+    keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
+    return keys | {k for k, v in (sweeper_params or {}).items() if "," in str(v)}
+
+
+def sweep_identity(task_name: str) -> dict:
+    """Inside a Hydra multirun: the wandb group (the sweep), and the run's name and tags: the values
+    this job takes for the swept keys (the tags leave out the seed, so a setting's seeds share them)."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {"name": task_name}
+    hydra_cfg = HydraConfig.get()
+    chosen = swept_overrides(
+        hydra_cfg.sweep.dir, list(hydra_cfg.overrides.task), hydra_cfg.sweeper.get("params")
+    )
+    return {
+        "group": f"{task_name}/{Path(hydra_cfg.sweep.dir).name}",
+        "name": ",".join(chosen) or task_name,
+        "tags": [o[:64] for o in chosen if override_key(o) != "seed"],  # wandb's limit: 64 characters
+    }
+
+
+def wandb_run_id(output_dir: Path) -> str:
+    """The run folder's wandb id, created on first use: a restarted job logs into the same run."""
+    path = output_dir / "wandb_run_id"
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]
+    if rank_zero_only.rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(run_id + "\n")
+    return run_id
+
+
+def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
+    """The `logger` entries; wandb ones get the sweep's group, name and tags, and the run folder's
+    id (resumed when the job restarts), unless set."""
+    entries = cfg.get("logger") or {}
+    if not any(e is not None and e._target_.endswith("WandbLogger") for e in entries.values()):
+        return instantiate_dict(entries)
+    identity = sweep_identity(cfg.task_name)
+    identity |= {"id": wandb_run_id(Path(cfg.output_dir)), "resume": "allow"}
+    return instantiate_dict(entries, WandbLogger=identity)
+
+
+@contextmanager
+def job_exit(program: str) -> Iterator[None]:
+    """One line for a ConfigError or a stopped run (with its exit status), and the wandb run closed
+    with the job's exit code: every job of a multirun closes its own run, failed ones with a non-zero
+    code; otherwise the next job would log into this one ("run already in progress")."""
+    exit_code = 1
+    try:
+        with exit_on_config_error(program):
+            yield
+        exit_code = 0
+    finally:
+        import wandb
+
+        wandb.finish(exit_code=exit_code)

@@ -1,0 +1,187 @@
+"""The steps of `train(cfg)`: pre-flight checks, the trainer, resuming, evaluation on the training
+device, and the results a run writes and publishes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from omegaconf import DictConfig
+
+from callbacks.checkpointing import LastCheckpoint
+from sparsecse.cli.jobs import instantiate_group
+from sparsecse.encoder import check_pooler
+from sparsecse.errors import ConfigError
+from sparsecse.evaluation import (
+    check_evaluation,
+    check_senteval_files,
+    evaluate_encoder,
+    format_table,
+    write_results,
+)
+from sparsecse.export import save_sparse_encoder
+from sparsecse.loading import load_checkpoint_file, load_config
+from sparsecse.plots import align_uniform_path
+from sparsecse.runs import RESULTS
+
+log = logging.getLogger("sparsecse.train")
+
+
+def preflight(cfg: DictConfig):
+    """Checks that need no data and no weights, so that a typo fails in a second; returns the
+    model's config."""
+    try:
+        check_pooler(cfg.model.encoder.pooler)
+        model_config = load_config(cfg.model.encoder.name_or_path)
+    except ConfigError as err:
+        raise err.under("model.encoder") from None
+    try:
+        check_evaluation(cfg.evaluate.tasks, cfg.evaluate.transfer_preset)
+    except ConfigError as err:
+        raise err.under("evaluate") from None
+    if cfg.evaluate.before or cfg.evaluate.after:
+        check_senteval_files(Path(cfg.data_dir), cfg.evaluate.tasks)
+    return model_config
+
+
+def check_launch(trainer: L.Trainer) -> None:
+    """Lightning's subprocess DDP launcher re-runs this script's command line for each extra device;
+    inside a Hydra multirun that command is the whole sweep, so every job would start the sweep again."""
+    launcher = trainer.strategy.launcher
+    in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    spawns = isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1
+    if in_multirun and spawns and not launcher.cluster_environment.creates_processes_externally:
+        raise ConfigError(
+            "trainer.strategy",
+            "Lightning's ddp launcher cannot run inside a Hydra multirun; start one process per device from "
+            "outside (torchrun, srun, hydra/launcher=slurm) or use trainer.strategy=ddp_spawn",
+        )
+
+
+def last_checkpoint(callbacks: list) -> Path | None:
+    """Where the LastCheckpoint callback writes `last.ckpt` (None without one)."""
+    return next((c.path for c in callbacks if isinstance(c, LastCheckpoint)), None)
+
+
+def resume_from(cfg: DictConfig, callbacks: list) -> str | None:
+    """`ckpt_path` if given; else, with `resume`, the run folder's `last.ckpt` if a previous start of
+    this job left one (a requeued or restarted job carries on where it stopped)."""
+    if cfg.get("ckpt_path"):
+        load_checkpoint_file(cfg.ckpt_path, "ckpt_path")  # refuses a missing or unsafe file up front
+        return cfg.ckpt_path
+    last = last_checkpoint(callbacks)
+    if cfg.resume and last is not None and last.is_file():
+        log.info(f"resuming from {last} (resume=false starts afresh)")
+        return str(last)
+    return None
+
+
+def build_trainer(cfg: DictConfig, callbacks: list, loggers: list[Logger]) -> L.Trainer:
+    """The Trainer, refused before any compute if its launcher cannot work here. On SLURM, our
+    LastCheckpoint saves and requeues on the preemption signal, so Lightning must not requeue too."""
+    plugins = [instantiate(plugin) for plugin in cfg.trainer.get("plugins") or []]
+    if SLURMEnvironment.detect():  # added to the configured plugins (AtomicCheckpointIO), not instead
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    trainer = instantiate_group(cfg, "trainer", callbacks=callbacks, logger=loggers or False, plugins=plugins)
+    check_launch(trainer)
+    return trainer
+
+
+def evaluate_before(cfg: DictConfig, evaluate, resuming: bool) -> dict:
+    """Scores of the encoder before training; a job resumed in its own folder reads those of its
+    first start instead of evaluating again."""
+    path = Path(cfg.output_dir) / "before.json"
+    if resuming and path.is_file():
+        return json.loads(path.read_text())
+    scores = evaluate()
+    write_results(path, scores)
+    return scores
+
+
+def evaluate_on_training_device(trainer: L.Trainer, encoder, settings: DictConfig, data_dir: Path) -> dict:
+    """The tasks of the `evaluate` config (`settings`), on the device the trainer trains on (Lightning's
+    teardown has moved the module back to the CPU after fit) and under its precision (autocast for
+    `*-mixed`)."""
+    encoder.to(trainer.strategy.root_device)
+    with trainer.precision_plugin.forward_context():
+        return evaluate_encoder(
+            encoder, data_dir, settings.tasks, settings.batch_size, settings.transfer_preset
+        )
+
+
+def build_pruning(cfg: DictConfig, model_config):
+    """The pruning callback (None under `pruning=none`), checked against the model and the run."""
+    if not cfg.get("pruning"):
+        return None
+    pruning = instantiate_group(cfg, "pruning")
+    try:
+        pruning.check(model_config, cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps"))
+    except ConfigError as err:
+        raise err.under("pruning") from None
+    return pruning
+
+
+def checkpoint_files(trainer: L.Trainer, callbacks: list, pruning) -> dict:
+    """Which checkpoint file is which: `best` is the final best (reloaded, evaluated and exported),
+    `best_before_final_pruning` the best ones from before the last pruning event, `last` where a
+    restart resumes."""
+    files: dict = {}
+    if best := getattr(trainer.checkpoint_callback, "best_model_path", ""):
+        files["best"] = best
+    if pruning is not None and pruning.earlier_best:
+        files["best_before_final_pruning"] = list(pruning.earlier_best)
+    last = last_checkpoint(callbacks)
+    if last is not None and last.is_file():
+        files["last"] = str(last)
+    return files
+
+
+def final_metrics(results: dict) -> dict[str, float]:
+    """results.json flattened to `after/sts_avg`-style keys, the numbers only."""
+    flat: dict[str, float] = {}
+    for key, value in results.items():
+        if isinstance(value, dict):
+            numbers = {k: v for k, v in value.items() if isinstance(v, (int, float))}
+            flat.update({k if "/" in k else f"{key}/{k}": float(v) for k, v in numbers.items()})
+        elif isinstance(value, (int, float)):
+            flat[key] = float(value)
+    return flat
+
+
+def publish(loggers: list[Logger], results: dict, rows: dict, plots: list[Path], step: int) -> None:
+    """Final numbers to every logger; for wandb also the results table (`rows`: model -> metrics)
+    and the run's plots."""
+    metrics = final_metrics(results)
+    columns = list(dict.fromkeys(k for row in rows.values() for k in row))
+    for logger in loggers:
+        logger.log_metrics(metrics, step=step)
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(metrics)
+            if rows:
+                data = [[name, *(row.get(k) for k in columns)] for name, row in rows.items()]
+                logger.log_table("results", columns=["model", *columns], data=data, step=step)
+            for plot in plots:
+                logger.log_image(f"plots/{plot.stem}", [str(plot)], step=step)
+        logger.save()
+
+
+def report(cfg: DictConfig, module, results: dict, rows: dict) -> list[Path]:
+    """Print the evaluation rows side by side; save the encoder, results.json and the run's plots
+    in the run directory; returns the plots."""
+    if rows:
+        print(format_table(rows))
+    output_dir = Path(cfg.output_dir)
+    if cfg.save_model:
+        save_sparse_encoder(module.encoder, output_dir / "model")
+    write_results(output_dir / RESULTS, results)
+    if len(results["val_history"]) < 2:
+        return []
+    return [align_uniform_path(results["val_history"], output_dir / "align_uniform_path.png")]
