@@ -2,6 +2,6 @@
 
 from callbacks.checkpointing import AtomicCheckpointIO, LastCheckpoint
 from callbacks.importance import ImportanceScoring
-from callbacks.pruning import StructuredPruning
+from callbacks.pruning import ScheduledPruning
 
-__all__ = ["AtomicCheckpointIO", "ImportanceScoring", "LastCheckpoint", "StructuredPruning"]
+__all__ = ["AtomicCheckpointIO", "ImportanceScoring", "LastCheckpoint", "ScheduledPruning"]

@@ -58,8 +58,9 @@ def forget_best_checkpoints(trainer: L.Trainer) -> list[str]:
     return renamed
 
 
-class StructuredPruning(L.Callback):
-    """Sparsify the encoder at scheduled epochs or steps (METHOD.md section 5).
+class ScheduledPruning(L.Callback):
+    """Sparsify the encoder at scheduled epochs or steps (METHOD.md section 5): heads and FFN neurons
+    (`granularity: structured`) or single weights (`unstructured`).
 
     `schedule` holds cumulative events, `{epoch: E}` or `{step: S}`, each optionally with its own
     targets; without them, event k of K reaches k/K of `head_sparsity`/`ffn_sparsity` (or

@@ -14,9 +14,9 @@ class SaveGatesPerRank(L.Callback):
         self.dirpath = Path(dirpath)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from callbacks import StructuredPruning
+        from callbacks import ScheduledPruning
 
-        pruning = next(c for c in trainer.callbacks if isinstance(c, StructuredPruning))
+        pruning = next(c for c in trainer.callbacks if isinstance(c, ScheduledPruning))
         saved = {
             "gates": [g.cpu() for g in pl_module.encoder.gates.tensors()],
             "importance": [

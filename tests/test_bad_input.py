@@ -171,7 +171,7 @@ COMMAND_LINE_TYPOS = {
     "missing parent": (["dta.batch_size=3"], "dta: unknown key; did you mean 'data'?"),
     "swept key": (
         ["-m", "seed=1,2", "pruning.head_sparsiy=0.1,0.3"],
-        "pruning.head_sparsiy: unknown key for callbacks.StructuredPruning; did you mean 'head_sparsity'?",
+        "pruning.head_sparsiy: unknown key for callbacks.ScheduledPruning; did you mean 'head_sparsity'?",
     ),  # fmt: skip
     "under a group without keys": (
         ["pruning=none", "pruning.head_sparsity=0.3"],

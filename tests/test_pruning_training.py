@@ -170,7 +170,7 @@ def test_a_resumed_run_removes_the_same_units_and_ends_equal_to_the_uninterrupte
     score = f"pruning.score={score}"
     whole = run_for(tmp_path / "whole", data_dir, tiny_model_dir, corpus, 3, score, schedule=schedule)
     midway = tmp_path / "whole" / "checkpoints" / resume_from
-    assert torch.load(midway, weights_only=True)["callbacks"]["StructuredPruning"]["done"] == done
+    assert torch.load(midway, weights_only=True)["callbacks"]["ScheduledPruning"]["done"] == done
     resumed = run_for(tmp_path / "resumed", data_dir, tiny_model_dir, corpus, 3, score, f"ckpt_path={midway}",
                       schedule=schedule)  # fmt: skip
     assert resumed["global_step"] == whole["global_step"] == 6

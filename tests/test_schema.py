@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from test_bad_input import BAD_INPUTS, FOUND_AFTER_THE_CONFIG_CHECK
 from test_train import EXPERIMENTS, compose_train, cpu_overrides
 
-from callbacks import StructuredPruning
+from callbacks import ScheduledPruning
 from sparsecse.cli.config import GROUPS, check_config, top_level_keys
 from sparsecse.data import ContrastiveDataModule
 from sparsecse.errors import ConfigError
@@ -51,7 +51,7 @@ MISTAKES = {
     "sparsecse.encoder.SentenceEncoder.from_pretrained; did you mean 'pooler'?",
     "+trainer.max_step=10": "trainer.max_step: unknown key for lightning.pytorch.Trainer; did you mean "
     "'max_steps'?",
-    "+pruning.head_sparsty=0.1": "pruning.head_sparsty: unknown key for callbacks.StructuredPruning; did "
+    "+pruning.head_sparsty=0.1": "pruning.head_sparsty: unknown key for callbacks.ScheduledPruning; did "
     "you mean 'head_sparsity'?",
     "+callbacks.model_checkpoint.monitr=val/loss": "callbacks.model_checkpoint.monitr: unknown key for "
     "lightning.pytorch.callbacks.ModelCheckpoint; did you mean 'monitor'?",
@@ -172,10 +172,10 @@ def test_check_value(hint, value, message):
 
 def test_constructors_check_the_same_constraints(tmp_path):
     with pytest.raises(ConfigError, match=r"^head_sparsity: must be less than 1, got 1.0$"):
-        StructuredPruning(schedule=[{"epoch": 1}], head_sparsity=1.0)
+        ScheduledPruning(schedule=[{"epoch": 1}], head_sparsity=1.0)
     with pytest.raises(
         ConfigError, match=r"^schedule\[0\].step: must be greater than or equal to 0, got -1$"
     ):
-        StructuredPruning(schedule=[{"step": -1}])
+        ScheduledPruning(schedule=[{"step": -1}])
     with pytest.raises(ConfigError, match="^batch_size: must be greater than or equal to 1, got 0$"):
         ContrastiveDataModule("no-such-model", tmp_path / "nowhere", batch_size=0)
