@@ -25,8 +25,8 @@ from sparsecse.cli.training import (
     report,
     resume_from,
 )
+from sparsecse.gates import counted_parameters
 from sparsecse.loading import load_checkpoint_file
-from sparsecse.pruning import counted_parameters
 from sparsecse.runs import RESULTS, check_run_folder, record_config
 
 

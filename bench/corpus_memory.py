@@ -39,13 +39,13 @@ def train_once(corpus: Path, data_dir: str, steps: int) -> dict:
     import torch
 
     from sparsecse.data import ContrastiveDataModule
-    from sparsecse.encoder import SentenceEncoder
+    from sparsecse.model_io import load_encoder
     from sparsecse.module import SimCSEModule
 
     start = time.perf_counter()
     data = ContrastiveDataModule("minilm", data_dir, str(corpus), batch_size=64, num_workers=1)
     indexed = time.perf_counter() - start
-    module = SimCSEModule(SentenceEncoder.from_pretrained("minilm", pooler="avg"),
+    module = SimCSEModule(load_encoder("minilm", pooler="avg"),
                           lambda params: torch.optim.AdamW(params, lr=3e-5))  # fmt: skip
     trainer = L.Trainer(accelerator="cpu", max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,

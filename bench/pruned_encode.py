@@ -18,13 +18,15 @@ from machine import pick_device
 from transformers import BertConfig, BertModel
 
 from sparsecse.encoder import SentenceEncoder
+from sparsecse.importance import PruningEvent, Sparsifier
 from sparsecse.loading import load_tokenizer
-from sparsecse.pruning import PruningEvent, Sparsifier, remove_pruned_units
+from sparsecse.model_io import load_encoder
+from sparsecse.surgery import remove_pruned_units
 
 
 def build(shape: str, device: torch.device, dtype: torch.dtype) -> SentenceEncoder:
     if shape == "minilm":
-        encoder = SentenceEncoder.from_pretrained("minilm", pooler="avg")
+        encoder = load_encoder("minilm", pooler="avg")
     else:  # the bert-base shape with random weights: speed does not depend on their values
         backbone = BertModel(BertConfig(), add_pooling_layer=False)
         encoder = SentenceEncoder(backbone, load_tokenizer("minilm"), pooler="avg")

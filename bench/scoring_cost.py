@@ -17,12 +17,12 @@ import torch
 from machine import pick_device
 from train_throughput import batches, corpus, model_dir, plain_seconds
 
-from sparsecse.encoder import SentenceEncoder
-from sparsecse.pruning import Sparsifier
+from sparsecse.importance import Sparsifier
+from sparsecse.model_io import load_encoder
 
 
 def scoring_seconds(args, path: str, text: Path, device: torch.device) -> float:
-    encoder = SentenceEncoder.from_pretrained(path, pooler="avg").to(device)
+    encoder = load_encoder(path, pooler="avg").to(device)
     sparsifier = Sparsifier(num_batches=args.steps)
     sparsifier.attach(encoder)
     pairs = [{k: torch.stack([v, v]) for k, v in b.items()} for b in batches(path, text, args, device)]

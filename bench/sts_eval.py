@@ -14,8 +14,8 @@ import time
 
 from machine import pick_device
 
-from sparsecse.encoder import SentenceEncoder
 from sparsecse.evaluation import evaluate_encoder
+from sparsecse.model_io import load_encoder
 from sparsecse.paths import default_data_dir
 
 SENTEVAL_SECONDS = 190.0  # SentEval on the same CPU, issue 6
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="SentenceEncoder.compile_for_inference")
     args = parser.parse_args()
     device, where = pick_device()
-    encoder = SentenceEncoder.from_pretrained("minilm", pooler="avg").to(device).eval()
+    encoder = load_encoder("minilm", pooler="avg").to(device).eval()
     start = time.perf_counter()
     if args.compile:
         encoder.compile_for_inference()

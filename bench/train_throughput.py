@@ -30,9 +30,9 @@ from transformers import BertConfig, BertModel
 
 from sparsecse.corpora import snli_sentences
 from sparsecse.data import ContrastiveDataModule
-from sparsecse.encoder import SentenceEncoder
 from sparsecse.loading import load_tokenizer
 from sparsecse.loss import simcse_loss
+from sparsecse.model_io import load_encoder
 from sparsecse.module import SimCSEModule
 from sparsecse.paths import resolve_model_path
 
@@ -97,7 +97,7 @@ class StepClock(L.Callback):
 
 
 def lightning_seconds(args, path: str, text: Path, device: torch.device) -> float:
-    encoder = SentenceEncoder.from_pretrained(path, pooler="avg")
+    encoder = load_encoder(path, pooler="avg")
     optimizer = lambda params: torch.optim.AdamW(params, lr=3e-5, fused=device.type == "cuda")  # noqa: E731
     module = SimCSEModule(encoder, optimizer)
     data = ContrastiveDataModule(path, args.data_dir, str(text), batch_size=args.batch_size,
@@ -126,7 +126,7 @@ def batches(path: str, text: Path, args, device: torch.device) -> list[dict[str,
 
 
 def plain_seconds(args, path: str, text: Path, device: torch.device) -> float:
-    encoder = SentenceEncoder.from_pretrained(path, pooler="avg").to(device).train()
+    encoder = load_encoder(path, pooler="avg").to(device).train()
     if args.compile:
         encoder.backbone = torch.compile(encoder.backbone)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=3e-5, fused=device.type == "cuda")

@@ -9,11 +9,11 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from callbacks.pruning import scoring_batches
-from sparsecse.importance import ScoreMode
+from callbacks.pruning import EventTime, scoring_batches
+from sparsecse.errors import ConfigError
+from sparsecse.importance import Sparsifier
 from sparsecse.plots import head_heatmap, neuron_histogram
-from sparsecse.pruning import EventTime, Sparsifier
-from sparsecse.validation import PositiveInt, checked
+from sparsecse.validation import checked, passes_options_to
 
 
 class ImportanceScoring(L.Callback):
@@ -24,23 +24,14 @@ class ImportanceScoring(L.Callback):
     """
 
     @checked
-    def __init__(
-        self,
-        at: Sequence[EventTime],
-        output_dir: str | Path,
-        at_end: bool = False,
-        score: ScoreMode = "magnitude",
-        uniformity_weight: float = 1.0,
-        num_batches: PositiveInt = 8,
-        normalize_head_scores: bool = False,
-        seed: int = 0,
-    ):
-        self.sparsifier = Sparsifier("structured", score, uniformity_weight, num_batches, 1,
-                                     normalize_head_scores, seed)  # fmt: skip
+    @passes_options_to(Sparsifier)  # score, lambda, batches, ... (Sparsifier's arguments)
+    def __init__(self, at: Sequence[EventTime], output_dir: str | Path, at_end: bool = False, **options):
+        self.sparsifier = Sparsifier(**options)
+        if self.sparsifier.granularity != "structured":
+            raise ConfigError("granularity", "importance pictures show heads and neurons: use structured")
         self.at = {(unit, entry[unit]) for entry in at for unit in ("epoch", "step") if unit in entry}
         self.at_end = at_end
         self.output_dir = Path(output_dir)
-        self.seed = seed
         self.written: list[Path] = []
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -61,7 +52,7 @@ class ImportanceScoring(L.Callback):
     def score(
         self, trainer: L.Trainer, pl_module: L.LightningModule, tag: str
     ) -> dict[str, list[torch.Tensor]]:
-        batches = scoring_batches(trainer, self.seed)
+        batches = scoring_batches(trainer, self.sparsifier.seed)
         scores = self.sparsifier.importance(
             pl_module.encoder, batches, trainer.global_step, trainer.global_rank
         )

@@ -1,4 +1,5 @@
-"""Scheduled sparsification during training: thin Lightning glue over `sparsecse.pruning`."""
+"""Scheduled sparsification during training: the Lightning glue of the method (`sparsecse.gates`,
+`sparsecse.importance`, `sparsecse.surgery`), and the schedule of its events."""
 
 from __future__ import annotations
 
@@ -8,20 +9,91 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
+from typing_extensions import TypedDict
 
-from sparsecse.importance import ScoreMode
-from sparsecse.pruning import (
-    Granularity,
-    PruningEvent,
-    ScheduleEvent,
-    Sparsifier,
-    build_schedule,
-    check_schedule_fits,
-    pruned_any,
-    remove_pruned_units,
-    sparsity_summary,
+from sparsecse.errors import ConfigError
+from sparsecse.gates import pruned_any, sparsity_summary
+from sparsecse.importance import PruningEvent, Sparsifier, event_targets
+from sparsecse.surgery import remove_pruned_units
+from sparsecse.validation import (
+    STRICT_RECORD,
+    Fraction,
+    NonNegativeInt,
+    check_value,
+    checked,
+    passes_options_to,
 )
-from sparsecse.validation import Fraction, PositiveInt, checked
+
+
+class EventTime(TypedDict, total=False):
+    """When: `{epoch: E}` or `{step: S}`."""
+
+    __pydantic_config__ = STRICT_RECORD
+    epoch: NonNegativeInt | None
+    step: NonNegativeInt | None
+
+
+class ScheduleEvent(EventTime, total=False):
+    """A `schedule` entry: when, and optionally its own cumulative targets."""
+
+    __pydantic_config__ = STRICT_RECORD
+    head_sparsity: Fraction
+    ffn_sparsity: Fraction
+    weight_sparsity: Fraction
+
+
+def _fraction(value, key: str) -> float:
+    check_value(key, value, Fraction)
+    return float(value)
+
+
+def _event_time(entry: Mapping, key: str) -> tuple[str, int]:
+    units = [u for u in ("epoch", "step") if entry.get(u) is not None]
+    if len(units) != 1:
+        raise ConfigError(key, f"needs exactly one of `epoch` or `step`, got {dict(entry)}")
+    check_value(f"{key}.{units[0]}", entry[units[0]], NonNegativeInt)
+    return units[0], entry[units[0]]
+
+
+def build_schedule(schedule: Sequence[Mapping], granularity: str, **final: float) -> list[PruningEvent]:
+    """Events from `schedule` entries (`{epoch: E}` or `{step: S}`, optionally with their own
+    targets). An entry without a target ramps linearly: event k of K reaches k/K of `final`."""
+    final = event_targets(granularity, **final)
+    if not schedule:
+        raise ConfigError("schedule", "is empty; give at least one event such as [{epoch: 1}]")
+    events, previous = [], {name: 0.0 for name in final}
+    for k, entry in enumerate(schedule):
+        key = f"schedule[{k}]"
+        unknown = set(entry) - {"epoch", "step", *final}
+        if unknown:
+            raise ConfigError(key, f"unknown field {sorted(unknown)[0]!r} for {granularity} pruning")
+        unit, at = _event_time(entry, key)
+        if events and unit != events[0].unit:
+            raise ConfigError(f"{key}.{unit}", "mixes epochs and steps; use one kind for every event")
+        if events and at <= events[-1].at:
+            raise ConfigError(f"{key}.{unit}", f"must come after the previous event ({events[-1].at})")
+        targets = {}
+        for name, goal in final.items():
+            value = entry.get(name, goal * (k + 1) / len(schedule))
+            targets[name] = _fraction(value, f"{key}.{name}")
+            if targets[name] < previous[name]:
+                raise ConfigError(f"{key}.{name}", f"decreases ({previous[name]} -> {targets[name]}); "
+                                  "targets are cumulative")  # fmt: skip
+        events.append(PruningEvent(unit, at, **targets))
+        previous = targets
+    return events
+
+
+def check_schedule_fits(
+    events: Sequence[PruningEvent], max_epochs: int | None, max_steps: int | None
+) -> None:
+    """An event at the last epoch (or step) runs when training ends; one after it never would."""
+    for k, event in enumerate(events):
+        limit = max_epochs if event.unit == "epoch" else max_steps
+        if limit is not None and limit >= 0 and event.at > limit:
+            raise ConfigError(f"schedule[{k}].{event.unit}", f"{event.at} is after the last {event.unit} "
+                              f"of training ({limit})")  # fmt: skip
+
 
 BEFORE_FINAL_PRUNING = "before-final-pruning"  # suffix of the best checkpoints an event made obsolete
 
@@ -70,29 +142,22 @@ class ScheduledPruning(L.Callback):
     """
 
     @checked
+    @passes_options_to(Sparsifier)  # granularity, score, lambda, batches, ... (Sparsifier's arguments)
     def __init__(
         self,
         schedule: Sequence[ScheduleEvent],
         head_sparsity: Fraction = 0.0,
         ffn_sparsity: Fraction = 0.0,
         weight_sparsity: Fraction = 0.0,
-        granularity: Granularity = "structured",
-        score: ScoreMode = "magnitude",
-        uniformity_weight: float = 1.0,
-        num_batches: PositiveInt = 8,
-        min_heads_per_layer: PositiveInt = 1,
-        normalize_head_scores: bool = False,
-        seed: int = 0,
+        **options,
     ):
-        self.sparsifier = Sparsifier(granularity, score, uniformity_weight, num_batches,
-                                     min_heads_per_layer, normalize_head_scores, seed)  # fmt: skip
+        self.sparsifier = Sparsifier(**options)
         targets = {
             "head_sparsity": head_sparsity,
             "ffn_sparsity": ffn_sparsity,
             "weight_sparsity": weight_sparsity,
         }
-        self.events = build_schedule(schedule, granularity, **targets)
-        self.seed = seed
+        self.events = build_schedule(schedule, self.sparsifier.granularity, **targets)
         self.done = 0  # events carried out; saved in checkpoints
         self.earlier_best: list[str] = []  # best checkpoints from before the last event, renamed
         self.last_importance: dict[str, list[torch.Tensor]] = {}
@@ -147,7 +212,7 @@ class ScheduledPruning(L.Callback):
         self.done += 1
         if not any(self.sparsifier.removals(encoder, event).values()):
             return  # a no-op: nothing scored, and the best checkpoint stands (a sparsity-0 baseline)
-        batches = scoring_batches(trainer, self.seed + index)
+        batches = scoring_batches(trainer, self.sparsifier.seed + index)
         importance = self.sparsifier.importance(encoder, batches, index, trainer.global_rank)
         self.last_importance = importance  # for inspection and tests
         log_metrics(trainer, self.sparsifier.apply(encoder, event, importance))

@@ -8,19 +8,10 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModel, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from sparsecse.errors import ConfigError
-from sparsecse.gates import UnitGates, WeightMasks
-from sparsecse.loading import (
-    SUPPORTED_MODEL_TYPES,
-    load_backbone,
-    load_checkpoint_file,
-    load_config,
-    load_tokenizer,
-)
-from sparsecse.pruning import remove_pruned_units
 from sparsecse.validation import check_value
 
 # SimCSE's poolers (Gao et al. 2021, Sec. 6.3 / evaluation.py): `cls` is [CLS] through the MLP
@@ -72,28 +63,6 @@ class SentenceEncoder(nn.Module):
         self.gates = None  # UnitGates, attached by a structured Sparsifier
         self.masks = None  # WeightMasks, attached by an unstructured Sparsifier
         self.compiled_forward = None  # set by compile_for_inference
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str,
-        pooler: Pooler = "cls",
-        mlp_only_train: bool = False,
-        reinit_mlp: bool = False,
-        attn_implementation: str = "sdpa",
-    ) -> SentenceEncoder:
-        """Load any BERT/RoBERTa name or path (or `minilm`).
-
-        `reinit_mlp` draws the MLP afresh, as SimCSE does (its MLPLayer is not in the checkpoint).
-        """
-        check_pooler(pooler)
-        config = load_config(name_or_path)
-        backbone = load_backbone(name_or_path, config, pooler == "cls", attn_implementation)
-        encoder = cls(backbone, load_tokenizer(name_or_path), pooler, mlp_only_train)
-        encoder.name_or_path = name_or_path
-        if reinit_mlp and pooler == "cls":
-            encoder.reset_mlp()
-        return encoder
 
     def reset_mlp(self) -> None:
         dense = self.backbone.pooler.dense
@@ -209,55 +178,3 @@ class SentenceEncoder(nn.Module):
         self.backbone.save_pretrained(directory, safe_serialization=True)
         self.tokenizer.save_pretrained(directory)
         return directory
-
-
-def encoder_from_checkpoint(path: str, pooler: str, attn_implementation: str = "sdpa") -> SentenceEncoder:
-    """A project Lightning checkpoint (`*.ckpt`) -> encoder, from its plain tensors and description."""
-    checkpoint = load_checkpoint_file(path, "model")
-    meta, state_dict = checkpoint.get(CHECKPOINT_KEY), checkpoint.get("state_dict")
-    if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict) and isinstance(state_dict, dict)):
-        raise ConfigError("model", f"{path} is not a SparseCSE checkpoint (no {CHECKPOINT_KEY!r} entry)")
-    model_type = meta["config"].get("model_type")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        supported = ", ".join(SUPPORTED_MODEL_TYPES)
-        raise ConfigError("model", f"{path} holds a {model_type!r} model; supported: {supported}")
-    config = AutoConfig.for_model(**meta["config"])
-    config._attn_implementation = attn_implementation
-    backbone = AutoModel.from_config(config, add_pooling_layer=pooler == "cls", trust_remote_code=False)
-    state = _entries(state_dict, "encoder.backbone.")
-    if pooler != "cls":  # the MLP is not part of this encoder
-        state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
-    backbone.load_state_dict(state)
-    encoder = SentenceEncoder(backbone, load_tokenizer(meta["name_or_path"]), pooler, meta["mlp_only_train"])
-    encoder.name_or_path = meta["name_or_path"]
-    _apply_sparsity(encoder, state_dict)
-    return encoder
-
-
-def _entries(state_dict: dict, prefix: str) -> dict:
-    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-
-
-def _apply_sparsity(encoder: SentenceEncoder, state_dict: dict) -> None:
-    """The gates (sliced out) or weight masks (zeroed) a checkpoint taken after a pruning event holds:
-    without them the encoder would be the dense backbone, not the one that was trained."""
-    gates, masks = _entries(state_dict, "encoder.gates."), _entries(state_dict, "encoder.masks.")
-    if gates:
-        encoder.gates = UnitGates(encoder.backbone)
-        encoder.gates.load_state_dict(gates)
-    if masks:
-        encoder.masks = WeightMasks(encoder.backbone)
-        encoder.masks.load_state_dict(masks)
-    remove_pruned_units(encoder)
-
-
-def load_encoder(model: str, pooler: str, attn_implementation: str = "sdpa") -> SentenceEncoder:
-    """A name, a model directory, or a project Lightning checkpoint (`*.ckpt`) -> encoder."""
-    check_pooler(pooler)
-    if (Path(model).expanduser() / "sparsecse.json").is_file():  # exported by this project
-        from sparsecse.export import load_sparse_encoder
-
-        return load_sparse_encoder(model, pooler, attn_implementation=attn_implementation)
-    if not str(model).endswith(".ckpt"):
-        return SentenceEncoder.from_pretrained(model, pooler, attn_implementation=attn_implementation)
-    return encoder_from_checkpoint(model, pooler, attn_implementation)

@@ -1,9 +1,16 @@
-"""Head and FFN-neuron gates (METHOD.md section 3) as forward pre-hooks, for any attention kernel.
+"""The units SparseCSE removes (METHOD.md section 3): where they live in a layer, their gates and
+masks, and how many parameters are left.
+
+This file is the one place that knows a BERT/RoBERTa layer's layout. A head owns d rows of the
+query, key and value projections and d input columns of the attention output projection; an FFN
+neuron owns one row of the intermediate projection and one input column of the output projection.
 
 transformers 5 has no `head_mask` (an unknown keyword is silently ignored) and no `prune_heads`, so
 a gate multiplies its unit's slice of the input of the layer's output projection: a head's slice of
 the concatenated attention context before `attention.output.dense`, a neuron's activation before
 `output.dense`. With every gate at 1 the output is the plain model's, bit for bit.
+
+Standalone (torch only): `surgery.py` imports it, and both travel with exported weights.
 """
 
 from __future__ import annotations
@@ -11,14 +18,58 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+# Where a layer keeps its units, as paths of Linear modules within it.
+HEAD_ROWS = ("attention.self.query", "attention.self.key", "attention.self.value")  # (H d, hidden)
+HEAD_COLUMNS = "attention.output.dense"  # (hidden, H d)
+NEURON_ROWS = "intermediate.dense"  # (F, hidden)
+NEURON_COLUMNS = "output.dense"  # (hidden, F)
+
 
 def encoder_layers(backbone: nn.Module) -> nn.ModuleList:
     """The transformer layers of a BERT/RoBERTa backbone."""
     return backbone.encoder.layer
 
 
+def linear(layer: nn.Module, path: str) -> nn.Linear:
+    return layer.get_submodule(path)
+
+
+def replace_linear(layer: nn.Module, path: str, new: nn.Linear) -> None:
+    parent, name = path.rsplit(".", 1)
+    setattr(layer.get_submodule(parent), name, new)
+
+
 def head_size(layer: nn.Module) -> int:
     return layer.attention.self.attention_head_size
+
+
+def set_head_count(layer: nn.Module, heads: int) -> None:
+    """Tell the attention module how many heads its (sliced) projections now hold."""
+    attention = layer.attention.self
+    attention.num_attention_heads = heads
+    attention.all_head_size = heads * attention.attention_head_size
+
+
+def layer_structure(layer: nn.Module) -> tuple[int, int]:
+    """(heads, FFN neurons) of one layer, read from its weights."""
+    return linear(layer, HEAD_ROWS[0]).out_features // head_size(layer), linear(
+        layer, NEURON_ROWS
+    ).out_features
+
+
+def head_count_recorded(layer: nn.Module) -> int:
+    """The head count the attention module believes it has (must agree with its weights)."""
+    attention = layer.attention.self
+    assert attention.all_head_size == attention.num_attention_heads * attention.attention_head_size
+    return attention.num_attention_heads
+
+
+def parameters_per_unit(layer: nn.Module) -> tuple[int, int]:
+    """(parameters a head owns, parameters a neuron owns) in this layer, biases included."""
+    d, hidden = head_size(layer), linear(layer, HEAD_COLUMNS).out_features
+    per_head = 3 * (hidden * d + d) + d * hidden  # q, k, v rows (+ biases) and output columns
+    per_neuron = hidden + 1 + hidden  # FFN input row (+ bias) and output column
+    return per_head, per_neuron
 
 
 class UnitGates(nn.Module):
@@ -30,15 +81,17 @@ class UnitGates(nn.Module):
         layers = encoder_layers(backbone)
         self.num_layers = len(layers)
         for i, layer in enumerate(layers):
-            heads = layer.attention.self.query.out_features // head_size(layer)
-            self.register_buffer(f"head_{i}", layer.attention.self.query.weight.new_ones(heads).float())
-            self.register_buffer(f"neuron_{i}", layer.intermediate.dense.weight.new_ones(
-                layer.intermediate.dense.out_features).float())  # fmt: skip
+            heads, neurons = layer_structure(layer)
+            device = linear(layer, NEURON_ROWS).weight.device
+            self.register_buffer(f"head_{i}", torch.ones(heads, device=device))
+            self.register_buffer(f"neuron_{i}", torch.ones(neurons, device=device))
         self._handles = []
         for i, layer in enumerate(layers):
             head_gate = _GateHeads(self, i, head_size(layer))
-            self._handles.append(layer.attention.output.dense.register_forward_pre_hook(head_gate))
-            self._handles.append(layer.output.dense.register_forward_pre_hook(_GateNeurons(self, i)))
+            self._handles.append(linear(layer, HEAD_COLUMNS).register_forward_pre_hook(head_gate))
+            self._handles.append(
+                linear(layer, NEURON_COLUMNS).register_forward_pre_hook(_GateNeurons(self, i))
+            )
 
     @property
     def heads(self) -> list[Tensor]:
@@ -66,8 +119,8 @@ class UnitGates(nn.Module):
 
 
 class _GateHeads:
-    """Pre-hook of `attention.output.dense`. A class, not a closure, so that models with gates
-    pickle (DDP spawn sends the model to its workers)."""
+    """Pre-hook of the attention output projection (HEAD_COLUMNS). A class, not a closure, so that
+    models with gates pickle (DDP spawn sends the model to its workers)."""
 
     def __init__(self, gates: UnitGates, index: int, size: int):
         self.gates, self.index, self.size = gates, index, size
@@ -80,7 +133,7 @@ class _GateHeads:
 
 
 class _GateNeurons:
-    """Pre-hook of the FFN's `output.dense`."""
+    """Pre-hook of the FFN's output projection (NEURON_COLUMNS)."""
 
     def __init__(self, gates: UnitGates, index: int):
         self.gates, self.index = gates, index
@@ -131,3 +184,49 @@ class WeightMasks(nn.Module):
         kept = sum(int(self.mask(k).count_nonzero()) for k in self.linears)
         total = sum(self.mask(k).numel() for k in self.linears)
         return 1.0 - kept / total
+
+
+def pruned_any(encoder) -> bool:
+    """Whether any head, neuron or weight is gated or masked off (events that removed nothing leave none)."""
+    if encoder.masks is not None and encoder.masks.sparsity() > 0:
+        return True
+    return encoder.gates is not None and any(bool((g == 0).any()) for g in encoder.gates.tensors())
+
+
+def effective_parameters(encoder) -> int:
+    """Parameters of the transformer layers that still count: gated-off heads and neurons, masked
+    weights and already-sliced units excluded (embeddings and pooler are not units)."""
+    layers = encoder_layers(encoder.backbone)
+    total = sum(p.numel() for p in layers.parameters())
+    if encoder.masks is not None:
+        return total - sum(int((~encoder.masks.mask(k)).sum()) for k in encoder.masks.linears)
+    if encoder.gates is None:
+        return total
+    for layer, head_gate, neuron_gate in zip(layers, encoder.gates.heads, encoder.gates.neurons):
+        per_head, per_neuron = parameters_per_unit(layer)
+        total -= int((head_gate == 0).sum()) * per_head + int((neuron_gate == 0).sum()) * per_neuron
+    return total
+
+
+def counted_parameters(encoder) -> int:
+    """Parameters of the whole encoder (embeddings and pooler included) that still count."""
+    every = sum(p.numel() for p in encoder.parameters())
+    layers = sum(p.numel() for p in encoder_layers(encoder.backbone).parameters())
+    return every - layers + effective_parameters(encoder)
+
+
+def sparsity_summary(encoder) -> dict[str, float]:
+    """What the pruning callback logs: overall sparsities, kept units per layer, parameters."""
+    summary: dict[str, float] = {"prune/encoder_parameters": float(effective_parameters(encoder))}
+    if encoder.masks is not None:
+        summary["prune/weight_sparsity"] = encoder.masks.sparsity()
+    if encoder.gates is not None:
+        counts = encoder.gates.counts()
+        heads = sum(g.numel() for g in encoder.gates.heads)
+        neurons = sum(g.numel() for g in encoder.gates.neurons)
+        summary["prune/head_sparsity"] = 1.0 - sum(counts["heads"]) / heads
+        summary["prune/ffn_sparsity"] = 1.0 - sum(counts["neurons"]) / neurons
+        for i, (h, n) in enumerate(zip(counts["heads"], counts["neurons"])):
+            summary[f"prune/heads_layer{i}"] = float(h)
+            summary[f"prune/neurons_layer{i}"] = float(n)
+    return summary

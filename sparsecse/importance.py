@@ -9,8 +9,9 @@ its gate from 1 to 0, so to first order the loss changes by -g. Every score here
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Literal
 
 import torch
@@ -18,10 +19,22 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from sparsecse.errors import ConfigError
-from sparsecse.gates import encoder_layers, head_size
+from sparsecse.gates import (
+    HEAD_COLUMNS,
+    HEAD_ROWS,
+    NEURON_COLUMNS,
+    NEURON_ROWS,
+    UnitGates,
+    WeightMasks,
+    encoder_layers,
+    head_size,
+    linear,
+    sparsity_summary,
+)
 from sparsecse.loss import alignment, uniformity
-from sparsecse.validation import check_value
+from sparsecse.validation import Fraction, PositiveInt, check_value, checked
 
+LAYOUT_PATHS = (*HEAD_ROWS, HEAD_COLUMNS, NEURON_ROWS, NEURON_COLUMNS)
 SCORE_MODES = ("magnitude", "signed", "alignment", "uniformity", "random", "weight_magnitude")
 ScoreMode = Literal[SCORE_MODES]
 
@@ -173,14 +186,12 @@ def weight_magnitude_scores(backbone: nn.Module) -> dict[str, list[Tensor]]:
     weight it owns (its q/k/v rows and output-projection columns; its FFN row and column)."""
     heads, neurons = [], []
     for layer in encoder_layers(backbone):
-        attn, size = layer.attention.self, head_size(layer)
-        rows = sum(m.weight.float().pow(2).unflatten(0, (-1, size)).sum((1, 2))
-                   for m in (attn.query, attn.key, attn.value))  # fmt: skip
-        cols = layer.attention.output.dense.weight.float().pow(2).unflatten(1, (-1, size)).sum((0, 2))
-        heads.append((rows + cols).sqrt().detach())
-        ffn_rows = layer.intermediate.dense.weight.float().pow(2).sum(1)
-        ffn_cols = layer.output.dense.weight.float().pow(2).sum(0)
-        neurons.append((ffn_rows + ffn_cols).sqrt().detach())
+        size = head_size(layer)
+        squares = {path: linear(layer, path).weight.detach().float().pow(2) for path in LAYOUT_PATHS}
+        rows = sum(squares[path].unflatten(0, (-1, size)).sum((1, 2)) for path in HEAD_ROWS)  # (H,)
+        columns = squares[HEAD_COLUMNS].unflatten(1, (-1, size)).sum((0, 2))  # (H,)
+        heads.append((rows + columns).sqrt())
+        neurons.append((squares[NEURON_ROWS].sum(1) + squares[NEURON_COLUMNS].sum(0)).sqrt())  # (F,)
     return {"heads": heads, "neurons": neurons}
 
 
@@ -212,3 +223,176 @@ def select_kept(
     new_keep = torch.cat([k.bool() for k in alive]).clone()
     new_keep[order] = False
     return list(new_keep.split([len(k) for k in alive]))
+
+
+# The selection: from importances to the units an event removes (METHOD.md section 5).
+
+GRANULARITIES = ("structured", "unstructured")
+Granularity = Literal[GRANULARITIES]
+TARGETS = {"structured": ("head_sparsity", "ffn_sparsity"), "unstructured": ("weight_sparsity",)}
+
+
+def check_granularity(granularity: str) -> str:
+    check_value("granularity", granularity, Granularity)
+    return granularity
+
+
+@dataclass(frozen=True)
+class PruningEvent:
+    """Reach these cumulative sparsities when `at` epochs (or steps) of training are done."""
+
+    unit: str  # "epoch" or "step"
+    at: int
+    head_sparsity: float = 0.0
+    ffn_sparsity: float = 0.0
+    weight_sparsity: float = 0.0
+
+    @property
+    def targets(self) -> tuple[float, float, float]:
+        return (self.head_sparsity, self.ffn_sparsity, self.weight_sparsity)
+
+
+def event_targets(granularity: str, **final: float) -> dict[str, float]:
+    """The cumulative targets an event of this granularity takes (`head_sparsity` and `ffn_sparsity`,
+    or `weight_sparsity`), each a fraction in [0, 1); a target of the other granularity is refused."""
+    check_granularity(granularity)
+    for name, value in final.items():
+        if name not in TARGETS[granularity] and value:
+            other = "unstructured" if granularity == "structured" else "structured"
+            raise ConfigError(name, f"applies to {other} pruning, not to granularity={granularity}")
+    for name in TARGETS[granularity]:
+        check_value(name, final.get(name, 0.0), Fraction)
+    return {name: float(final.get(name, 0.0)) for name in TARGETS[granularity]}
+
+
+class Sparsifier:
+    """Scores units on positive pairs and sets gates (or masks) to reach an event's sparsity."""
+
+    @checked
+    def __init__(
+        self,
+        granularity: Granularity = "structured",
+        score: ScoreMode = "magnitude",
+        uniformity_weight: float = 1.0,  # lambda, METHOD.md section 4
+        num_batches: PositiveInt = 8,  # batches of positive pairs the scores are summed over
+        min_heads_per_layer: PositiveInt = 1,  # a layer with no heads crashes CUDA SDPA
+        normalize_head_scores: bool = False,  # per-layer L2 normalisation (Michel et al. 2019)
+        seed: int = 0,  # scoring dropout and random scores, with the event index (and rank)
+    ):
+        self.granularity = granularity
+        self.scorer = Scorer(score, uniformity_weight)
+        self.seed = seed
+        self.num_batches, self.min_heads_per_layer = num_batches, min_heads_per_layer
+        self.normalize_head_scores = normalize_head_scores
+
+    def check_model(self, config) -> None:
+        """Settings that depend on the model, checked on its config before any weights load."""
+        if self.granularity == "structured" and self.min_heads_per_layer > config.num_attention_heads:
+            raise ConfigError("min_heads_per_layer", f"{self.min_heads_per_layer} is more than the model's "
+                              f"{config.num_attention_heads} heads per layer")  # fmt: skip
+
+    def check_reachable(self, config, event: PruningEvent) -> None:
+        """Head sparsity is capped by the per-layer minimum: at most 1 - min / heads."""
+        if self.granularity != "structured":
+            return
+        cap = 1.0 - self.min_heads_per_layer / config.num_attention_heads
+        if event.head_sparsity > cap + 1e-9:
+            limit = f"min_heads_per_layer={self.min_heads_per_layer} allows at most {cap:.4f}"
+            raise ConfigError("head_sparsity", f"{event.head_sparsity} is out of reach: {limit}")
+
+    def attach(self, encoder) -> None:
+        """Give the encoder its gates (structured) or weight masks (unstructured), all ones."""
+        if self.granularity == "structured" and encoder.gates is None:
+            encoder.gates = UnitGates(encoder.backbone).to(encoder.device)
+        if self.granularity == "unstructured" and encoder.masks is None:
+            encoder.masks = WeightMasks(encoder.backbone).to(encoder.device)
+
+    def importance(
+        self, encoder, batches: Iterable[dict[str, Tensor]], event: int = 0, rank: int = 0
+    ) -> dict[str, list[Tensor]]:
+        """{"heads": [(H_l,)], "neurons": [(F_l,)]} or {"weights": [(out, in) per Linear]}.
+
+        Scored in float32, whatever autocast the caller runs under (training under bf16/fp16 and
+        `sparsecse-prune` select the same units). Randomness is drawn afresh for each event: dropout
+        from (seed, event, rank), random scores from (seed, event), the same on every rank. So a run
+        resumed before an event scores exactly as the uninterrupted run did.
+        """
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, event))
+        device = encoder.device
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), torch.autocast(device.type, enabled=False):
+            torch.manual_seed(derived_seed(self.seed, event, rank))
+            return self._importance(encoder, islice(batches, self.num_batches), generator)
+
+    def _importance(self, encoder, batches, generator: torch.Generator) -> dict[str, list[Tensor]]:
+        if self.granularity == "unstructured":
+            weights = [linear.weight for linear in encoder.masks.linears.values()]
+            if self.scorer.mode == "weight_magnitude":
+                return {"weights": [w.detach().abs().float() for w in weights]}
+            stats = (
+                accumulate_gradients(encoder, batches, weights, taylor=True)
+                if self.scorer.needs_gradients()
+                else None
+            )
+            return {"weights": self.scorer(stats, weights, generator)}
+        if self.scorer.mode == "weight_magnitude":
+            scores = weight_magnitude_scores(encoder.backbone)
+        else:
+            gates = encoder.gates
+            stats = (
+                accumulate_gradients(encoder, batches, gates.tensors())
+                if self.scorer.needs_gradients()
+                else None
+            )
+            n = gates.num_layers
+            heads = None if stats is None else stats.subset(slice(0, n))
+            neurons = None if stats is None else stats.subset(slice(n, 2 * n))
+            scores = {
+                "heads": self.scorer(heads, gates.heads, generator),
+                "neurons": self.scorer(neurons, gates.neurons, generator),
+            }
+        if self.normalize_head_scores:
+            scores["heads"] = normalize_per_layer(scores["heads"])
+        return scores
+
+    def removals(self, encoder, event: PruningEvent) -> dict[str, int]:
+        """How many more units of each kind the event removes: its cumulative target less what is gone."""
+        if self.granularity == "unstructured":
+            return {
+                "weights": _more(
+                    event.weight_sparsity, [encoder.masks.mask(k) for k in encoder.masks.linears]
+                )
+            }
+        gates = encoder.gates
+        return {
+            "heads": _more(event.head_sparsity, [g != 0 for g in gates.heads]),
+            "neurons": _more(event.ffn_sparsity, [g != 0 for g in gates.neurons]),
+        }
+
+    @torch.no_grad()
+    def apply(self, encoder, event: PruningEvent, importance: Mapping[str, list[Tensor]]) -> dict[str, float]:
+        """Remove the least important units until the event's cumulative targets are reached."""
+        n_remove = self.removals(encoder, event)
+        if self.granularity == "unstructured":
+            masks = encoder.masks
+            keys = list(masks.linears)
+            alive = [masks.mask(k).flatten() for k in keys]
+            kept = select_kept([s.flatten() for s in importance["weights"]], alive, n_remove["weights"])
+            for key, keep in zip(keys, kept):
+                masks.set(key, keep.view_as(masks.mask(key)))
+            return sparsity_summary(encoder)
+        gates = encoder.gates
+        for name, gate_list, floor in (
+            ("heads", gates.heads, self.min_heads_per_layer),
+            ("neurons", gates.neurons, 0),
+        ):
+            kept = select_kept(importance[name], [g != 0 for g in gate_list], n_remove[name], floor)
+            for gate, keep in zip(gate_list, kept):
+                gate.copy_(keep.to(gate.dtype))
+        return sparsity_summary(encoder)
+
+
+def _more(target: float, alive: Sequence[Tensor]) -> int:
+    """Units to remove from `alive` (keep masks) so that `target` of all of them are gone."""
+    total = sum(a.numel() for a in alive)
+    return max(round(target * total) - sum(int((~a.bool()).sum()) for a in alive), 0)

@@ -13,8 +13,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from sparsecse.errors import ConfigError
-from sparsecse.modeling_sparsecse import SPARSE_CLASSES, register
 from sparsecse.paths import resolve_model_path
+from sparsecse.surgery import SPARSE_CLASSES, register
 
 # here rather than in the package's __init__, so that tools which load no model (sparsecse-report)
 # do not pay for importing transformers

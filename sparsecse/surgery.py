@@ -1,25 +1,193 @@
-"""Physical removal of heads and FFN neurons (METHOD.md section 5).
+"""Physical removal of heads and FFN neurons (METHOD.md section 5), and the sparse model classes
+that travel with exported weights.
 
 The layers are sliced in place (dtype and device kept), the kept ORIGINAL indices are recorded in the
 config as `kept_heads` / `kept_neurons`, and the backbone becomes a `SparseBertModel` /
-`SparseRobertaModel` with the matching config, so that it saves and loads with its new shapes.
+`SparseRobertaModel`: the dense architecture built from the config, then sliced to that structure,
+so that `from_pretrained` finds weights of matching shapes.
+
+Standalone (torch, transformers and `gates.py` beside it): the export copies this file and
+`gates.py` next to the weights, where `trust_remote_code=True` loads them without the sparsecse
+package; this package loads exports with the same classes, registered, and never runs those copies.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
-from transformers import BertModel, PreTrainedModel, RobertaModel
-
-from sparsecse.modeling_sparsecse import (
-    SPARSE_CLASSES,
-    check_structure,
-    layer_structure,
-    prune_layer_heads,
-    prune_layer_neurons,
-    register,
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    BertConfig,
+    BertModel,
+    PreTrainedModel,
+    RobertaConfig,
+    RobertaModel,
 )
+
+from .gates import (
+    HEAD_COLUMNS,
+    HEAD_ROWS,
+    NEURON_COLUMNS,
+    NEURON_ROWS,
+    encoder_layers,
+    head_count_recorded,
+    head_size,
+    layer_structure,
+    linear,
+    replace_linear,
+    set_head_count,
+)
+
+
+def slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A new Linear keeping the output rows (dim=0, bias too) or input columns (dim=1) in `index`.
+
+    Same device, dtype and requires_grad as `linear` (unlike transformers' old prune_linear_layer,
+    which returned float32); works on the meta device.
+    """
+    if dim not in (0, 1):
+        raise ValueError(f"dim must be 0 (rows) or 1 (columns), got {dim}")
+    index = torch.as_tensor(index, dtype=torch.long).to(linear.weight.device)
+    weight = linear.weight.detach().index_select(dim, index).clone()  # (out, in)
+    bias = None
+    if linear.bias is not None:
+        bias = linear.bias.detach()
+        bias = (bias.index_select(0, index) if dim == 0 else bias).clone()
+    with warnings.catch_warnings():  # a zero-neuron FFN: "Initializing zero-element tensors is a no-op"
+        warnings.simplefilter("ignore", UserWarning)
+        new = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    new.weight = nn.Parameter(weight, requires_grad=linear.weight.requires_grad)
+    if bias is not None:
+        new.bias = nn.Parameter(bias, requires_grad=linear.bias.requires_grad)
+    if getattr(linear, "_is_hf_initialized", False):  # keep transformers from re-initialising it
+        new._is_hf_initialized = True
+    return new
+
+
+def _checked(keep: Sequence[int], total: int, what: str) -> list[int]:
+    keep = sorted({int(i) for i in keep})
+    if keep and not 0 <= keep[0] <= keep[-1] < total:
+        raise ValueError(f"{what} indices must lie in [0, {total}), got {keep}")
+    return keep
+
+
+def prune_layer_heads(layer: nn.Module, keep: Sequence[int]) -> None:
+    """Keep only the heads `keep` (indices among the layer's current heads) of a BERT/RoBERTa layer."""
+    size = head_size(layer)
+    keep = _checked(keep, layer_structure(layer)[0], "head")
+    assert keep, "a layer must keep at least one attention head (CUDA SDPA fails on zero heads)"
+    index = (torch.tensor(keep)[:, None] * size + torch.arange(size)).flatten()  # (H_kept * d,)
+    for path in HEAD_ROWS:
+        replace_linear(layer, path, slice_linear(linear(layer, path), index, dim=0))
+    replace_linear(layer, HEAD_COLUMNS, slice_linear(linear(layer, HEAD_COLUMNS), index, dim=1))
+    set_head_count(layer, len(keep))
+
+
+def prune_layer_neurons(layer: nn.Module, keep: Sequence[int]) -> None:
+    """Keep only the FFN neurons `keep` (indices among the layer's current neurons).
+
+    Keeping none is allowed: the FFN then adds only its output projection's bias.
+    """
+    index = torch.tensor(_checked(keep, layer_structure(layer)[1], "neuron"), dtype=torch.long)
+    replace_linear(layer, NEURON_ROWS, slice_linear(linear(layer, NEURON_ROWS), index, dim=0))
+    replace_linear(layer, NEURON_COLUMNS, slice_linear(linear(layer, NEURON_COLUMNS), index, dim=1))
+
+
+def check_structure(model: nn.Module) -> None:
+    """Assert that the model's layers have the shapes its config records."""
+    config = model.config
+    for i, layer in enumerate(encoder_layers(model)):
+        heads = config.num_attention_heads if config.kept_heads is None else len(config.kept_heads[i])
+        neurons = config.intermediate_size if config.kept_neurons is None else len(config.kept_neurons[i])
+        found = layer_structure(layer)
+        assert found == (heads, neurons), f"layer {i}: model has {found}, config says {(heads, neurons)}"
+        assert head_count_recorded(layer) == heads, f"layer {i}: attention module's head count disagrees"
+
+
+def shrink_to_config(model: nn.Module) -> None:
+    """Slice a freshly built dense model's layers to the structure in `model.config`."""
+    config = model.config
+    for i, layer in enumerate(encoder_layers(model)):
+        if config.kept_heads is not None and len(config.kept_heads[i]) < config.num_attention_heads:
+            prune_layer_heads(layer, config.kept_heads[i])
+        if config.kept_neurons is not None and len(config.kept_neurons[i]) < config.intermediate_size:
+            prune_layer_neurons(layer, config.kept_neurons[i])
+    check_structure(model)
+
+
+class SparseConfigMixin:
+    """Checks `kept_heads` / `kept_neurons`: per layer, sorted distinct original indices."""
+
+    def __post_init__(self, **kwargs) -> None:
+        super().__post_init__(**kwargs)
+        self.check_kept_units()
+
+    def check_kept_units(self) -> None:
+        for key, total in (
+            ("kept_heads", self.num_attention_heads),
+            ("kept_neurons", self.intermediate_size),
+        ):
+            kept = getattr(self, key)
+            if kept is None:
+                continue
+            if not isinstance(kept, list) or len(kept) != self.num_hidden_layers:
+                raise ValueError(f"{key}: expected a list of {self.num_hidden_layers} lists (one per layer)")
+            for i, row in enumerate(kept):
+                ok = isinstance(row, list) and all(isinstance(j, int) for j in row)
+                if not ok or row != sorted(set(row)) or (row and not 0 <= row[0] <= row[-1] < total):
+                    raise ValueError(
+                        f"{key}[{i}]: expected sorted distinct indices in [0, {total}), got {row}"
+                    )
+                if key == "kept_heads" and not row:
+                    raise ValueError(f"kept_heads[{i}]: every layer needs at least one head")
+
+
+class SparseBertConfig(SparseConfigMixin, BertConfig):
+    model_type = "sparsecse_bert"
+
+    kept_heads: list[list[int]] | None = None
+    kept_neurons: list[list[int]] | None = None
+
+
+class SparseRobertaConfig(SparseConfigMixin, RobertaConfig):
+    model_type = "sparsecse_roberta"
+
+    kept_heads: list[list[int]] | None = None
+    kept_neurons: list[list[int]] | None = None
+
+
+class SparseBertModel(BertModel):
+    config_class = SparseBertConfig
+
+    def __init__(self, config: SparseBertConfig, add_pooling_layer: bool = True):
+        super().__init__(config, add_pooling_layer=add_pooling_layer)
+        shrink_to_config(self)
+
+
+class SparseRobertaModel(RobertaModel):
+    config_class = SparseRobertaConfig
+
+    def __init__(self, config: SparseRobertaConfig, add_pooling_layer: bool = True):
+        super().__init__(config, add_pooling_layer=add_pooling_layer)
+        shrink_to_config(self)
+
+
+SPARSE_CLASSES = {
+    "bert": (SparseBertConfig, SparseBertModel),
+    "roberta": (SparseRobertaConfig, SparseRobertaModel),
+}
+
+
+def register() -> None:
+    """Make AutoConfig / AutoModel know the sparse model types (idempotent)."""
+    for config_class, model_class in SPARSE_CLASSES.values():
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, model_class, exist_ok=True)
+
 
 register()
 
@@ -94,7 +262,7 @@ def remove_units(
     values). Every mask is checked before anything changes. Sliced Linear modules are new objects:
     hooks on them (UnitGates) and optimizer state do not carry over (`apply_gates` drops the gates).
     """
-    layers = backbone.encoder.layer
+    layers = encoder_layers(backbone)
     positions = _kept_positions(layers, head_keep, neuron_keep)
     if all((len(h), len(n)) == layer_structure(layer) for layer, (h, n) in zip(layers, positions)):
         return backbone  # nothing to remove: a plain model stays plain (no remote code to load it)
@@ -135,7 +303,7 @@ def structure(backbone: PreTrainedModel) -> dict:
     layer (word, position, token-type embeddings and their LayerNorm).
     """
     config = backbone.config
-    heads, ffn = zip(*(layer_structure(layer) for layer in backbone.encoder.layer))
+    heads, ffn = zip(*(layer_structure(layer) for layer in encoder_layers(backbone)))
     layers = len(heads)
     params = sum(p.numel() for p in backbone.parameters())
     embeddings = sum(p.numel() for p in backbone.embeddings.parameters())
@@ -147,3 +315,12 @@ def structure(backbone: PreTrainedModel) -> dict:
         "params": params,
         "params_without_embeddings": params - embeddings,
     }
+
+
+def remove_pruned_units(encoder) -> None:
+    """End of sparsification: slice gated-off heads and neurons out of the backbone (METHOD.md 5)
+    and drop the gates; weight masks are dropped too, their zeros stay in the weights."""
+    apply_gates(encoder)
+    if encoder.masks is not None:
+        encoder.masks.apply_masks()
+        encoder.masks = None

@@ -95,10 +95,36 @@ def _adapter(hint: Any) -> TypeAdapter:
     return TypeAdapter(hint) if is_typeddict(hint) else TypeAdapter(hint, config=STRICT)
 
 
+def passes_options_to(target: Callable) -> Callable[[Callable], Callable]:
+    """For a function that hands its `**options` on to `target`: its signature, as `inspect`, the
+    checks and the config check see it, is its own named parameters followed by `target`'s keyword
+    parameters, with their hints and defaults. So `target`'s options are declared once, in `target`."""
+
+    def decorate(function: Callable) -> Callable:
+        own = [p for p in inspect.signature(function).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        names = {p.name for p in own}
+        theirs = [
+            p.replace(kind=p.KEYWORD_ONLY)
+            for p in inspect.signature(target).parameters.values()
+            if p.name not in names and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        function.__signature__ = inspect.Signature(own + theirs)
+        function.__options_of__ = target
+        return function
+
+    return decorate
+
+
 def _hints(target: Callable) -> dict[str, Any]:
-    """The callable's (a class: its constructor's) parameter hints; Any for one that cannot be
-    resolved (a name imported only for type checkers)."""
+    """The callable's (a class: its constructor's) parameter hints, those of the callable it passes
+    its options to included; Any for one that cannot be resolved (a name imported only for type checkers)."""
     function = inspect.unwrap(target.__init__ if isinstance(target, type) else target)
+    options_of = getattr(function, "__options_of__", None)
+    forwarded = _hints(options_of) if options_of is not None else {}
+    return forwarded | _own_hints(function)
+
+
+def _own_hints(function: Callable) -> dict[str, Any]:
     try:
         return typing.get_type_hints(function, include_extras=True)
     except Exception:
@@ -177,8 +203,8 @@ def checked(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        arguments = dict(list(signature.bind(*args, **kwargs).arguments.items())[1:])
-        check_arguments(method, arguments)
+        positional = dict(zip(list(signature.parameters)[1:], args[1:]))
+        check_arguments(method, {**positional, **kwargs})  # an unknown name too: "did you mean"
         return method(*args, **kwargs)
 
     return wrapper

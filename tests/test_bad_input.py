@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_train import compose_train, cpu_overrides
 
-import sparsecse.encoder
+import sparsecse.model_io
 from sparsecse.cli import REPO_ROOT
 from train import train
 
@@ -20,7 +20,7 @@ def no_model_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the bad input was reported")
 
-    monkeypatch.setattr(sparsecse.encoder.AutoModel, "from_pretrained", refuse)
+    monkeypatch.setattr(sparsecse.model_io.AutoModel, "from_pretrained", refuse)
 
 
 def write_bad_corpora(tmp_path: Path) -> None:

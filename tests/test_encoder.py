@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsecse.encoder import POOLERS, SentenceEncoder, load_encoder, masked_mean
+from sparsecse.encoder import POOLERS, masked_mean
 from sparsecse.errors import ConfigError
+from sparsecse.model_io import load_encoder
 from sparsecse.paths import resolve_model_path
 
 TEXTS = ["a man plays a guitar .", "the cat sleeps", "two dogs run through a very green park today"]
@@ -60,12 +61,12 @@ def test_encode_truncates_only_when_asked(make_encoder):
 
 def test_unknown_pooler_is_rejected_before_loading():
     with pytest.raises(ConfigError, match="pooler: must be 'cls', .*, got 'mean'"):
-        SentenceEncoder.from_pretrained("/does/not/matter", pooler="mean")
+        load_encoder("/does/not/matter", pooler="mean")
 
 
 def test_unknown_model_names_the_model(tmp_path):
     with pytest.raises(ConfigError, match="name_or_path: cannot load model"):
-        SentenceEncoder.from_pretrained(str(tmp_path / "nope"), pooler="avg")
+        load_encoder(str(tmp_path / "nope"), pooler="avg")
 
 
 def test_minilm_short_name_resolves_to_the_installed_wheel():

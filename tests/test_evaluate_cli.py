@@ -13,8 +13,8 @@ from test_train import compose_train, cpu_overrides
 
 from sparsecse.cli import REPO_ROOT, TOOLS_CONFIG_DIR
 from sparsecse.cli.evaluate import evaluate
-from sparsecse.encoder import load_encoder
 from sparsecse.errors import ConfigError
+from sparsecse.model_io import load_encoder
 from train import train
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from sparsecse import modeling_sparsecse
+from sparsecse import surgery
 from sparsecse.encoder import POOLERS, SentenceEncoder
-from sparsecse.export import load_sparse_encoder, save_sparse_encoder
+from sparsecse.model_io import load_encoder, save_sparse_encoder
 from sparsecse.surgery import remove_units, structure
 
 TEXTS = ["A man is playing a guitar.", "The cat sat on the mat, quietly and alone.", "hello", "Two dogs run."]
@@ -57,10 +57,10 @@ def prune(encoder: SentenceEncoder, seed: int = 0) -> SentenceEncoder:
 def test_auto_model_round_trip_after_register(make_encoder, tmp_path):
     encoder = prune(make_encoder("cls"))
     save_sparse_encoder(encoder, tmp_path)
-    modeling_sparsecse.register()
-    modeling_sparsecse.register()  # idempotent
+    surgery.register()
+    surgery.register()  # idempotent
     loaded, info = AutoModel.from_pretrained(tmp_path, output_loading_info=True)
-    assert isinstance(loaded, modeling_sparsecse.SparseBertModel)
+    assert isinstance(loaded, surgery.SparseBertModel)
     assert not (info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"])
     assert structure(loaded) == structure(encoder.backbone)
     batch = encoder.tokenize(TEXTS)
@@ -76,12 +76,12 @@ def test_exported_directory(make_encoder, tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == "sparsecse_bert"
     assert config["auto_map"] == {
-        "AutoConfig": "modeling_sparsecse.SparseBertConfig",
-        "AutoModel": "modeling_sparsecse.SparseBertModel",
+        "AutoConfig": "surgery.SparseBertConfig",
+        "AutoModel": "surgery.SparseBertModel",
     }
     assert config["kept_heads"] == encoder.backbone.config.kept_heads
-    code = (tmp_path / "modeling_sparsecse.py").read_text()
-    assert code == Path(modeling_sparsecse.__file__).read_text()
+    code = (tmp_path / "surgery.py").read_text()
+    assert code == Path(surgery.__file__).read_text()
     assert "import sparsecse" not in code and "from sparsecse" not in code
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "tokenizer_config.json").is_file()
     modules = json.loads((tmp_path / "modules.json").read_text())
@@ -95,14 +95,14 @@ def test_dense_encoder_exports_as_plain_bert(make_encoder, tmp_path):
     save_sparse_encoder(make_encoder("avg"), tmp_path)
     assert AutoConfig.from_pretrained(tmp_path).model_type == "bert"
     assert "auto_map" not in json.loads((tmp_path / "config.json").read_text())
-    assert not (tmp_path / "modeling_sparsecse.py").exists()
+    assert not (tmp_path / "surgery.py").exists()
 
 
 @pytest.mark.parametrize(("pooler", "mlp_only_train"), [("cls", False), ("cls", True), ("avg_top2", False)])
 def test_project_loader_reads_pooler(make_encoder, tmp_path, pooler, mlp_only_train):
     encoder = prune(make_encoder(pooler, mlp_only_train))
     save_sparse_encoder(encoder, tmp_path)
-    loaded = load_sparse_encoder(tmp_path, attn_implementation="eager")
+    loaded = load_encoder(tmp_path, attn_implementation="eager")
     assert (loaded.pooler, loaded.mlp_only_train) == (pooler, mlp_only_train)
     assert loaded.backbone.config._attn_implementation == "eager"
     assert (loaded.encode(TEXTS) - encoder.encode(TEXTS)).abs().max() < 1e-5
@@ -118,7 +118,7 @@ def test_export_applies_attached_gates(make_encoder, tmp_path):
     save_sparse_encoder(encoder, tmp_path)
     assert encoder.gates is None
     assert json.loads((tmp_path / "config.json").read_text())["kept_heads"] == [[0, 1, 2, 3], [1, 2, 3]]
-    assert (load_sparse_encoder(tmp_path).encode(TEXTS) - gated).abs().max() < 1e-5
+    assert (load_encoder(tmp_path).encode(TEXTS) - gated).abs().max() < 1e-5
 
 
 @pytest.mark.slow
@@ -152,7 +152,7 @@ def sentence_transformers():
 def test_sentence_transformers_matches_encoder_on_minilm(
     sentence_transformers, tmp_path, pooler, mlp_only_train
 ):
-    encoder = prune(SentenceEncoder.from_pretrained("minilm", pooler=pooler, mlp_only_train=mlp_only_train))
+    encoder = prune(load_encoder("minilm", pooler=pooler, mlp_only_train=mlp_only_train))
     save_sparse_encoder(encoder, tmp_path)
     model = sentence_transformers.SentenceTransformer(str(tmp_path), trust_remote_code=True, device="cpu")
     got = model.encode(TEXTS, convert_to_tensor=True)

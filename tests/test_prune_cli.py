@@ -10,8 +10,8 @@ from test_encoder import TEXTS
 
 from sparsecse.cli import TOOLS_CONFIG_DIR
 from sparsecse.cli.prune import prune
-from sparsecse.encoder import load_encoder
 from sparsecse.errors import ConfigError
+from sparsecse.model_io import load_encoder
 
 
 def compose_prune(overrides: list[str]):
@@ -52,8 +52,9 @@ def test_post_hoc_sparsification_writes_a_loadable_model(tmp_path, data_dir, tin
     ],
 )
 def test_bad_prune_settings(overrides, message, data_dir, monkeypatch):
-    import sparsecse.encoder
+    import sparsecse.model_io
 
-    monkeypatch.setattr(sparsecse.encoder.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("loaded"))
+    never = lambda *a, **k: pytest.fail("loaded")  # noqa: E731
+    monkeypatch.setattr(sparsecse.model_io.AutoModel, "from_pretrained", never)
     with pytest.raises(ConfigError, match=message):
         prune(compose_prune([f"data_dir={data_dir}", *overrides]))

@@ -6,17 +6,12 @@ from test_encoder import TEXTS
 from test_importance import views
 from transformers import BertConfig
 
+from callbacks.pruning import build_schedule, check_schedule_fits
 from sparsecse.encoder import SentenceEncoder
 from sparsecse.errors import ConfigError
-from sparsecse.pruning import (
-    PruningEvent,
-    Sparsifier,
-    build_schedule,
-    check_schedule_fits,
-    effective_parameters,
-    remove_pruned_units,
-    sparsity_summary,
-)
+from sparsecse.gates import effective_parameters, sparsity_summary
+from sparsecse.importance import PruningEvent, Sparsifier
+from sparsecse.surgery import remove_pruned_units
 
 
 def test_schedule_ramps_linearly_to_the_final_targets():

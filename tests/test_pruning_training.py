@@ -16,8 +16,8 @@ from test_train import compose_train, cpu_overrides
 
 from sparsecse.cli import REPO_ROOT
 from sparsecse.data import ContrastiveDataModule
-from sparsecse.encoder import load_encoder
-from sparsecse.pruning import PruningEvent, Sparsifier
+from sparsecse.importance import PruningEvent, Sparsifier
+from sparsecse.model_io import load_encoder
 from train import train
 
 

@@ -20,9 +20,8 @@ from omegaconf import OmegaConf
 
 from sparsecse.cli import REPO_ROOT, TOOLS_CONFIG_DIR
 from sparsecse.cli.evaluate import evaluate
-from sparsecse.encoder import CHECKPOINT_KEY, SentenceEncoder, load_encoder
+from sparsecse.encoder import CHECKPOINT_KEY, SentenceEncoder
 from sparsecse.errors import ConfigError
-from sparsecse.export import save_sparse_encoder
 from sparsecse.loading import (
     PICKLE_SUFFIXES,
     load_backbone,
@@ -30,6 +29,7 @@ from sparsecse.loading import (
     load_config,
     load_tokenizer,
 )
+from sparsecse.model_io import load_encoder, save_sparse_encoder
 from sparsecse.surgery import remove_units
 
 REFUSED = r"is not a plain-tensor checkpoint and was refused \(torch\.load\(weights_only=True\)"
@@ -162,7 +162,7 @@ def test_pickle_weights_in_a_model_directory_are_refused(tmp_path, data_dir, tin
     message = rf"^name_or_path: {at(model)} holds pickle weights \(pytorch_model.bin\); SparseCSE loads"
     message += " safetensors only - if you trust the file, convert it with"
     with pytest.raises(ConfigError, match=message) as err:
-        SentenceEncoder.from_pretrained(str(model), pooler="avg")
+        load_encoder(str(model), pooler="avg")
     one_line(err)
     with pytest.raises(ConfigError, match=f"^model: {at(model)} holds pickle weights"):
         evaluate(compose_eval([f"model={model}", f"data_dir={data_dir}"]))
@@ -211,7 +211,7 @@ def test_model_code_in_a_directory_is_never_run(tmp_path, tiny_model_dir, model_
     model = with_custom_code(copy_model_dir(tiny_model_dir, tmp_path / "model"), marker, model_type)
     expected = f"^name_or_path: model '{at(model)}' needs its own Python code to load; SparseCSE never runs"
     with pytest.raises(ConfigError, match=f"{expected}.*{message}") as err:
-        SentenceEncoder.from_pretrained(str(model), pooler="avg")
+        load_encoder(str(model), pooler="avg")
     one_line(err)
     assert not marker.exists() and not any(name.endswith("custom_modeling") for name in sys.modules)
 
@@ -261,7 +261,7 @@ def test_export_is_safetensors_only_and_loads_without_its_code(tmp_path, make_en
         "2_Dense/model.safetensors",
     }
     marker = tmp_path / "ran"  # the shipped model code is for users without sparsecse; we never run it
-    (out / "modeling_sparsecse.py").write_text(CUSTOM_CODE.format(marker=str(marker)))
+    (out / "surgery.py").write_text(CUSTOM_CODE.format(marker=str(marker)))
     loaded = load_encoder(str(out), "cls")
     assert not marker.exists()
     assert loaded.backbone.config.model_type == "sparsecse_bert"

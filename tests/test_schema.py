@@ -3,6 +3,7 @@ against TrainSettings; every mistake is one line naming its full dotted key."""
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 from typing import Literal
@@ -48,7 +49,7 @@ MISTAKES = {
     "+model.temprature=0.1": "model.temprature: unknown key for sparsecse.module.SimCSEModule; did you "
     "mean 'temperature'?",
     "+model.encoder.pooling=cls": "model.encoder.pooling: unknown key for "
-    "sparsecse.encoder.SentenceEncoder.from_pretrained; did you mean 'pooler'?",
+    "sparsecse.model_io.load_encoder; did you mean 'pooler'?",
     "+trainer.max_step=10": "trainer.max_step: unknown key for lightning.pytorch.Trainer; did you mean "
     "'max_steps'?",
     "+pruning.head_sparsty=0.1": "pruning.head_sparsty: unknown key for callbacks.ScheduledPruning; did "
@@ -57,6 +58,10 @@ MISTAKES = {
     "lightning.pytorch.callbacks.ModelCheckpoint; did you mean 'monitor'?",
     "logger=csv +logger.csv.nam=x": "logger.csv.nam: unknown key for lightning.pytorch.loggers.CSVLogger; "
     "did you mean 'name'?",
+    "+pruning.scroe=random": "pruning.scroe: unknown key for callbacks.ScheduledPruning; "
+    "did you mean 'score'?",
+    "callbacks=with_importance +callbacks.importance.num_batchs=2": "callbacks.importance.num_batchs: "
+    "unknown key for callbacks.ImportanceScoring; did you mean 'num_batches'?",
     "+sede=1": "sede: unknown key; did you mean 'seed'?",
     "+evaluate.taskz=[sts]": "evaluate.taskz: unknown key; did you mean 'tasks'?",
     "pruning.schedule=[{stp:10}]": "pruning.schedule[0].stp: unknown key; did you mean 'step'?",
@@ -179,3 +184,22 @@ def test_constructors_check_the_same_constraints(tmp_path):
         ScheduledPruning(schedule=[{"step": -1}])
     with pytest.raises(ConfigError, match="^batch_size: must be greater than or equal to 1, got 0$"):
         ContrastiveDataModule("no-such-model", tmp_path / "nowhere", batch_size=0)
+
+
+def test_the_sparsifier_options_are_one_node_in_training_pictures_and_the_prune_tool(tmp_path):
+    """Pruning during training, the importance pictures and sparsecse-prune read the same options,
+    with the Sparsifier's own defaults; a change on the command line reaches each of them."""
+    from test_prune_cli import compose_prune
+
+    from sparsecse.importance import Sparsifier
+
+    defaults = {n: p.default for n, p in inspect.signature(Sparsifier).parameters.items()}
+    options = list(defaults)
+    train = resolved(tmp_path, ["pruning=structured", "callbacks=with_importance", "seed=7"])
+    prune = OmegaConf.to_container(compose_prune(["seed=7", "output_dir=x"]), resolve=True)
+    expected = defaults | {"seed": 7}
+    assert {k: train["pruning"][k] for k in options} == expected
+    assert {k: train["callbacks"]["importance"][k] for k in options} == expected
+    assert {k: prune["pruning"][k] for k in options} == expected
+    changed = resolved(tmp_path, ["pruning.score=random"])["pruning"]["score"]
+    assert changed == "random" != defaults["score"]

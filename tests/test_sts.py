@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from sparsecse.encoder import POOLERS, SentenceEncoder
+from sparsecse.encoder import POOLERS
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import expand_tasks
 from sparsecse.evaluation.sts import (
@@ -19,6 +19,7 @@ from sparsecse.evaluation.sts import (
     read_sts_subset,
     read_sts_year,
 )
+from sparsecse.model_io import load_encoder
 
 
 def hashed_bag_of_words(texts, dim: int = 64) -> torch.Tensor:
@@ -107,7 +108,7 @@ def test_all_tasks_read_with_senteval_sizes(data_dir):
 @pytest.mark.slow
 def test_minilm_avg_reproduces_senteval_reference(data_dir):
     """METHOD.md section 6: all-MiniLM-L6-v2, avg pooling, SentEval code."""
-    encoder = SentenceEncoder.from_pretrained("minilm", pooler="avg")
+    encoder = load_encoder("minilm", pooler="avg")
     results = evaluate_sts(partial(encoder.encode, batch_size=128), data_dir)
     reference = {"sts12": 72.37, "sts13": 80.60, "sts14": 75.59, "sts15": 85.39, "sts16": 78.99,
                  "stsb": 82.03, "sickr": 77.15, "sts_avg": 78.87}  # fmt: skip
@@ -117,7 +118,7 @@ def test_minilm_avg_reproduces_senteval_reference(data_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("pooler", POOLERS)
 def test_every_pooler_agrees_with_senteval_loop(data_dir, pooler):
-    encoder = SentenceEncoder.from_pretrained("minilm", pooler=pooler)
+    encoder = load_encoder("minilm", pooler=pooler)
     folder, subsets = STS_YEARS["sts16"]
     expected = senteval_style_year(encoder.encode, data_dir / "STS" / folder, subsets)
     ours = evaluate_sts(encoder.encode, data_dir, ["sts16"])["sts16"]

@@ -7,14 +7,16 @@ import torch
 from conftest import tiny_bert
 from transformers import AutoModel, RobertaConfig, RobertaModel
 
-from sparsecse.modeling_sparsecse import (
+from sparsecse.surgery import (
     SparseBertConfig,
     SparseBertModel,
     SparseRobertaModel,
+    apply_gates,
     check_structure,
+    remove_units,
     slice_linear,
+    structure,
 )
-from sparsecse.surgery import apply_gates, remove_units, structure
 
 TEXTS = ["a man is playing a guitar .", "the cat sat on the mat , quietly and alone ."]
 ATTENTION = ["eager", "sdpa"]

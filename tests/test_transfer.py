@@ -12,7 +12,6 @@ from test_sts import hashed_bag_of_words
 from torch import nn
 
 import sparsecse.evaluation.classifier as classifier
-from sparsecse.encoder import SentenceEncoder
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import TRANSFER_TASKS, evaluate_encoder, expand_tasks
 from sparsecse.evaluation.classifier import ClassifierConfig, Fit, fit_many
@@ -30,6 +29,7 @@ from sparsecse.evaluation.transfer import (
     read_trec,
     split,
 )
+from sparsecse.model_io import load_encoder
 
 # small enough for a plain fit per classifier, big enough for ragged last batches and early stops
 SMALL = ClassifierConfig("adam", batch_size=16, tenacity=2, epoch_size=2, max_epoch=12)
@@ -377,7 +377,7 @@ def test_task_sets_and_evaluate_encoder(tmp_path):
 @pytest.mark.slow
 def test_trec_with_minilm(data_dir):
     """Real TREC, real MiniLM (avg), SimCSE's test preset: about 20 s on two CPU cores."""
-    encoder = SentenceEncoder.from_pretrained("minilm", pooler="avg")
+    encoder = load_encoder("minilm", pooler="avg")
     results = evaluate_transfer(partial(encoder.encode, batch_size=128), data_dir, ["trec"])
     assert results["trec"] == pytest.approx(90.0, abs=1.0)  # 90.00 here; encoder rounding may move it
 

@@ -4,6 +4,7 @@ entry point shares. They live inside the package: top-level modules named `evalu
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import hydra
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
 from sparsecse.errors import ConfigError, RunStopped
+from sparsecse.importance import Sparsifier
 from sparsecse.paths import default_data_dir
 from sparsecse.validation import unknown_key
 
@@ -26,6 +29,18 @@ CONFIG_DIR = str(REPO_ROOT / "conf")
 TOOLS_CONFIG_DIR = str(REPO_ROOT / "conf" / "tools")
 # `data_dir: ${sparsecse_data_dir:}` in every entry point's config
 OmegaConf.register_new_resolver("sparsecse_data_dir", lambda: str(default_data_dir()), replace=True)
+
+
+def sparsifier_node() -> dict:
+    """The config node of the Sparsifier's options, defined once: by its signature (names, defaults;
+    hints checked by the config check). Composed as `/sparsifier@...: default` into pruning/ (pruning
+    during training), callbacks/with_importance (importance pictures) and tools/prune (sparsecse-prune),
+    whose config folders differ; the scoring seed follows the run's."""
+    parameters = inspect.signature(Sparsifier).parameters.values()
+    return {p.name: p.default for p in parameters} | {"seed": "${seed}"}
+
+
+ConfigStore.instance().store(group="sparsifier", name="default", node=sparsifier_node())
 
 
 @contextmanager

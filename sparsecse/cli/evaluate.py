@@ -10,7 +10,6 @@ import torch
 from omegaconf import DictConfig
 
 from sparsecse.cli import tool_main
-from sparsecse.encoder import load_encoder
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import (
     check_evaluation,
@@ -19,6 +18,7 @@ from sparsecse.evaluation import (
     format_table,
     write_results,
 )
+from sparsecse.model_io import load_encoder
 
 
 @contextmanager
@@ -48,7 +48,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_senteval_files(data_dir, cfg.tasks)  # every missing file listed, before the model loads
     device = pick_device(cfg.device)
     with model_key():
-        encoder = load_encoder(cfg.model, cfg.pooler, cfg.attn_implementation).to(device)
+        encoder = load_encoder(cfg.model, cfg.pooler, attn_implementation=cfg.attn_implementation).to(device)
     if cfg.compile:
         encoder.compile_for_inference()
     results = evaluate_encoder(encoder, data_dir, cfg.tasks, cfg.batch_size, cfg.transfer_preset)

@@ -10,12 +10,14 @@ from omegaconf import DictConfig, OmegaConf
 from sparsecse.cli import tool_main
 from sparsecse.cli.evaluate import model_key, pick_device
 from sparsecse.data import ContrastiveDataModule
-from sparsecse.encoder import check_pooler, load_encoder
+from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
-from sparsecse.export import save_sparse_encoder
+from sparsecse.gates import sparsity_summary
+from sparsecse.importance import PruningEvent, Sparsifier, event_targets
 from sparsecse.loading import load_config
-from sparsecse.pruning import Sparsifier, build_schedule, remove_pruned_units, sparsity_summary
+from sparsecse.model_io import load_encoder, save_sparse_encoder
+from sparsecse.surgery import remove_pruned_units
 
 TARGETS = ("head_sparsity", "ffn_sparsity", "weight_sparsity")
 
@@ -23,16 +25,13 @@ TARGETS = ("head_sparsity", "ffn_sparsity", "weight_sparsity")
 def build_sparsifier(options: dict, model_config):
     """(Sparsifier, its one event), checked against the model before anything loads."""
     targets = {k: options.pop(k) for k in TARGETS if k in options}
-    seed = options.pop("seed", 0)
     try:
-        sparsifier = Sparsifier(**options, seed=seed)
-        (event,) = build_schedule([{"step": 0}], sparsifier.granularity, **targets)
+        sparsifier = Sparsifier(**options)
+        event = PruningEvent("step", 0, **event_targets(sparsifier.granularity, **targets))
         sparsifier.check_model(model_config)
         sparsifier.check_reachable(model_config, event)
     except ConfigError as err:
         raise err.under("pruning") from None
-    except TypeError as err:
-        raise ConfigError("pruning", f"bad option: {err}") from None
     return sparsifier, event
 
 
@@ -44,7 +43,7 @@ def prune(cfg: DictConfig) -> dict:
     check_pooler(cfg.pooler)
     with model_key():
         model_config = load_config(cfg.model) if not str(cfg.model).endswith(".ckpt") else None
-    options = {**OmegaConf.to_container(cfg.pruning, resolve=True), "seed": cfg.seed}
+    options = OmegaConf.to_container(cfg.pruning, resolve=True)
     sparsifier, event = build_sparsifier(options, model_config) if model_config else (None, None)
     with model_key():
         data = ContrastiveDataModule(cfg.model, cfg.data_dir, cfg.train_file, cfg.batch_size, cfg.max_length,

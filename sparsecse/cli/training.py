@@ -27,8 +27,8 @@ from sparsecse.evaluation import (
     format_table,
     write_results,
 )
-from sparsecse.export import save_sparse_encoder
 from sparsecse.loading import load_checkpoint_file, load_config
+from sparsecse.model_io import save_sparse_encoder
 from sparsecse.plots import align_uniform_path
 from sparsecse.runs import RESULTS
 

@@ -1,12 +1,14 @@
-"""Export a (sparse) encoder as a Hugging Face model directory that is also a sentence-transformers model.
+"""Encoders in and out of files: one `load_encoder` for every source (a Hugging Face name or directory,
+`minilm`, a directory this project exported, a project Lightning checkpoint), and the export.
 
-The directory holds the backbone (safetensors), the tokenizer, `sparsecse.json` (pooler and
-`mlp_only_train`, for this project's loader) and the sentence-transformers files, written by hand in
-the long-standing format (`sentence_transformers.models.*`) so that exporting needs no
-sentence-transformers install. A sparse backbone also gets a copy of `modeling_sparsecse.py` and a
-config `auto_map`, so `AutoModel` / `SentenceTransformer(dir, trust_remote_code=True)` load it where
-this package is absent; this package loads it with its registered classes and never runs that copy.
-Weights are written as safetensors only.
+An export is a Hugging Face model directory that is also a sentence-transformers model: the backbone
+(safetensors), the tokenizer, `sparsecse.json` (pooler and `mlp_only_train`, for this loader) and the
+sentence-transformers files, written by hand in the long-standing format (`sentence_transformers.models.*`)
+so that exporting needs no sentence-transformers install. A sparse backbone also gets a copy of
+`surgery.py` and `gates.py` and a config `auto_map`, so `AutoModel` / `SentenceTransformer(dir,
+trust_remote_code=True)` load it where this package is absent; this package loads it with its
+registered classes and never runs that copy. Loading is safe throughout (`sparsecse.loading`):
+safetensors weights, classes from transformers or this package, checkpoints read with weights_only.
 """
 
 from __future__ import annotations
@@ -17,15 +19,25 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from transformers import AutoConfig, AutoModel
 
-from sparsecse import modeling_sparsecse
-from sparsecse.encoder import SentenceEncoder, check_pooler
+from sparsecse import gates, surgery
+from sparsecse.encoder import CHECKPOINT_KEY, Pooler, SentenceEncoder, check_pooler
 from sparsecse.errors import ConfigError
-from sparsecse.loading import PICKLE_SUFFIXES, load_backbone, load_config, load_tokenizer
-from sparsecse.surgery import apply_gates, is_sparse, structure
+from sparsecse.gates import UnitGates, WeightMasks
+from sparsecse.loading import (
+    PICKLE_SUFFIXES,
+    SUPPORTED_MODEL_TYPES,
+    load_backbone,
+    load_checkpoint_file,
+    load_config,
+    load_tokenizer,
+)
+from sparsecse.surgery import SPARSE_CLASSES, apply_gates, is_sparse, remove_pruned_units, structure
 
 SPARSECSE_FILE = "sparsecse.json"
-MODELING_FILE = Path(modeling_sparsecse.__file__).name
+# the model code an export carries: the sparse classes and the layer layout they slice by
+MODEL_CODE = (Path(surgery.__file__), Path(gates.__file__))
 ST_TANH = "torch.nn.modules.activation.Tanh"
 
 
@@ -107,13 +119,10 @@ def write_sentence_transformers(encoder: SentenceEncoder, directory: Path) -> No
 
 def add_remote_code(directory: Path, model_type: str) -> None:
     """Copy the model code next to the weights and point AutoConfig/AutoModel at it."""
-    shutil.copyfile(modeling_sparsecse.__file__, directory / MODELING_FILE)
-    config_class, model_class = next(
-        classes
-        for classes in modeling_sparsecse.SPARSE_CLASSES.values()
-        if classes[0].model_type == model_type
-    )
-    module = MODELING_FILE.removesuffix(".py")
+    for source in MODEL_CODE:
+        shutil.copyfile(source, directory / source.name)
+    config_class, model_class = next(c for c in SPARSE_CLASSES.values() if c[0].model_type == model_type)
+    module = MODEL_CODE[0].stem
     config = json.loads((directory / "config.json").read_text())
     config["auto_map"] = {
         "AutoConfig": f"{module}.{config_class.__name__}",
@@ -152,23 +161,87 @@ def save_sparse_encoder(encoder: SentenceEncoder, directory: str | Path) -> Path
     return directory
 
 
-def load_sparse_encoder(
-    directory: str | Path,
+def load_encoder(
+    name_or_path: str | Path,
+    pooler: Pooler | None = None,
+    mlp_only_train: bool | None = None,
+    reinit_mlp: bool = False,
+    attn_implementation: str = "sdpa",
+) -> SentenceEncoder:
+    """A Hugging Face name or directory (or `minilm`), a directory this project exported, or a project
+    Lightning checkpoint (`*.ckpt`) -> encoder.
+
+    `pooler` and `mlp_only_train` default to what an export or a checkpoint recorded (a plain model:
+    `cls`, with the MLP). `reinit_mlp` draws the MLP afresh, as SimCSE does (its MLPLayer is not in
+    the checkpoint it starts from).
+    """
+    name_or_path = str(name_or_path)
+    if pooler is not None:
+        check_pooler(pooler)
+    if name_or_path.endswith(".ckpt"):
+        encoder = encoder_from_checkpoint(name_or_path, pooler, mlp_only_train, attn_implementation)
+    else:
+        recorded = exported_settings(name_or_path)
+        pooler = pooler or recorded.get("pooler", "cls")
+        mlp_only_train = recorded.get("mlp_only_train", False) if mlp_only_train is None else mlp_only_train
+        config = load_config(name_or_path)  # also refuses pickle weights and foreign model code
+        backbone = load_backbone(name_or_path, config, pooler == "cls", attn_implementation)
+        encoder = SentenceEncoder(backbone, load_tokenizer(name_or_path), pooler, mlp_only_train)
+        encoder.name_or_path = name_or_path
+    if reinit_mlp and encoder.pooler == "cls":
+        encoder.reset_mlp()
+    return encoder
+
+
+def exported_settings(name_or_path: str) -> dict:
+    """The `sparsecse.json` of a directory this project exported ({} for any other model)."""
+    path = Path(name_or_path).expanduser() / SPARSECSE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def encoder_from_checkpoint(
+    path: str,
     pooler: str | None = None,
     mlp_only_train: bool | None = None,
     attn_implementation: str = "sdpa",
 ) -> SentenceEncoder:
-    """An exported directory -> SentenceEncoder; pooler and `mlp_only_train` default to sparsecse.json."""
-    directory = Path(directory)
-    meta_file = directory / SPARSECSE_FILE
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    pooler = pooler or meta.get("pooler")
-    if pooler is None:
-        raise ConfigError("pooler", f"{directory} has no {SPARSECSE_FILE}; name the pooler")
-    check_pooler(pooler)
-    mlp_only_train = meta.get("mlp_only_train", False) if mlp_only_train is None else mlp_only_train
-    config = load_config(str(directory))  # also refuses pickle weights and foreign model code
-    backbone = load_backbone(str(directory), config, pooler == "cls", attn_implementation)
-    encoder = SentenceEncoder(backbone, load_tokenizer(str(directory)), pooler, mlp_only_train)
-    encoder.name_or_path = str(directory)
+    """A project Lightning checkpoint (`*.ckpt`) -> the encoder it holds, from its plain tensors and
+    description; pooler and `mlp_only_train` default to the trained encoder's."""
+    checkpoint = load_checkpoint_file(path, "model")
+    meta, state_dict = checkpoint.get(CHECKPOINT_KEY), checkpoint.get("state_dict")
+    if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict) and isinstance(state_dict, dict)):
+        raise ConfigError("model", f"{path} is not a SparseCSE checkpoint (no {CHECKPOINT_KEY!r} entry)")
+    model_type = meta["config"].get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        supported = ", ".join(SUPPORTED_MODEL_TYPES)
+        raise ConfigError("model", f"{path} holds a {model_type!r} model; supported: {supported}")
+    pooler = pooler or meta["pooler"]
+    mlp_only_train = meta["mlp_only_train"] if mlp_only_train is None else mlp_only_train
+    config = AutoConfig.for_model(**meta["config"])
+    config._attn_implementation = attn_implementation
+    backbone = AutoModel.from_config(config, add_pooling_layer=pooler == "cls", trust_remote_code=False)
+    state = _entries(state_dict, "encoder.backbone.")
+    if pooler != "cls":  # the MLP is not part of this encoder
+        state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
+    backbone.load_state_dict(state)
+    encoder = SentenceEncoder(backbone, load_tokenizer(meta["name_or_path"]), pooler, mlp_only_train)
+    encoder.name_or_path = meta["name_or_path"]
+    _apply_sparsity(encoder, state_dict)
     return encoder
+
+
+def _entries(state_dict: dict, prefix: str) -> dict:
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def _apply_sparsity(encoder: SentenceEncoder, state_dict: dict) -> None:
+    """The gates (sliced out) or weight masks (zeroed) a checkpoint taken after a pruning event holds:
+    without them the encoder would be the dense backbone, not the one that was trained."""
+    gates, masks = _entries(state_dict, "encoder.gates."), _entries(state_dict, "encoder.masks.")
+    if gates:
+        encoder.gates = UnitGates(encoder.backbone)
+        encoder.gates.load_state_dict(gates)
+    if masks:
+        encoder.masks = WeightMasks(encoder.backbone)
+        encoder.masks.load_state_dict(masks)
+    remove_pruned_units(encoder)
