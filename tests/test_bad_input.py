@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train import compose_train, cpu_overrides
+from helpers import compose_train, cpu_overrides
 
 import sparsecse.encoder
 from sparsecse.cli import REPO_ROOT
@@ -101,13 +101,15 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_is_reported_before_compute(case, tmp_path, data_dir, tiny_model_dir, no_model_loading):
+def test_bad_input_is_reported_before_compute(
+    case, tmp_path, toy_senteval_dir, tiny_model_dir, no_model_loading
+):
     from sparsecse.errors import ConfigError
 
     write_bad_corpora(tmp_path)
     overrides, message = BAD_INPUTS[case]
     overrides = [o.replace("{tmp}", str(tmp_path)) for o in overrides]
-    cfg = compose_train(cpu_overrides(tmp_path, data_dir, tiny_model_dir) + overrides)
+    cfg = compose_train(cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir) + overrides)
     with pytest.raises(ConfigError, match=message) as err:
         train(cfg)
     assert "\n" not in str(err.value)
@@ -115,8 +117,8 @@ def test_bad_input_is_reported_before_compute(case, tmp_path, data_dir, tiny_mod
 
 
 @pytest.mark.slow
-def test_cli_prints_one_line_and_exits_2(tmp_path, data_dir):
-    env = {**os.environ, "SPARSECSE_DATA_DIR": str(data_dir), "WANDB_MODE": "disabled"}
+def test_cli_prints_one_line_and_exits_2(tmp_path, toy_senteval_dir):
+    env = {**os.environ, "SPARSECSE_DATA_DIR": str(toy_senteval_dir), "WANDB_MODE": "disabled"}
     proc = subprocess.run(
         [sys.executable, "train.py", "data.batch_size=0", f"hydra.run.dir={tmp_path}"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
@@ -179,8 +181,8 @@ def test_command_lines_without_typos_are_left_to_hydra_and_the_config_checks(arg
     ],
     ids=["sparsecse-train", "sparsecse-eval"],
 )  # fmt: skip
-def test_a_command_line_typo_exits_2_with_one_line(command, line, tmp_path, data_dir):
-    env = {**os.environ, "SPARSECSE_DATA_DIR": str(data_dir), "WANDB_MODE": "disabled"}
+def test_a_command_line_typo_exits_2_with_one_line(command, line, tmp_path, toy_senteval_dir):
+    env = {**os.environ, "SPARSECSE_DATA_DIR": str(toy_senteval_dir), "WANDB_MODE": "disabled"}
     proc = subprocess.run([sys.executable, *command, f"hydra.run.dir={tmp_path}"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [line]
