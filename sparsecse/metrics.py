@@ -14,9 +14,10 @@ class Alignment(Metric):
     """Mean squared distance of L2-normalised positive pairs (Wang & Isola 2020, alpha = 2).
 
     >>> metric = Alignment()
-    >>> metric.update(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))
+    >>> metric.update(torch.tensor([[3.0, 0.0]]), torch.tensor([[0.0, 2.0]]))  # orthogonal: 2
+    >>> metric.update(torch.tensor([[1.0, 1.0]]), torch.tensor([[2.0, 2.0]]))  # one direction: 0
     >>> round(metric.compute().item(), 4)
-    2.0
+    1.0
     """
 
     full_state_update = False
@@ -43,7 +44,7 @@ class Uniformity(Metric):
     Needs every embedding, so it gathers them (`cat`) across processes before computing.
 
     >>> metric = Uniformity()
-    >>> metric.update(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]))
+    >>> metric.update(torch.tensor([[2.0, 0.0], [-1.0, 0.0]]))  # opposite: ||f(x) - f(y)||^2 = 4
     >>> round(metric.compute().item(), 4)
     -8.0
     """

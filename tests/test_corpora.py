@@ -3,6 +3,7 @@ from __future__ import annotations
 import pickle
 
 import pytest
+from toy_senteval import SNLI_SENTENCES, SNLI_TRIPLETS
 
 import sparsecse.lines
 from sparsecse.corpora import TextLines, load_corpus, read_nli_csv, snli_sentences, snli_triplets
@@ -64,10 +65,31 @@ def test_load_corpus_dispatches_on_name_and_suffix(tmp_path):
     assert load_corpus(str(tmp_path / "c.csv"), tmp_path) == [("a", "b")]
 
 
-def test_embedded_snli_defaults(data_dir):
-    sentences = snli_sentences(data_dir)
+def test_embedded_snli_defaults(toy_senteval_dir):
+    """SNLI dev+test: the unique sentences in first-seen order; (premise, entailed, contradicting) pairs
+    in file order, a premise with two of each giving two."""
+    sentences = snli_sentences(toy_senteval_dir)
+    assert len(sentences) == len(set(sentences)) == SNLI_SENTENCES
+    assert sentences[:6] == [
+        "a bright horse cleans the man in scene 0 of the dev set .",  # a premise, stripped
+        "The horse is wooden in scene 0 of the dev set .",
+        "A horse is there in scene 0 of the dev set .",
+        "No horse is anywhere in scene 0 of the dev set .",
+        "Nobody is there in the dev set .",
+        "A person is outdoors in the dev set .",
+    ]
+    triplets = snli_triplets(toy_senteval_dir)
+    assert len(triplets) == SNLI_TRIPLETS
+    assert triplets[:2] == [
+        (sentences[0], sentences[2], sentences[3]),
+        (sentences[0], sentences[5], sentences[4]),
+    ]
+
+
+def test_embedded_snli_defaults_on_the_real_data(real_senteval_dir):
+    sentences = snli_sentences(real_senteval_dir)
     assert len(sentences) == len(set(sentences)) == 25741
-    triplets = snli_triplets(data_dir)
+    triplets = snli_triplets(real_senteval_dir)
     assert len(triplets) == 5883 and all(len(t) == 3 and t[1] != t[2] for t in triplets)
 
 
@@ -201,14 +223,16 @@ def test_nli_csv_all_skipped_is_an_empty_corpus(tmp_path):
         read_nli_csv(path, on_bad_line="skip")
 
 
-def test_load_corpus_passes_the_switches_to_files_only(tmp_path, data_dir):
+def test_load_corpus_passes_the_switches_to_files_only(tmp_path, toy_senteval_dir):
     txt = write(tmp_path, "c.txt", b"one\n\xff\ntwo\n")
     csv_file = write(tmp_path, "c.csv", b"sent0,sent1\na,b\n\xff,c\n")
     assert len(load_corpus(str(txt), tmp_path, on_bad_line="skip")) == 2
     assert load_corpus(str(csv_file), tmp_path, "skip") == [("a", "b")]
     with pytest.raises(ConfigError, match="c.txt:2: not valid UTF-8"):
         load_corpus(str(txt), tmp_path)
-    assert len(load_corpus("snli_sentences", data_dir, "skip", max_line_length=1)) == 25741
+    assert load_corpus("snli_sentences", toy_senteval_dir, "skip", max_line_length=1) == snli_sentences(
+        toy_senteval_dir
+    )
 
 
 def test_nli_csv_parser_error_names_file_and_line(tmp_path):

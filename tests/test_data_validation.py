@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
+from helpers import hashed_bag_of_words
 from omegaconf import OmegaConf
 
 from sparsecse.data import ContrastiveDataModule
+from sparsecse.download import SENTEVAL_FILES
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import ALL_TASKS, check_senteval_files, missing_senteval_files
 from sparsecse.evaluation.analysis import stsb_alignment_uniformity
-from sparsecse.evaluation.files import TASK_FILES
+from sparsecse.evaluation.files import SNLI_FILES, STSB_DEV, TASK_FILES
 from sparsecse.evaluation.sts import STS_TASKS, read_sts_task
 from sparsecse.evaluation.transfer import read_task
 
@@ -23,27 +26,46 @@ HINT = "(set SPARSECSE_DATA_DIR or data_dir)"
 
 
 def link(data_dir: Path, to: Path, files) -> Path:
-    """Symlinks in `to` to these files of the real data dir (nothing copied)."""
+    """Symlinks in `to` to these files of `data_dir` (nothing copied)."""
     for name in files:
         (to / name).parent.mkdir(parents=True, exist_ok=True)
         (to / name).symlink_to(data_dir / name)
     return to
 
 
-def test_every_listed_file_exists_in_the_real_data_dir(data_dir):
-    assert missing_senteval_files(data_dir, ALL_TASKS) == []
+def test_every_listed_file_exists_in_the_real_data_dir(real_senteval_dir):
+    assert missing_senteval_files(real_senteval_dir, ALL_TASKS) == []
     assert set(TASK_FILES) == set(ALL_TASKS)
 
 
-@pytest.mark.parametrize("task", ALL_TASKS)
-def test_the_listed_files_are_all_a_task_reads(task, data_dir, tmp_path):
-    fake = link(data_dir, tmp_path, TASK_FILES[task])
+def test_the_toy_folder_has_every_file_the_library_lists(toy_senteval_dir):
+    listed = (
+        {f for files in TASK_FILES.values() for f in files} | set(SENTEVAL_FILES) | {STSB_DEV, *SNLI_FILES}
+    )
+    assert sorted(f for f in listed if not (toy_senteval_dir / f).is_file()) == []
+
+
+def as_plain(data):
+    """A reader's output as lists, dicts and numbers, to compare with ==."""
+    if isinstance(data, tuple | list):
+        return [as_plain(d) for d in data]
+    if dataclasses.is_dataclass(data):
+        return {k: as_plain(v) for k, v in vars(data).items()}
+    return data.tolist() if isinstance(data, np.ndarray) else data
+
+
+def read(task: str, data_dir: Path):
     if task in STS_TASKS:
-        assert len(read_sts_task(fake, task)) > 0
-    elif task == "alignment_uniformity":
-        stsb_alignment_uniformity(lambda texts: torch.ones(len(texts), 2), fake)
-    else:
-        assert read_task(fake, task)
+        return read_sts_task(data_dir, task)
+    if task == "alignment_uniformity":
+        return stsb_alignment_uniformity(hashed_bag_of_words, data_dir)
+    return read_task(data_dir, task)
+
+
+@pytest.mark.parametrize("task", ALL_TASKS)
+def test_the_listed_files_are_all_a_task_reads(task, toy_senteval_dir, tmp_path):
+    fake = link(toy_senteval_dir, tmp_path, TASK_FILES[task])
+    assert as_plain(read(task, fake)) == as_plain(read(task, toy_senteval_dir)), "the same data from the list"
 
 
 def test_missing_files_are_listed_at_once(tmp_path):
@@ -113,8 +135,8 @@ def test_data_module_checks_its_switches_up_front(tmp_path, switch, message):
         ContrastiveDataModule("no-such-model", str(tmp_path / "nowhere"), **switch)
 
 
-def test_data_module_skips_bad_lines_with_one_warning(tmp_path, data_dir, tiny_model_dir, caplog):
-    fake = link(data_dir, tmp_path / "senteval", ["STS/STSBenchmark/sts-dev.csv"])
+def test_data_module_skips_bad_lines_with_one_warning(tmp_path, toy_senteval_dir, tiny_model_dir, caplog):
+    fake = link(toy_senteval_dir, tmp_path / "senteval", [STSB_DEV])
     corpus = tmp_path / "c.txt"
     corpus.write_bytes(b"one\n\xff\n\n" + b"x" * 30 + b"\ntwo\n")
     with pytest.raises(ConfigError, match=rf"^train_file: {corpus}:2: not valid UTF-8$"):

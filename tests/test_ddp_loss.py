@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-from test_pruning_training import free_port
+from helpers import free_port
 from torch.nn.parallel import DistributedDataParallel
 
 from sparsecse.loss import simcse_loss

@@ -435,6 +435,7 @@ def test_hf_endpoint_names_the_mirror(server: Server, remote: Path, tmp_path: Pa
     assert ("HEAD", dl.NLI, None) in server.requests
 
 
+@pytest.mark.slow
 def test_console_script_exit_status(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "sparsecse.download", "check", "--data-dir", str(tmp_path)]
@@ -450,12 +451,6 @@ def test_count_lines(tmp_path: Path, text: str, lines: int) -> None:
     assert dl.count_lines(path) == lines
 
 
-def test_expected_senteval_files_match_the_real_layout():
-    from conftest import senteval_dir
-
-    from sparsecse.download import SENTEVAL_FILES
-
-    real = senteval_dir()
-    if real is None:
-        pytest.skip("SentEval data not found: set SPARSECSE_DATA_DIR")
-    assert [name for name in SENTEVAL_FILES if not (real / name).is_file()] == []
+def test_expected_senteval_files_match_the_real_layout(real_senteval_dir):
+    missing = [name for name in dl.SENTEVAL_FILES if not (real_senteval_dir / name).is_file()]
+    assert missing == []

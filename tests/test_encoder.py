@@ -2,13 +2,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import TEXTS
 
 from sparsecse.encoder import POOLERS, masked_mean
 from sparsecse.errors import ConfigError
 from sparsecse.model_io import load_encoder
 from sparsecse.paths import resolve_model_path
-
-TEXTS = ["a man plays a guitar .", "the cat sleeps", "two dogs run through a very green park today"]
 
 
 def test_masked_mean_ignores_padding():

@@ -7,33 +7,29 @@ import sys
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from test_train import compose_train, cpu_overrides
+from helpers import compose_eval, compose_train, cpu_overrides
 
-from sparsecse.cli import REPO_ROOT, TOOLS_CONFIG_DIR
+from sparsecse.cli import REPO_ROOT
 from sparsecse.cli.evaluate import evaluate
 from sparsecse.errors import ConfigError
+from sparsecse.evaluation.sts import evaluate_sts
 from sparsecse.model_io import load_encoder
 from train import train
 
 
-def compose_eval(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=TOOLS_CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="eval", overrides=overrides)
-
-
-def test_eval_writes_json_for_a_model_directory(tmp_path, data_dir, tiny_model_dir, capsys):
+def test_eval_writes_json_for_a_model_directory(tmp_path, toy_senteval_dir, tiny_model_dir, capsys):
     out = tmp_path / "r.json"
     cfg = compose_eval([f"model={tiny_model_dir}", "pooler=avg", "tasks=[stsb,sickr]",
-                        f"output={out}", f"data_dir={data_dir}"])  # fmt: skip
+                        f"output={out}", f"data_dir={toy_senteval_dir}"])  # fmt: skip
     results = evaluate(cfg)
     assert json.loads(out.read_text()) == results and set(results) == {"stsb", "sickr", "sts_avg"}
+    encoder = load_encoder(str(tiny_model_dir), "avg")
+    expected = evaluate_sts(encoder.encode, toy_senteval_dir, ["stsb", "sickr"])
+    assert results == pytest.approx(expected, abs=1e-3), "the scores of that model on those tasks"
     assert "STS-B" in capsys.readouterr().out
 
 
-def test_eval_compile_encodes_through_the_compiled_forward(monkeypatch, data_dir, tiny_model_dir):
+def test_eval_compile_encodes_through_the_compiled_forward(monkeypatch, toy_senteval_dir, tiny_model_dir):
     from sparsecse.encoder import SentenceEncoder
 
     compiled = []
@@ -44,7 +40,7 @@ def test_eval_compile_encodes_through_the_compiled_forward(monkeypatch, data_dir
         real(encoder, backend="eager")  # the wiring here; inductor is tests/test_encoder.py's slow test
 
     monkeypatch.setattr(SentenceEncoder, "compile_for_inference", eager_compile)
-    settings = [f"model={tiny_model_dir}", "pooler=avg", "tasks=[stsb]", f"data_dir={data_dir}"]
+    settings = [f"model={tiny_model_dir}", "pooler=avg", "tasks=[stsb]", f"data_dir={toy_senteval_dir}"]
     plain = evaluate(compose_eval(settings))
     assert not compiled
     static = evaluate(compose_eval(settings + ["compile=true"]))
@@ -52,26 +48,29 @@ def test_eval_compile_encodes_through_the_compiled_forward(monkeypatch, data_dir
     assert compiled == ["reduce-overhead"]
 
 
-def test_eval_accepts_a_project_checkpoint(tmp_path, data_dir, tiny_model_dir):
+@pytest.mark.slow
+def test_eval_accepts_a_project_checkpoint(tmp_path, toy_senteval_dir, tiny_model_dir):
     overrides = ["pruning=none", "trainer.max_steps=2", "trainer.val_check_interval=2", "data.batch_size=4",
                  "evaluate.before=false", "evaluate.tasks=[stsb]", "save_model=true"]  # fmt: skip
-    cfg = compose_train(cpu_overrides(tmp_path, data_dir, tiny_model_dir) + overrides)
+    cfg = compose_train(cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir) + overrides)
     trained = train(cfg)
     from_ckpt = load_encoder(trained["checkpoints"]["best"], "avg").eval()
     from_dir = load_encoder(str(tmp_path / "model"), "avg").eval()
     texts = ["a dog runs .", "the weather is nice today ."]
     torch.testing.assert_close(from_ckpt.encode(texts), from_dir.encode(texts))
-    cfg = compose_eval([f"model={trained['checkpoints']['best']}", "tasks=[stsb]", f"data_dir={data_dir}"])
+    cfg = compose_eval(
+        [f"model={trained['checkpoints']['best']}", "tasks=[stsb]", f"data_dir={toy_senteval_dir}"]
+    )
     assert evaluate(cfg)["stsb"] == pytest.approx(trained["after"]["stsb"], abs=1e-6)
 
 
-def test_eval_rejects_unknown_model_and_task(tmp_path, data_dir):
+def test_eval_rejects_unknown_model_and_task(tmp_path, toy_senteval_dir):
     with pytest.raises(ConfigError, match="^model: cannot load model"):
-        evaluate(compose_eval([f"model={tmp_path / 'none'}", f"data_dir={data_dir}"]))
+        evaluate(compose_eval([f"model={tmp_path / 'none'}", f"data_dir={toy_senteval_dir}"]))
     with pytest.raises(ConfigError, match="^tasks: unknown task 'sst5'"):
-        evaluate(compose_eval(["tasks=[sst5]", f"data_dir={data_dir}"]))
+        evaluate(compose_eval(["tasks=[sst5]", f"data_dir={toy_senteval_dir}"]))
     with pytest.raises(ConfigError, match="^model: no such checkpoint"):
-        evaluate(compose_eval([f"model={tmp_path / 'x.ckpt'}", f"data_dir={data_dir}"]))
+        evaluate(compose_eval([f"model={tmp_path / 'x.ckpt'}", f"data_dir={toy_senteval_dir}"]))
 
 
 def test_eval_lists_the_missing_senteval_files_before_loading_the_model(tmp_path):
@@ -83,9 +82,9 @@ def test_eval_lists_the_missing_senteval_files_before_loading_the_model(tmp_path
 
 
 @pytest.mark.slow
-def test_sparsecse_eval_console_script_prints_reference(tmp_path, data_dir):
+def test_sparsecse_eval_console_script_prints_reference(tmp_path, real_senteval_dir):
     out = tmp_path / "results.json"
-    env = {**os.environ, "SPARSECSE_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "SPARSECSE_DATA_DIR": str(real_senteval_dir)}
     proc = subprocess.run(
         ["sparsecse-eval", "model=minilm", "pooler=avg", "tasks=[sts]", f"output={out}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
@@ -96,8 +95,8 @@ def test_sparsecse_eval_console_script_prints_reference(tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_train_py_fast_dev_run_from_the_command_line(tmp_path, data_dir):
-    env = {**os.environ, "SPARSECSE_DATA_DIR": str(data_dir)}
+def test_train_py_fast_dev_run_from_the_command_line(tmp_path, toy_senteval_dir):
+    env = {**os.environ, "SPARSECSE_DATA_DIR": str(toy_senteval_dir)}
     proc = subprocess.run(
         [sys.executable, "train.py", "debug=fast_dev_run", f"hydra.run.dir={tmp_path}"],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_encoder import TEXTS
+from helpers import TEXTS
 
 from sparsecse.gates import UnitGates, WeightMasks, prunable_linears
 

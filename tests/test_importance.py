@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_encoder import TEXTS
+from helpers import TEXTS, views
 
 from sparsecse.errors import ConfigError
 from sparsecse.gates import UnitGates
@@ -15,11 +15,6 @@ from sparsecse.importance import (
     select_kept,
 )
 from sparsecse.loss import alignment, uniformity
-
-
-def views(encoder, texts=TEXTS):
-    tokens = encoder.tokenize(texts)
-    return {k: torch.stack([v, v]) for k, v in tokens.items()}  # (2, B, T)
 
 
 def stats_of(abs_a, abs_u, a, u, n=1):

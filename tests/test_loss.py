@@ -33,8 +33,16 @@ def test_info_nce_hard_negative_weight_hits_own_negative_only():
 
 @pytest.mark.parametrize("batch", [1, 5, 17])
 def test_info_nce_labels_follow_the_tensors(batch):
+    """Anchor i's positive is candidate row offset + i, whatever the batch size (the rows before ours
+    are another rank's)."""
+    torch.manual_seed(batch)
     x = torch.randn(batch, 8)
-    assert torch.isfinite(info_nce(x, x + 0.01 * torch.randn(batch, 8)))
+    candidates = torch.cat([torch.randn(3, 8), x + 0.01 * torch.randn(batch, 8)])
+    logits = torch.nn.functional.cosine_similarity(x[:, None], candidates[None], dim=-1) / 0.05
+    expected = torch.nn.functional.cross_entropy(logits, torch.arange(batch) + 3)
+    got = info_nce(x, candidates, temperature=0.05, offset=3)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert got.item() < info_nce(x, candidates, temperature=0.05, offset=2).item(), "the positive is matched"
 
 
 def test_info_nce_keeps_float32_logits_under_bf16():

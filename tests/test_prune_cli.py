@@ -4,35 +4,32 @@ import json
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from test_encoder import TEXTS
+from helpers import TEXTS, compose_prune
 
-from sparsecse.cli import TOOLS_CONFIG_DIR
 from sparsecse.cli.prune import prune
 from sparsecse.errors import ConfigError
 from sparsecse.model_io import load_encoder
 
 
-def compose_prune(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=TOOLS_CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="prune", overrides=overrides)
-
-
-def test_post_hoc_sparsification_writes_a_loadable_model(tmp_path, data_dir, tiny_model_dir):
+def test_post_hoc_sparsification_writes_a_loadable_model(tmp_path, toy_senteval_dir, tiny_model_dir):
     out = tmp_path / "sparse"
     cfg = compose_prune([f"model={tiny_model_dir}", "pooler=avg", "pruning.head_sparsity=0.5",
                          "pruning.ffn_sparsity=0.25", "pruning.num_batches=2", "tasks=[stsb]",
-                         f"output_dir={out}", f"data_dir={data_dir}", "batch_size=8"])  # fmt: skip
+                         f"output_dir={out}", f"data_dir={toy_senteval_dir}", "batch_size=8"])  # fmt: skip
     results = prune(cfg)
     assert set(results["before"]) == set(results["after"]) == {"stsb", "sts_avg"}
     assert results["sparsity"]["prune/head_sparsity"] == 0.5
     assert json.loads((out / "results.json").read_text())["after"] == results["after"]
     loaded = load_encoder(str(out), "avg")
     assert sum(layer.attention.self.query.out_features // 8 for layer in loaded.backbone.encoder.layer) == 4
-    overrides = [f"model={out}", "tasks=[stsb]", f"output_dir={tmp_path / 'x'}", f"data_dir={data_dir}",
-                 "pruning.head_sparsity=0", "pruning.ffn_sparsity=0"]  # fmt: skip
+    overrides = [
+        f"model={out}",
+        "tasks=[stsb]",
+        f"output_dir={tmp_path / 'x'}",
+        f"data_dir={toy_senteval_dir}",
+        "pruning.head_sparsity=0",
+        "pruning.ffn_sparsity=0",
+    ]
     again = prune(compose_prune(overrides))
     assert again["before"]["stsb"] == pytest.approx(results["after"]["stsb"], abs=1e-6)
     torch.testing.assert_close(load_encoder(str(tmp_path / "x"), "avg").encode(TEXTS), loaded.encode(TEXTS))
@@ -43,18 +40,15 @@ def test_post_hoc_sparsification_writes_a_loadable_model(tmp_path, data_dir, tin
     [
         ([], "output_dir: is required"),
         (["output_dir=x", "pruning.score=taylor"], "pruning.score: must be 'magnitude', .*, got 'taylor'"),
-        (
-            ["output_dir=x", "pruning.head_sparsity=1.5"],
-            "head_sparsity: must be less than 1, got 1.5",
-        ),
+        (["output_dir=x", "pruning.head_sparsity=1.5"], "head_sparsity: must be less than 1, got 1.5"),
         (["output_dir=x", "pooler=mean"], "pooler: must be 'cls', .*, got 'mean'"),
         (["output_dir=x", "model=/no/such/model"], "model: cannot load model"),
     ],
 )
-def test_bad_prune_settings(overrides, message, data_dir, monkeypatch):
+def test_bad_prune_settings(overrides, message, toy_senteval_dir, monkeypatch):
     import sparsecse.model_io
 
     never = lambda *a, **k: pytest.fail("loaded")  # noqa: E731
     monkeypatch.setattr(sparsecse.model_io.AutoModel, "from_pretrained", never)
     with pytest.raises(ConfigError, match=message):
-        prune(compose_prune([f"data_dir={data_dir}", *overrides]))
+        prune(compose_prune([f"data_dir={toy_senteval_dir}", *overrides]))

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_encoder import TEXTS
-from test_importance import views
+from helpers import TEXTS, views
 from transformers import BertConfig
 
 from callbacks.pruning import build_schedule, check_schedule_fits

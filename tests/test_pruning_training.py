@@ -1,18 +1,17 @@
-"""The pruning callback inside real (tiny) training runs: events, checkpoints, resume, DDP."""
+"""The pruning callback inside real (tiny) training runs: events, checkpoints, resume, DDP. Each test
+runs Lightning fits, so the whole file is in the slow suite."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from test_encoder import TEXTS
-from test_train import compose_train, cpu_overrides
+from helpers import TEXTS, compose_train, cpu_overrides, free_port, pruning_run
 
 from sparsecse.cli import REPO_ROOT
 from sparsecse.data import ContrastiveDataModule
@@ -20,14 +19,7 @@ from sparsecse.importance import PruningEvent, Sparsifier
 from sparsecse.model_io import load_encoder
 from train import train
 
-
-def pruning_run(tmp_path: Path, data_dir: Path, model: Path, corpus: Path, *extra: str) -> list[str]:
-    """Overrides of a tiny CPU run on `corpus` (two steps an epoch) with structured pruning."""
-    return cpu_overrides(tmp_path, data_dir, model) + [
-        f"data.train_file={corpus}", "data.batch_size=4", "evaluate.before=false", "evaluate.tasks=[stsb]",
-        "pruning=structured", "pruning.num_batches=1", "trainer.max_steps=-1", "trainer.val_check_interval=2",
-        *extra,
-    ]  # fmt: skip
+pytestmark = pytest.mark.slow
 
 
 def compose_pruning_run(*args, **kwargs):
@@ -41,8 +33,10 @@ def corpus(tmp_path) -> Path:
     return path  # 8 sentences, batch 4: two steps an epoch
 
 
-def test_structured_event_mid_training_then_physical_removal(tmp_path, data_dir, tiny_model_dir, corpus):
-    cfg = compose_pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, "trainer.max_epochs=2",
+def test_structured_event_mid_training_then_physical_removal(
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus
+):
+    cfg = compose_pruning_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus, "trainer.max_epochs=2",
                               "pruning.schedule=[{step:2}]", "pruning.head_sparsity=0.5",
                               "pruning.ffn_sparsity=0.25", "save_model=true")  # fmt: skip
     results = train(cfg)
@@ -69,12 +63,12 @@ def test_structured_event_mid_training_then_physical_removal(tmp_path, data_dir,
     "granularity", ["pruning.head_sparsity=0.5", "pruning.granularity=unstructured"], ids=["heads", "weights"]
 )
 def test_a_checkpoint_after_pruning_loads_as_the_exported_model(
-    tmp_path, data_dir, tiny_model_dir, corpus, granularity
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus, granularity
 ):
     """`sparsecse-eval model=best.ckpt` must score the encoder that was trained and exported, not
     its dense backbone with the gates and masks dropped."""
     targets = ["pruning.head_sparsity=0", "pruning.ffn_sparsity=0", "pruning.weight_sparsity=0.4"]
-    cfg = compose_pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, "trainer.max_epochs=2",
+    cfg = compose_pruning_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus, "trainer.max_epochs=2",
                               "pruning.schedule=[{step:2}]", "save_model=true",
                               *(targets if "unstructured" in granularity else []), granularity)  # fmt: skip
     results = train(cfg)
@@ -83,20 +77,19 @@ def test_a_checkpoint_after_pruning_loads_as_the_exported_model(
     assert torch.equal(from_checkpoint.encode(TEXTS), exported.encode(TEXTS))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("granularity", ["structured", "unstructured"])
 def test_an_event_that_removes_nothing_is_plain_simcse(
-    tmp_path, data_dir, tiny_model_dir, corpus, granularity, monkeypatch
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus, granularity, monkeypatch
 ):
     """The sparsity-0 setting of a sweep is its dense baseline: same weights, best checkpoint, results
     and export as `pruning=none`, and no scoring spent."""
     common = ["trainer.max_epochs=2", "save_model=true", "evaluate.before=true"]
-    dense = pruning_run(tmp_path / "none", data_dir, tiny_model_dir, corpus, *common)
+    dense = pruning_run(tmp_path / "none", toy_senteval_dir, tiny_model_dir, corpus, *common)
     plain = train(compose_train([o for o in dense if not o.startswith("pruning")] + ["pruning=none"]))
     monkeypatch.setattr(
         Sparsifier, "importance", lambda *a: pytest.fail("scored for an event that removes nothing")
     )
-    zero = train(compose_pruning_run(tmp_path / "zero", data_dir, tiny_model_dir, corpus, *common,
+    zero = train(compose_pruning_run(tmp_path / "zero", toy_senteval_dir, tiny_model_dir, corpus, *common,
                                      f"pruning.granularity={granularity}", "pruning.schedule=[{step:2}]",
                                      "pruning.head_sparsity=0", "pruning.ffn_sparsity=0"))  # fmt: skip
     assert {k: v for k, v in zero.items() if k != "checkpoints"} == {
@@ -116,8 +109,8 @@ def test_an_event_that_removes_nothing_is_plain_simcse(
     assert torch.equal(encoders[1].encode(TEXTS), encoders[0].encode(TEXTS))
 
 
-def test_event_at_the_last_epoch_runs_when_training_ends(tmp_path, data_dir, tiny_model_dir, corpus):
-    cfg = compose_pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, "trainer.max_epochs=1",
+def test_event_at_the_last_epoch_runs_when_training_ends(tmp_path, toy_senteval_dir, tiny_model_dir, corpus):
+    cfg = compose_pruning_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus, "trainer.max_epochs=1",
                               "pruning.schedule=[{epoch:1}]", "pruning.granularity=unstructured",
                               "pruning.head_sparsity=0", "pruning.ffn_sparsity=0",
                               "pruning.weight_sparsity=0.4")  # fmt: skip
@@ -145,34 +138,22 @@ GATES = [f"encoder.gates.{kind}_{i}" for kind in ("head", "neuron") for i in (0,
     ("score", "schedule", "resume_from", "done"),
     [
         ("magnitude", "[{epoch:1}]", "step4.ckpt", 1),  # after the event at epoch 1 (step 2)
-        pytest.param(
-            "magnitude",
-            "[{epoch:1}]",
-            "step2-before-final-pruning.ckpt",
-            0,  # resumed before the event
-            marks=pytest.mark.slow,
-        ),
-        pytest.param(
-            "random",
-            "[{epoch:1},{epoch:2}]",
-            "step4-before-final-pruning.ckpt",
-            1,  # resumed between two events
-            marks=pytest.mark.slow,
-        ),
+        ("magnitude", "[{epoch:1}]", "step2-before-final-pruning.ckpt", 0),  # resumed before the event
+        ("random", "[{epoch:1},{epoch:2}]", "step4-before-final-pruning.ckpt", 1),  # between two events
     ],
     ids=["after-the-event", "before-the-event", "between-random-events"],
 )
 def test_a_resumed_run_removes_the_same_units_and_ends_equal_to_the_uninterrupted_run(
-    tmp_path, data_dir, tiny_model_dir, corpus, score, schedule, resume_from, done
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus, score, schedule, resume_from, done
 ):
     """Scoring draws its dropout and random scores from (seed, event, rank), not from whatever random
     state the process happens to be in, so resuming before an event changes nothing."""
     score = f"pruning.score={score}"
-    whole = run_for(tmp_path / "whole", data_dir, tiny_model_dir, corpus, 3, score, schedule=schedule)
+    whole = run_for(tmp_path / "whole", toy_senteval_dir, tiny_model_dir, corpus, 3, score, schedule=schedule)
     midway = tmp_path / "whole" / "checkpoints" / resume_from
     assert torch.load(midway, weights_only=True)["callbacks"]["ScheduledPruning"]["done"] == done
-    resumed = run_for(tmp_path / "resumed", data_dir, tiny_model_dir, corpus, 3, score, f"ckpt_path={midway}",
-                      schedule=schedule)  # fmt: skip
+    resumed = run_for(tmp_path / "resumed", toy_senteval_dir, tiny_model_dir, corpus, 3, score,
+                      f"ckpt_path={midway}", schedule=schedule)  # fmt: skip
     assert resumed["global_step"] == whole["global_step"] == 6
     assert resumed["state_dict"]["encoder.gates.head_0"].sum() < 4, "the gates came back"
     for key in GATES:
@@ -186,31 +167,27 @@ def test_a_resumed_run_removes_the_same_units_and_ends_equal_to_the_uninterrupte
 
 
 def test_pruning_under_bf16_autocast_selects_the_units_sparsecse_prune_selects(
-    tmp_path, data_dir, tiny_model_dir, corpus
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus
 ):
     """Scoring runs in float32 wherever it runs: an event inside bf16-mixed training and the one-shot
     tool, on the same encoder and batches, remove the same units."""
-    cfg = compose_pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, "trainer.precision=bf16-mixed",
-                              "trainer.max_steps=1", "pruning.schedule=[{step:0}]",
-                              "pruning.head_sparsity=0.5", "pruning.ffn_sparsity=0.5",
-                              "pruning.num_batches=2", "evaluate.after=false",
+    cfg = compose_pruning_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus,
+                              "trainer.precision=bf16-mixed", "trainer.max_steps=1",
+                              "pruning.schedule=[{step:0}]", "pruning.head_sparsity=0.5",
+                              "pruning.ffn_sparsity=0.5", "pruning.num_batches=2", "evaluate.after=false",
                               "save_model=false")  # fmt: skip
     train(cfg)
     trained = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     encoder = load_encoder(str(tiny_model_dir), "avg")
-    data = ContrastiveDataModule(str(tiny_model_dir), data_dir, str(corpus), batch_size=4, seed=cfg.seed)
+    data = ContrastiveDataModule(
+        str(tiny_model_dir), toy_senteval_dir, str(corpus), batch_size=4, seed=cfg.seed
+    )
     sparsifier = Sparsifier(num_batches=2, seed=cfg.seed)
     sparsifier.attach(encoder)
     importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(cfg.seed)), event=0, rank=0)
     sparsifier.apply(encoder, PruningEvent("step", 0, 0.5, 0.5), importance)
     for key, gate in zip(GATES, encoder.gates.heads + encoder.gates.neurons):
         assert torch.equal(trained[key], gate), key
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_two_ranks(overrides: list[str], tmp_path: Path) -> list[str]:
@@ -256,10 +233,11 @@ def ddp_run(tmp_path, data_dir, tiny_model_dir, corpus, *extra: str) -> list[str
                        "pruning.ffn_sparsity=0.5", "pruning.num_batches=2", *extra)  # fmt: skip
 
 
-@pytest.mark.slow
-def test_two_process_ddp_prunes_the_same_units_on_both_ranks(tmp_path, data_dir, tiny_model_dir, corpus):
+def test_two_process_ddp_prunes_the_same_units_on_both_ranks(
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus
+):
     """Each rank scores its own shard, and the summed scores make both remove the same units."""
-    overrides = ddp_run(tmp_path, data_dir, tiny_model_dir, corpus, "evaluate.after=false",
+    overrides = ddp_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus, "evaluate.after=false",
                         "save_model=false", "+callbacks.rank_probe._target_=rank_probe.SaveGatesPerRank",
                         f"+callbacks.rank_probe.dirpath={tmp_path}")  # fmt: skip
     run_two_ranks(overrides, tmp_path)
@@ -269,11 +247,10 @@ def test_two_process_ddp_prunes_the_same_units_on_both_ranks(tmp_path, data_dir,
         assert torch.equal(a, b)
 
 
-@pytest.mark.slow
-def test_under_ddp_rank_zero_alone_evaluates_and_writes(tmp_path, data_dir, tiny_model_dir, corpus):
+def test_under_ddp_rank_zero_alone_evaluates_and_writes(tmp_path, toy_senteval_dir, tiny_model_dir, corpus):
     """Every rank used to evaluate and write model/, results.json and before.json into the same folder
     at once; the other ranks now wait for the end of training and exit."""
-    overrides = ddp_run(tmp_path, data_dir, tiny_model_dir, corpus, "evaluate.before=true",
+    overrides = ddp_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus, "evaluate.before=true",
                         "evaluate.after=true", "save_model=true")  # fmt: skip
     rank0, rank1 = run_two_ranks(overrides, tmp_path)
     assert "before |" in rank0 and "after  |" in rank0
@@ -285,9 +262,9 @@ def test_under_ddp_rank_zero_alone_evaluates_and_writes(tmp_path, data_dir, tiny
     assert sum(layer.attention.self.query.out_features // 8 for layer in exported.backbone.encoder.layer) == 4
 
 
-def test_importance_scoring_writes_heatmap_and_histogram(tmp_path, data_dir, tiny_model_dir, corpus):
+def test_importance_scoring_writes_heatmap_and_histogram(tmp_path, toy_senteval_dir, tiny_model_dir, corpus):
     cfg = compose_train(
-        cpu_overrides(tmp_path, data_dir, tiny_model_dir)
+        cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir)
         + [f"data.train_file={corpus}", "data.batch_size=4", "pruning=none", "callbacks=with_importance",
            "callbacks.importance.at=[{step:0},{step:1}]", "callbacks.importance.num_batches=1",
            "trainer.max_steps=2", "trainer.val_check_interval=2", "evaluate.before=false",

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import compose_train, cpu_overrides, pruning_run
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
-from test_pruning_training import pruning_run
-from test_train import compose_train, cpu_overrides
 
 import callbacks.checkpointing
 from sparsecse.cli import CONFIG_DIR, REPO_ROOT
@@ -74,11 +73,12 @@ def fault_run(tmp_path: Path, data_dir, model, corpus, *extra: str) -> list[str]
     )
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
-    tmp_path, data_dir, tiny_model_dir, corpus
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus
 ):
     poison = ["+callbacks.poison._target_=fault_probe.PoisonAt", "+callbacks.poison.step=4"]
-    cfg = compose_train(fault_run(tmp_path, data_dir, tiny_model_dir, corpus, *poison))
+    cfg = compose_train(fault_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus, *poison))
     with pytest.raises(TrainingDiverged, match=r"^train/loss is nan at step 4; training stopped$"):
         train(cfg)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
@@ -86,6 +86,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "failure",
     [
@@ -95,7 +96,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     ids=["disk-full", "read-only"],
 )
 def test_unwritable_checkpoint_is_one_line_and_the_previous_one_survives(
-    tmp_path, data_dir, tiny_model_dir, corpus, monkeypatch, failure
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus, monkeypatch, failure
 ):
     real_save, saves = torch.save, []
 
@@ -107,7 +108,7 @@ def test_unwritable_checkpoint_is_one_line_and_the_previous_one_survives(
         real_save(obj, f)
 
     monkeypatch.setattr(callbacks.checkpointing.torch, "save", failing_save)
-    cfg = compose_train(fault_run(tmp_path, data_dir, tiny_model_dir, corpus))
+    cfg = compose_train(fault_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus))
     message = (
         rf"^cannot write checkpoint \S+/last.ckpt: {failure.strerror}; the previous checkpoint is intact$"
     )
@@ -134,18 +135,18 @@ def final_state(run_dir: Path) -> tuple[dict, list]:
 @pytest.mark.slow
 @pytest.mark.parametrize(("signal_name", "at_step", "saved_step"), [("SIGKILL", 5, 4), ("SIGUSR1", 4, 5)])
 def test_killed_mid_epoch_after_pruning_then_restarted_equals_the_uninterrupted_run(
-    tmp_path, data_dir, tiny_model_dir, corpus, signal_name, at_step, saved_step
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus, signal_name, at_step, saved_step
 ):
     """Epoch 2 holds steps 4-6; the pruning event was at step 2. SIGKILL after step 5: the process
     dies at once; last.ckpt is step 4's (written after its validation). SIGUSR1 (SLURM's warning)
     after step 4: seen after step 5, which is saved, and the run stops with a one-line message.
     Either way, the same command resumes mid-epoch."""
     whole = tmp_path / "whole"
-    assert run_script(fault_run(whole, data_dir, tiny_model_dir, corpus), whole).returncode == 0
+    assert run_script(fault_run(whole, toy_senteval_dir, tiny_model_dir, corpus), whole).returncode == 0
     broken = tmp_path / "broken"
     # the restart runs the same config (the fault is armed from the environment), as a requeue does
     overrides = fault_run(
-        broken, data_dir, tiny_model_dir, corpus, "+callbacks.fault._target_=fault_probe.SignalAt"
+        broken, toy_senteval_dir, tiny_model_dir, corpus, "+callbacks.fault._target_=fault_probe.SignalAt"
     )
     stopped = run_script(overrides, broken, SIGNAL_AT=f"{at_step}:{signal_name}")
     if signal_name == "SIGKILL":
@@ -169,10 +170,10 @@ def test_killed_mid_epoch_after_pruning_then_restarted_equals_the_uninterrupted_
 
 
 @pytest.mark.slow
-def test_lightning_ddp_launcher_inside_a_multirun_is_refused(tmp_path, data_dir, tiny_model_dir):
+def test_lightning_ddp_launcher_inside_a_multirun_is_refused(tmp_path, toy_senteval_dir, tiny_model_dir):
     overrides = [
         "-m",
-        *cpu_overrides(tmp_path, data_dir, tiny_model_dir),
+        *cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir),
         "seed=1,2",
         "trainer.strategy=ddp",
         "trainer.devices=2",
@@ -200,12 +201,13 @@ def test_the_slurm_launcher_runs_one_task_per_device():
     assert launcher.tasks_per_node == launcher.gpus_per_node == 4 and launcher.max_num_timeout > 0
 
 
+@pytest.mark.slow
 def test_a_restarted_job_resumes_and_reuses_its_scores_before_training(
-    tmp_path, data_dir, tiny_model_dir, corpus, monkeypatch
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus, monkeypatch
 ):
     import sparsecse.cli.training as training_steps
 
-    overrides = cpu_overrides(tmp_path, data_dir, tiny_model_dir) + [
+    overrides = cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir) + [
         f"data.train_file={corpus}", "data.batch_size=4", "trainer.max_steps=2",
         "trainer.val_check_interval=2", "pruning=none", "evaluate.tasks=[stsb]", "save_model=false",
     ]  # fmt: skip
@@ -242,15 +244,16 @@ def short_run(tmp_path, data_dir, tiny_model_dir, corpus, *extra: str) -> list[s
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_start_with_another_config_refuses_to_resume_and_keeps_what_was_written(
-    tmp_path, data_dir, tiny_model_dir, corpus
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus
 ):
     """Run folders are named by command-line overrides only: after a YAML edit, the same command
     used to resume the old run (its weights, optimizer and schedule) under the new settings."""
-    train(compose_train(short_run(tmp_path, data_dir, tiny_model_dir, corpus)))
+    train(compose_train(short_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus)))
     (tmp_path / "results.json").unlink()  # interrupted after its last checkpoint: resumable
     written = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    edited = short_run(tmp_path, data_dir, tiny_model_dir, corpus, "model.temperature=0.1")
+    edited = short_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus, "model.temperature=0.1")
     message = (
         f"resume: {tmp_path} holds a run started with another config (model.temperature: 0.05 -> 0.1); "
         "resume=false starts afresh there; hydra.run.dir=DIR (hydra.sweep.dir in a multirun) runs elsewhere"
@@ -265,13 +268,14 @@ def test_a_start_with_another_config_refuses_to_resume_and_keeps_what_was_writte
     assert afresh["val_history"][0]["step"] == 2
 
 
+@pytest.mark.slow
 def test_a_finished_run_started_again_reports_its_results_without_training(
-    tmp_path, data_dir, tiny_model_dir, corpus, monkeypatch, capsys
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus, monkeypatch, capsys
 ):
     import sparsecse.cli.training as training_steps
     import train as train_module
 
-    overrides = short_run(tmp_path, data_dir, tiny_model_dir, corpus)
+    overrides = short_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus)
     first = train(compose_train(overrides))
     monkeypatch.setattr(train_module, "build_trainer", lambda *a: pytest.fail("trained again"))
     monkeypatch.setattr(training_steps, "evaluate_encoder", lambda *a: pytest.fail("evaluated again"))
@@ -286,8 +290,9 @@ def test_a_finished_run_started_again_reports_its_results_without_training(
     )
 
 
-def test_a_folder_without_a_config_record_is_not_resumed(tmp_path, data_dir, tiny_model_dir, corpus):
-    train(compose_train(short_run(tmp_path, data_dir, tiny_model_dir, corpus)))
+@pytest.mark.slow
+def test_a_folder_without_a_config_record_is_not_resumed(tmp_path, toy_senteval_dir, tiny_model_dir, corpus):
+    train(compose_train(short_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus)))
     (tmp_path / "run_config.json").unlink()  # as an older version of SparseCSE left it
     with pytest.raises(ConfigError, match=r"^resume: \S+ holds an earlier run with no record of its config"):
-        train(compose_train(short_run(tmp_path, data_dir, tiny_model_dir, corpus)))
+        train(compose_train(short_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus)))

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import compose_eval, compose_train, cpu_overrides
 from omegaconf import OmegaConf
 
-from sparsecse.cli import REPO_ROOT, TOOLS_CONFIG_DIR
+from sparsecse.cli import REPO_ROOT
 from sparsecse.cli.evaluate import evaluate
 from sparsecse.encoder import CHECKPOINT_KEY, SentenceEncoder
 from sparsecse.errors import ConfigError
@@ -83,26 +82,20 @@ def test_checkpoint_helper_refuses_code(tmp_path, how):
     assert not marker.exists()
 
 
-def compose_eval(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=TOOLS_CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="eval", overrides=overrides)
-
-
-def test_evaluate_refuses_code_in_a_checkpoint(tmp_path, data_dir):
+def test_evaluate_refuses_code_in_a_checkpoint(tmp_path, toy_senteval_dir):
     marker = tmp_path / "ran"
     path = write_payload(tmp_path / "evil.ckpt", marker, "torch.save")
     with pytest.raises(ConfigError, match=rf"^model: {at(path)} {REFUSED}: Unsupported global"):
-        evaluate(compose_eval([f"model={path}", f"data_dir={data_dir}"]))
+        evaluate(compose_eval([f"model={path}", f"data_dir={toy_senteval_dir}"]))
     assert not marker.exists()
 
 
 @pytest.mark.slow
-def test_eval_script_refuses_code_in_a_checkpoint(tmp_path, data_dir):
+def test_eval_script_refuses_code_in_a_checkpoint(tmp_path, toy_senteval_dir):
     marker = tmp_path / "ran"
     path = write_payload(tmp_path / "evil.ckpt", marker, "torch.save")
     proc = subprocess.run(
-        [sys.executable, "-m", "sparsecse.cli.evaluate", f"model={path}", f"data_dir={data_dir}",
+        [sys.executable, "-m", "sparsecse.cli.evaluate", f"model={path}", f"data_dir={toy_senteval_dir}",
          f"hydra.run.dir={tmp_path}"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -154,7 +147,7 @@ def copy_model_dir(source: Path, target: Path) -> Path:
     return target
 
 
-def test_pickle_weights_in_a_model_directory_are_refused(tmp_path, data_dir, tiny_model_dir):
+def test_pickle_weights_in_a_model_directory_are_refused(tmp_path, toy_senteval_dir, tiny_model_dir):
     marker = tmp_path / "ran"
     model = copy_model_dir(tiny_model_dir, tmp_path / "model")
     (model / "model.safetensors").unlink()
@@ -165,7 +158,7 @@ def test_pickle_weights_in_a_model_directory_are_refused(tmp_path, data_dir, tin
         load_encoder(str(model), pooler="avg")
     one_line(err)
     with pytest.raises(ConfigError, match=f"^model: {at(model)} holds pickle weights"):
-        evaluate(compose_eval([f"model={model}", f"data_dir={data_dir}"]))
+        evaluate(compose_eval([f"model={model}", f"data_dir={toy_senteval_dir}"]))
     with pytest.raises(ConfigError, match=f"^name_or_path: model '{at(model)}' has no safetensors weights$"):
         load_backbone(str(model), load_config(str(tiny_model_dir)), False, "eager")  # past the check
     assert not marker.exists()
@@ -238,7 +231,8 @@ def test_tokenizer_code_is_never_run(tmp_path, tiny_model_dir):
     config = json.loads((model / "tokenizer_config.json").read_text())
     config["auto_map"] = {"AutoTokenizer": ["custom_tokenizer.EvilTokenizer", None]}
     (model / "tokenizer_config.json").write_text(json.dumps(config))
-    assert load_tokenizer(str(model))("a dog runs")["input_ids"]
+    expected = load_tokenizer(str(tiny_model_dir))("a dog runs")["input_ids"]
+    assert load_tokenizer(str(model))("a dog runs")["input_ids"] == expected == [101, 1037, 3899, 3216, 102]
     assert not marker.exists()
 
 
@@ -277,17 +271,16 @@ def test_export_refuses_a_directory_with_pickles(tmp_path, make_encoder):
         save_sparse_encoder(make_encoder("avg"), tmp_path / "export")
 
 
-@pytest.mark.parametrize("where", ["ckpt_path", "planted last.ckpt"])
-def test_training_refuses_code_in_a_resume_checkpoint(tmp_path, data_dir, tiny_model_dir, where):
+# the planted last.ckpt is refused by the checkpoint restore inside Trainer.fit: a fit, so slow
+@pytest.mark.parametrize("where", ["ckpt_path", pytest.param("planted last.ckpt", marks=pytest.mark.slow)])
+def test_training_refuses_code_in_a_resume_checkpoint(tmp_path, toy_senteval_dir, tiny_model_dir, where):
     """Given as `ckpt_path`, or left in the run folder where a restarted job looks for last.ckpt."""
-    from test_train import compose_train, cpu_overrides
-
     from sparsecse.runs import record_config
     from train import train
 
     marker = tmp_path / "ran"
     evil = write_payload(tmp_path / "evil.ckpt", marker, "torch.save")
-    overrides = cpu_overrides(tmp_path / "run", data_dir, tiny_model_dir) + ["evaluate.before=false"]
+    overrides = cpu_overrides(tmp_path / "run", toy_senteval_dir, tiny_model_dir) + ["evaluate.before=false"]
     if where == "ckpt_path":
         overrides.append(f"ckpt_path={evil}")
     else:

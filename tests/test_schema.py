@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from bad_inputs import BAD_INPUTS, FOUND_AFTER_THE_CONFIG_CHECK
+from helpers import EXPERIMENTS, compose_prune, compose_train, cpu_overrides
 from omegaconf import OmegaConf
-from test_bad_input import BAD_INPUTS, FOUND_AFTER_THE_CONFIG_CHECK
-from test_train import EXPERIMENTS, compose_train, cpu_overrides
 
 from callbacks import ScheduledPruning
 from sparsecse.cli.config import GROUPS, check_config, top_level_keys
@@ -189,8 +189,6 @@ def test_constructors_check_the_same_constraints(tmp_path):
 def test_the_sparsifier_options_are_one_node_in_training_pictures_and_the_prune_tool(tmp_path):
     """Pruning during training, the importance pictures and sparsecse-prune read the same options,
     with the Sparsifier's own defaults; a change on the command line reaches each of them."""
-    from test_prune_cli import compose_prune
-
     from sparsecse.importance import Sparsifier
 
     defaults = {n: p.default for n, p in inspect.signature(Sparsifier).parameters.items()}

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-import hashlib
 from functools import partial
 
 import numpy as np
 import pytest
 import torch
+from helpers import hashed_bag_of_words
 from scipy.stats import spearmanr
+from toy_senteval import STS_PAIRS, STS_SUBSETS
 
 from sparsecse.encoder import POOLERS
 from sparsecse.errors import ConfigError
@@ -20,16 +21,6 @@ from sparsecse.evaluation.sts import (
     read_sts_year,
 )
 from sparsecse.model_io import load_encoder
-
-
-def hashed_bag_of_words(texts, dim: int = 64) -> torch.Tensor:
-    """A deterministic toy encoder: each word adds a hash-seeded random vector."""
-    out = torch.zeros(len(texts), dim)
-    for i, text in enumerate(texts):
-        for word in text.split():
-            seed = int(hashlib.md5(word.encode()).hexdigest()[:8], 16)
-            out[i] += torch.randn(dim, generator=torch.Generator().manual_seed(seed))
-    return out
 
 
 def senteval_style_year(encode, folder, subsets, batch_size=128):
@@ -92,24 +83,33 @@ def test_expand_tasks():
 
 
 @pytest.mark.parametrize("task", ["sts12", "sts16"])
-def test_pooled_year_matches_senteval_loop(data_dir, task):
+def test_pooled_year_matches_senteval_loop(toy_senteval_dir, task):
     folder, subsets = STS_YEARS[task]
-    expected = senteval_style_year(hashed_bag_of_words, data_dir / "STS" / folder, subsets)
-    ours = evaluate_sts(hashed_bag_of_words, data_dir, [task])[task]
+    expected = senteval_style_year(
+        hashed_bag_of_words, toy_senteval_dir / "STS" / folder, subsets, batch_size=8
+    )
+    ours = evaluate_sts(hashed_bag_of_words, toy_senteval_dir, [task])[task]
     assert ours == pytest.approx(expected, abs=1e-6)
+    assert ours > 50, "the toy pairs share more words the higher their gold score"
 
 
-def test_all_tasks_read_with_senteval_sizes(data_dir):
-    sizes = {task: len(read_sts_year(data_dir, task)) for task in STS_YEARS}
+def test_the_toy_folder_reads_as_senteval_reads_it(toy_senteval_dir):
+    sizes = {task: len(read_sts_year(toy_senteval_dir, task)) for task in STS_YEARS}
+    assert sizes == {task: STS_PAIRS * len(subsets) for task, subsets in zip(STS_YEARS, STS_SUBSETS.values())}
+    assert {folder: subsets for folder, subsets in STS_YEARS.values()} == STS_SUBSETS
+
+
+def test_all_tasks_read_with_senteval_sizes(real_senteval_dir):
+    sizes = {task: len(read_sts_year(real_senteval_dir, task)) for task in STS_YEARS}
     # SentEval's pair counts for the "all" setting (empty gold lines dropped, STS13 without SMT)
     assert sizes == {"sts12": 3108, "sts13": 1500, "sts14": 3750, "sts15": 3000, "sts16": 1186}
 
 
 @pytest.mark.slow
-def test_minilm_avg_reproduces_senteval_reference(data_dir):
+def test_minilm_avg_reproduces_senteval_reference(real_senteval_dir):
     """METHOD.md section 6: all-MiniLM-L6-v2, avg pooling, SentEval code."""
     encoder = load_encoder("minilm", pooler="avg")
-    results = evaluate_sts(partial(encoder.encode, batch_size=128), data_dir)
+    results = evaluate_sts(partial(encoder.encode, batch_size=128), real_senteval_dir)
     reference = {"sts12": 72.37, "sts13": 80.60, "sts14": 75.59, "sts15": 85.39, "sts16": 78.99,
                  "stsb": 82.03, "sickr": 77.15, "sts_avg": 78.87}  # fmt: skip
     assert {k: round(v, 2) for k, v in results.items()} == reference
@@ -117,9 +117,9 @@ def test_minilm_avg_reproduces_senteval_reference(data_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("pooler", POOLERS)
-def test_every_pooler_agrees_with_senteval_loop(data_dir, pooler):
+def test_every_pooler_agrees_with_senteval_loop(real_senteval_dir, pooler):
     encoder = load_encoder("minilm", pooler=pooler)
     folder, subsets = STS_YEARS["sts16"]
-    expected = senteval_style_year(encoder.encode, data_dir / "STS" / folder, subsets)
-    ours = evaluate_sts(encoder.encode, data_dir, ["sts16"])["sts16"]
+    expected = senteval_style_year(encoder.encode, real_senteval_dir / "STS" / folder, subsets)
+    ours = evaluate_sts(encoder.encode, real_senteval_dir, ["sts16"])["sts16"]
     assert ours == pytest.approx(expected, abs=0.005)

@@ -4,34 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from helpers import EXPERIMENTS, compose_train, cpu_overrides
 from hydra.utils import instantiate
+from toy_senteval import SNLI_SENTENCES, SNLI_TRIPLETS
 
-from train import CONFIG_DIR, instantiate_dict, instantiate_group, train
-
-EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
-
-
-def compose_train(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
-
-
-def cpu_overrides(tmp_path: Path, data_dir: Path, model: Path) -> list[str]:
-    return [
-        f"output_dir={tmp_path}",
-        f"data_dir={data_dir}",
-        f"model.encoder.name_or_path={model}",
-        "trainer.accelerator=cpu",
-        "trainer.precision=32-true",
-        "logger=csv",
-        "data.num_workers=0",
-    ]
+from train import instantiate_dict, instantiate_group, train
 
 
 @pytest.fixture
@@ -52,19 +33,21 @@ def test_train_yaml_composes_with_the_defaults():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_instantiates(
-    experiment, tmp_path, data_dir, tiny_model_dir, corpus_files
+    experiment, tmp_path, toy_senteval_dir, tiny_model_dir, corpus_files
 ):
     cfg = compose_train([f"experiment={experiment}"])
     train_file = cfg.data.train_file
     suffix = "csv" if str(train_file).endswith(".csv") else "txt"
-    overrides = cpu_overrides(tmp_path, data_dir, tiny_model_dir) + [f"experiment={experiment}"]
+    overrides = cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir) + [f"experiment={experiment}"]
     if train_file not in ("snli_sentences", "snli_triplets"):
         overrides.append(f"data.train_file={corpus_files[suffix]}")
     cfg = compose_train(overrides)
     datamodule = instantiate_group(cfg, "data")
     module = instantiate_group(cfg, "model")
     trainer = instantiate_group(cfg, "trainer", callbacks=instantiate_dict(cfg.callbacks), logger=False)
-    assert len(datamodule.train_set) > 0 and module.encoder.pooler == cfg.model.encoder.pooler
+    sizes = {"snli_sentences": SNLI_SENTENCES, "snli_triplets": SNLI_TRIPLETS}
+    assert len(datamodule.train_set) == sizes.get(train_file, 40), "the corpus the experiment names"
+    assert module.encoder.pooler == cfg.model.encoder.pooler
     assert trainer.max_epochs == cfg.trainer.max_epochs
 
 
@@ -83,7 +66,9 @@ def test_paper_settings_are_one_flag_away():
 
 
 @pytest.mark.parametrize("experiment", ["unsup_bert_base", "sup_bert_base", "unsup_sparsecse_bert_base"])
-def test_paper_experiments_train_as_simcse_does(experiment, tmp_path, data_dir, tiny_model_dir, corpus_files):
+def test_paper_experiments_train_as_simcse_does(
+    experiment, tmp_path, toy_senteval_dir, tiny_model_dir, corpus_files
+):
     """docs/simcse_settings.md: what SimCSE's example scripts and transformers 4.2.1's Trainer use."""
     cfg = compose_train([f"experiment={experiment}"])
     trainer = cfg.trainer
@@ -104,7 +89,7 @@ def test_paper_experiments_train_as_simcse_does(experiment, tmp_path, data_dir, 
     suffix = "csv" if cfg.data.train_file.endswith(".csv") else "txt"
     module = instantiate_group(
         compose_train(
-            cpu_overrides(tmp_path, data_dir, tiny_model_dir)
+            cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir)
             + [f"experiment={experiment}", f"data.train_file={corpus_files[suffix]}"]
         ),  # fmt: skip
         "model",
@@ -139,11 +124,12 @@ def test_validation_is_float32_under_mixed_precision(make_encoder, tokenizer):
     assert scores[0] == scores[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("train_file", ["snli_sentences", "csv"])
-def test_fast_dev_run_writes_results(tmp_path, data_dir, tiny_model_dir, corpus_files, train_file):
+def test_fast_dev_run_writes_results(tmp_path, toy_senteval_dir, tiny_model_dir, corpus_files, train_file):
     corpus = corpus_files.get(train_file, train_file)
     cfg = compose_train(
-        cpu_overrides(tmp_path, data_dir, tiny_model_dir)
+        cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir)
         + [
             "debug=fast_dev_run",
             f"data.train_file={corpus}",
@@ -159,9 +145,10 @@ def test_fast_dev_run_writes_results(tmp_path, data_dir, tiny_model_dir, corpus_
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists(), "a wiring check leaves nothing to resume"
 
 
-def test_short_run_validates_and_keeps_the_best_checkpoint(tmp_path, data_dir, tiny_model_dir):
+@pytest.mark.slow
+def test_short_run_validates_and_keeps_the_best_checkpoint(tmp_path, toy_senteval_dir, tiny_model_dir):
     cfg = compose_train(
-        cpu_overrides(tmp_path, data_dir, tiny_model_dir)
+        cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir)
         + ["pruning=none", "trainer.max_steps=4", "trainer.val_check_interval=2", "evaluate.before=false",
            "evaluate.tasks=[stsb]", "data.batch_size=8"]
     )  # fmt: skip
@@ -176,9 +163,9 @@ def test_short_run_validates_and_keeps_the_best_checkpoint(tmp_path, data_dir, t
     assert any("val/stsb_spearman" in m.read_text() for m in metrics)
 
 
-def test_instantiated_optimizer_and_scheduler(tmp_path, data_dir, tiny_model_dir):
+def test_instantiated_optimizer_and_scheduler(tmp_path, toy_senteval_dir, tiny_model_dir):
     cfg = compose_train(
-        cpu_overrides(tmp_path, data_dir, tiny_model_dir) + ["model.scheduler.warmup_ratio=0.5"]
+        cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir) + ["model.scheduler.warmup_ratio=0.5"]
     )
     module = instantiate(cfg.model)
     optimizer = module.optimizer_factory(params=module.parameters())
@@ -191,8 +178,30 @@ def test_instantiated_optimizer_and_scheduler(tmp_path, data_dir, tiny_model_dir
     assert lrs == pytest.approx([0.0, 1.5e-5, 3e-5, 1.5e-5])
 
 
+def test_the_optimizer_is_adamw_with_the_configured_settings(tmp_path, toy_senteval_dir, tiny_model_dir):
+    """What `model.optimizer` drives: every parameter is trained by AdamW at the configured learning rate,
+    betas and decoupled weight decay (a step from zero gradients shrinks each weight by lr x decay)."""
+    cfg = compose_train(
+        cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir)
+        + ["model.optimizer.lr=0.01", "model.optimizer.weight_decay=0.1", "+model.optimizer.betas=[0.8,0.7]"]
+    )
+    module = instantiate(cfg.model)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=4)  # what configure_optimizers reads
+    optimizer = module.configure_optimizers()["optimizer"]
+    (group,) = optimizer.param_groups
+    assert (group["lr"], group["weight_decay"], tuple(group["betas"])) == (0.01, 0.1, (0.8, 0.7))
+    assert [id(p) for p in group["params"]] == [id(p) for p in module.parameters()]
+    before = [p.detach().clone() for p in group["params"]]
+    for p in group["params"]:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()  # Adam's own update is 0 here; L2-in-the-gradient decay would move by ~lr instead
+    for old, new in zip(before, group["params"]):
+        torch.testing.assert_close(new.detach(), old * (1 - 0.01 * 0.1))
+
+
+@pytest.mark.slow
 def test_evaluation_after_fit_runs_on_the_training_device_in_its_precision(
-    tmp_path, data_dir, tiny_model_dir, monkeypatch
+    tmp_path, toy_senteval_dir, tiny_model_dir, monkeypatch
 ):
     """Lightning's teardown moves the module to the CPU after fit; the evaluation must not stay there,
     and it runs in the trainer's inference precision (here bf16 autocast on the CPU)."""
@@ -209,14 +218,14 @@ def test_evaluation_after_fit_runs_on_the_training_device_in_its_precision(
     devices = []
     real_build = train_module.build_trainer
     monkeypatch.setattr(train_module, "build_trainer", lambda *a: devices.append(t := real_build(*a)) or t)
-    train(compose_train(cpu_overrides(tmp_path, data_dir, tiny_model_dir)
+    train(compose_train(cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir)
                         + ["pruning=none", "trainer.max_steps=1", "trainer.precision=bf16-mixed",
                            "evaluate.tasks=[stsb]", "save_model=false"]))  # fmt: skip
     root = devices[0].strategy.root_device
     assert seen == [(root, True, torch.bfloat16)] * 2, "before and after training"
 
 
-def test_on_slurm_the_checkpoint_plugin_is_kept(tmp_path, data_dir, tiny_model_dir, monkeypatch):
+def test_on_slurm_the_checkpoint_plugin_is_kept(tmp_path, toy_senteval_dir, tiny_model_dir, monkeypatch):
     """SLURMEnvironment is added to the configured plugins: AtomicCheckpointIO's atomic writes and
     weights-only reads are needed most where jobs are preempted."""
     from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -227,7 +236,7 @@ def test_on_slurm_the_checkpoint_plugin_is_kept(tmp_path, data_dir, tiny_model_d
     for name, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "sparsecse", "SLURM_JOB_ID": "7",
                         "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
-    trainer = build_trainer(compose_train(cpu_overrides(tmp_path, data_dir, tiny_model_dir)), [], [])
+    trainer = build_trainer(compose_train(cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir)), [], [])
     environment = trainer._accelerator_connector.cluster_environment
     assert isinstance(environment, SLURMEnvironment) and not environment.auto_requeue
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)

