@@ -125,17 +125,18 @@ def _hints(target: Callable) -> dict[str, Any]:
 
 
 def _own_hints(function: Callable) -> dict[str, Any]:
+    """The function's parameter hints; one that cannot be resolved (a name imported only for type
+    checkers, e.g. wandb's `Run`) becomes Any, and the others are still checked."""
     try:
         return typing.get_type_hints(function, include_extras=True)
     except Exception:
         namespace, hints = getattr(function, "__globals__", {}), {}
-        for p in inspect.signature(function).parameters.values():
+        for name, annotation in getattr(function, "__annotations__", {}).items():
+            holder = types.SimpleNamespace(__annotations__={name: annotation})
             try:
-                hints[p.name] = (
-                    eval(p.annotation, namespace) if isinstance(p.annotation, str) else p.annotation
-                )
+                hints |= typing.get_type_hints(holder, globalns=namespace, include_extras=True)
             except Exception:
-                hints[p.name] = Any
+                hints[name] = Any
         return hints
 
 
