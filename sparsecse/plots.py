@@ -81,6 +81,38 @@ def score_vs_sparsity(points: Points, path: str | Path, ylabel: str, xlabel: str
     return _save(fig, path)
 
 
+Lines = Mapping[str, Mapping[str, Mapping[float, Sequence[float]]]]  # panel -> line -> x -> values over seeds
+
+
+def lines_vs_sparsity(
+    panels: Lines, path: str | Path, ylabel: str, reference: Sequence[float] = (), xlabel: str = "sparsity p"
+) -> Path:
+    """One panel per granularity, one line per score mode: the mean over seeds with a ± sample-std band,
+    and the dense model as a dashed horizontal line (with its band, if it has several values)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False, sharey=True)
+    for ax, (panel, lines) in zip(axes[0], panels.items()):
+        if reference:
+            mean, std = _mean_std(reference)
+            ax.axhline(mean, color="black", linestyle="--", label="dense")
+            ax.axhspan(mean - std, mean + std, color="black", alpha=0.1)
+        for i, (label, by_x) in enumerate(lines.items()):
+            xs = sorted(by_x)
+            means, stds = zip(*(_mean_std(by_x[x]) for x in xs))
+            color = f"C{i % 10}"
+            ax.plot(xs, means, "-o", color=color, markersize=3, label=label)
+            ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                            color=color, alpha=0.2)  # fmt: skip
+        ax.set_xscale("symlog", linthresh=0.01)  # the fine grid at the low end stays readable
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=panel)
+        ax.legend(fontsize="small")
+    fig.suptitle(f"{ylabel} against sparsity (mean ± std over seeds)")
+    return _save(fig, path)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     fig.tight_layout()

@@ -38,6 +38,12 @@ SECTIONS = (
     ("Alignment, uniformity (lower is better) and size", (*ANALYSIS_KEYS, *SIZE_KEYS)),
 )
 RUN_DEPTH = 3  # Hydra puts runs one level below the sweep dir; custom subdirs may nest them deeper
+# Study figures: one line per score mode against the sparsity, a panel per granularity, the dense
+# model as reference: keys as `sparsecse-study` names them, then as a training multirun does.
+LINE_KEYS = ("score", "pruning.score", "pruning")
+SPARSITY_KEYS = ("sparsity", "pruning.head_sparsity", "pruning.weight_sparsity")
+PANEL_KEYS = ("granularity", "pruning.granularity")
+LINE_METRICS = ("sts_avg", "transfer_avg", "alignment", "uniformity")
 
 
 @dataclass
@@ -110,10 +116,23 @@ def summarize(values: Sequence[float]) -> tuple[float, float | None]:
 
 
 def find_runs(sweep_dir: Path) -> list[Path]:
-    """Directories holding `.hydra/config.yaml`, `sweep_dir` itself included, in natural order."""
-    patterns = ("*/" * depth + ".hydra/config.yaml" for depth in range(RUN_DEPTH + 1))
-    found = {config.parent.parent for pattern in patterns for config in sweep_dir.glob(pattern)}
+    """Directories holding `.hydra/config.yaml` (a multirun's jobs) or a `results.json` that names its
+    setting (a `sparsecse-study` point), `sweep_dir` itself included, in natural order."""
+    configs = (p.parent.parent for p in _glob_depths(sweep_dir, ".hydra/config.yaml"))
+    points = (p.parent for p in _glob_depths(sweep_dir, "results.json") if _names_setting(p))
+    found = {*configs, *points}
     return sorted(found, key=lambda p: tuple(sort_key(part) for part in p.relative_to(sweep_dir).parts))
+
+
+def _glob_depths(root: Path, name: str) -> list[Path]:
+    return [path for depth in range(RUN_DEPTH + 1) for path in root.glob("*/" * depth + name)]
+
+
+def _names_setting(results: Path) -> bool:
+    try:
+        return isinstance(json.loads(results.read_text()).get("setting"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def read_overrides(run_dir: Path) -> dict[str, str]:
@@ -157,11 +176,14 @@ def read_results(run_dir: Path) -> tuple[dict | None, str]:
 
 
 def load_run(run_dir: Path) -> Run:
+    results, reason = read_results(run_dir)
+    if not (run_dir / ".hydra" / "overrides.yaml").is_file() and results and "setting" in results:
+        return Run(run_dir, {str(k): str(v) for k, v in results["setting"].items()}, results)
     try:
         overrides = read_overrides(run_dir)
     except ValueError as err:
         return Run(run_dir, {}, None, str(err))
-    return Run(run_dir, overrides, *read_results(run_dir))
+    return Run(run_dir, overrides, results, reason)
 
 
 def _is_number(value) -> bool:
@@ -314,6 +336,46 @@ def write_figures(sweep: Sweep, output_dir: Path) -> tuple[list[Path], list[str]
     return written, notes
 
 
+def _first_key(sweep: Sweep, keys: Sequence[str]) -> str | None:
+    present = {k for run in sweep.runs for k in run.overrides}
+    return next((k for k in keys if k in present), None)
+
+
+def is_dense(overrides: Mapping[str, str], line_key: str) -> bool:
+    """The reference: the study's dense encoder, or a training run with `pruning=none`."""
+    return overrides.get(line_key) == "dense" or overrides.get("pruning") == "none"
+
+
+def study_lines(sweep: Sweep, metric: str) -> tuple[plots.Lines, list[float]] | None:
+    """{panel: {score mode: {sparsity: values over seeds}}} and the dense values of `metric`; None
+    when the sweep has no score mode and sparsity to draw lines of."""
+    line_key, x_key = _first_key(sweep, LINE_KEYS), _first_key(sweep, SPARSITY_KEYS)
+    if line_key is None or x_key is None:
+        return None
+    panel_key = _first_key(sweep, PANEL_KEYS)
+    panels: dict = {}
+    reference = []
+    for run in (run for row in sweep.rows for run in row.runs if metric in run.metrics):
+        overrides, value = run.overrides, run.metrics[metric]
+        if is_dense(overrides, line_key):
+            reference.append(value)
+        elif line_key in overrides and x_key in overrides:
+            panel = panels.setdefault(overrides.get(panel_key, "") if panel_key else "", {})
+            panel.setdefault(overrides[line_key], {}).setdefault(float(overrides[x_key]), []).append(value)
+    return (panels, reference) if panels else None
+
+
+def write_study_figures(sweep: Sweep, output_dir: Path) -> list[Path]:
+    """`sparsity_lines_<metric>.png`: each metric against the sparsity, one line per score mode."""
+    written = []
+    for metric in LINE_METRICS:
+        found = study_lines(sweep, metric)
+        if found is not None:
+            path = output_dir / f"sparsity_lines_{metric}.png"
+            written.append(plots.lines_vs_sparsity(found[0], path, LABELS.get(metric, metric), found[1]))
+    return written
+
+
 def write_report(sweep: Sweep, output_dir: str | Path | None = None) -> tuple[list[Path], list[str]]:
     """report.md, report.csv and the figures in `output_dir` (default: the sweep dir); (paths, notes)."""
     output_dir = Path(output_dir) if output_dir is not None else sweep.root
@@ -322,6 +384,7 @@ def write_report(sweep: Sweep, output_dir: str | Path | None = None) -> tuple[li
         markdown = output_dir / "report.md"
         markdown.write_text(format_report(sweep))
         figures, notes = write_figures(sweep, output_dir)
+        figures += write_study_figures(sweep, output_dir)
         return [markdown, write_csv(sweep, output_dir / "report.csv"), *figures], notes
     except OSError as err:
         raise ConfigError("output", f"cannot write {err.filename or output_dir}: {err.strerror}") from None

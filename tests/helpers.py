@@ -67,6 +67,10 @@ def compose_prune(overrides: list[str]):
     return _compose(TOOLS_CONFIG_DIR, "prune", overrides)
 
 
+def compose_study(overrides: list[str]):
+    return _compose(TOOLS_CONFIG_DIR, "study", overrides)
+
+
 def cpu_overrides(tmp_path: Path, data_dir: Path, model: Path) -> list[str]:
     """A run of `model` on the CPU in float32, written under `tmp_path`, logged to CSV only."""
     return [

@@ -1,0 +1,122 @@
+"""The paper's preliminary study, after training: remove the least-contributing fraction p of a trained
+encoder's units, under each score mode at exactly equal sparsity, and evaluate what is left.
+
+Nothing is retrained. The dense encoder is evaluated once. Each (granularity, score mode, seed) is
+scored once on the dense encoder, and that ranking serves every p: the units removed at p are the
+lowest-ranked round(p N), so a larger p removes a superset. Seeds matter where randomness enters:
+the scoring batches and dropout, and the random scores; `weight_magnitude` is scored once.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import groupby
+from operator import attrgetter
+
+from torch import Tensor
+
+from sparsecse.encoder import SentenceEncoder
+from sparsecse.gates import counted_parameters
+from sparsecse.importance import TARGETS, PruningEvent, Sparsifier
+from sparsecse.surgery import remove_pruned_units
+
+DETERMINISTIC_SCORES = ("weight_magnitude",)  # no batches, no random draw: one seed is all seeds
+
+
+@dataclass(frozen=True)
+class StudyPoint:
+    """One cell of the study: which units go, by which ranking, and how many."""
+
+    granularity: str
+    score: str
+    seed: int
+    sparsity: float  # p: the fraction of each kind of unit removed
+
+    @property
+    def setting(self) -> dict[str, str]:
+        """The point as the overrides a sweep report groups by (all but the seed)."""
+        return {"granularity": self.granularity, "score": self.score, "sparsity": f"{self.sparsity:g}",
+                "seed": str(self.seed)}  # fmt: skip
+
+
+def rankings(
+    granularities: Sequence[str], scores: Sequence[str], seeds: Sequence[int]
+) -> Iterator[tuple[str, str, int]]:
+    """The (granularity, score, seed) to score: every combination, one seed for a deterministic score."""
+    for granularity in granularities:
+        for score in scores:
+            for seed in seeds[:1] if score in DETERMINISTIC_SCORES else seeds:
+                yield granularity, score, seed
+
+
+def event_at(granularity: str, sparsity: float) -> PruningEvent:
+    """Remove the fraction `sparsity` of each kind of unit: heads and neurons, or weights."""
+    return PruningEvent("step", 0, **{target: sparsity for target in TARGETS[granularity]})
+
+
+def pruned_copy(
+    dense: SentenceEncoder, sparsifier: Sparsifier, importance: dict[str, list[Tensor]], sparsity: float
+) -> tuple[SentenceEncoder, dict[str, float]]:
+    """A copy of `dense` without its `sparsity` least important units (sliced out, or zeroed weights),
+    and the sparsity summary of the event."""
+    encoder = copy.deepcopy(dense)
+    sparsifier.attach(encoder)
+    summary = sparsifier.apply(encoder, event_at(sparsifier.granularity, sparsity), importance)
+    summary["parameters"] = counted_parameters(encoder)
+    remove_pruned_units(encoder)
+    return encoder, summary
+
+
+def score_dense(
+    dense: SentenceEncoder, sparsifier: Sparsifier, batches: Iterable[dict[str, Tensor]]
+) -> dict[str, list[Tensor]]:
+    """The importances of the dense encoder's units (scored on a copy, which then holds the gates)."""
+    scored = copy.deepcopy(dense)
+    sparsifier.attach(scored)
+    return sparsifier.importance(scored, batches)
+
+
+def run_study(
+    dense: SentenceEncoder,
+    evaluate: Callable[[SentenceEncoder], dict[str, float]],
+    scoring_batches: Callable[[int], Iterable[dict[str, Tensor]]],
+    points: Sequence[StudyPoint],
+    sparsifier_options: Mapping,
+) -> Iterator[tuple[StudyPoint, dict]]:
+    """Each point's results, as a run's results.json has them ("after", "sparsity", "parameters",
+    "parameter_sparsity") plus the seconds spent. Consecutive points of one ranking share its scoring,
+    which is counted at the first of them."""
+    dense_parameters = counted_parameters(dense)
+    for (granularity, score, seed), group in groupby(points, key=attrgetter("granularity", "score", "seed")):
+        sparsifier = Sparsifier(granularity=granularity, score=score, seed=seed, **sparsifier_options)
+        started = time.perf_counter()
+        importance = score_dense(dense, sparsifier, scoring_batches(seed))
+        scoring = time.perf_counter() - started
+        for point in group:
+            started = time.perf_counter()
+            encoder, summary = pruned_copy(dense, sparsifier, importance, point.sparsity)
+            parameters = summary.pop("parameters")
+            results = {
+                "after": evaluate(encoder),
+                "sparsity": summary,
+                "parameters": parameters,
+                "dense_parameters": dense_parameters,
+                "parameter_sparsity": 1.0 - parameters / dense_parameters,
+            }
+            results["seconds"] = {"scoring": scoring, "evaluation": time.perf_counter() - started}
+            scoring = 0.0
+            yield point, results
+
+
+def study_points(
+    granularities: Sequence[str], scores: Sequence[str], seeds: Sequence[int], sparsities: Sequence[float]
+) -> list[StudyPoint]:
+    """Every point, grouped by ranking so that each is scored once and reused for every sparsity."""
+    return [
+        StudyPoint(granularity, score, seed, p)
+        for granularity, score, seed in rankings(granularities, scores, seeds)
+        for p in sparsities
+    ]

@@ -1,0 +1,152 @@
+"""The study after training: one ranking per (granularity, score, seed) serves every sparsity, and
+each point is the model the Sparsifier would leave at that sparsity."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import TEXTS, compose_study, views
+
+from sparsecse.importance import Sparsifier
+from sparsecse.study import event_at, pruned_copy, rankings, run_study, study_points
+from sparsecse.surgery import remove_pruned_units
+
+
+def batches(encoder):
+    return [views(encoder)] * 2
+
+
+def test_a_deterministic_score_is_ranked_once_and_the_others_once_per_seed():
+    found = list(rankings(["structured"], ["random", "weight_magnitude"], [1, 2, 3]))
+    assert found == [("structured", "random", s) for s in (1, 2, 3)] + [("structured", "weight_magnitude", 1)]
+
+
+def test_each_ranking_is_scored_once_and_serves_every_sparsity(make_encoder, monkeypatch):
+    dense = make_encoder("avg")
+    scored = []
+    real = Sparsifier.importance
+    monkeypatch.setattr(
+        Sparsifier, "importance", lambda self, *a, **k: scored.append(1) or real(self, *a, **k)
+    )
+    points = study_points(["structured", "unstructured"], ["magnitude", "random"], [1], [0.25, 0.5])
+    kept = {}
+    for point, results in run_study(dense, lambda e: {"n": 1.0}, lambda seed: batches(dense), points, {}):
+        kept[(point.granularity, point.score, point.sparsity)] = results["parameters"]
+    assert len(scored) == 4  # 2 granularities x 2 scores x 1 seed, not x 2 sparsities
+    for granularity in ("structured", "unstructured"):
+        # exactly equal sparsity: every score mode leaves the same number of parameters at each p
+        for p in (0.25, 0.5):
+            assert kept[(granularity, "magnitude", p)] == kept[(granularity, "random", p)]
+        assert kept[(granularity, "magnitude", 0.5)] < kept[(granularity, "magnitude", 0.25)]
+
+
+def test_a_point_is_the_model_the_sparsifier_leaves_and_a_larger_p_removes_a_superset(make_encoder):
+    dense = make_encoder("avg")
+    sparsifier = Sparsifier(score="magnitude", num_batches=2, seed=3)
+    scored = make_encoder("avg")
+    sparsifier.attach(scored)
+    importance = sparsifier.importance(scored, batches(scored))
+
+    by_hand = make_encoder("avg")  # what sparsecse-prune does with one event
+    sparsifier.attach(by_hand)
+    sparsifier.apply(by_hand, event_at("structured", 0.5), importance)
+    small, _ = pruned_copy(dense, sparsifier, importance, 0.25)
+    large, summary = pruned_copy(dense, sparsifier, importance, 0.5)
+    kept_large = [g.nonzero().flatten().tolist() for g in by_hand.gates.heads]
+    remove_pruned_units(by_hand)
+    torch.testing.assert_close(large.encode(TEXTS), by_hand.encode(TEXTS), rtol=0, atol=0)
+    assert summary["prune/head_sparsity"] == 0.5
+    assert dense.gates is None and dense.backbone.config.model_type == "bert"  # the dense model is untouched
+    small_heads = small.backbone.config.kept_heads
+    assert all(set(k) <= set(s) for k, s in zip(kept_large, small_heads))
+
+
+@pytest.mark.slow
+def test_the_study_runs_at_toy_size_and_its_report_draws_a_line_per_score_mode(
+    tmp_path, toy_senteval_dir, tiny_model_dir
+):
+    from sparsecse.cli.study import study
+    from sparsecse.report import load_sweep, study_lines, write_report
+
+    out = tmp_path / "study"
+    cfg = compose_study([f"model={tiny_model_dir}", f"data_dir={toy_senteval_dir}", f"output_dir={out}",
+                         "granularities=[structured]", "scores=[magnitude,random]", "seeds=[1]",
+                         "sparsities=[0.25,0.5]", "tasks=[sts,analysis]", "device=cpu",
+                         "sparsifier.num_batches=2", "batch_size=8"])  # fmt: skip
+    timing = study(cfg)
+    assert timing["points"] == 4
+    dense = json.loads((out / "dense" / "results.json").read_text())
+    point = json.loads((out / "structured" / "random" / "sparsity=0.5,seed=1" / "results.json").read_text())
+    assert point["setting"] == {
+        "granularity": "structured",
+        "score": "random",
+        "sparsity": "0.5",
+        "seed": "1",
+    }
+    assert point["sparsity"]["prune/head_sparsity"] == 0.5 and point["parameters"] < dense["parameters"]
+    assert set(point["after"]) >= {"sts_avg", "alignment", "uniformity"}
+
+    sweep = load_sweep(out)
+    assert len(sweep.runs) == 5 and not sweep.failed
+    panels, reference = study_lines(sweep, "sts_avg")
+    assert reference == [dense["after"]["sts_avg"]]
+    assert {mode: sorted(xs) for mode, xs in panels["structured"].items()} == {
+        "magnitude": [0.25, 0.5],
+        "random": [0.25, 0.5],
+    }
+    written, _ = write_report(sweep)
+    names = {path.name for path in written}
+    assert {
+        "sparsity_lines_sts_avg.png",
+        "sparsity_lines_alignment.png",
+        "sparsity_lines_uniformity.png",
+    } <= names
+    assert all(path.stat().st_size > 0 for path in written)
+
+
+def test_a_bad_study_list_is_one_line_naming_it(tmp_path, toy_senteval_dir):
+    from sparsecse.cli.study import study
+    from sparsecse.errors import ConfigError
+
+    base = [f"data_dir={toy_senteval_dir}", f"output_dir={tmp_path}"]
+    for overrides, message in (
+        (["scores=[magnitude,taylor]"], "^scores: must be 'magnitude', .*, got 'taylor'$"),
+        (["sparsities=[0.1,1.5]"], r"^sparsities\[1\]: must be less than 1, got 1.5$"),
+        (["sparsifier.num_batches=0"], "^sparsifier.num_batches: must be greater than or equal to 1, got 0$"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            study(compose_study(base + overrides))
+
+
+@pytest.mark.slow
+def test_the_study_during_training_composes_and_runs_at_toy_size(tmp_path, toy_senteval_dir, tiny_model_dir):
+    """SimCSE and one pruned arm, one seed, the default job's 160 steps on a tiny model: the multirun
+    finishes and its report holds one row per arm, the SimCSE row dense."""
+    import os
+    import subprocess
+    import sys
+
+    from sparsecse.cli import REPO_ROOT
+    from sparsecse.report import load_sweep
+
+    sweep = tmp_path / "sweep"
+    overrides = [
+        "-m", "experiment=study_during_training", f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.params.seed=1", "hydra.sweeper.params.pruning='none,demo_random'",
+        f"data_dir={toy_senteval_dir}", f"model.encoder.name_or_path={tiny_model_dir}",
+        "trainer.accelerator=cpu", "trainer.precision=32-true", "logger=csv", "data.num_workers=0",
+        "data.batch_size=2", "trainer.max_epochs=4", "trainer.val_check_interval=40",
+        "evaluate.tasks=[stsb,analysis]",
+    ]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "train.py", *overrides], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = load_sweep(sweep)
+    assert not report.failed
+    rows = {row.setting["pruning"]: row for row in report.rows}
+    assert set(rows) == {"none", "demo_random"}
+    dense, pruned = rows["none"].runs[0], rows["demo_random"].runs[0]
+    assert dense.metrics["parameter_sparsity"] == 0.0 < pruned.metrics["parameter_sparsity"]
