@@ -265,6 +265,11 @@ def event_targets(granularity: str, **final: float) -> dict[str, float]:
     return {name: float(final.get(name, 0.0)) for name in TARGETS[granularity]}
 
 
+def one_shot_event(granularity: str, **targets: float) -> PruningEvent:
+    """The single event of a sparsification after training (no schedule): these targets, now."""
+    return PruningEvent("step", 0, **event_targets(granularity, **targets))
+
+
 class Sparsifier:
     """Scores units on positive pairs and sets gates (or masks) to reach an event's sparsity."""
 

@@ -119,7 +119,8 @@ def find_runs(sweep_dir: Path) -> list[Path]:
     """Directories holding `.hydra/config.yaml` (a multirun's jobs) or a `results.json` that names its
     setting (a `sparsecse-study` point), `sweep_dir` itself included, in natural order."""
     configs = (p.parent.parent for p in _glob_depths(sweep_dir, ".hydra/config.yaml"))
-    points = (p.parent for p in _glob_depths(sweep_dir, "results.json") if _names_setting(p))
+    results = _glob_depths(sweep_dir, "results.json")
+    points = (p.parent for p in results if not (p.parent / ".hydra").is_dir() and _names_setting(p))
     found = {*configs, *points}
     return sorted(found, key=lambda p: tuple(sort_key(part) for part in p.relative_to(sweep_dir).parts))
 

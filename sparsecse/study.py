@@ -20,7 +20,7 @@ from torch import Tensor
 
 from sparsecse.encoder import SentenceEncoder
 from sparsecse.gates import counted_parameters
-from sparsecse.importance import TARGETS, PruningEvent, Sparsifier
+from sparsecse.importance import TARGETS, PruningEvent, Sparsifier, one_shot_event
 from sparsecse.surgery import remove_pruned_units
 
 DETERMINISTIC_SCORES = ("weight_magnitude",)  # no batches, no random draw: one seed is all seeds
@@ -37,7 +37,7 @@ class StudyPoint:
 
     @property
     def setting(self) -> dict[str, str]:
-        """The point as the overrides a sweep report groups by (all but the seed)."""
+        """The point as the overrides a sweep report reads (it groups by all but the seed)."""
         return {"granularity": self.granularity, "score": self.score, "sparsity": f"{self.sparsity:g}",
                 "seed": str(self.seed)}  # fmt: skip
 
@@ -54,20 +54,21 @@ def rankings(
 
 def event_at(granularity: str, sparsity: float) -> PruningEvent:
     """Remove the fraction `sparsity` of each kind of unit: heads and neurons, or weights."""
-    return PruningEvent("step", 0, **{target: sparsity for target in TARGETS[granularity]})
+    return one_shot_event(granularity, **{target: sparsity for target in TARGETS[granularity]})
 
 
 def pruned_copy(
     dense: SentenceEncoder, sparsifier: Sparsifier, importance: dict[str, list[Tensor]], sparsity: float
-) -> tuple[SentenceEncoder, dict[str, float]]:
+) -> tuple[SentenceEncoder, dict[str, float], int]:
     """A copy of `dense` without its `sparsity` least important units (sliced out, or zeroed weights),
-    and the sparsity summary of the event."""
+    the sparsity summary of the event and the parameters that still count (taken while the masks are
+    on: once they are dropped, zeroed weights count again)."""
     encoder = copy.deepcopy(dense)
     sparsifier.attach(encoder)
     summary = sparsifier.apply(encoder, event_at(sparsifier.granularity, sparsity), importance)
-    summary["parameters"] = counted_parameters(encoder)
+    parameters = counted_parameters(encoder)
     remove_pruned_units(encoder)
-    return encoder, summary
+    return encoder, summary, parameters
 
 
 def score_dense(
@@ -97,8 +98,7 @@ def run_study(
         scoring = time.perf_counter() - started
         for point in group:
             started = time.perf_counter()
-            encoder, summary = pruned_copy(dense, sparsifier, importance, point.sparsity)
-            parameters = summary.pop("parameters")
+            encoder, summary, parameters = pruned_copy(dense, sparsifier, importance, point.sparsity)
             results = {
                 "after": evaluate(encoder),
                 "sparsity": summary,

@@ -87,7 +87,8 @@ def _resolved(hint: Any) -> bool:
     """No name left as a string (an import only for type checkers, e.g. wandb's `Run`)."""
     if isinstance(hint, (str, typing.ForwardRef)):
         return False
-    return all(_resolved(a) for a in typing.get_args(hint) if not isinstance(a, (str, int, bool)) or a is ...)
+    literal = (str, int, bool)  # a Literal's values are no names
+    return all(_resolved(a) for a in typing.get_args(hint) if not isinstance(a, literal))
 
 
 def _adapter(hint: Any) -> TypeAdapter:

@@ -52,8 +52,8 @@ def test_a_point_is_the_model_the_sparsifier_leaves_and_a_larger_p_removes_a_sup
     by_hand = make_encoder("avg")  # what sparsecse-prune does with one event
     sparsifier.attach(by_hand)
     sparsifier.apply(by_hand, event_at("structured", 0.5), importance)
-    small, _ = pruned_copy(dense, sparsifier, importance, 0.25)
-    large, summary = pruned_copy(dense, sparsifier, importance, 0.5)
+    small, _, _ = pruned_copy(dense, sparsifier, importance, 0.25)
+    large, summary, _ = pruned_copy(dense, sparsifier, importance, 0.5)
     kept_large = [g.nonzero().flatten().tolist() for g in by_hand.gates.heads]
     remove_pruned_units(by_hand)
     torch.testing.assert_close(large.encode(TEXTS), by_hand.encode(TEXTS), rtol=0, atol=0)

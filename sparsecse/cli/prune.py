@@ -14,20 +14,19 @@ from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
 from sparsecse.gates import sparsity_summary
-from sparsecse.importance import PruningEvent, Sparsifier, event_targets
+from sparsecse.importance import TARGETS, Sparsifier, one_shot_event
 from sparsecse.loading import load_config
 from sparsecse.model_io import load_encoder, save_sparse_encoder
 from sparsecse.surgery import remove_pruned_units
 
-TARGETS = ("head_sparsity", "ffn_sparsity", "weight_sparsity")
-
 
 def build_sparsifier(options: dict, model_config):
     """(Sparsifier, its one event), checked against the model before anything loads."""
-    targets = {k: options.pop(k) for k in TARGETS if k in options}
+    names = [name for targets in TARGETS.values() for name in targets]  # of either granularity
+    targets = {k: options.pop(k) for k in names if k in options}
     try:
         sparsifier = Sparsifier(**options)
-        event = PruningEvent("step", 0, **event_targets(sparsifier.granularity, **targets))
+        event = one_shot_event(sparsifier.granularity, **targets)
         sparsifier.check_model(model_config)
         sparsifier.check_reachable(model_config, event)
     except ConfigError as err:

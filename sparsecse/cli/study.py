@@ -66,16 +66,15 @@ def study(cfg: DictConfig) -> dict:
     write_results(output_dir / "dense" / "results.json", dense_results)
     batches = lambda seed: iter(data.scoring_dataloader(seed))  # noqa: E731
     timing = {"dense": dense_results["seconds"]["evaluation"], "scoring": 0.0, "evaluation": 0.0}
-    for point, results in run_study(dense, lambda encoder: evaluate(encoder), batches, points, options):
+    for point, results in run_study(dense, evaluate, batches, points, options):
         write_results(point_dir(output_dir, point) / "results.json", {"setting": point.setting, **results})
         timing["scoring"] += results["seconds"]["scoring"]
         timing["evaluation"] += results["seconds"]["evaluation"]
         print(f"{point.granularity} {point.score} seed={point.seed} p={point.sparsity:g}: "
               f"STS avg {results['after'].get('sts_avg', float('nan')):.2f}")  # fmt: skip
     timing["points"] = len(points)
-    write_results(
-        output_dir / "study.json", {"timing_seconds": timing, "config": OmegaConf.to_container(cfg)}
-    )
+    record = {"timing_seconds": timing, "config": OmegaConf.to_container(cfg, resolve=True)}
+    write_results(output_dir / "study.json", record)
     print(f"{len(points)} points in {sum(v for k, v in timing.items() if k != 'points'):.0f} s; "
           f"`sparsecse-report {output_dir}` for the tables and plots")  # fmt: skip
     return timing
