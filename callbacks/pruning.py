@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -95,6 +96,18 @@ def check_schedule_fits(
                               f"of training ({limit})")  # fmt: skip
 
 
+def check_events_reached(events: Sequence[PruningEvent], total_steps: float, steps_per_epoch: int) -> None:
+    """Once the data is known: an event after the last step (or epoch) that training reaches would
+    never run, and the run would report a dense model under a pruning setting. `total_steps` is
+    Lightning's estimate (max_steps, or max_epochs of the loaded data; inf when unbounded)."""
+    reached = {"step": total_steps, "epoch": total_steps // steps_per_epoch}
+    for k, event in enumerate(events):
+        if event.at > reached[event.unit]:
+            raise ConfigError(f"schedule[{k}].{event.unit}", f"{event.at} is after the last {event.unit} "
+                              f"training reaches ({reached[event.unit]:g}: {total_steps:g} steps of "
+                              f"{steps_per_epoch} an epoch)")  # fmt: skip
+
+
 BEFORE_FINAL_PRUNING = "before-final-pruning"  # suffix of the best checkpoints an event made obsolete
 
 
@@ -184,6 +197,11 @@ class ScheduledPruning(L.Callback):
         summary = sparsity_summary(encoder) if pruned_any(encoder) else None
         remove_pruned_units(encoder)
         return summary
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Before the first step: how long training runs is known only once the data is loaded.
+        steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+        check_events_reached(self.events, trainer.estimated_stepping_batches, max(steps_per_epoch, 1))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._run_due(trainer, pl_module, "epoch", trainer.current_epoch)

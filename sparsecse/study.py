@@ -45,11 +45,13 @@ class StudyPoint:
 def rankings(
     granularities: Sequence[str], scores: Sequence[str], seeds: Sequence[int]
 ) -> Iterator[tuple[str, str, int]]:
-    """The (granularity, score, seed) to score: every combination, one seed for a deterministic score."""
+    """The (granularity, score, seed) to score: every combination, one seed for a deterministic score.
+    Seed by seed, so that a study stopped part-way has every score mode for its first seeds."""
     for granularity in granularities:
-        for score in scores:
-            for seed in seeds[:1] if score in DETERMINISTIC_SCORES else seeds:
-                yield granularity, score, seed
+        for seed in seeds:
+            for score in scores:
+                if seed == seeds[0] or score not in DETERMINISTIC_SCORES:
+                    yield granularity, score, seed
 
 
 def event_at(granularity: str, sparsity: float) -> PruningEvent:

@@ -5,7 +5,7 @@ import torch
 from helpers import TEXTS, views
 from transformers import BertConfig
 
-from callbacks.pruning import build_schedule, check_schedule_fits
+from callbacks.pruning import build_schedule, check_events_reached, check_schedule_fits
 from sparsecse.encoder import SentenceEncoder
 from sparsecse.errors import ConfigError
 from sparsecse.gates import effective_parameters, sparsity_summary
@@ -51,6 +51,21 @@ def test_an_event_after_the_last_epoch_is_rejected():
         ConfigError, match=r"schedule\[1\].epoch: 3 is after the last epoch of training \(2\)"
     ):
         check_schedule_fits(events, max_epochs=2, max_steps=-1)
+
+
+def test_an_event_after_the_last_step_the_data_allows_is_rejected():
+    """max_steps=-1 passes the config check; the data then decides: 4 steps of 2 an epoch."""
+    steps = build_schedule([{"step": 2}, {"step": 4}], "structured", head_sparsity=0.2)
+    check_events_reached(steps, total_steps=4, steps_per_epoch=2)
+    late = r"^schedule\[1\].step: 4 is after the last step training reaches \(3"
+    with pytest.raises(ConfigError, match=late):
+        check_events_reached(steps, total_steps=3, steps_per_epoch=2)
+    epochs = build_schedule([{"epoch": 2}], "structured", head_sparsity=0.2)
+    check_events_reached(epochs, total_steps=4, steps_per_epoch=2)  # at the end of epoch 1
+    late = r"^schedule\[0\].epoch: 2 is after the last epoch training reaches"
+    with pytest.raises(ConfigError, match=late):
+        check_events_reached(epochs, total_steps=3, steps_per_epoch=2)  # max_steps stops inside epoch 1
+    check_events_reached(steps + epochs, total_steps=float("inf"), steps_per_epoch=2)
 
 
 def test_model_dependent_checks():

@@ -59,6 +59,20 @@ def test_structured_event_mid_training_then_physical_removal(
     assert "prune/head_sparsity" in metrics and "prune/encoder_parameters" in metrics
 
 
+def test_an_event_the_run_would_never_reach_stops_it_before_the_first_step(
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus
+):
+    """Before the check, the run ended with a warning and reported a dense model as pruned."""
+    from sparsecse.errors import ConfigError
+
+    cfg = compose_pruning_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus, "trainer.max_epochs=2",
+                              "pruning.schedule=[{step:5}]", "pruning.head_sparsity=0.5")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^schedule\[0\].step: 5 is after the last step training reaches"):
+        train(cfg)
+    assert not (tmp_path / "results.json").exists()
+    assert not list(tmp_path.rglob("*.ckpt")), "no step ran"
+
+
 @pytest.mark.parametrize(
     "granularity", ["pruning.head_sparsity=0.5", "pruning.granularity=unstructured"], ids=["heads", "weights"]
 )

@@ -20,7 +20,8 @@ def batches(encoder):
 
 def test_a_deterministic_score_is_ranked_once_and_the_others_once_per_seed():
     found = list(rankings(["structured"], ["random", "weight_magnitude"], [1, 2, 3]))
-    assert found == [("structured", "random", s) for s in (1, 2, 3)] + [("structured", "weight_magnitude", 1)]
+    assert found == [("structured", "random", 1), ("structured", "weight_magnitude", 1),
+                     ("structured", "random", 2), ("structured", "random", 3)]  # fmt: skip
 
 
 def test_each_ranking_is_scored_once_and_serves_every_sparsity(make_encoder, monkeypatch):
@@ -71,11 +72,11 @@ def test_the_study_runs_at_toy_size_and_its_report_draws_a_line_per_score_mode(
     from sparsecse.report import load_sweep, study_lines, write_report
 
     out = tmp_path / "study"
-    cfg = compose_study([f"model={tiny_model_dir}", f"data_dir={toy_senteval_dir}", f"output_dir={out}",
-                         "granularities=[structured]", "scores=[magnitude,random]", "seeds=[1]",
-                         "sparsities=[0.25,0.5]", "tasks=[sts,analysis]", "device=cpu",
-                         "sparsifier.num_batches=2", "batch_size=8"])  # fmt: skip
-    timing = study(cfg)
+    overrides = [f"model={tiny_model_dir}", f"data_dir={toy_senteval_dir}", f"output_dir={out}",
+                 "granularities=[structured]", "scores=[magnitude,random]", "seeds=[1]",
+                 "sparsities=[0.25,0.5]", "tasks=[sts,analysis]", "device=cpu",
+                 "sparsifier.num_batches=2", "batch_size=8"]  # fmt: skip
+    timing = study(compose_study(overrides))
     assert timing["points"] == 4
     dense = json.loads((out / "dense" / "results.json").read_text())
     point = json.loads((out / "structured" / "random" / "sparsity=0.5,seed=1" / "results.json").read_text())
@@ -104,6 +105,32 @@ def test_the_study_runs_at_toy_size_and_its_report_draws_a_line_per_score_mode(
         "sparsity_lines_uniformity.png",
     } <= names
     assert all(path.stat().st_size > 0 for path in written)
+
+    # A restart with another seed keeps every point written and runs only the new ones.
+    written_before = {path: path.stat().st_mtime_ns for path in out.rglob("results.json")}
+    more = study(compose_study([*overrides, "seeds=[1,2]"]))
+    assert more["points"] == 4 and more["dense"] == 0.0
+    assert all(path.stat().st_mtime_ns == mtime for path, mtime in written_before.items())
+    assert (out / "structured" / "random" / "sparsity=0.5,seed=2" / "results.json").is_file()
+    assert len(json.loads((out / "study.json").read_text())["starts"]) == 2
+
+
+def test_a_study_folder_of_another_config_is_refused_before_anything_loads(tmp_path, toy_senteval_dir):
+    from sparsecse.cli.study import study
+    from sparsecse.errors import ConfigError
+
+    base = [f"data_dir={toy_senteval_dir}", f"output_dir={tmp_path}", "model=/nonexistent/model"]
+    (tmp_path / "dense").mkdir()
+    (tmp_path / "dense" / "results.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"^output_dir: .* holds results with no record of their config"):
+        study(compose_study(base))
+    (tmp_path / "dense" / "results.json").unlink()
+    with pytest.raises(ConfigError, match="^model: "):  # the folder is new: recorded, then the model fails
+        study(compose_study(base))
+    with pytest.raises(ConfigError, match=r"^output_dir: .* another config \(pooler: 'avg' -> 'cls'\)"):
+        study(compose_study([*base, "pooler=cls", "seeds=[1,2]"]))
+    with pytest.raises(ConfigError, match="^model: "):  # more points of the same study are welcome
+        study(compose_study([*base, "seeds=[1,2]", "sparsities=[0.5]"]))
 
 
 def test_a_bad_study_list_is_one_line_naming_it(tmp_path, toy_senteval_dir):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from functools import partial
 from pathlib import Path
@@ -17,15 +18,37 @@ from sparsecse.evaluation import check_evaluation, evaluate_encoder, write_resul
 from sparsecse.gates import counted_parameters
 from sparsecse.importance import Sparsifier
 from sparsecse.model_io import load_encoder
+from sparsecse.runs import RESULTS, differences
 from sparsecse.study import StudyPoint, run_study, study_points
 from sparsecse.validation import Fraction, check_value
 
 SWEPT = ("granularity", "score", "seed")  # set per point from the study's lists
 DENSE = {"granularity": "dense", "score": "dense", "sparsity": "0"}
+STUDY_CONFIG = "study_config.json"
+# A restarted study may ask for more points than the first start; everything else must be the same.
+GRIDS = ("granularities", "scores", "seeds", "sparsities", "output_dir")
 
 
 def point_dir(output_dir: Path, point: StudyPoint) -> Path:
     return output_dir / point.granularity / point.score / f"sparsity={point.sparsity:g},seed={point.seed}"
+
+
+def check_study_folder(output_dir: Path, config: dict) -> None:
+    """Before anything loads: a folder with points of another study (another model, scoring or
+    evaluation) is refused, so that a restart never mixes two studies; a new folder records `config`."""
+    saved = output_dir / STUDY_CONFIG
+    kept = lambda c: {k: v for k, v in c.items() if k not in GRIDS}  # noqa: E731
+    if saved.is_file():
+        changed = differences(kept(json.loads(saved.read_text())), kept(json.loads(json.dumps(config))))
+        if changed:
+            raise ConfigError("output_dir", f"{output_dir} holds a study of another config "
+                              f"({'; '.join(changed[:4])}); choose another output_dir")  # fmt: skip
+        return
+    if any(output_dir.rglob(RESULTS)):
+        raise ConfigError("output_dir", f"{output_dir} holds results with no record of their config "
+                          f"({STUDY_CONFIG}); choose another output_dir")  # fmt: skip
+    output_dir.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def check_study(cfg: DictConfig, options: dict) -> list[StudyPoint]:
@@ -45,7 +68,8 @@ def check_study(cfg: DictConfig, options: dict) -> list[StudyPoint]:
 
 
 def study(cfg: DictConfig) -> dict:
-    """Evaluate the dense encoder, then every point; write each results.json; returns the timing."""
+    """Evaluate the dense encoder, then every point; write each results.json; returns the timing.
+    A restart in the same output_dir keeps the points already written and runs the rest."""
     if OmegaConf.is_missing(cfg, "output_dir"):
         raise ConfigError("output_dir", "is required: where to write the study's results")
     tasks = check_evaluation(cfg.tasks, cfg.transfer_preset)
@@ -53,29 +77,37 @@ def study(cfg: DictConfig) -> dict:
     node = OmegaConf.to_container(cfg.sparsifier, resolve=True)
     options = {k: v for k, v in node.items() if k not in SWEPT}
     points = check_study(cfg, options)
+    output_dir = Path(cfg.output_dir)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    check_study_folder(output_dir, config)
+    todo = [point for point in points if not (point_dir(output_dir, point) / RESULTS).is_file()]
+    if len(todo) < len(points):
+        print(f"{len(points) - len(todo)} of {len(points)} points already in {output_dir}: kept")
     with model_key():
         data = ContrastiveDataModule(cfg.model, cfg.data_dir, cfg.train_file, cfg.batch_size, cfg.max_length)
         dense = load_encoder(cfg.model, cfg.pooler).to(pick_device(cfg.device))
     evaluate = partial(evaluate_encoder, data_dir=data.data_dir, tasks=tasks, batch_size=cfg.eval_batch_size,
                        transfer_preset=cfg.transfer_preset)  # fmt: skip
-    output_dir = Path(cfg.output_dir)
-    started = time.perf_counter()
-    dense_results = {"setting": DENSE, "after": evaluate(dense), "parameters": counted_parameters(dense),
-                     "parameter_sparsity": 0.0}  # fmt: skip
-    dense_results["seconds"] = {"evaluation": time.perf_counter() - started}
-    write_results(output_dir / "dense" / "results.json", dense_results)
+    timing = {"dense": 0.0, "scoring": 0.0, "evaluation": 0.0}
+    if not (output_dir / "dense" / RESULTS).is_file():
+        started = time.perf_counter()
+        dense_results = {"setting": DENSE, "after": evaluate(dense), "parameters": counted_parameters(dense),
+                         "parameter_sparsity": 0.0}  # fmt: skip
+        timing["dense"] = time.perf_counter() - started
+        dense_results["seconds"] = {"evaluation": timing["dense"]}
+        write_results(output_dir / "dense" / RESULTS, dense_results)
     batches = lambda seed: iter(data.scoring_dataloader(seed))  # noqa: E731
-    timing = {"dense": dense_results["seconds"]["evaluation"], "scoring": 0.0, "evaluation": 0.0}
-    for point, results in run_study(dense, evaluate, batches, points, options):
-        write_results(point_dir(output_dir, point) / "results.json", {"setting": point.setting, **results})
+    for point, results in run_study(dense, evaluate, batches, todo, options):
+        write_results(point_dir(output_dir, point) / RESULTS, {"setting": point.setting, **results})
         timing["scoring"] += results["seconds"]["scoring"]
         timing["evaluation"] += results["seconds"]["evaluation"]
         print(f"{point.granularity} {point.score} seed={point.seed} p={point.sparsity:g}: "
               f"STS avg {results['after'].get('sts_avg', float('nan')):.2f}")  # fmt: skip
-    timing["points"] = len(points)
-    record = {"timing_seconds": timing, "config": OmegaConf.to_container(cfg, resolve=True)}
-    write_results(output_dir / "study.json", record)
-    print(f"{len(points)} points in {sum(v for k, v in timing.items() if k != 'points'):.0f} s; "
+    timing["points"] = len(todo)
+    record_path = output_dir / "study.json"  # one entry per start: a restart adds its own timing
+    starts = json.loads(record_path.read_text())["starts"] if record_path.is_file() else []
+    write_results(record_path, {"config": config, "starts": [*starts, {"timing_seconds": timing}]})
+    print(f"{len(todo)} points in {sum(v for k, v in timing.items() if k != 'points'):.0f} s; "
           f"`sparsecse-report {output_dir}` for the tables and plots")  # fmt: skip
     return timing
 
