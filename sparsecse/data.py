@@ -14,13 +14,15 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from sparsecse.corpora import EMBEDDED, load_corpus
+from sparsecse.download import DownloadMode, dataset_of, fetch_missing
 from sparsecse.errors import ConfigError
-from sparsecse.evaluation.files import SNLI_FILES, STSB_DEV, check_files
+from sparsecse.evaluation.files import SNLI_FILES, STSB_DEV, check_files, how_to_get
 from sparsecse.evaluation.sts import ScoredPairs, read_stsb
 from sparsecse.lines import MAX_LINE_LENGTH, LineReport, OnBadLine
 from sparsecse.loading import load_config, load_tokenizer
@@ -160,12 +162,20 @@ def example_lengths(dataset: Sequence) -> Sequence[int]:
     return [len(x) if isinstance(x, str) else max(map(len, x)) for x in dataset]
 
 
+def data_files(data_dir: Path, train_file: str) -> list[str]:
+    """The files of `data_dir` that training reads: STS-B dev, SentEval's SNLI files for an embedded
+    corpus, and SimCSE's training file when `train_file` is that file in `data_dir`."""
+    if train_file in EMBEDDED:
+        return [STSB_DEV, *SNLI_FILES]
+    path = Path(train_file).expanduser()
+    in_data_dir = path.parent.resolve() == data_dir.resolve() and dataset_of(path.name) != "senteval"
+    return [STSB_DEV, *([path.name] if in_data_dir else [])]
+
+
 def check_data_dir(data_dir: Path, train_file: str) -> Path:
     """`data_dir`, once it is known to hold STS-B dev and, for an embedded corpus, SentEval's SNLI files."""
     if not data_dir.is_dir():
-        raise ConfigError(
-            "data_dir", f"no such directory {data_dir} (set SPARSECSE_DATA_DIR or data.data_dir)"
-        )
+        raise ConfigError("data_dir", f"no such directory {data_dir} {how_to_get(data_dir)}")
     needs = {"validation (STS-B dev)": (STSB_DEV,)}
     if train_file in EMBEDDED:
         needs[f"train_file={train_file}"] = SNLI_FILES
@@ -200,13 +210,16 @@ class ContrastiveDataModule(L.LightningDataModule):
         on_bad_line: OnBadLine = "fail",
         max_line_length: PositiveInt = MAX_LINE_LENGTH,
         bucket_batches: NonNegativeInt = 0,
+        download: DownloadMode = "never",
     ):
         super().__init__()
         self.bucket_batches = bucket_batches
         self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
         self.seed = seed
         self.resume_at: tuple[int, int] | None = None  # (epoch, batches done), from a checkpoint
-        self.data_dir = check_data_dir(Path(data_dir).expanduser(), train_file)
+        data_dir = Path(data_dir).expanduser()
+        fetch_missing(data_dir, data_files(data_dir, train_file), download, wait=rank_zero_only.rank != 0)
+        self.data_dir = check_data_dir(data_dir, train_file)
         self.train_set = load_corpus(train_file, self.data_dir, on_bad_line, max_line_length)
         log_skipped(getattr(self.train_set, "report", None))
         self.val_pairs: ScoredPairs = read_stsb(self.data_dir, "dev")

@@ -20,11 +20,13 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal, get_args
 
 import httpx2
 from huggingface_hub import hf_hub_download, hf_hub_url
@@ -41,36 +43,40 @@ SENTEVAL_TAR = "senteval.tar"
 WIKI1M = "wiki1m_for_simcse.txt"
 NLI = "nli_for_simcse.csv"
 DATASETS: dict[str, str] = {"senteval": SENTEVAL_TAR, "wiki1m": WIKI1M, "nli": NLI}
+ARCHIVE_PREFIX = "downstream"  # senteval.tar keeps the task folders under downstream/
+# Lines of the files a check reads, as SentEval's data has them (each ends with a newline): a file cut
+# short or overwritten fails the check before anything reads it.
+SENTEVAL_LINES: dict[str, int] = {
+    "STS/STS12-en-test/STS.input.MSRpar.txt": 750,
+    "STS/STS12-en-test/STS.gs.MSRpar.txt": 750,
+    "STS/STS13-en-test/STS.input.headlines.txt": 750,
+    "STS/STS14-en-test/STS.input.images.txt": 750,
+    "STS/STS15-en-test/STS.input.images.txt": 1500,
+    "STS/STS16-en-test/STS.input.headlines.txt": 1498,
+    "STS/STSBenchmark/sts-train.csv": 5749,
+    "STS/STSBenchmark/sts-dev.csv": 1500,
+    "STS/STSBenchmark/sts-test.csv": 1379,
+    "SICK/SICK_train.txt": 4501,
+    "SICK/SICK_trial.txt": 501,
+    "SICK/SICK_test_annotated.txt": 4928,
+    "MR/rt-polarity.pos": 5331,
+    "MR/rt-polarity.neg": 5331,
+    "CR/custrev.pos": 2407,
+    "SUBJ/subj.objective": 5000,
+    "MPQA/mpqa.pos": 3312,
+    "SST/binary/sentiment-test": 1821,
+    "TREC/TREC_10.label": 500,
+    "MRPC/msr_paraphrase_test.txt": 1726,
+    "SNLI/s1.test": 9824,
+    "SNLI/s2.test": 9824,
+    "SNLI/labels.test": 9824,
+}
+SENTEVAL_FILES: tuple[str, ...] = tuple(SENTEVAL_LINES)
 LINE_COUNTS: dict[str, int] = {
     WIKI1M: 1_000_000,
     NLI: 275_602,  # header + 275,601 triplets (princeton-nlp/SimCSE#238)
+    **SENTEVAL_LINES,
 }
-ARCHIVE_PREFIX = "downstream"  # senteval.tar keeps the task folders under downstream/
-SENTEVAL_FILES: tuple[str, ...] = (
-    "STS/STS12-en-test/STS.input.MSRpar.txt",
-    "STS/STS12-en-test/STS.gs.MSRpar.txt",
-    "STS/STS13-en-test/STS.input.headlines.txt",
-    "STS/STS14-en-test/STS.input.images.txt",
-    "STS/STS15-en-test/STS.input.images.txt",
-    "STS/STS16-en-test/STS.input.headlines.txt",
-    "STS/STSBenchmark/sts-train.csv",
-    "STS/STSBenchmark/sts-dev.csv",
-    "STS/STSBenchmark/sts-test.csv",
-    "SICK/SICK_train.txt",
-    "SICK/SICK_trial.txt",
-    "SICK/SICK_test_annotated.txt",
-    "MR/rt-polarity.pos",
-    "MR/rt-polarity.neg",
-    "CR/custrev.pos",
-    "SUBJ/subj.objective",
-    "MPQA/mpqa.pos",
-    "SST/binary/sentiment-test",
-    "TREC/TREC_10.label",
-    "MRPC/msr_paraphrase_test.txt",
-    "SNLI/s1.test",
-    "SNLI/s2.test",
-    "SNLI/labels.test",
-)
 CHUNK_BYTES = 1 << 20
 
 
@@ -213,9 +219,9 @@ def check_dataset(
     missing = missing_files(data_dir, dataset, senteval_files)
     if missing:
         raise ConfigError(str(missing[0]), f"missing ({len(missing)} file(s) of {dataset})")
-    name = DATASETS[dataset]
-    if name in line_counts:
-        check_lines(data_dir / name, line_counts[name])
+    for name in senteval_files if dataset == "senteval" else [DATASETS[dataset]]:
+        if name in line_counts:
+            check_lines(data_dir / name, line_counts[name])
 
 
 def check(
@@ -293,6 +299,9 @@ def _fetch_checked(
             missing = [file for file in senteval_files if not (tree / file).is_file()]
             if missing:
                 raise ConfigError(url, f"archive lacks {missing[0]} ({len(missing)} expected file(s))")
+            for file in senteval_files:
+                if file in line_counts:
+                    check_lines(tree / file, line_counts[file], f"{url}: {file}")
             _install_tree(tree, data_dir)
             return
         if name in line_counts:
@@ -317,6 +326,58 @@ def download(
             fetched.append(dataset)
         check_dataset(data_dir, dataset, line_counts, senteval_files)
     return fetched
+
+
+DownloadMode = Literal["auto", "never"]  # data.download: fetch what a run lacks, or stop and say how
+DOWNLOAD_MODES = get_args(DownloadMode)
+WAIT_SECONDS = 3600.0  # how long a rank that does not download waits for the one that does
+
+
+def dataset_of(file: str) -> str:
+    """The dataset a file in the data folder comes from: SimCSE's training files by name, else SentEval."""
+    return next((dataset for dataset, name in DATASETS.items() if name == file), "senteval")
+
+
+def fetch_missing(
+    data_dir: Path,
+    files: Sequence[str],
+    mode: str,
+    wait: bool = False,
+    source: Hub | Mirror | None = None,
+) -> list[str]:
+    """With `mode="auto"`, fetch the datasets that `files` (paths relative to `data_dir`) come from
+    when any is missing: downloaded, checked, then put in place; returns the datasets fetched. When
+    nothing can be reached, one ConfigError names the folder, the command that fetches the data and
+    the variable that points elsewhere. `"never"` fetches nothing (the caller's file check says what
+    is missing). `wait`: another process (DDP rank 0) downloads; poll until the files are there."""
+    if mode not in DOWNLOAD_MODES:
+        raise ConfigError("data.download", f"must be one of {', '.join(DOWNLOAD_MODES)}, got {mode!r}")
+    missing = [file for file in files if not (data_dir / file).is_file()]
+    if mode == "never" or not missing:
+        return []
+    datasets = list(dict.fromkeys(dataset_of(file) for file in missing))
+    what = f"{data_dir} lacks the {' and '.join(datasets)} data ({_listing([Path(f) for f in missing], 1)})"
+    command = f"`{PROG} download --data-dir {data_dir} --only {' '.join(datasets)}`"
+    ways_out = f"fetch it with {command}, or set {DATA_DIR_ENV} (or data_dir=) to a folder that holds it"
+    if wait:
+        return _wait_for(data_dir, missing, what, ways_out)
+    print(f"{what}: downloading it (data.download=auto; data.download=never stops instead)", flush=True)
+    try:
+        with _hub_retries_unlogged():
+            fetched = download(data_dir, datasets, source or SIMCSE_HUB, False, LINE_COUNTS, SENTEVAL_FILES)
+    except DownloadError as err:
+        raise ConfigError("data_dir", f"{what}, and {err}; {ways_out}") from None
+    print(f"{' and '.join(datasets)} data downloaded, checked and placed in {data_dir}", flush=True)
+    return fetched
+
+
+def _wait_for(data_dir: Path, files: Sequence[str], what: str, ways_out: str) -> list[str]:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while any(not (data_dir / file).is_file() for file in files):
+        if time.monotonic() > deadline:
+            raise ConfigError("data_dir", f"{what} after {WAIT_SECONDS:.0f} s waiting for rank 0; {ways_out}")
+        time.sleep(5.0)
+    return []
 
 
 def _listing(paths: Sequence[Path], shown: int = 3) -> str:

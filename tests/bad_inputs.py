@@ -24,7 +24,10 @@ BAD_INPUTS = {
         ["evaluate.transfer_preset=slow"],
         "^evaluate.transfer_preset: must be 'test' or 'fasttest', got 'slow'$",
     ),
-    "missing data dir": (["data_dir={tmp}/nowhere"], "^data_dir: no such directory"),
+    "missing data dir": (
+        ["data_dir={tmp}/nowhere"],
+        r"^data_dir: no such directory \S+/nowhere \(fetch it with `sparsecse-data download --data-dir ",
+    ),
     "senteval files missing": (
         ["data_dir={tmp}"],
         r"^data_dir: \S+ lacks 50 files needed by tasks sts12, sts13",

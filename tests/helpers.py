@@ -81,6 +81,7 @@ def cpu_overrides(tmp_path: Path, data_dir: Path, model: Path) -> list[str]:
         "trainer.precision=32-true",
         "logger=csv",
         "data.num_workers=0",
+        "data.download=never",  # tests never reach a network
     ]
 
 

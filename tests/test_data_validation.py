@@ -22,7 +22,7 @@ from sparsecse.evaluation.sts import STS_TASKS, read_sts_task
 from sparsecse.evaluation.transfer import read_task
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-HINT = "(set SPARSECSE_DATA_DIR or data_dir)"
+HINT = "(fetch it with `sparsecse-data download --data-dir {}`, or set SPARSECSE_DATA_DIR or data_dir)"
 
 
 def link(data_dir: Path, to: Path, files) -> Path:
@@ -78,7 +78,7 @@ def test_missing_files_are_listed_at_once(tmp_path):
     ]
     expected = (
         f"data_dir: {tmp_path} lacks 3 files needed by tasks stsb, mr, alignment_uniformity: "
-        f"STS/STSBenchmark/sts-test.csv, MR/rt-polarity.pos, MR/rt-polarity.neg {HINT}"
+        f"STS/STSBenchmark/sts-test.csv, MR/rt-polarity.pos, MR/rt-polarity.neg {HINT.format(tmp_path)}"
     )
     with pytest.raises(ConfigError) as err:
         check_senteval_files(tmp_path, ["stsb", "sickr", "mr", "alignment_uniformity"])
@@ -89,7 +89,7 @@ def test_missing_files_are_listed_at_once(tmp_path):
 def test_long_lists_are_cut_after_eight(tmp_path):
     with pytest.raises(ConfigError, match=r"lacks 10 files needed by task sts12: STS/STS12-en-test/") as err:
         check_senteval_files(tmp_path, ["sts12"])
-    assert str(err.value).endswith(f"STS.gs.surprise.OnWN.txt, and 2 more {HINT}")
+    assert str(err.value).endswith(f"STS.gs.surprise.OnWN.txt, and 2 more {HINT.format(tmp_path)}")
     assert str(err.value).count("STS/STS12-en-test/") == 8
     assert len(missing_senteval_files(tmp_path, ["transfer"])) == 15  # task sets expand
 
@@ -108,18 +108,18 @@ def test_unknown_task_and_missing_dir(tmp_path):
             "snli_sentences",
             "lacks 7 files needed by validation (STS-B dev), train_file=snli_sentences: "
             "STS/STSBenchmark/sts-dev.csv, SNLI/s1.dev, SNLI/s2.dev, SNLI/labels.dev, SNLI/s1.test, "
-            f"SNLI/s2.test, SNLI/labels.test {HINT}",
+            "SNLI/s2.test, SNLI/labels.test {HINT}",
         ),
         (
             "{tmp}/c.txt",
-            f"lacks 1 file needed by validation (STS-B dev): STS/STSBenchmark/sts-dev.csv {HINT}",
+            "lacks 1 file needed by validation (STS-B dev): STS/STSBenchmark/sts-dev.csv {HINT}",
         ),
     ],
 )
 def test_data_module_lists_its_missing_files_first(tmp_path, train_file, message):
     with pytest.raises(ConfigError) as err:  # before the corpus is read or the tokenizer loads
         ContrastiveDataModule("no-such-model", str(tmp_path), train_file.replace("{tmp}", str(tmp_path)))
-    assert str(err.value) == f"data_dir: {tmp_path} {message}"
+    assert str(err.value) == f"data_dir: {tmp_path} {message}".replace("{HINT}", HINT.format(tmp_path))
 
 
 @pytest.mark.parametrize(

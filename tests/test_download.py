@@ -454,3 +454,142 @@ def test_count_lines(tmp_path: Path, text: str, lines: int) -> None:
 def test_expected_senteval_files_match_the_real_layout(real_senteval_dir):
     missing = [name for name in dl.SENTEVAL_FILES if not (real_senteval_dir / name).is_file()]
     assert missing == []
+    dl.check_dataset(real_senteval_dir, "senteval")  # and the line counts they are checked against
+
+
+# --- data.download=auto: the main job fetches what it lacks (fetch_missing) ---
+
+
+@pytest.fixture
+def fixture_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fetch_missing checks against the module's tables; here those of the fixture files."""
+    monkeypatch.setattr(dl, "LINE_COUNTS", {**LINES, **{name: 1 for name in SENTEVAL}})
+    monkeypatch.setattr(dl, "SENTEVAL_FILES", FILES)
+
+
+NEEDED = ["STS/STSBenchmark/sts-test.csv", "SNLI/s1.test"]
+
+
+def test_auto_fetches_what_a_run_lacks_and_says_where(
+    hub: dl.Hub, server: Server, data_dir: Path, fixture_tables: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert dl.fetch_missing(data_dir, NEEDED, "auto", source=hub) == ["senteval"]
+    assert all((data_dir / name).read_text() == SENTEVAL[name] for name in NEEDED)
+    out = capsys.readouterr().out
+    lacking = f"{data_dir} lacks the senteval data (STS/STSBenchmark/sts-test.csv and 1 more)"
+    assert f"{lacking}: downloading" in out
+    assert f"senteval data downloaded, checked and placed in {data_dir}" in out
+    requests = len(server.requests)
+    assert dl.fetch_missing(data_dir, NEEDED, "auto", source=hub) == []  # present: nothing is asked
+    assert len(server.requests) == requests
+
+
+def test_never_fetches_nothing(hub: dl.Hub, server: Server, data_dir: Path) -> None:
+    assert dl.fetch_missing(data_dir, NEEDED, "never", source=hub) == []
+    assert not data_dir.exists() and server.requests == []
+    with pytest.raises(ConfigError, match=r"^data.download: must be one of auto, never, got 'always'$"):
+        dl.fetch_missing(data_dir, NEEDED, "always", source=hub)
+
+
+def test_offline_auto_is_one_line_naming_the_folder_the_command_and_the_variable(
+    closed_port: int, data_dir: Path, tmp_path: Path, no_backoff: None
+) -> None:
+    hub = dl.Hub(endpoint=f"http://127.0.0.1:{closed_port}", cache_dir=tmp_path / "hf-cache")
+    with pytest.raises(ConfigError) as err:
+        dl.fetch_missing(data_dir, NEEDED, "auto", source=hub)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"data_dir: {data_dir} lacks the senteval data (STS/STSBenchmark/sts-test.csv")
+    assert f"cannot reach {hub.url(dl.SENTEVAL_TAR)}" in message
+    assert f"fetch it with `sparsecse-data download --data-dir {data_dir} --only senteval`" in message
+    assert message.endswith("or set SPARSECSE_DATA_DIR (or data_dir=) to a folder that holds it")
+    assert [p for p in data_dir.rglob("*") if p.is_file()] == []
+
+
+def test_a_corrupted_file_is_never_used(
+    source: dl.Hub | dl.Mirror, remote: Path, data_dir: Path, fixture_tables: None
+) -> None:
+    corrupted = {**SENTEVAL, "SNLI/s1.test": "A man plays .\nA stray second line .\n"}
+    write_tar(remote / dl.SENTEVAL_TAR, {f"downstream/{k}": v for k, v in corrupted.items()})
+    with pytest.raises(ConfigError, match=r"SNLI/s1.test: expected 1 lines, found 2$"):
+        dl.fetch_missing(data_dir, NEEDED, "auto", source=source)
+    assert [p for p in data_dir.rglob("*") if p.is_file()] == [], "nothing of the archive was put in place"
+
+
+def test_an_interrupted_download_is_redone_and_no_half_file_is_used(
+    hub: dl.Hub, server: Server, data_dir: Path, fixture_tables: None, no_backoff: None
+) -> None:
+    server.cuts[dl.SENTEVAL_TAR] = itertools.repeat(100)  # every transfer breaks off after 100 bytes
+    with pytest.raises(ConfigError, match="peer closed connection"):
+        dl.fetch_missing(data_dir, NEEDED, "auto", source=hub)
+    assert [p for p in data_dir.rglob("*") if p.is_file()] == []
+    assert list(hub.cache_dir.rglob("*incomplete*")) == []
+    server.cuts[dl.SENTEVAL_TAR] = iter([100])  # breaks off once: resumed within the same call
+    assert dl.fetch_missing(data_dir, NEEDED, "auto", source=hub) == ["senteval"]
+    assert (data_dir / "SNLI/s1.test").read_text() == SENTEVAL["SNLI/s1.test"]
+
+
+def test_simcse_training_files_are_fetched_by_name(
+    source: dl.Hub | dl.Mirror, data_dir: Path, fixture_tables: None
+) -> None:
+    from sparsecse.data import data_files
+
+    files = data_files(data_dir, str(data_dir / dl.WIKI1M))
+    assert files == ["STS/STSBenchmark/sts-dev.csv", dl.WIKI1M]
+    assert data_files(data_dir, str(data_dir.parent / dl.WIKI1M)) == ["STS/STSBenchmark/sts-dev.csv"]
+    assert dl.fetch_missing(data_dir, [dl.WIKI1M, "SNLI/s1.test"], "auto", source=source) == [
+        "wiki1m",
+        "senteval",
+    ]
+    assert (data_dir / dl.WIKI1M).read_text() == WIKI
+
+
+def test_a_rank_that_does_not_download_waits_for_the_files(data_dir: Path, monkeypatch) -> None:
+    slept = []
+
+    def sleep(seconds: float) -> None:  # rank 0 places the file while this rank waits
+        slept.append(seconds)
+        (data_dir / "SNLI").mkdir(parents=True, exist_ok=True)
+        (data_dir / "SNLI" / "s1.test").write_text("x\n")
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    assert dl.fetch_missing(data_dir, ["SNLI/s1.test"], "auto", wait=True) == []
+    assert slept == [5.0]
+    monkeypatch.setattr(dl, "WAIT_SECONDS", -1.0)
+    with pytest.raises(ConfigError, match="after -1 s waiting for rank 0"):
+        dl.fetch_missing(data_dir, ["SNLI/s2.test"], "auto", wait=True)
+
+
+@pytest.mark.slow
+def test_the_main_job_with_no_data_folder_downloads_the_data_and_carries_on(
+    tmp_path: Path, toy_senteval_dir: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python train.py` on a fresh machine: the toy SentEval folder served as the Hub's senteval.tar."""
+    from helpers import compose_train, cpu_overrides
+
+    from train import train
+
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    with tarfile.open(remote / dl.SENTEVAL_TAR, "w") as tar:
+        tar.add(toy_senteval_dir, arcname="downstream")
+    counts = {name: dl.count_lines(toy_senteval_dir / name) for name in dl.SENTEVAL_FILES}
+    monkeypatch.setattr(dl, "LINE_COUNTS", {**dl.LINE_COUNTS, **counts})
+    httpd = Server(remote)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setattr(dl, "SIMCSE_HUB", dl.Hub(endpoint=httpd.url, cache_dir=tmp_path / "hf-cache"))
+        data_dir = tmp_path / "cache" / "sparsecse" / "data"
+        overrides = cpu_overrides(tmp_path / "run", data_dir, tiny_model_dir) + [
+            "data.download=auto", "data.batch_size=8", "trainer.max_steps=2", "trainer.val_check_interval=2",
+            "pruning=none", "evaluate.tasks=[stsb]", "save_model=false",
+        ]  # fmt: skip
+        results = train(compose_train(overrides))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+    assert "stsb" in results["before"] and "stsb" in results["after"]
+    dl.check_dataset(data_dir, "senteval", dl.LINE_COUNTS)  # every file in place, as served
+    assert [name for method, name, _ in httpd.requests if method == "GET"] == [dl.SENTEVAL_TAR]

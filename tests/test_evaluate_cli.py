@@ -76,7 +76,7 @@ def test_eval_rejects_unknown_model_and_task(tmp_path, toy_senteval_dir):
 def test_eval_lists_the_missing_senteval_files_before_loading_the_model(tmp_path):
     (tmp_path / "STS" / "STSBenchmark").mkdir(parents=True)
     (tmp_path / "STS" / "STSBenchmark" / "sts-test.csv").write_text("")
-    message = r"^data_dir: \S+ lacks 1 file needed by task sickr: SICK/SICK_test_annotated.txt \(set"
+    message = r"^data_dir: \S+ lacks 1 file needed by task sickr: SICK/SICK_test_annotated.txt \(fetch it"
     with pytest.raises(ConfigError, match=message):  # a model that cannot load: not reached
         evaluate(compose_eval([f"model={tmp_path / 'none'}", "tasks=[stsb,sickr]", f"data_dir={tmp_path}"]))
 

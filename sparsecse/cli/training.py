@@ -14,10 +14,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from callbacks.checkpointing import LastCheckpoint
 from sparsecse.cli.jobs import instantiate_group
+from sparsecse.data import data_files
+from sparsecse.download import fetch_missing
 from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import (
@@ -25,6 +28,7 @@ from sparsecse.evaluation import (
     check_senteval_files,
     evaluate_encoder,
     format_table,
+    task_files,
     write_results,
 )
 from sparsecse.loading import load_checkpoint_file, load_config
@@ -47,9 +51,20 @@ def preflight(cfg: DictConfig):
         check_evaluation(cfg.evaluate.tasks, cfg.evaluate.transfer_preset)
     except ConfigError as err:
         raise err.under("evaluate") from None
+    fetch_data(cfg)
     if cfg.evaluate.before or cfg.evaluate.after:
-        check_senteval_files(Path(cfg.data_dir), cfg.evaluate.tasks)
+        check_senteval_files(Path(cfg.data.data_dir), cfg.evaluate.tasks)
     return model_config
+
+
+def fetch_data(cfg: DictConfig) -> None:
+    """What the run reads and the data folder lacks, downloaded before anything loads
+    (`data.download=auto`; under DDP by rank 0 while the others wait), or one line on how to get it."""
+    data_dir = Path(cfg.data.data_dir).expanduser()
+    files = data_files(data_dir, cfg.data.train_file)
+    if cfg.evaluate.before or cfg.evaluate.after:
+        files += task_files(cfg.evaluate.tasks)
+    fetch_missing(data_dir, files, cfg.data.get("download", "never"), wait=rank_zero_only.rank != 0)
 
 
 def check_launch(trainer: L.Trainer) -> None:

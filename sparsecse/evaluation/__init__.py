@@ -24,6 +24,7 @@ __all__ = [
     "TRANSFER_TASKS",
     "check_evaluation",
     "check_senteval_files",
+    "task_files",
     "evaluate_encoder",
     "evaluate_sts",
     "evaluate_transfer",
@@ -52,6 +53,11 @@ def check_evaluation(tasks: Sequence[str], transfer_preset: str = "test") -> tup
     if any(name in TRANSFER_TASKS for name in names):
         check_preset(transfer_preset)
     return names
+
+
+def task_files(tasks: Iterable[str]) -> list[str]:
+    """The files (relative to the data folder) that `tasks` (names or sets) read, in task order."""
+    return list(dict.fromkeys(f for t in expand_tasks(tuple(tasks)) for f in TASK_FILES[t]))
 
 
 def missing_senteval_files(data_dir: Path, tasks: Iterable[str]) -> list[str]:

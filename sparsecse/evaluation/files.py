@@ -39,10 +39,16 @@ def missing_files(data_dir: Path, needs: Mapping[str, Sequence[str]]) -> dict[st
     return {user: files for user, files in missing.items() if files}
 
 
+def how_to_get(data_dir: Path) -> str:
+    """The two ways to a data folder that holds SentEval, for the end of an error line."""
+    fetch = f"sparsecse-data download --data-dir {data_dir}"
+    return f"(fetch it with `{fetch}`, or set SPARSECSE_DATA_DIR or data_dir)"
+
+
 def check_files(data_dir: Path, needs: Mapping[str, Sequence[str]], noun: str = "task") -> None:
     """One ConfigError on `data_dir` that names every missing file and the users (`noun`s) that need it."""
     if not Path(data_dir).is_dir():
-        raise ConfigError("data_dir", f"no such directory {data_dir} (set SPARSECSE_DATA_DIR or data_dir)")
+        raise ConfigError("data_dir", f"no such directory {data_dir} {how_to_get(data_dir)}")
     missing = missing_files(data_dir, needs)
     files = list(dict.fromkeys(f for user_files in missing.values() for f in user_files))
     if not files:
@@ -54,5 +60,5 @@ def check_files(data_dir: Path, needs: Mapping[str, Sequence[str]], noun: str = 
     raise ConfigError(
         "data_dir",
         f"{data_dir} lacks {len(files)} file{'s' if len(files) > 1 else ''} needed by {users}: {shown} "
-        "(set SPARSECSE_DATA_DIR or data_dir)",
+        f"{how_to_get(data_dir)}",
     )
