@@ -20,6 +20,7 @@ from sparsecse.cli.training import (
     evaluate_before,
     evaluate_on_training_device,
     last_checkpoint,
+    optimized_value,
     preflight,
     publish,
     report,
@@ -87,9 +88,13 @@ def train(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def hydra_main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> float | None:
+    """One job; returns `optimized_metric` (if set) to the sweeper, e.g. Optuna's."""
     with job_exit("sparsecse-train"):
-        train(cfg)
+        results = train(cfg)
+        if cfg.optimized_metric is not None and rank_zero_only.rank == 0:
+            return optimized_value(results, cfg.optimized_metric)
+    return None
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
-from sparsecse.errors import ConfigError, RunStopped
+from sparsecse.errors import ConfigError, Preempted, RunStopped
 from sparsecse.importance import Sparsifier
 from sparsecse.paths import default_data_dir
 from sparsecse.validation import unknown_key
@@ -43,17 +43,28 @@ def sparsifier_node() -> dict:
 ConfigStore.instance().store(group="sparsifier", name="default", node=sparsifier_node())
 
 
+class JobFailed(RuntimeError):
+    """A job of a sweep that failed for a reason its one line (already on stderr) explains: Hydra
+    records the job as failed and the sweep goes on to the next (Optuna marks the trial failed)."""
+
+
 @contextmanager
-def exit_on_config_error(program: str) -> Iterator[None]:
+def exit_on_config_error(program: str, sweep_job: bool = False) -> Iterator[None]:
     """A ConfigError becomes its one line on stderr and exit status 2, a RunStopped (divergence,
-    unwritable checkpoint, preemption) its line and its exit status, without a traceback."""
+    unwritable checkpoint, preemption) its line and its exit status, without a traceback. In a
+    `sweep_job` either becomes a JobFailed instead, so that one bad setting does not end the sweep;
+    a preemption still stops it (its exit status tells SLURM to requeue)."""
     try:
         yield
     except ConfigError as err:
         print(f"{program}: error: {err}", file=sys.stderr)
+        if sweep_job:
+            raise JobFailed(f"{program}: error: {err}") from None
         raise SystemExit(2) from None
     except RunStopped as err:
         print(f"{program}: {err}", file=sys.stderr)
+        if sweep_job and not isinstance(err, Preempted):
+            raise JobFailed(f"{program}: {err}") from None
         raise SystemExit(err.exit_code) from None
 
 

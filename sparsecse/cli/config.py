@@ -49,6 +49,7 @@ class TrainSettings(TypedDict):
     save_model: bool
     resume: bool  # carry on from ${output_dir}/checkpoints/last.ckpt
     evaluate: EvaluateSettings
+    optimized_metric: str | None  # returned to Hydra's sweeper (Optuna), e.g. after/sts_avg
 
 
 def top_level_keys() -> list[str]:

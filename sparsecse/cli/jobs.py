@@ -130,12 +130,14 @@ def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
 
 @contextmanager
 def job_exit(program: str) -> Iterator[None]:
-    """One line for a ConfigError or a stopped run (with its exit status), and the wandb run closed
-    with the job's exit code: every job of a multirun closes its own run, failed ones with a non-zero
-    code; otherwise the next job would log into this one ("run already in progress")."""
+    """One line for a ConfigError or a stopped run (with its exit status; in a multirun the job fails
+    and the sweep goes on), and the wandb run closed with the job's exit code: every job of a
+    multirun closes its own run, failed ones with a non-zero code; otherwise the next job would log
+    into this one ("run already in progress")."""
     exit_code = 1
+    sweep_job = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        with exit_on_config_error(program):
+        with exit_on_config_error(program, sweep_job):
             yield
         exit_code = 0
     finally:

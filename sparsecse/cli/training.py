@@ -28,6 +28,7 @@ from sparsecse.evaluation import (
     check_senteval_files,
     evaluate_encoder,
     format_table,
+    result_keys,
     task_files,
     write_results,
 )
@@ -43,18 +44,48 @@ def preflight(cfg: DictConfig):
     """Checks that need no data and no weights, so that a typo fails in a second; returns the
     model's config."""
     try:
+        check_evaluation(cfg.evaluate.tasks, cfg.evaluate.transfer_preset)
+    except ConfigError as err:
+        raise err.under("evaluate") from None
+    if cfg.get("optimized_metric") is not None:
+        check_optimized_metric(cfg.optimized_metric, cfg.evaluate)
+    try:
         check_pooler(cfg.model.encoder.pooler)
         model_config = load_config(cfg.model.encoder.name_or_path)
     except ConfigError as err:
         raise err.under("model.encoder") from None
-    try:
-        check_evaluation(cfg.evaluate.tasks, cfg.evaluate.transfer_preset)
-    except ConfigError as err:
-        raise err.under("evaluate") from None
     fetch_data(cfg)
     if cfg.evaluate.before or cfg.evaluate.after:
         check_senteval_files(Path(cfg.data.data_dir), cfg.evaluate.tasks)
     return model_config
+
+
+VALIDATION_METRICS = ("val/stsb_spearman", "best_val/stsb_spearman")  # the last and the best validation
+
+
+def optimizable_metrics(evaluate: DictConfig) -> list[str]:
+    """What a run can return to a sweeper: `before/` and `after/` each key of the evaluation asked
+    for, and the STS-B dev validation."""
+    keys = result_keys(evaluate.tasks)
+    phases = [phase for phase in ("after", "before") if evaluate[phase]]
+    return [f"{phase}/{key}" for phase in phases for key in keys] + list(VALIDATION_METRICS)
+
+
+def check_optimized_metric(name: str, evaluate: DictConfig) -> None:
+    known = optimizable_metrics(evaluate)
+    if name not in known:
+        shown = ", ".join(known[:6]) + (", ..." if len(known) > 6 else "")
+        raise ConfigError("optimized_metric", f"{name!r} is not a metric this run measures ({shown})")
+
+
+def optimized_value(results: dict, name: str) -> float:
+    """The value of `name` (as `optimizable_metrics` names it) in a run's results."""
+    phase, key = name.split("/", 1)
+    found = results.get(phase, {}).get(key) if phase in ("before", "after") else results.get(name)
+    found = results.get("val", {}).get(name) if found is None else found
+    if found is None:  # e.g. best_val/ when no validation ran after the last pruning event
+        raise ConfigError("optimized_metric", f"{name} was not measured by this run")
+    return float(found)
 
 
 def fetch_data(cfg: DictConfig) -> None:

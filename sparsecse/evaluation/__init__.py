@@ -25,6 +25,7 @@ __all__ = [
     "check_evaluation",
     "check_senteval_files",
     "task_files",
+    "result_keys",
     "evaluate_encoder",
     "evaluate_sts",
     "evaluate_transfer",
@@ -70,6 +71,21 @@ def missing_senteval_files(data_dir: Path, tasks: Iterable[str]) -> list[str]:
 def check_senteval_files(data_dir: Path, tasks: Iterable[str]) -> None:
     """One ConfigError on `data_dir` naming every file that `tasks` read and data_dir lacks."""
     check_files(Path(data_dir), {t: TASK_FILES[t] for t in expand_tasks(tuple(tasks))})
+
+
+def result_keys(tasks: Sequence[str]) -> list[str]:
+    """The keys `evaluate_encoder(tasks=...)` returns, in its order."""
+    names = expand_tasks(tasks)
+    sts = [t for t in names if t in STS_TASKS]
+    transfer = [t for t in names if t in TRANSFER_TASKS]
+    analysis = ["alignment", "uniformity"] if "alignment_uniformity" in names else []
+    return [
+        *sts,
+        *(["sts_avg"] if sts else []),
+        *transfer,
+        *(["transfer_avg"] if transfer else []),
+        *analysis,
+    ]
 
 
 def evaluate_encoder(
