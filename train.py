@@ -25,6 +25,7 @@ from sparsecse.cli.training import (
     publish,
     report,
     resume_from,
+    stage,
 )
 from sparsecse.gates import counted_parameters
 from sparsecse.loading import load_checkpoint_file
@@ -62,8 +63,10 @@ def train(cfg: DictConfig) -> dict:
         pruning.attach(module.encoder)
     dense_parameters = counted_parameters(module.encoder)
     if cfg.evaluate.before and rank_zero_only.rank == 0:
-        results["before"] = evaluate_before(cfg, evaluate, resuming=ckpt_path is not None)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with stage("evaluation before training"):
+            results["before"] = evaluate_before(cfg, evaluate, resuming=ckpt_path is not None)
+    with stage("training"):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     trainer.strategy.barrier("sparsecse-fit-done")
     if not trainer.is_global_zero:
         return results  # under DDP, rank 0 alone evaluates, writes and publishes
@@ -80,9 +83,11 @@ def train(cfg: DictConfig) -> dict:
     if pruning and (sparsity := pruning.finalize(module.encoder)):
         results["sparsity"] = sparsity
     if cfg.evaluate.after:
-        results["after"] = evaluate()
+        with stage("evaluation after training"):
+            results["after"] = evaluate()
     rows = {name: results[name] for name in ("before", "after") if name in results}
-    plots = report(cfg, module, results, rows)
+    with stage("writing results" + (", the model" if cfg.save_model else "") + " and plots"):
+        plots = report(cfg, module, results, rows)
     publish(loggers, results, rows, plots, trainer.global_step)
     return results
 

@@ -126,11 +126,12 @@ class SentenceEncoder(nn.Module):
         texts: Sequence[str],
         batch_size: int = 128,
         max_length: int | None = None,
-        show_progress: bool = False,
+        show_progress: bool | str = False,
     ) -> Tensor:
         """(N,) texts -> (N, H) float32 embeddings on the CPU, in input order.
 
-        Texts are batched by token length so that each batch pads little.
+        Texts are batched by token length so that each batch pads little. `show_progress`: a bar,
+        labelled with the string if one is given (`"STS encode"`).
         """
         from tqdm.auto import tqdm
 
@@ -143,7 +144,8 @@ class SentenceEncoder(nn.Module):
         # no inference_mode under torch.compile: tensors made there break later compiled training
         # (pytorch/pytorch#135892)
         with torch.no_grad() if self.compiled_forward else torch.inference_mode():
-            for start in tqdm(starts, desc="encode", disable=not show_progress, leave=False):
+            label = show_progress if isinstance(show_progress, str) else "encode"
+            for start in tqdm(starts, desc=label, disable=not show_progress, leave=False):
                 idx = order[start : start + batch_size]  # longest first
                 batch = [texts[i] for i in idx]
                 out[idx] = self._encode_batch(batch, lengths[idx[0]], batch_size, max_length)

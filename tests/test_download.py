@@ -562,7 +562,11 @@ def test_a_rank_that_does_not_download_waits_for_the_files(data_dir: Path, monke
 
 @pytest.mark.slow
 def test_the_main_job_with_no_data_folder_downloads_the_data_and_carries_on(
-    tmp_path: Path, toy_senteval_dir: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    toy_senteval_dir: Path,
+    tiny_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`python train.py` on a fresh machine: the toy SentEval folder served as the Hub's senteval.tar."""
     from helpers import compose_train, cpu_overrides
@@ -593,3 +597,8 @@ def test_the_main_job_with_no_data_folder_downloads_the_data_and_carries_on(
     assert "stsb" in results["before"] and "stsb" in results["after"]
     dl.check_dataset(data_dir, "senteval", dl.LINE_COUNTS)  # every file in place, as served
     assert [name for method, name, _ in httpd.requests if method == "GET"] == [dl.SENTEVAL_TAR]
+    out = capsys.readouterr().out  # each long stage: a line when it starts, one with its time when it ends
+    for stage in ("evaluation before training", "training", "evaluation after training", "writing results"):
+        assert f"sparsecse-train: {stage}" in out
+    assert out.count(" done in ") == 4
+    assert out.index("senteval data downloaded") < out.index("sparsecse-train: training ...")

@@ -240,3 +240,15 @@ def test_on_slurm_the_checkpoint_plugin_is_kept(tmp_path, toy_senteval_dir, tiny
     environment = trainer._accelerator_connector.cluster_environment
     assert isinstance(environment, SLURMEnvironment) and not environment.auto_requeue
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_a_stage_prints_a_line_when_it_starts_and_one_with_its_time_when_it_ends(capsys, monkeypatch):
+    from sparsecse.cli import training
+
+    clock = iter([100.0, 627.4])
+    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    with training.stage("training"):
+        assert capsys.readouterr().out == "sparsecse-train: training ...\n"
+    assert capsys.readouterr().out == "sparsecse-train: training done in 8 min 47 s\n"
+    shown = [training.format_seconds(s) for s in (4.25, 59.96, 61, 3725)]
+    assert shown == ["4.2 s", "1 min 00 s", "1 min 01 s", "1 h 02 min"]

@@ -381,15 +381,50 @@ def test_presets_run_simcse_evaluation_protocols(preset, k, settings, toy_sentev
     200 epochs at most, seed 1111)."""
     runs = []
 
-    def spy(features, labels, n_classes, fits, config):
+    def spy(features, labels, n_classes, fits, config, done=None):
         runs.append((fits, config))
         return [classifier.Scores(dev=0.5, test=0.5)] * len(fits)
 
     monkeypatch.setattr(transfer, "fit_many", spy)
     evaluate_transfer(bag_of_words_16, toy_senteval_dir, ["mr"], preset=preset)
     (inner, _), (outer, _) = runs
+    assert len(inner) + len(outer) == transfer.fit_count("mr", transfer.PRESETS[preset])  # the bar's total
     assert (
         {config for _, config in runs} == {settings} and settings.max_epoch == 200 and settings.seed == 1111
     )
     assert len(inner) == k * len(REGS) * k and {fit.l2 for fit in inner} == set(REGS)
     assert len(outer) == k and sorted(np.concatenate([fit.test for fit in outer]).tolist()) == list(range(60))
+
+
+def test_transfer_progress_is_labelled_with_the_task(toy_senteval_dir, monkeypatch):
+    """`MR encode` and `MR fits n/n`: the fits of a task run for minutes on a CPU."""
+    labels, bars = [], []
+
+    def encode(texts, show_progress=False):
+        labels.append(show_progress)
+        return bag_of_words_16(texts)
+
+    class Bar:  # records what tqdm would draw
+        def __init__(self, total, desc, disable, leave):
+            self.shown, self.desc, self.total, self.n = not disable, desc, total, 0
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def update(self, n):
+            self.n += n
+
+    monkeypatch.setattr(transfer, "tqdm", Bar)
+    evaluate_transfer(encode, toy_senteval_dir, ["mr", "trec"], preset="fasttest", show_progress=True)
+    assert labels == ["MR encode", "TREC encode"]
+    totals = [transfer.fit_count(task, transfer.PRESETS["fasttest"]) for task in ("mr", "trec")]
+    assert [(b.shown, b.desc, b.total, b.n) for b in bars] == [
+        (True, "MR fits", totals[0], totals[0]),
+        (True, "TREC fits", totals[1], totals[1]),
+    ]
+    evaluate_transfer(bag_of_words_16, toy_senteval_dir, ["mr"], preset="fasttest")  # plain callable: no bar
+    assert not bars[-1].shown

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -96,6 +99,28 @@ def fetch_data(cfg: DictConfig) -> None:
     if cfg.evaluate.before or cfg.evaluate.after:
         files += task_files(cfg.evaluate.tasks)
     fetch_missing(data_dir, files, cfg.data.get("download", "never"), wait=rank_zero_only.rank != 0)
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """One line when a long stage of the job starts and one when it ends, with its wall time (rank 0)."""
+    shown = rank_zero_only.rank == 0
+    if shown:
+        print(f"sparsecse-train: {name} ...", flush=True)
+    started = time.perf_counter()
+    yield
+    if shown:
+        print(f"sparsecse-train: {name} done in {format_seconds(time.perf_counter() - started)}", flush=True)
+
+
+def format_seconds(seconds: float) -> str:
+    """`42.0 s`, `8 min 47 s`, `1 h 05 min`."""
+    if round(seconds, 1) < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def check_launch(trainer: L.Trainer) -> None:

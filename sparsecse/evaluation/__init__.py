@@ -10,6 +10,7 @@ from pathlib import Path
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation.analysis import ANALYSIS_TASKS, stsb_alignment_uniformity
 from sparsecse.evaluation.files import TASK_FILES, check_files, missing_files
+from sparsecse.evaluation.names import display_name
 from sparsecse.evaluation.sts import STS_TASKS, evaluate_sts
 from sparsecse.evaluation.table import format_table
 from sparsecse.evaluation.transfer import TRANSFER_TASKS, check_preset, evaluate_transfer
@@ -100,15 +101,18 @@ def evaluate_encoder(
     STS tasks give `sts_avg`, transfer tasks `transfer_avg`, each only when tasks of its kind were asked;
     `alignment_uniformity` gives `alignment` and `uniformity` on STS-B test.
     """
-    encode = partial(encoder.encode, batch_size=batch_size, show_progress=True)
+    encode = partial(encoder.encode, batch_size=batch_size)
     names = expand_tasks(tasks)
     sts = [t for t in names if t in STS_TASKS]
     transfer = [t for t in names if t in TRANSFER_TASKS]
-    results = evaluate_sts(encode, data_dir, sts) if sts else {}
+    # the STS tasks' sentences are encoded together, each distinct one once
+    sts_label = f"{'STS' if len(sts) > 1 else display_name(sts[0])} encode" if sts else ""
+    results = evaluate_sts(partial(encode, show_progress=sts_label), data_dir, sts) if sts else {}
     if transfer:
-        results |= evaluate_transfer(encode, data_dir, transfer, transfer_preset)
+        results |= evaluate_transfer(encode, data_dir, transfer, transfer_preset, show_progress=True)
     if "alignment_uniformity" in names:
-        results |= stsb_alignment_uniformity(encode, data_dir)
+        label = "alignment/uniformity encode"
+        results |= stsb_alignment_uniformity(partial(encode, show_progress=label), data_dir)
     return results
 
 

@@ -22,7 +22,7 @@ unread, until the whole stream stops.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -80,8 +80,20 @@ def initial_weights(n_features: int, n_classes: int, seed: int) -> Tensor:
     return torch.cat([linear.weight, linear.bias[:, None]], 1).detach()
 
 
+FitsDone = Callable[[int], None]  # told how many fits have just finished (a progress bar)
+
+
+def no_progress(fits: int) -> None:
+    pass
+
+
 def fit_many(
-    features: Tensor, labels: np.ndarray, n_classes: int, fits: list[Fit], config: ClassifierConfig
+    features: Tensor,
+    labels: np.ndarray,
+    n_classes: int,
+    fits: list[Fit],
+    config: ClassifierConfig,
+    done: FitsDone = no_progress,
 ) -> list[Scores]:
     """Train every fit as SentEval would; (N, D) float32 features, (N,) labels -> one `Scores` per fit."""
     x = torch.cat([features.float(), torch.ones(len(features), 1)], 1)  # (N, D+1): the bias column
@@ -99,6 +111,7 @@ def fit_many(
             group = _Group(x, y, w0, [[fits[i] for i in m] for m in members], config)
             for i, score in zip([i for m in members for i in m], group.run()):
                 scores[i] = score
+            done(sum(map(len, members)))
     return scores
 
 

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from sparsecse.evaluation.names import COLUMN_NAMES
 from sparsecse.evaluation.sts import STS_TASKS
 from sparsecse.evaluation.transfer import TRANSFER_TASKS
 
-COLUMN_NAMES = {
-    "sts12": "STS12", "sts13": "STS13", "sts14": "STS14", "sts15": "STS15", "sts16": "STS16",
-    "stsb": "STS-B", "sickr": "SICK-R", "sts_avg": "STS avg",
-    "mr": "MR", "cr": "CR", "subj": "SUBJ", "mpqa": "MPQA", "sst2": "SST-2", "trec": "TREC",
-    "mrpc": "MRPC", "transfer_avg": "Tr. avg", "alignment": "alignment", "uniformity": "uniformity",
-}  # fmt: skip
 DECIMALS = {"alignment": 3, "uniformity": 3}  # scores x 100 get 2
 DEFAULT_KEYS = (*STS_TASKS, "sts_avg", *TRANSFER_TASKS, "transfer_avg", "alignment", "uniformity")
 

@@ -13,8 +13,10 @@ with them the stratified folds, come out as SentEval's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -22,9 +24,11 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from sparsecse.errors import ConfigError
-from sparsecse.evaluation.classifier import ClassifierConfig, Fit, fit_many
+from sparsecse.evaluation.classifier import ClassifierConfig, Fit, FitsDone, fit_many, no_progress
+from sparsecse.evaluation.names import display_name
 from sparsecse.evaluation.sts import Encode, _require
 from sparsecse.validation import check_value
 
@@ -149,7 +153,9 @@ def _folds(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.n
     return list(skf.split(np.zeros(len(labels)), labels))
 
 
-def inner_kfold(features: Tensor, labels: np.ndarray, n_classes: int, preset: Preset) -> Accuracy:
+def inner_kfold(
+    features: Tensor, labels: np.ndarray, n_classes: int, preset: Preset, done: FitsDone = no_progress
+) -> Accuracy:
     """SentEval's InnerKFoldClassifier (MR, CR, SUBJ, MPQA)."""
     k, config = preset.kfold, preset.classifier
     outer = _folds(labels, k, INNER_KFOLD_SEED)
@@ -157,34 +163,36 @@ def inner_kfold(features: Tensor, labels: np.ndarray, n_classes: int, preset: Pr
     for train, _ in outer:
         inner = _folds(labels[train], k, INNER_KFOLD_SEED)
         fits += [Fit(train[a], reg, dev=train[b]) for reg in REGS for a, b in inner]
-    dev = np.array([s.dev for s in fit_many(features, labels, n_classes, fits, config)])
+    dev = np.array([s.dev for s in fit_many(features, labels, n_classes, fits, config, done)])
     dev = dev.reshape(k, len(REGS), k)  # (outer fold, L2 weight, inner fold)
     reg_scores = [[round(100 * np.mean(accs), 2) for accs in fold] for fold in dev]
     finals = [Fit(train, REGS[int(np.argmax(s))], test=test) for (train, test), s in zip(outer, reg_scores)]
-    tests = [round(100 * s.test, 2) for s in fit_many(features, labels, n_classes, finals, config)]
+    tests = [round(100 * s.test, 2) for s in fit_many(features, labels, n_classes, finals, config, done)]
     return Accuracy(float(round(np.mean([max(s) for s in reg_scores]), 2)), float(round(np.mean(tests), 2)))
 
 
-def kfold(train: Part, test: Part, n_classes: int, preset: Preset) -> Accuracy:
+def kfold(train: Part, test: Part, n_classes: int, preset: Preset, done: FitsDone = no_progress) -> Accuracy:
     """SentEval's KFoldClassifier (TREC, MRPC)."""
     (x_train, y_train), (x_test, y_test) = train, test
     features, labels = torch.cat([x_train, x_test]), np.concatenate([y_train, y_test])
     k, config = preset.kfold, preset.classifier
     fits = [Fit(a, reg, dev=b) for reg in REGS for a, b in _folds(y_train, k, config.seed)]
-    dev = np.array([s.dev for s in fit_many(features, labels, n_classes, fits, config)])
+    dev = np.array([s.dev for s in fit_many(features, labels, n_classes, fits, config, done)])
     reg_scores = [round(100 * np.mean(accs), 2) for accs in dev.reshape(len(REGS), k)]  # per L2 weight
     rows = np.arange(len(labels))
     final = Fit(rows[: len(y_train)], REGS[int(np.argmax(reg_scores))], test=rows[len(y_train) :])
-    (score,) = fit_many(features, labels, n_classes, [final], config)
+    (score,) = fit_many(features, labels, n_classes, [final], config, done)
     return Accuracy(float(max(reg_scores)), round(100 * score.test, 2))
 
 
-def split(train: Part, dev: Part, test: Part, n_classes: int, preset: Preset) -> Accuracy:
+def split(
+    train: Part, dev: Part, test: Part, n_classes: int, preset: Preset, done: FitsDone = no_progress
+) -> Accuracy:
     """SentEval's SplitClassifier (SST-2)."""
     features, labels = torch.cat([train[0], dev[0], test[0]]), np.concatenate([train[1], dev[1], test[1]])
     rows = np.split(np.arange(len(labels)), np.cumsum([len(train[1]), len(dev[1])]))
     fits = [Fit(rows[0], reg, dev=rows[1], test=rows[2]) for reg in REGS]
-    scores = fit_many(features, labels, n_classes, fits, preset.classifier)
+    scores = fit_many(features, labels, n_classes, fits, preset.classifier, done)
     dev_scores = [round(100 * s.dev, 2) for s in scores]
     # SentEval refits the chosen L2 weight from scratch; with the same seeds that is the same fit
     best = int(np.argmax(dev_scores))
@@ -218,22 +226,41 @@ def _pair_features(a: Tensor, b: Tensor) -> Tensor:
     return torch.cat([(a - b).abs(), a * b], 1)
 
 
-def score_task(encode: Encode, task: str, data, preset: Preset) -> Accuracy:
+def score_task(encode: Encode, task: str, data, preset: Preset, done: FitsDone = no_progress) -> Accuracy:
     """One task's SentEval accuracies; `data` as `read_task` returns it."""
     if task in BINARY_FILES:
         (features,) = _embed(encode, [data.texts])
-        return inner_kfold(features, data.labels, 2, preset)
+        return inner_kfold(features, data.labels, 2, preset, done)
     if task == "mrpc":
         train, test = data
         a_train, b_train, a_test, b_test = _embed(
             encode, [train.first, train.second, test.first, test.second]
         )
         train_part = (_pair_features(a_train, b_train), train.labels)
-        return kfold(train_part, (_pair_features(a_test, b_test), test.labels), 2, preset)
+        return kfold(train_part, (_pair_features(a_test, b_test), test.labels), 2, preset, done)
     parts = list(zip(_embed(encode, [d.texts for d in data]), [d.labels for d in data]))
     if task == "sst2":
-        return split(*parts, 2, preset)
-    return kfold(*parts, len(TREC_LABELS), preset)
+        return split(*parts, 2, preset, done)
+    return kfold(*parts, len(TREC_LABELS), preset, done)
+
+
+def fit_count(task: str, preset: Preset) -> int:
+    """How many classifiers a task trains: the progress bar's total."""
+    k = preset.kfold
+    if task in BINARY_FILES:
+        return (
+            k * len(REGS) * k + k
+        )  # inner folds x L2 weights x outer folds, then one final fit per outer fold
+    if task == "sst2":
+        return len(REGS)
+    return len(REGS) * k + 1  # TREC, MRPC: folds x L2 weights, then the final fit
+
+
+@contextmanager
+def fits_progress(label: str, total: int, show: bool) -> Iterator[FitsDone]:
+    """A `<label> done/total` bar, advanced by the classifiers as their fits finish."""
+    with tqdm(total=total, desc=label, disable=not show, leave=False) as bar:
+        yield bar.update
 
 
 def check_preset(preset: str) -> None:
@@ -241,12 +268,22 @@ def check_preset(preset: str) -> None:
 
 
 def evaluate_transfer(
-    encode: Encode, data_dir: str | Path, tasks: Sequence[str] = TRANSFER_TASKS, preset: str = "test"
+    encode: Encode,
+    data_dir: str | Path,
+    tasks: Sequence[str] = TRANSFER_TASKS,
+    preset: str = "test",
+    show_progress: bool = False,
 ) -> dict[str, float]:
-    """Test accuracy x 100 per task (SentEval's `acc`, which SimCSE reports) and their mean `transfer_avg`."""
+    """Test accuracy x 100 per task (SentEval's `acc`, which SimCSE reports) and their mean `transfer_avg`.
+    `show_progress`: `MR encode` and `MR fits 120/130` bars (`encode` then takes `show_progress=`)."""
     check_preset(preset)
     data = {task: read_task(Path(data_dir), task) for task in tasks}  # every file checked before encoding
-    results = {task: score_task(encode, task, d, PRESETS[preset]).test for task, d in data.items()}
+    results = {}
+    for task, d in data.items():
+        name = display_name(task)
+        labelled = partial(encode, show_progress=f"{name} encode") if show_progress else encode
+        with fits_progress(f"{name} fits", fit_count(task, PRESETS[preset]), show_progress) as done:
+            results[task] = score_task(labelled, task, d, PRESETS[preset], done).test
     if results:
         results["transfer_avg"] = float(np.mean(list(results.values())))
     return results
