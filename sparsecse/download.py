@@ -362,12 +362,14 @@ def fetch_missing(
     if wait:
         return _wait_for(data_dir, missing, what, ways_out)
     print(f"{what}: downloading it (data.download=auto; data.download=never stops instead)", flush=True)
+    started = time.monotonic()
     try:
         with _hub_retries_unlogged():
             fetched = download(data_dir, datasets, source or SIMCSE_HUB, False, LINE_COUNTS, SENTEVAL_FILES)
     except DownloadError as err:
         raise ConfigError("data_dir", f"{what}, and {err}; {ways_out}") from None
-    print(f"{' and '.join(datasets)} data downloaded, checked and placed in {data_dir}", flush=True)
+    took = f"{time.monotonic() - started:.1f} s"
+    print(f"{' and '.join(datasets)} data downloaded, checked and placed in {data_dir} in {took}", flush=True)
     return fetched
 
 
