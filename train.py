@@ -72,6 +72,7 @@ def train(cfg: DictConfig) -> dict:
         return results  # under DDP, rank 0 alone evaluates, writes and publishes
     results["val"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     results["val_history"] = module.val_history
+    results["steps"] = trainer.global_step
     results["checkpoints"] = checkpoint_files(trainer, callbacks, pruning)
     if "best" in results["checkpoints"]:
         results["best_val/stsb_spearman"] = float(trainer.checkpoint_callback.best_model_score)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ from sparsecse.loading import (
     load_config,
     load_tokenizer,
 )
+from sparsecse.model_card import base_model, model_card, write_model_card
 from sparsecse.surgery import SPARSE_CLASSES, apply_gates, is_sparse, remove_pruned_units, structure
 
 SPARSECSE_FILE = "sparsecse.json"
@@ -139,8 +141,16 @@ def check_no_pickles(directory: Path) -> None:
         raise ConfigError("output_dir", f"{directory} already holds pickle files ({', '.join(pickles)})")
 
 
-def save_sparse_encoder(encoder: SentenceEncoder, directory: str | Path) -> Path:
-    """Write the encoder as a Hugging Face + sentence-transformers model directory.
+def save_sparse_encoder(
+    encoder: SentenceEncoder,
+    directory: str | Path,
+    made: Sequence[str] = (),
+    evaluation: Mapping[str, Mapping[str, float]] | None = None,
+    parameters: Mapping[str, int] | None = None,
+) -> Path:
+    """Write the encoder as a Hugging Face + sentence-transformers model directory, with its model
+    card (`README.md`: `made`, sentences on how it was trained and pruned; `evaluation`, rows of
+    scores; `parameters`, the counts results.json holds).
 
     Gates still attached to the encoder are made physical first (the encoder is changed in place;
     its embeddings do not change).
@@ -149,7 +159,8 @@ def save_sparse_encoder(encoder: SentenceEncoder, directory: str | Path) -> Path
     apply_gates(encoder)
     directory = encoder.save_pretrained(directory)
     backbone = encoder.backbone
-    if is_sparse(backbone.config):
+    sparse = is_sparse(backbone.config)
+    if sparse:
         add_remote_code(directory, backbone.config.model_type)
     write_sentence_transformers(encoder, directory)
     meta = {
@@ -157,7 +168,13 @@ def save_sparse_encoder(encoder: SentenceEncoder, directory: str | Path) -> Path
         "mlp_only_train": encoder.mlp_only_train,
         "name_or_path": encoder.name_or_path,
     }
-    _write_json(directory / SPARSECSE_FILE, {**meta, "structure": structure(backbone)})
+    layout = structure(backbone)
+    _write_json(directory / SPARSECSE_FILE, {**meta, "structure": layout})
+    config = backbone.config
+    card = model_card(directory.name, base_model(encoder.name_or_path), encoder.pooler, layout,
+                      config.num_attention_heads, config.intermediate_size, made, evaluation, parameters,
+                      remote_code=sparse)  # fmt: skip
+    write_model_card(directory, card)
     return directory
 
 

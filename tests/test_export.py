@@ -157,3 +157,47 @@ def test_sentence_transformers_matches_encoder_on_minilm(
     model = sentence_transformers.SentenceTransformer(str(tmp_path), trust_remote_code=True, device="cpu")
     got = model.encode(TEXTS, convert_to_tensor=True)
     assert (got - encoder.encode(TEXTS)).abs().max() < 1e-5
+
+
+def test_every_export_carries_a_model_card(make_encoder, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from sparsecse.model_card import pruning_sentence
+
+    encoder = prune(make_encoder("avg"))
+    summary = {"prune/head_sparsity": 0.25, "prune/ffn_sparsity": 0.3}
+    made = ["Trained for 160 steps.", pruning_sentence("during training", "magnitude", "structured", summary,
+                                                       "4 batches")]  # fmt: skip
+    rows = {"before": {"stsb": 80.123, "sts_avg": 78.87}, "after": {"stsb": 79.5, "sts_avg": 77.0}}
+    counts = {"parameters": 900, "dense_parameters": 1000}
+    save_sparse_encoder(encoder, tmp_path / "my-model", made, rows, counts)
+    card = ModelCard.load(tmp_path / "my-model" / "README.md")  # the Hub's own reader of the metadata
+    assert (
+        card.data.library_name == "sentence-transformers" and card.data.pipeline_tag == "sentence-similarity"
+    )
+    assert card.data.base_model == encoder.name_or_path
+    text = card.text
+    assert "# my-model" in text
+    assert ("- Pruned during training by `magnitude` importance scores (structured), scored on 4 batches: "
+            "25.0% of the attention heads and 30.0% of the FFN neurons removed.") in text  # fmt: skip
+    heads = encoder.backbone.config.num_attention_heads
+    size = encoder.backbone.config.intermediate_size
+    kept = structure(encoder.backbone)
+    for layer, (h, n) in enumerate(zip(kept["heads"], kept["ffn"])):
+        assert f"| {layer} | {h} of {heads} | {n} of {size} |" in text
+    assert f"Parameters of the encoder: {kept['params']:,}" in text
+    assert "900 of the dense 1,000, 10.0% removed" in text
+    assert "| model | STS-B | STS avg |" in text and "| before | 80.12 | 78.87 |" in text
+    assert 'SentenceTransformer("my-model", trust_remote_code=True)' in text
+    assert 'AutoModel.from_pretrained("my-model", trust_remote_code=True)' in text
+
+
+def test_a_dense_export_card_needs_no_remote_code_and_names_the_hub_model(make_encoder, tmp_path):
+    from huggingface_hub import ModelCard
+
+    encoder = make_encoder("avg")
+    encoder.name_or_path = "minilm"
+    save_sparse_encoder(encoder, tmp_path)
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "trust_remote_code" not in card.text and "no training or pruning was recorded" in card.text

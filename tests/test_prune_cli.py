@@ -20,6 +20,11 @@ def test_post_hoc_sparsification_writes_a_loadable_model(tmp_path, toy_senteval_
     assert set(results["before"]) == set(results["after"]) == {"stsb", "sts_avg"}
     assert results["sparsity"]["prune/head_sparsity"] == 0.5
     assert json.loads((out / "results.json").read_text())["after"] == results["after"]
+    card = (out / "README.md").read_text()
+    assert (f"Pruned after training from `{tiny_model_dir}` (sparsecse-prune, one event) by `magnitude` "
+            "importance scores (structured), scored on 2 batches of `snli_sentences`: 50.0% of the attention "
+            "heads and 25.0% of the FFN neurons removed.") in card  # fmt: skip
+    assert f"| after | {results['after']['stsb']:.2f} | {results['after']['sts_avg']:.2f} |" in card
     loaded = load_encoder(str(out), "avg")
     assert sum(layer.attention.self.query.out_features // 8 for layer in loaded.backbone.encoder.layer) == 4
     overrides = [

@@ -57,6 +57,11 @@ def test_structured_event_mid_training_then_physical_removal(
     assert sum(len(h) for h in layers["kept_heads"]) == 4
     metrics = next((tmp_path / "csv").rglob("metrics.csv")).read_text()
     assert "prune/head_sparsity" in metrics and "prune/encoder_parameters" in metrics
+    card = (tmp_path / "model" / "README.md").read_text()  # the model card tells how it was made
+    assert "on `" + str(corpus) + "` for 4 steps: batch 4" in card
+    assert ("Pruned during training (schedule [{'step': 2}]) by `magnitude` importance scores "
+            "(structured), scored on 1 batch of the training data: 50.0% of the attention heads and 25.0% "
+            "of the FFN neurons removed.") in card  # fmt: skip
 
 
 def test_an_event_the_run_would_never_reach_stops_it_before_the_first_step(

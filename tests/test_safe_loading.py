@@ -249,7 +249,7 @@ def test_export_is_safetensors_only_and_loads_without_its_code(tmp_path, make_en
     out = save_sparse_encoder(encoder, tmp_path / "export")
     files = [p for p in out.rglob("*") if p.is_file()]
     assert not [p for p in files if p.name.endswith(PICKLE_SUFFIXES)]
-    assert {p.suffix for p in files} <= {".json", ".txt", ".safetensors", ".py"}
+    assert {p.suffix for p in files} <= {".json", ".txt", ".safetensors", ".py", ".md"}
     assert {p.relative_to(out).as_posix() for p in files if p.suffix == ".safetensors"} == {
         "model.safetensors",
         "2_Dense/model.safetensors",

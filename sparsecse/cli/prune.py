@@ -16,6 +16,7 @@ from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_tabl
 from sparsecse.gates import sparsity_summary
 from sparsecse.importance import TARGETS, Sparsifier, one_shot_event
 from sparsecse.loading import load_config
+from sparsecse.model_card import base_model, plural, pruning_sentence
 from sparsecse.model_io import load_encoder, save_sparse_encoder
 from sparsecse.surgery import remove_pruned_units
 
@@ -62,7 +63,12 @@ def prune(cfg: DictConfig) -> dict:
     results["after"] = evaluate()
     if tasks:
         print(format_table({"before": results["before"], "after": results["after"]}))
-    save_sparse_encoder(encoder, Path(cfg.output_dir))
+    when = f"after training from `{base_model(str(cfg.model))}` (sparsecse-prune, one event)"
+    scored_on = f"{plural(sparsifier.num_batches, 'batch')} of `{cfg.train_file}`"
+    score, granularity = sparsifier.scorer.mode, sparsifier.granularity
+    made = [pruning_sentence(when, score, granularity, results["sparsity"], scored_on)]
+    rows = {name: results[name] for name in ("before", "after") if results[name]}
+    save_sparse_encoder(encoder, Path(cfg.output_dir), made, rows)
     write_results(Path(cfg.output_dir) / "results.json", results)
     return results
 

@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from callbacks.checkpointing import LastCheckpoint
 from sparsecse.cli.jobs import instantiate_group
@@ -36,6 +36,7 @@ from sparsecse.evaluation import (
     write_results,
 )
 from sparsecse.loading import load_checkpoint_file, load_config
+from sparsecse.model_card import plural, pruning_sentence
 from sparsecse.model_io import save_sparse_encoder
 from sparsecse.plots import align_uniform_path
 from sparsecse.runs import RESULTS
@@ -244,6 +245,22 @@ def publish(loggers: list[Logger], results: dict, rows: dict, plots: list[Path],
         logger.save()
 
 
+def how_trained(cfg: DictConfig, results: dict) -> list[str]:
+    """The model card's account of the run: its training, and its pruning if any."""
+    data, model = cfg.data, cfg.model
+    lines = [
+        f"Trained with SimCSE's contrastive objective (temperature {model.temperature}) on "
+        f"`{data.train_file}` for {results['steps']} steps: batch {data.batch_size}, learning rate "
+        f"{model.optimizer.lr}, max length {data.max_length}, seed {cfg.seed}."
+    ]
+    if results.get("sparsity"):
+        when = f"during training (schedule {OmegaConf.to_container(cfg.pruning.schedule)})"
+        scored_on = f"{plural(cfg.pruning.num_batches, 'batch')} of the training data"
+        lines.append(pruning_sentence(when, cfg.pruning.score, cfg.pruning.granularity, results["sparsity"],
+                                      scored_on))  # fmt: skip
+    return lines
+
+
 def report(cfg: DictConfig, module, results: dict, rows: dict) -> list[Path]:
     """Print the evaluation rows side by side; save the encoder, results.json and the run's plots
     in the run directory; returns the plots."""
@@ -251,7 +268,8 @@ def report(cfg: DictConfig, module, results: dict, rows: dict) -> list[Path]:
         print(format_table(rows))
     output_dir = Path(cfg.output_dir)
     if cfg.save_model:
-        save_sparse_encoder(module.encoder, output_dir / "model")
+        counts = {k: results[k] for k in ("parameters", "dense_parameters")}
+        save_sparse_encoder(module.encoder, output_dir / "model", how_trained(cfg, results), rows, counts)
     write_results(output_dir / RESULTS, results)
     if len(results["val_history"]) < 2:
         return []

@@ -1,0 +1,151 @@
+"""The `README.md` model card every export carries, in the Hugging Face / sentence-transformers
+convention: YAML metadata, then how the model was made, its structure per layer, its parameter
+counts, its evaluation and how to load it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import yaml
+
+from sparsecse.evaluation.names import display_name
+from sparsecse.paths import MINILM
+
+HUB_NAMES = {MINILM: "sentence-transformers/all-MiniLM-L6-v2"}  # the embedded default, as the Hub names it
+CARD = "README.md"
+
+
+def base_model(name_or_path: str) -> str:
+    """The base model as a reader can find it: a Hub name, or the path it was loaded from."""
+    return HUB_NAMES.get(name_or_path, name_or_path)
+
+
+def structure_table(structure: Mapping, dense_heads: int, dense_ffn: int) -> list[str]:
+    rows = ["| layer | attention heads | FFN neurons |", "| --: | --: | --: |"]
+    for layer, (heads, ffn) in enumerate(zip(structure["heads"], structure["ffn"])):
+        rows.append(f"| {layer} | {heads} of {dense_heads} | {ffn} of {dense_ffn} |")
+    return rows
+
+
+def evaluation_table(rows: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """One column per metric, one row per model (`before`, `after`)."""
+    keys = list(dict.fromkeys(k for row in rows.values() for k in row))
+    lines = ["| model | " + " | ".join(display_name(k) for k in keys) + " |"]
+    lines.append("| --- |" + " --: |" * len(keys))
+    for name, row in rows.items():
+        cells = [f"{row[k]:.3f}" if k in ("alignment", "uniformity") else f"{row[k]:.2f}" for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 'es' if noun.endswith(('s', 'ch')) else 's'}"
+
+
+def pruning_sentence(
+    when: str, score: str, granularity: str, summary: Mapping[str, float], scored_on: str
+) -> str:
+    """How the model was pruned, from the sparsity summary of its last event (`prune/...` keys)."""
+    share = lambda key: f"{100 * summary[key]:.1f}%"  # noqa: E731
+    if granularity == "unstructured":
+        removed = f"{share('prune/weight_sparsity')} of the transformer layers' Linear weights"
+    else:
+        heads, neurons = share("prune/head_sparsity"), share("prune/ffn_sparsity")
+        removed = f"{heads} of the attention heads and {neurons} of the FFN neurons"
+    scores = f"`{score}` importance scores ({granularity})"
+    return f"Pruned {when} by {scores}, scored on {scored_on}: {removed} removed."
+
+
+def model_card(
+    name: str,
+    base: str,
+    pooler: str,
+    structure: Mapping,
+    dense_heads: int,
+    dense_ffn: int,
+    made: Sequence[str] = (),
+    evaluation: Mapping[str, Mapping[str, float]] | None = None,
+    parameters: Mapping[str, int] | None = None,
+    remote_code: bool = True,
+) -> str:
+    """The card's text. `made`: sentences on how it was trained and pruned; `evaluation`: rows of
+    scores; `parameters`: {"parameters": counted, "dense_parameters": ...} as results.json has them."""
+    metadata = {
+        "library_name": "sentence-transformers",
+        "pipeline_tag": "sentence-similarity",
+        "base_model": base,
+        "tags": ["sentence-transformers", "sentence-similarity", "feature-extraction", "sparsecse", "pruned"],
+    }
+    heads, ffn = sum(structure["heads"]), sum(structure["ffn"])
+    layers = len(structure["heads"])
+    lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "", f"# {name}", ""]
+    lines += [
+        f"A sentence encoder sparsified with [SparseCSE](https://arxiv.org/abs/2311.03881) from `{base}`:",
+        f"{heads} of {layers * dense_heads} attention heads and {ffn} of {layers * dense_ffn} FFN neurons",
+        f"are left, and the sentence embedding is the `{pooler}` pooling of its last layer.",
+        "",
+        "## How it was made",
+        "",
+        *(f"- {line}" for line in made or ["Exported by SparseCSE; no training or pruning was recorded."]),
+        "",
+        "## Structure",
+        "",
+        *structure_table(structure, dense_heads, dense_ffn),
+        "",
+        f"Parameters of the encoder: {structure['params']:,} "
+        f"({structure['params_without_embeddings']:,} outside the embeddings).",
+    ]
+    if parameters:
+        kept, dense = parameters["parameters"], parameters["dense_parameters"]
+        removed = f"{kept:,} of the dense {dense:,}, {100 * (1 - kept / dense):.1f}% removed"
+        lines.append(f"Parameters that count (zeroed weights left out): {removed}.")
+    if evaluation:
+        lines += [
+            "",
+            "## Evaluation",
+            "",
+            "SentEval protocol (Spearman x 100 for STS, accuracy for transfer):",
+        ]
+        lines += ["", *evaluation_table(evaluation)]
+    trust = ", trust_remote_code=True" if remote_code else ""
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "With sentence-transformers:",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        f'model = SentenceTransformer("{name}"{trust})',
+        'embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])',
+        "```",
+        "",
+        "With transformers (mean pooling shown; use the pooling named above):",
+        "",
+        "```python",
+        "import torch",
+        "from transformers import AutoModel, AutoTokenizer",
+        "",
+        f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+        f'model = AutoModel.from_pretrained("{name}"{trust})',
+        'batch = tokenizer(["A man is playing a guitar."], padding=True, return_tensors="pt")',
+        "hidden = model(**batch).last_hidden_state",
+        'mask = batch["attention_mask"].unsqueeze(-1)',
+        "embeddings = (hidden * mask).sum(1) / mask.sum(1)",
+        "```",
+    ]
+    if remote_code:
+        lines += [
+            "",
+            "The smaller layers are described by the model code shipped next to the weights",
+            "(`trust_remote_code=True`), or by the `sparsecse` package when it is installed.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(directory: Path, text: str) -> Path:
+    path = Path(directory) / CARD
+    path.write_text(text)
+    return path
