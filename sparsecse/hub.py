@@ -1,0 +1,84 @@
+"""`sparsecse-push`: publish an exported model directory on the Hugging Face Hub.
+
+The token comes from where huggingface_hub looks for it (`$HF_TOKEN`, then the token `hf auth login`
+stored), unless `--token` gives one.
+
+Usage:
+    sparsecse-push MODEL_DIR REPO_ID [--private] [--token TOKEN] [--message TEXT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import httpx2
+from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub.errors import HfHubHTTPError
+
+from sparsecse.errors import ConfigError
+from sparsecse.loading import PICKLE_SUFFIXES
+from sparsecse.model_card import CARD
+
+PROG = "sparsecse-push"
+EXPORT_FILES = ("config.json", "model.safetensors", "modules.json", CARD)  # what makes a directory an export
+
+
+def export_files(directory: Path) -> list[Path]:
+    """The files of an export that go to the Hub, relative to it: every file but hidden ones; an
+    export is checked first (its own files present, no pickle that would run code when loaded)."""
+    if not directory.is_dir():
+        raise ConfigError("MODEL_DIR", f"no such directory {directory}")
+    missing = [name for name in EXPORT_FILES if not (directory / name).is_file()]
+    if missing:
+        raise ConfigError("MODEL_DIR", f"{directory} is not a model this project exported (no {missing[0]})")
+    files = sorted(p.relative_to(directory) for p in directory.rglob("*") if p.is_file())
+    files = [p for p in files if not any(part.startswith(".") for part in p.parts)]
+    if pickles := [str(p) for p in files if p.name.endswith(PICKLE_SUFFIXES)]:
+        raise ConfigError(
+            "MODEL_DIR", f"{directory} holds pickled files ({', '.join(pickles)}): not published"
+        )
+    return files
+
+
+def push_to_hub(
+    directory: str | Path,
+    repo_id: str,
+    private: bool = False,
+    token: str | None = None,
+    message: str = "Upload a SparseCSE model",
+) -> str:
+    """Create `repo_id` if needed (private or public) and upload the export in one commit; returns
+    the commit's URL. `token` None: huggingface_hub's own lookup."""
+    directory = Path(directory)
+    files = export_files(directory)
+    api = HfApi(token=token)
+    api.create_repo(repo_id, token=token, private=private, repo_type="model", exist_ok=True)
+    operations = [CommitOperationAdd(p.as_posix(), str(directory / p)) for p in files]
+    commit = api.create_commit(repo_id, operations, commit_message=message, token=token, repo_type="model")
+    return commit.commit_url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("model_dir", type=Path, help="a directory sparsecse exported (a run's model/)")
+    parser.add_argument("repo_id", help="user/name or org/name on the Hub")
+    parser.add_argument("--private", action="store_true", help="a private repository (default: public)")
+    parser.add_argument("--token", help="default: $HF_TOKEN, else the token `hf auth login` stored")
+    parser.add_argument("--message", default="Upload a SparseCSE model", help="the commit message")
+    args = parser.parse_args(argv)
+    try:
+        url = push_to_hub(args.model_dir, args.repo_id, args.private, args.token, args.message)
+    except ConfigError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except (HfHubHTTPError, httpx2.HTTPError) as err:
+        print(f"{PROG}: the upload failed: {' '.join(str(err).split())}", file=sys.stderr)
+        return 1
+    print(f"{PROG}: {args.model_dir} published as {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
