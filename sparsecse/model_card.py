@@ -68,6 +68,7 @@ def model_card(
     evaluation: Mapping[str, Mapping[str, float]] | None = None,
     parameters: Mapping[str, int] | None = None,
     remote_code: bool = True,
+    onnx_files: Sequence[str] = (),
 ) -> str:
     """The card's text. `made`: sentences on how it was trained and pruned; `evaluation`: rows of
     scores; `parameters`: {"parameters": counted, "dense_parameters": ...} as results.json has them."""
@@ -141,6 +142,25 @@ def model_card(
             "",
             "The smaller layers are described by the model code shipped next to the weights",
             "(`trust_remote_code=True`), or by the `sparsecse` package when it is installed.",
+        ]
+    if onnx_files:
+        graphs = ", ".join(f"`{f}`" for f in onnx_files)
+        lines += [
+            "",
+            f"With ONNX Runtime alone ({graphs}: token embeddings, to pool as above):",
+            "",
+            "```python",
+            "import numpy as np, onnxruntime",
+            "from transformers import AutoTokenizer",
+            "",
+            f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+            f'session = onnxruntime.InferenceSession("{name}/{onnx_files[0]}")',
+            'batch = tokenizer(["A man is playing a guitar."], padding=True, return_tensors="np")',
+            "feeds = {i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()}",
+            '(hidden,) = session.run(["last_hidden_state"], feeds)',
+            'mask = batch["attention_mask"][..., None]',
+            "embeddings = (hidden * mask).sum(1) / mask.sum(1)",
+            "```",
         ]
     return "\n".join(lines) + "\n"
 

@@ -35,6 +35,7 @@ from sparsecse.loading import (
     load_tokenizer,
 )
 from sparsecse.model_card import base_model, model_card, write_model_card
+from sparsecse.onnx_export import OnnxExport, export_onnx
 from sparsecse.surgery import SPARSE_CLASSES, apply_gates, is_sparse, remove_pruned_units, structure
 
 SPARSECSE_FILE = "sparsecse.json"
@@ -147,10 +148,11 @@ def save_sparse_encoder(
     made: Sequence[str] = (),
     evaluation: Mapping[str, Mapping[str, float]] | None = None,
     parameters: Mapping[str, int] | None = None,
+    onnx: OnnxExport = "none",
 ) -> Path:
     """Write the encoder as a Hugging Face + sentence-transformers model directory, with its model
     card (`README.md`: `made`, sentences on how it was trained and pruned; `evaluation`, rows of
-    scores; `parameters`, the counts results.json holds).
+    scores; `parameters`, the counts results.json holds) and, with `onnx`, its ONNX graphs.
 
     Gates still attached to the encoder are made physical first (the encoder is changed in place;
     its embeddings do not change).
@@ -170,10 +172,11 @@ def save_sparse_encoder(
     }
     layout = structure(backbone)
     _write_json(directory / SPARSECSE_FILE, {**meta, "structure": layout})
+    graphs = [str(path.relative_to(directory)) for path in export_onnx(encoder, directory, onnx)]
     config = backbone.config
     card = model_card(directory.name, base_model(encoder.name_or_path), encoder.pooler, layout,
                       config.num_attention_heads, config.intermediate_size, made, evaluation, parameters,
-                      remote_code=sparse)  # fmt: skip
+                      remote_code=sparse, onnx_files=graphs)  # fmt: skip
     write_model_card(directory, card)
     return directory
 

@@ -17,6 +17,7 @@ from typing_extensions import TypedDict, get_type_hints
 
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation.transfer import TransferPreset
+from sparsecse.onnx_export import OnnxExport
 from sparsecse.validation import STRICT_RECORD, PositiveInt, check_arguments, check_value, unknown_key
 
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
@@ -50,6 +51,7 @@ class TrainSettings(TypedDict):
     resume: bool  # carry on from ${output_dir}/checkpoints/last.ckpt
     evaluate: EvaluateSettings
     optimized_metric: str | None  # returned to Hydra's sweeper (Optuna), e.g. after/sts_avg
+    onnx: OnnxExport
 
 
 def top_level_keys() -> list[str]:

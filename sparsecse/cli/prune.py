@@ -18,7 +18,9 @@ from sparsecse.importance import TARGETS, Sparsifier, one_shot_event
 from sparsecse.loading import load_config
 from sparsecse.model_card import base_model, plural, pruning_sentence
 from sparsecse.model_io import load_encoder, save_sparse_encoder
+from sparsecse.onnx_export import OnnxExport, check_onnx_available
 from sparsecse.surgery import remove_pruned_units
+from sparsecse.validation import check_value
 
 
 def build_sparsifier(options: dict, model_config):
@@ -41,6 +43,9 @@ def prune(cfg: DictConfig) -> dict:
         raise ConfigError("output_dir", "is required: where to write the sparsified model")
     tasks = check_evaluation(cfg.tasks, cfg.transfer_preset) if cfg.tasks else ()
     check_pooler(cfg.pooler)
+    check_value("onnx", cfg.onnx, OnnxExport)
+    if cfg.onnx != "none":
+        check_onnx_available()
     with model_key():
         model_config = load_config(cfg.model) if not str(cfg.model).endswith(".ckpt") else None
     options = OmegaConf.to_container(cfg.pruning, resolve=True)
@@ -68,7 +73,7 @@ def prune(cfg: DictConfig) -> dict:
     score, granularity = sparsifier.scorer.mode, sparsifier.granularity
     made = [pruning_sentence(when, score, granularity, results["sparsity"], scored_on)]
     rows = {name: results[name] for name in ("before", "after") if results[name]}
-    save_sparse_encoder(encoder, Path(cfg.output_dir), made, rows)
+    save_sparse_encoder(encoder, Path(cfg.output_dir), made, rows, onnx=cfg.onnx)
     write_results(Path(cfg.output_dir) / "results.json", results)
     return results
 

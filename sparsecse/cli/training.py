@@ -38,6 +38,7 @@ from sparsecse.evaluation import (
 from sparsecse.loading import load_checkpoint_file, load_config
 from sparsecse.model_card import plural, pruning_sentence
 from sparsecse.model_io import save_sparse_encoder
+from sparsecse.onnx_export import check_onnx_available
 from sparsecse.plots import align_uniform_path
 from sparsecse.runs import RESULTS
 
@@ -53,6 +54,8 @@ def preflight(cfg: DictConfig):
         raise err.under("evaluate") from None
     if cfg.get("optimized_metric") is not None:
         check_optimized_metric(cfg.optimized_metric, cfg.evaluate)
+    if cfg.save_model and cfg.get("onnx", "none") != "none":
+        check_onnx_available()
     try:
         check_pooler(cfg.model.encoder.pooler)
         model_config = load_config(cfg.model.encoder.name_or_path)
@@ -269,7 +272,9 @@ def report(cfg: DictConfig, module, results: dict, rows: dict) -> list[Path]:
     output_dir = Path(cfg.output_dir)
     if cfg.save_model:
         counts = {k: results[k] for k in ("parameters", "dense_parameters")}
-        save_sparse_encoder(module.encoder, output_dir / "model", how_trained(cfg, results), rows, counts)
+        save_sparse_encoder(
+            module.encoder, output_dir / "model", how_trained(cfg, results), rows, counts, cfg.onnx
+        )
     write_results(output_dir / RESULTS, results)
     if len(results["val_history"]) < 2:
         return []

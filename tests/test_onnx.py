@@ -1,0 +1,104 @@
+"""ONNX export: plain ONNX Runtime, in a process where this project cannot be imported, gives the
+sparse PyTorch model's token embeddings for every per-layer structure, a layer without FFN neurons
+included; int8 dynamic quantisation as an option."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sparsecse.model_io import save_sparse_encoder
+from sparsecse.surgery import remove_units
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+pytestmark = pytest.mark.slow  # each test exports a graph (seconds) and starts a process
+
+TEXTS = ["A man is playing a guitar.", "hello", "The cat sat on the mat, quietly and alone, all day long."]
+
+# Only onnxruntime and the tokenizer: any import of the project fails.
+FRESH = """
+import json, sys
+sys.modules["sparsecse"] = None
+import numpy as np, onnxruntime
+from transformers import AutoTokenizer
+
+directory, file, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+tokenizer = AutoTokenizer.from_pretrained(directory)
+batch = tokenizer(texts, padding=True, return_tensors="np")
+session = onnxruntime.InferenceSession(f"{directory}/{file}", providers=["CPUExecutionProvider"])
+names = [i.name for i in session.get_inputs()]
+(hidden,) = session.run(["last_hidden_state"], {n: batch[n].astype(np.int64) for n in names})
+np.save(sys.argv[4], hidden)
+"""
+
+STRUCTURES = {  # kept heads (of 4) and kept neurons (of 64) per layer
+    "dense": ([[0, 1, 2, 3], [0, 1, 2, 3]], [64, 64]),
+    "uneven": ([[0, 2, 3], [1]], [40, 7]),
+    "no FFN neurons left in a layer": ([[1, 3], [0, 1, 2, 3]], [64, 0]),
+}
+
+
+def run_fresh(directory, file, tmp_path):
+    out = tmp_path / "hidden.npy"
+    subprocess.run([sys.executable, "-c", FRESH, str(directory), file, json.dumps(TEXTS), str(out)],
+                   check=True, capture_output=True, text=True, timeout=300)  # fmt: skip
+    import numpy as np
+
+    return torch.from_numpy(np.load(out))
+
+
+def sliced(make_encoder, heads, neurons):
+    encoder = make_encoder("avg")
+    head_gates = [torch.tensor([float(h in kept) for h in range(4)]) for kept in heads]
+    neuron_gates = [torch.cat([torch.ones(n), torch.zeros(64 - n)]) for n in neurons]
+    remove_units(encoder.backbone, head_gates, neuron_gates)
+    return encoder
+
+
+@pytest.mark.parametrize("structure", list(STRUCTURES), ids=list(STRUCTURES))
+def test_plain_onnxruntime_gives_the_sparse_models_token_embeddings(make_encoder, tmp_path, structure):
+    from sparsecse.onnx_export import MODEL_FILE, export_onnx
+
+    encoder = sliced(make_encoder, *STRUCTURES[structure])
+    directory = save_sparse_encoder(encoder, tmp_path / "model")
+    assert export_onnx(encoder, directory) == [directory / MODEL_FILE]
+    batch = encoder.tokenize(TEXTS)
+    with torch.no_grad():
+        expected = encoder.backbone(**batch).last_hidden_state
+    torch.testing.assert_close(run_fresh(directory, MODEL_FILE, tmp_path), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_int8_is_an_option_and_stays_close(make_encoder, tmp_path):
+    from sparsecse.onnx_export import INT8_FILE, MODEL_FILE, export_onnx
+
+    encoder = sliced(make_encoder, *STRUCTURES["uneven"])
+    directory = save_sparse_encoder(encoder, tmp_path / "model")
+    assert export_onnx(encoder, directory, "int8") == [directory / MODEL_FILE, directory / INT8_FILE]
+    assert export_onnx(encoder, tmp_path / "none", "none") == []
+    hidden = run_fresh(directory, INT8_FILE, tmp_path)
+    with torch.no_grad():
+        expected = encoder.backbone(**encoder.tokenize(TEXTS)).last_hidden_state
+    cosine = torch.nn.functional.cosine_similarity(hidden.flatten(0, 1), expected.flatten(0, 1), dim=-1)
+    assert cosine.min() > 0.95 and not torch.equal(hidden, expected)  # quantised, and still the same vectors
+
+
+def test_sparsecse_prune_writes_the_graphs_and_the_card_says_how_to_run_them(
+    tmp_path, toy_senteval_dir, tiny_model_dir
+):
+    from helpers import compose_prune
+
+    from sparsecse.cli.prune import prune
+
+    out = tmp_path / "sparse"
+    prune(compose_prune([f"model={tiny_model_dir}", "pooler=avg", "pruning.head_sparsity=0.5",
+                         "pruning.num_batches=1", "tasks=[]", f"output_dir={out}",
+                         f"data_dir={toy_senteval_dir}", "batch_size=8", "onnx=int8"]))  # fmt: skip
+    assert (out / "onnx" / "model.onnx").is_file() and (out / "onnx" / "model_qint8.onnx").is_file()
+    card = (out / "README.md").read_text()
+    assert "With ONNX Runtime alone (`onnx/model.onnx`, `onnx/model_qint8.onnx`" in card
+    assert 'onnxruntime.InferenceSession("sparse/onnx/model.onnx")' in card
