@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+# The architectures whose layers have this layout (and this project's sliced versions of them).
+SUPPORTED_MODEL_TYPES = ("bert", "roberta", "sparsecse_bert", "sparsecse_roberta")
 # Where a layer keeps its units, as paths of Linear modules within it.
 HEAD_ROWS = ("attention.self.query", "attention.self.key", "attention.self.value")  # (H d, hidden)
 HEAD_COLUMNS = "attention.output.dense"  # (hidden, H d)

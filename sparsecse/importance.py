@@ -24,6 +24,7 @@ from sparsecse.gates import (
     HEAD_ROWS,
     NEURON_COLUMNS,
     NEURON_ROWS,
+    SUPPORTED_MODEL_TYPES,
     UnitGates,
     WeightMasks,
     encoder_layers,
@@ -138,6 +139,13 @@ def accumulate_gradients(
         raise ConfigError("num_batches", "no batches to score on: the corpus gave none")
     stats.all_reduce()
     return stats
+
+
+def check_architecture(config, key: str = "model") -> None:
+    """One line naming a model whose layers SparseCSE cannot find its units in, and those it can."""
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        supported = ", ".join(t for t in SUPPORTED_MODEL_TYPES if not t.startswith("sparsecse"))
+        raise ConfigError(key, f"{config.model_type} models cannot be sparsified yet; supported: {supported}")
 
 
 @dataclass
@@ -292,6 +300,7 @@ class Sparsifier:
 
     def check_model(self, config) -> None:
         """Settings that depend on the model, checked on its config before any weights load."""
+        check_architecture(config)
         if self.granularity == "structured" and self.min_heads_per_layer > config.num_attention_heads:
             raise ConfigError("min_heads_per_layer", f"{self.min_heads_per_layer} is more than the model's "
                               f"{config.num_attention_heads} heads per layer")  # fmt: skip

@@ -180,3 +180,16 @@ def test_unsupervised_cls_is_scored_on_the_embedding_it_is_evaluated_on(make_enc
         model.gates.remove_hooks()
         model.gates = None
     assert all(torch.equal(a, b) for a, b in zip(*scores))
+
+
+def test_an_unsupported_architecture_is_one_line_naming_it_and_the_supported_ones():
+    from transformers import DistilBertConfig, GPT2Config
+
+    from sparsecse.importance import check_architecture
+
+    for config, name in ((DistilBertConfig(), "distilbert"), (GPT2Config(), "gpt2")):
+        with pytest.raises(ConfigError, match=f"^model: {name} models cannot be sparsified yet; supported: "
+                                              "bert, roberta$"):  # fmt: skip
+            Sparsifier().check_model(config)
+    with pytest.raises(ConfigError, match="^model.encoder.name_or_path: distilbert models cannot"):
+        check_architecture(DistilBertConfig(), "model.encoder.name_or_path")

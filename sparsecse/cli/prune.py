@@ -14,7 +14,7 @@ from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
 from sparsecse.gates import sparsity_summary
-from sparsecse.importance import TARGETS, Sparsifier, one_shot_event
+from sparsecse.importance import TARGETS, Sparsifier, check_architecture, one_shot_event
 from sparsecse.loading import load_config
 from sparsecse.model_card import base_model, plural, pruning_sentence
 from sparsecse.model_io import load_encoder, save_sparse_encoder
@@ -27,6 +27,7 @@ def build_sparsifier(options: dict, model_config):
     """(Sparsifier, its one event), checked against the model before anything loads."""
     names = [name for targets in TARGETS.values() for name in targets]  # of either granularity
     targets = {k: options.pop(k) for k in names if k in options}
+    check_architecture(model_config)
     try:
         sparsifier = Sparsifier(**options)
         event = one_shot_event(sparsifier.granularity, **targets)

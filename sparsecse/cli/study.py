@@ -16,7 +16,7 @@ from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, write_results
 from sparsecse.gates import counted_parameters
-from sparsecse.importance import Sparsifier
+from sparsecse.importance import Sparsifier, check_architecture
 from sparsecse.model_io import load_encoder
 from sparsecse.runs import RESULTS, differences
 from sparsecse.study import StudyPoint, run_study, study_points
@@ -86,6 +86,7 @@ def study(cfg: DictConfig) -> dict:
     with model_key():
         data = ContrastiveDataModule(cfg.model, cfg.data_dir, cfg.train_file, cfg.batch_size, cfg.max_length)
         dense = load_encoder(cfg.model, cfg.pooler).to(pick_device(cfg.device))
+    check_architecture(dense.backbone.config)
     evaluate = partial(evaluate_encoder, data_dir=data.data_dir, tasks=tasks, batch_size=cfg.eval_batch_size,
                        transfer_preset=cfg.transfer_preset)  # fmt: skip
     timing = {"dense": 0.0, "scoring": 0.0, "evaluation": 0.0}
