@@ -10,6 +10,7 @@ from pathlib import Path
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation.analysis import ANALYSIS_TASKS, stsb_alignment_uniformity
 from sparsecse.evaluation.files import TASK_FILES, check_files, missing_files
+from sparsecse.evaluation.mteb_tasks import PREFIX, evaluate_mteb, is_mteb, load_tasks
 from sparsecse.evaluation.names import display_name
 from sparsecse.evaluation.sts import STS_TASKS, evaluate_sts
 from sparsecse.evaluation.table import format_table
@@ -37,9 +38,13 @@ __all__ = [
 
 
 def expand_tasks(tasks: Sequence[str]) -> tuple[str, ...]:
-    """Task names and set names (`sts`, `transfer`, `analysis`) -> task names, in order, without repeats."""
+    """Task names and set names (`sts`, `transfer`, `analysis`) -> task names, in order, without repeats;
+    `mteb:<Task>` entries pass through (checked by check_evaluation)."""
     names: list[str] = []
     for task in tasks:
+        if is_mteb(task):
+            names.extend([task] if task not in names else [])
+            continue
         members = TASK_SETS.get(task, (task,))
         unknown = [m for m in members if m not in ALL_TASKS]
         if unknown:
@@ -54,24 +59,31 @@ def check_evaluation(tasks: Sequence[str], transfer_preset: str = "test") -> tup
     names = expand_tasks(tasks)
     if any(name in TRANSFER_TASKS for name in names):
         check_preset(transfer_preset)
+    if mteb := [name.removeprefix(PREFIX) for name in names if is_mteb(name)]:
+        load_tasks(mteb)  # the package is there and knows every name
     return names
+
+
+def senteval_tasks(tasks: Iterable[str]) -> tuple[str, ...]:
+    """The SentEval tasks among `tasks` (names or sets): those that read the data folder."""
+    return tuple(t for t in expand_tasks(tuple(tasks)) if not is_mteb(t))
 
 
 def task_files(tasks: Iterable[str]) -> list[str]:
     """The files (relative to the data folder) that `tasks` (names or sets) read, in task order."""
-    return list(dict.fromkeys(f for t in expand_tasks(tuple(tasks)) for f in TASK_FILES[t]))
+    return list(dict.fromkeys(f for t in senteval_tasks(tasks) for f in TASK_FILES[t]))
 
 
 def missing_senteval_files(data_dir: Path, tasks: Iterable[str]) -> list[str]:
     """The files (relative to data_dir) that `tasks` (names or sets, as expand_tasks takes them) read
     and data_dir lacks, in task order."""
-    missing = missing_files(Path(data_dir), {t: TASK_FILES[t] for t in expand_tasks(tuple(tasks))})
+    missing = missing_files(Path(data_dir), {t: TASK_FILES[t] for t in senteval_tasks(tasks)})
     return list(dict.fromkeys(f for files in missing.values() for f in files))
 
 
 def check_senteval_files(data_dir: Path, tasks: Iterable[str]) -> None:
     """One ConfigError on `data_dir` naming every file that `tasks` read and data_dir lacks."""
-    check_files(Path(data_dir), {t: TASK_FILES[t] for t in expand_tasks(tuple(tasks))})
+    check_files(Path(data_dir), {t: TASK_FILES[t] for t in senteval_tasks(tasks)})
 
 
 def result_keys(tasks: Sequence[str]) -> list[str]:
@@ -86,6 +98,7 @@ def result_keys(tasks: Sequence[str]) -> list[str]:
         *transfer,
         *(["transfer_avg"] if transfer else []),
         *analysis,
+        *(t for t in names if is_mteb(t)),
     ]
 
 
@@ -113,6 +126,8 @@ def evaluate_encoder(
     if "alignment_uniformity" in names:
         label = "alignment/uniformity encode"
         results |= stsb_alignment_uniformity(partial(encode, show_progress=label), data_dir)
+    if mteb := [name.removeprefix(PREFIX) for name in names if is_mteb(name)]:
+        results |= evaluate_mteb(encoder, mteb, batch_size, getattr(encoder, "name_or_path", "model"))
     return results
 
 

@@ -12,8 +12,12 @@ DECIMALS = {"alignment": 3, "uniformity": 3}  # scores x 100 get 2
 DEFAULT_KEYS = (*STS_TASKS, "sts_avg", *TRANSFER_TASKS, "transfer_avg", "alignment", "uniformity")
 
 
-def format_table(rows: Mapping[str, Mapping[str, float]], keys: tuple[str, ...] = DEFAULT_KEYS) -> str:
-    """One row per model (e.g. `before`, `after`), one column per task, scores to two decimals."""
+def format_table(rows: Mapping[str, Mapping[str, float]], keys: tuple[str, ...] | None = None) -> str:
+    """One row per model (e.g. `before`, `after`), one column per task, scores to two decimals;
+    `keys` None: the SentEval columns in their order, then any other (`mteb:...`) as they come."""
+    if keys is None:
+        found = dict.fromkeys(k for row in rows.values() for k in row)
+        keys = (*DEFAULT_KEYS, *(k for k in found if k not in DEFAULT_KEYS))
     keys = tuple(k for k in keys if any(k in row for row in rows.values()))
     names = {k: COLUMN_NAMES.get(k, k) for k in keys}
     widths = {k: max(6, len(name)) for k, name in names.items()}
