@@ -7,12 +7,20 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from sparsecse.cli import CONFIG_DIR, run_checked
 from sparsecse.cli.config import check_config
-from sparsecse.cli.jobs import instantiate_dict, instantiate_group, instantiate_loggers, job_exit
+from sparsecse.cli.jobs import (
+    check_sweep_configs,
+    instantiate_dict,
+    instantiate_group,
+    instantiate_loggers,
+    job_exit,
+)
 from sparsecse.cli.training import (
     build_pruning,
     build_trainer,
@@ -35,6 +43,8 @@ from sparsecse.runs import RESULTS, check_run_folder, record_config
 def train(cfg: DictConfig) -> dict:
     """Evaluate, fit, evaluate again; returns {"before": ..., "after": ..., "val": ...}."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        check_sweep_configs(Path(HydraConfig.get().sweep.dir), Path(CONFIG_DIR))
     check_config(resolved)  # every key, type and range, in a second
     model_config = preflight(cfg)
     pruning = build_pruning(cfg, model_config)

@@ -4,6 +4,8 @@ closed). Hydra-aware glue of the entry points."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 import uuid
 from collections.abc import Iterator
@@ -87,6 +89,36 @@ def swept_keys(sweep_dir: Path, sweeper_params: DictConfig | None) -> set[str] |
     parsed = OverridesParser.create().parse_overrides(list(command_line))
     keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
     return keys | {k for k, v in (sweeper_params or {}).items() if "," in str(v)}
+
+
+CONF_DIGEST = "conf_digest.json"  # in a sweep folder: the config files its first job was composed from
+
+
+def conf_digest(config_dir: Path) -> dict[str, str]:
+    """Every config file under `config_dir` -> the SHA-256 of its bytes (first 16 hex digits)."""
+    files = sorted(config_dir.rglob("*.yaml"))
+    return {str(p.relative_to(config_dir)): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in files}
+
+
+def check_sweep_configs(sweep_dir: Path, config_dir: Path) -> None:
+    """Hydra composes each job of a sweep when the job starts, from the config files as they are
+    then: a file edited while a sweep runs would silently give the later jobs other settings than
+    the earlier ones. The first job records the files' digests in the sweep folder; a job that finds
+    them changed is refused."""
+    current, path = conf_digest(config_dir), sweep_dir / CONF_DIGEST
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(path, "x") as f:  # the first job of the sweep, even with jobs starting side by side
+            json.dump(current, f, indent=1)
+        return
+    except FileExistsError:
+        recorded = json.loads(path.read_text())
+    changed = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
+    if changed:
+        shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+        ways_out = f"run the sweep in a new folder, or delete {path} to accept the change"
+        message = f"{config_dir} changed since this sweep started ({shown}), so its jobs would not share"
+        raise ConfigError("hydra.sweep.dir", f"{message} their settings; {ways_out}")
 
 
 def sweep_identity(task_name: str) -> dict:
