@@ -200,6 +200,8 @@ class ScheduledPruning(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Before the first step: how long training runs is known only once the data is loaded.
+        if trainer.fast_dev_run:  # a smoke test of a few batches, whose numbers nobody reports
+            return
         steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
         check_events_reached(self.events, trainer.estimated_stepping_batches, max(steps_per_epoch, 1))
 
