@@ -131,6 +131,10 @@ def test_a_study_folder_of_another_config_is_refused_before_anything_loads(tmp_p
         study(compose_study([*base, "pooler=cls", "seeds=[1,2]"]))
     with pytest.raises(ConfigError, match="^model: "):  # more points of the same study are welcome
         study(compose_study([*base, "seeds=[1,2]", "sparsities=[0.5]"]))
+    elsewhere = tmp_path / "copy-of-the-data"
+    elsewhere.symlink_to(toy_senteval_dir)
+    with pytest.raises(ConfigError, match="^model: "):  # and so is the same data in another folder
+        study(compose_study([*base, f"data_dir={elsewhere}"]))
 
 
 def test_a_bad_study_list_is_one_line_naming_it(tmp_path, toy_senteval_dir):

@@ -25,8 +25,9 @@ from sparsecse.validation import Fraction, check_value
 SWEPT = ("granularity", "score", "seed")  # set per point from the study's lists
 DENSE = {"granularity": "dense", "score": "dense", "sparsity": "0"}
 STUDY_CONFIG = "study_config.json"
-# A restarted study may ask for more points than the first start; everything else must be the same.
-GRIDS = ("granularities", "scores", "seeds", "sparsities", "output_dir")
+# A restarted study may ask for more points than the first start, and find its data elsewhere;
+# everything else must be the same.
+NOT_COMPARED = ("granularities", "scores", "seeds", "sparsities", "output_dir", "data_dir")
 
 
 def point_dir(output_dir: Path, point: StudyPoint) -> Path:
@@ -37,7 +38,7 @@ def check_study_folder(output_dir: Path, config: dict) -> None:
     """Before anything loads: a folder with points of another study (another model, scoring or
     evaluation) is refused, so that a restart never mixes two studies; a new folder records `config`."""
     saved = output_dir / STUDY_CONFIG
-    kept = lambda c: {k: v for k, v in c.items() if k not in GRIDS}  # noqa: E731
+    kept = lambda c: {k: v for k, v in c.items() if k not in NOT_COMPARED}  # noqa: E731
     if saved.is_file():
         changed = differences(kept(json.loads(saved.read_text())), kept(json.loads(json.dumps(config))))
         if changed:
