@@ -1,35 +1,85 @@
 """The units SparseCSE removes (METHOD.md section 3): where they live in a layer, their gates and
 masks, and how many parameters are left.
 
-This file is the one place that knows a BERT/RoBERTa layer's layout. A head owns d rows of the
-query, key and value projections and d input columns of the attention output projection; an FFN
-neuron owns one row of the intermediate projection and one input column of the output projection.
+This file is the one place that knows where a layer keeps its units (BERT, RoBERTa, DistilBERT and
+MPNet: `Layout`). A head owns d rows of the query, key and value projections and d input columns of
+the attention output projection; an FFN neuron owns one row of the FFN's input projection and one
+input column of its output projection.
 
 transformers 5 has no `head_mask` (an unknown keyword is silently ignored) and no `prune_heads`, so
 a gate multiplies its unit's slice of the input of the layer's output projection: a head's slice of
-the concatenated attention context before `attention.output.dense`, a neuron's activation before
-`output.dense`. With every gate at 1 the output is the plain model's, bit for bit.
+the concatenated attention context before the attention output projection, a neuron's activation
+before the FFN's output projection. With every gate at 1 the output is the plain model's, bit for
+bit. MPNet's relative position bias, shared by all layers, is cut per layer by `surgery.py`.
 
 Standalone (torch only): `surgery.py` imports it, and both travel with exported weights.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-# The architectures whose layers have this layout (and this project's sliced versions of them).
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "sparsecse_bert", "sparsecse_roberta")
-# Where a layer keeps its units, as paths of Linear modules within it.
-HEAD_ROWS = ("attention.self.query", "attention.self.key", "attention.self.value")  # (H d, hidden)
-HEAD_COLUMNS = "attention.output.dense"  # (hidden, H d)
-NEURON_ROWS = "intermediate.dense"  # (F, hidden)
-NEURON_COLUMNS = "output.dense"  # (hidden, F)
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one architecture's layer keeps its units, as paths of modules within the layer."""
+
+    head_rows: tuple[str, str, str]  # query, key, value projections, each (H d, hidden)
+    head_columns: str  # attention output projection, (hidden, H d)
+    neuron_rows: str  # FFN input projection, (F, hidden)
+    neuron_columns: str  # FFN output projection, (hidden, F)
+    attention: str  # the module that records the head count and head size
+    head_count: str  # its attribute holding the head count
+
+
+BERT = Layout(
+    ("attention.self.query", "attention.self.key", "attention.self.value"),
+    "attention.output.dense", "intermediate.dense", "output.dense", "attention.self", "num_attention_heads",
+)  # fmt: skip
+DISTILBERT = Layout(
+    ("attention.q_lin", "attention.k_lin", "attention.v_lin"),
+    "attention.out_lin", "ffn.lin1", "ffn.lin2", "attention", "n_heads",
+)  # fmt: skip
+MPNET = Layout(
+    ("attention.attn.q", "attention.attn.k", "attention.attn.v"),
+    "attention.attn.o", "intermediate.dense", "output.dense", "attention.attn", "num_attention_heads",
+)  # fmt: skip
+# By the class of a transformer layer (transformers' names), and by model type: the path from the
+# backbone to its layers and the config key of the FFN size.
+LAYER_LAYOUTS = {"BertLayer": BERT, "RobertaLayer": BERT, "TransformerBlock": DISTILBERT, "MPNetLayer": MPNET}
+ARCHITECTURES = {
+    "bert": ("encoder.layer", "intermediate_size"),
+    "roberta": ("encoder.layer", "intermediate_size"),
+    "distilbert": ("transformer.layer", "hidden_dim"),
+    "mpnet": ("encoder.layer", "intermediate_size"),
+}
+SPARSE_PREFIX = "sparsecse_"  # this project's sliced version of an architecture: `sparsecse_<type>`
+SUPPORTED_MODEL_TYPES = (*ARCHITECTURES, *(SPARSE_PREFIX + kind for kind in ARCHITECTURES))
+
+
+def architecture(config) -> str:
+    """The dense model type of a config (`sparsecse_mpnet` -> `mpnet`)."""
+    return config.model_type.removeprefix(SPARSE_PREFIX)
+
+
+def ffn_size(config) -> int:
+    """The FFN width a config records (DistilBERT calls it `hidden_dim`)."""
+    return getattr(config, ARCHITECTURES[architecture(config)][1])
+
+
+def layout(layer: nn.Module) -> Layout:
+    for cls in type(layer).__mro__:
+        if cls.__name__ in LAYER_LAYOUTS:
+            return LAYER_LAYOUTS[cls.__name__]
+    raise TypeError(f"no unit layout for a {type(layer).__name__} layer")
 
 
 def encoder_layers(backbone: nn.Module) -> nn.ModuleList:
-    """The transformer layers of a BERT/RoBERTa backbone."""
-    return backbone.encoder.layer
+    """The transformer layers of a supported backbone."""
+    return backbone.get_submodule(ARCHITECTURES[architecture(backbone.config)][0])
 
 
 def linear(layer: nn.Module, path: str) -> nn.Linear:
@@ -42,33 +92,39 @@ def replace_linear(layer: nn.Module, path: str, new: nn.Linear) -> None:
 
 
 def head_size(layer: nn.Module) -> int:
-    return layer.attention.self.attention_head_size
+    return layer.get_submodule(layout(layer).attention).attention_head_size
 
 
 def set_head_count(layer: nn.Module, heads: int) -> None:
     """Tell the attention module how many heads its (sliced) projections now hold."""
-    attention = layer.attention.self
-    attention.num_attention_heads = heads
-    attention.all_head_size = heads * attention.attention_head_size
+    where = layout(layer)
+    attention = layer.get_submodule(where.attention)
+    setattr(attention, where.head_count, heads)
+    if hasattr(attention, "all_head_size"):
+        attention.all_head_size = heads * attention.attention_head_size
 
 
 def layer_structure(layer: nn.Module) -> tuple[int, int]:
     """(heads, FFN neurons) of one layer, read from its weights."""
-    return linear(layer, HEAD_ROWS[0]).out_features // head_size(layer), linear(
-        layer, NEURON_ROWS
-    ).out_features
+    where = layout(layer)
+    heads = linear(layer, where.head_rows[0]).out_features // head_size(layer)
+    return heads, linear(layer, where.neuron_rows).out_features
 
 
 def head_count_recorded(layer: nn.Module) -> int:
     """The head count the attention module believes it has (must agree with its weights)."""
-    attention = layer.attention.self
-    assert attention.all_head_size == attention.num_attention_heads * attention.attention_head_size
-    return attention.num_attention_heads
+    where = layout(layer)
+    attention = layer.get_submodule(where.attention)
+    heads = getattr(attention, where.head_count)
+    assert getattr(attention, "all_head_size", heads * attention.attention_head_size) == (
+        heads * attention.attention_head_size
+    )
+    return heads
 
 
 def parameters_per_unit(layer: nn.Module) -> tuple[int, int]:
     """(parameters a head owns, parameters a neuron owns) in this layer, biases included."""
-    d, hidden = head_size(layer), linear(layer, HEAD_COLUMNS).out_features
+    d, hidden = head_size(layer), linear(layer, layout(layer).head_columns).out_features
     per_head = 3 * (hidden * d + d) + d * hidden  # q, k, v rows (+ biases) and output columns
     per_neuron = hidden + 1 + hidden  # FFN input row (+ bias) and output column
     return per_head, per_neuron
@@ -84,15 +140,16 @@ class UnitGates(nn.Module):
         self.num_layers = len(layers)
         for i, layer in enumerate(layers):
             heads, neurons = layer_structure(layer)
-            device = linear(layer, NEURON_ROWS).weight.device
+            device = linear(layer, layout(layer).neuron_rows).weight.device
             self.register_buffer(f"head_{i}", torch.ones(heads, device=device))
             self.register_buffer(f"neuron_{i}", torch.ones(neurons, device=device))
         self._handles = []
         for i, layer in enumerate(layers):
+            where = layout(layer)
             head_gate = _GateHeads(self, i, head_size(layer))
-            self._handles.append(linear(layer, HEAD_COLUMNS).register_forward_pre_hook(head_gate))
+            self._handles.append(linear(layer, where.head_columns).register_forward_pre_hook(head_gate))
             self._handles.append(
-                linear(layer, NEURON_COLUMNS).register_forward_pre_hook(_GateNeurons(self, i))
+                linear(layer, where.neuron_columns).register_forward_pre_hook(_GateNeurons(self, i))
             )
 
     @property
@@ -121,7 +178,7 @@ class UnitGates(nn.Module):
 
 
 class _GateHeads:
-    """Pre-hook of the attention output projection (HEAD_COLUMNS). A class, not a closure, so that
+    """Pre-hook of the attention output projection (`Layout.head_columns`). A class, not a closure, so that
     models with gates pickle (DDP spawn sends the model to its workers)."""
 
     def __init__(self, gates: UnitGates, index: int, size: int):
@@ -135,7 +192,7 @@ class _GateHeads:
 
 
 class _GateNeurons:
-    """Pre-hook of the FFN's output projection (NEURON_COLUMNS)."""
+    """Pre-hook of the FFN's output projection (`Layout.neuron_columns`)."""
 
     def __init__(self, gates: UnitGates, index: int):
         self.gates, self.index = gates, index

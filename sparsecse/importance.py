@@ -20,22 +20,19 @@ from torch import Tensor, nn
 
 from sparsecse.errors import ConfigError
 from sparsecse.gates import (
-    HEAD_COLUMNS,
-    HEAD_ROWS,
-    NEURON_COLUMNS,
-    NEURON_ROWS,
+    SPARSE_PREFIX,
     SUPPORTED_MODEL_TYPES,
     UnitGates,
     WeightMasks,
     encoder_layers,
     head_size,
+    layout,
     linear,
     sparsity_summary,
 )
 from sparsecse.loss import alignment, uniformity
 from sparsecse.validation import Fraction, PositiveInt, check_value, checked
 
-LAYOUT_PATHS = (*HEAD_ROWS, HEAD_COLUMNS, NEURON_ROWS, NEURON_COLUMNS)
 SCORE_MODES = ("magnitude", "signed", "alignment", "uniformity", "random", "weight_magnitude")
 ScoreMode = Literal[SCORE_MODES]
 
@@ -144,7 +141,7 @@ def accumulate_gradients(
 def check_architecture(config, key: str = "model") -> None:
     """One line naming a model whose layers SparseCSE cannot find its units in, and those it can."""
     if config.model_type not in SUPPORTED_MODEL_TYPES:
-        supported = ", ".join(t for t in SUPPORTED_MODEL_TYPES if not t.startswith("sparsecse"))
+        supported = ", ".join(t for t in SUPPORTED_MODEL_TYPES if not t.startswith(SPARSE_PREFIX))
         raise ConfigError(key, f"{config.model_type} models cannot be sparsified yet; supported: {supported}")
 
 
@@ -194,12 +191,16 @@ def weight_magnitude_scores(backbone: nn.Module) -> dict[str, list[Tensor]]:
     weight it owns (its q/k/v rows and output-projection columns; its FFN row and column)."""
     heads, neurons = [], []
     for layer in encoder_layers(backbone):
-        size = head_size(layer)
-        squares = {path: linear(layer, path).weight.detach().float().pow(2) for path in LAYOUT_PATHS}
-        rows = sum(squares[path].unflatten(0, (-1, size)).sum((1, 2)) for path in HEAD_ROWS)  # (H,)
-        columns = squares[HEAD_COLUMNS].unflatten(1, (-1, size)).sum((0, 2))  # (H,)
+        size, where = head_size(layer), layout(layer)
+        squares = {
+            path: linear(layer, path).weight.detach().float().pow(2)
+            for path in (*where.head_rows, where.head_columns, where.neuron_rows, where.neuron_columns)
+        }
+        rows = sum(squares[path].unflatten(0, (-1, size)).sum((1, 2)) for path in where.head_rows)  # (H,)
+        columns = squares[where.head_columns].unflatten(1, (-1, size)).sum((0, 2))  # (H,)
         heads.append((rows + columns).sqrt())
-        neurons.append((squares[NEURON_ROWS].sum(1) + squares[NEURON_COLUMNS].sum(0)).sqrt())  # (F,)
+        ffn = squares[where.neuron_rows].sum(1) + squares[where.neuron_columns].sum(0)  # (F,)
+        neurons.append(ffn.sqrt())
     return {"heads": heads, "neurons": neurons}
 
 

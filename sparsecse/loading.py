@@ -13,14 +13,13 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from sparsecse.errors import ConfigError
+from sparsecse.gates import SUPPORTED_MODEL_TYPES, architecture
 from sparsecse.paths import resolve_model_path
-from sparsecse.surgery import SPARSE_CLASSES, register
+from sparsecse.surgery import DENSE_CLASSES, SPARSE_CLASSES, pooling_layer_kwargs, register
 
 # here rather than in the package's __init__, so that tools which load no model (sparsecse-report)
 # do not pay for importing transformers
-register()  # AutoConfig/AutoModel know sparsecse_bert and sparsecse_roberta
-
-SUPPORTED_MODEL_TYPES = ("bert", "roberta", "sparsecse_bert", "sparsecse_roberta")
+register()  # AutoConfig/AutoModel know the sparsecse_* model types
 # Our own model types: loaded by the classes registered above, never by the code an export ships.
 OWN_MODEL_TYPES = tuple(config_class.model_type for config_class, _ in SPARSE_CLASSES.values())
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -106,6 +105,14 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
         raise ConfigError("name_or_path", f"{_own_code(name_or_path)} (tokenizer auto_map)") from None
 
 
+def attention_for(config, requested: str) -> str:
+    """`sdpa` falls back to `eager` for an architecture transformers gives no SDPA attention (MPNet):
+    the same attention, computed step by step, so the embeddings do not change."""
+    if requested == "sdpa" and not DENSE_CLASSES[architecture(config)]._supports_sdpa:
+        return "eager"
+    return requested
+
+
 def load_backbone(
     name_or_path: str, config, add_pooling_layer: bool, attn_implementation: str
 ) -> PreTrainedModel:
@@ -114,8 +121,8 @@ def load_backbone(
         return AutoModel.from_pretrained(
             resolve_model_path(name_or_path),
             config=config,
-            add_pooling_layer=add_pooling_layer,
-            attn_implementation=attn_implementation,
+            **pooling_layer_kwargs(config, add_pooling_layer),
+            attn_implementation=attention_for(config, attn_implementation),
             use_safetensors=True,
             trust_remote_code=False,
         )

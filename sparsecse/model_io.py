@@ -25,10 +25,10 @@ from transformers import AutoConfig, AutoModel
 from sparsecse import gates, surgery
 from sparsecse.encoder import CHECKPOINT_KEY, Pooler, SentenceEncoder, check_pooler
 from sparsecse.errors import ConfigError
-from sparsecse.gates import UnitGates, WeightMasks
+from sparsecse.gates import SUPPORTED_MODEL_TYPES, UnitGates, WeightMasks, architecture, ffn_size
 from sparsecse.loading import (
     PICKLE_SUFFIXES,
-    SUPPORTED_MODEL_TYPES,
+    attention_for,
     load_backbone,
     load_checkpoint_file,
     load_config,
@@ -36,7 +36,14 @@ from sparsecse.loading import (
 )
 from sparsecse.model_card import base_model, model_card, write_model_card
 from sparsecse.onnx_export import OnnxExport, export_onnx
-from sparsecse.surgery import SPARSE_CLASSES, apply_gates, is_sparse, remove_pruned_units, structure
+from sparsecse.surgery import (
+    SPARSE_CLASSES,
+    apply_gates,
+    is_sparse,
+    pooling_layer_kwargs,
+    remove_pruned_units,
+    structure,
+)
 
 SPARSECSE_FILE = "sparsecse.json"
 # the model code an export carries: the sparse classes and the layer layout they slice by
@@ -89,10 +96,11 @@ def st_modules(encoder: SentenceEncoder) -> list[tuple[str, dict, dict[str, torc
 
 
 def max_seq_length(encoder: SentenceEncoder) -> int:
-    """The longest input the position embeddings allow (RoBERTa's positions start after the padding id)."""
+    """The longest input the position embeddings allow (RoBERTa's and MPNet's positions start after
+    the padding id)."""
     config = encoder.backbone.config
     limit = config.max_position_embeddings
-    if "roberta" in config.model_type:
+    if architecture(config) in ("roberta", "mpnet"):
         limit -= config.pad_token_id + 1
     return int(min(limit, encoder.tokenizer.model_max_length))
 
@@ -100,8 +108,9 @@ def max_seq_length(encoder: SentenceEncoder) -> int:
 def write_sentence_transformers(encoder: SentenceEncoder, directory: Path) -> None:
     modules = st_modules(encoder)
     st_config = {"max_seq_length": max_seq_length(encoder), "do_lower_case": False}
-    if getattr(encoder.backbone, "pooler", None) is None:  # saved without the MLP: don't build one
-        st_config["model_args"] = {"add_pooling_layer": False}
+    no_mlp = pooling_layer_kwargs(encoder.backbone.config, False)  # DistilBERT has no MLP to leave out
+    if getattr(encoder.backbone, "pooler", None) is None and no_mlp:  # saved without the MLP: don't build one
+        st_config["model_args"] = no_mlp
     if modules[0][0] == "WeightedLayerPooling":
         st_config["config_args"] = {"output_hidden_states": True}  # ST then passes on all layers
     _write_json(directory / "sentence_bert_config.json", st_config)
@@ -175,7 +184,7 @@ def save_sparse_encoder(
     graphs = [str(path.relative_to(directory)) for path in export_onnx(encoder, directory, onnx)]
     config = backbone.config
     card = model_card(directory.name, base_model(encoder.name_or_path), encoder.pooler, layout,
-                      config.num_attention_heads, config.intermediate_size, made, evaluation, parameters,
+                      config.num_attention_heads, ffn_size(config), made, evaluation, parameters,
                       remote_code=sparse, onnx_files=graphs)  # fmt: skip
     write_model_card(directory, card)
     return directory
@@ -238,8 +247,10 @@ def encoder_from_checkpoint(
     pooler = pooler or meta["pooler"]
     mlp_only_train = meta["mlp_only_train"] if mlp_only_train is None else mlp_only_train
     config = AutoConfig.for_model(**meta["config"])
-    config._attn_implementation = attn_implementation
-    backbone = AutoModel.from_config(config, add_pooling_layer=pooler == "cls", trust_remote_code=False)
+    config._attn_implementation = attention_for(config, attn_implementation)
+    backbone = AutoModel.from_config(
+        config, **pooling_layer_kwargs(config, pooler == "cls"), trust_remote_code=False
+    )
     state = _entries(state_dict, "encoder.backbone.")
     if pooler != "cls":  # the MLP is not part of this encoder
         state = {k: v for k, v in state.items() if not k.startswith("pooler.")}

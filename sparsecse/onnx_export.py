@@ -1,11 +1,12 @@
 """ONNX export of an encoder's backbone, in sentence-transformers' layout (`onnx/model.onnx` next to
 the safetensors weights), so that the pruned model runs in plain ONNX Runtime without this project.
 
-The graph maps `input_ids`, `attention_mask`, `token_type_ids` (B, T) int64 to `last_hidden_state`
-(B, T, H) float32, the token embeddings the poolers average or pick from; its batch and sequence
-axes are dynamic. The per-layer head and neuron counts are baked into the weights' shapes, a layer
-without FFN neurons included. Optional int8 dynamic quantisation (ONNX Runtime's) writes
-`onnx/model_qint8.onnx` beside it. Needs the `[onnx]` extra (onnx, onnxruntime, onnxscript).
+The graph maps the tokenizer's inputs, (B, T) int64 each (`input_ids`, `attention_mask`, and
+`token_type_ids` where the tokenizer makes them: BERT, not RoBERTa, DistilBERT or MPNet), to
+`last_hidden_state` (B, T, H) float32, the token embeddings the poolers average or pick from; its
+batch and sequence axes are dynamic. The per-layer head and neuron counts are baked into the
+weights' shapes, a layer without FFN neurons included. Optional int8 dynamic quantisation (ONNX
+Runtime's) writes `onnx/model_qint8.onnx` beside it. Needs the `[onnx]` extra (onnx, onnxruntime, onnxscript).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 from sparsecse.errors import ConfigError
 
 OnnxExport = Literal["none", "fp32", "int8"]  # `onnx=`: no graph, the float32 graph, or it and its int8 copy
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # in this order, those the tokenizer makes
 OUTPUT = "last_hidden_state"
 MODEL_FILE = "onnx/model.onnx"
 INT8_FILE = "onnx/model_qint8.onnx"
@@ -29,15 +30,17 @@ OPSET = 18
 
 
 class TokenEmbeddings(nn.Module):
-    """The backbone as ONNX sees it: three (B, T) inputs -> (B, T, H) token embeddings."""
+    """The backbone as ONNX sees it: two or three (B, T) inputs -> (B, T, H) token embeddings."""
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
         self.backbone = backbone
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        return out.last_hidden_state
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
 
 
 def check_onnx_available() -> None:
@@ -60,13 +63,14 @@ def export_onnx(encoder, directory: str | Path, mode: OnnxExport = "fp32") -> li
     # a float32 copy on the CPU: the encoder may sit on a GPU, in bf16, and must stay as it is
     module = TokenEmbeddings(copy.deepcopy(encoder.backbone).float().cpu()).eval()
     example = encoder.tokenize(["An example sentence, to trace the graph.", "Another one."])
-    args = tuple(example[name].cpu() for name in INPUTS)
+    names = [name for name in INPUTS if name in example]  # what users' tokenizers will feed the graph
+    args = tuple(example[name].cpu() for name in names)
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    dynamic = {name: {0: batch, 1: sequence} for name in INPUTS}
+    dynamic = {name: {0: batch, 1: sequence} for name in names}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's notes on its own decompositions
         program = torch.onnx.export(
-            module, args, input_names=list(INPUTS), output_names=[OUTPUT], dynamic_shapes=dynamic,
+            module, args, input_names=names, output_names=[OUTPUT], dynamic_shapes=dynamic,
             opset_version=OPSET, dynamo=True, verbose=False,
         )  # fmt: skip
     program.save(str(directory / MODEL_FILE))

@@ -2,9 +2,10 @@
 that travel with exported weights.
 
 The layers are sliced in place (dtype and device kept), the kept ORIGINAL indices are recorded in the
-config as `kept_heads` / `kept_neurons`, and the backbone becomes a `SparseBertModel` /
-`SparseRobertaModel`: the dense architecture built from the config, then sliced to that structure,
-so that `from_pretrained` finds weights of matching shapes.
+config as `kept_heads` / `kept_neurons`, and the backbone becomes a `SparseBertModel`,
+`SparseRobertaModel`, `SparseDistilBertModel` or `SparseMPNetModel`: the dense architecture built
+from the config, then sliced to that structure, so that `from_pretrained` finds weights of matching
+shapes.
 
 Standalone (torch, transformers and `gates.py` beside it): the export copies this file and
 `gates.py` next to the weights, where `trust_remote_code=True` loads them without the sparsecse
@@ -23,20 +24,25 @@ from transformers import (
     AutoModel,
     BertConfig,
     BertModel,
+    DistilBertConfig,
+    DistilBertModel,
+    MPNetConfig,
+    MPNetModel,
     PreTrainedModel,
     RobertaConfig,
     RobertaModel,
 )
 
 from .gates import (
-    HEAD_COLUMNS,
-    HEAD_ROWS,
-    NEURON_COLUMNS,
-    NEURON_ROWS,
+    MPNET,
+    SPARSE_PREFIX,
+    architecture,
     encoder_layers,
+    ffn_size,
     head_count_recorded,
     head_size,
     layer_structure,
+    layout,
     linear,
     replace_linear,
     set_head_count,
@@ -76,15 +82,17 @@ def _checked(keep: Sequence[int], total: int, what: str) -> list[int]:
 
 
 def prune_layer_heads(layer: nn.Module, keep: Sequence[int]) -> None:
-    """Keep only the heads `keep` (indices among the layer's current heads) of a BERT/RoBERTa layer."""
-    size = head_size(layer)
+    """Keep only the heads `keep` (indices among the layer's current heads) of a layer."""
+    size, where = head_size(layer), layout(layer)
     keep = _checked(keep, layer_structure(layer)[0], "head")
     assert keep, "a layer must keep at least one attention head (CUDA SDPA fails on zero heads)"
     index = (torch.tensor(keep)[:, None] * size + torch.arange(size)).flatten()  # (H_kept * d,)
-    for path in HEAD_ROWS:
+    for path in where.head_rows:
         replace_linear(layer, path, slice_linear(linear(layer, path), index, dim=0))
-    replace_linear(layer, HEAD_COLUMNS, slice_linear(linear(layer, HEAD_COLUMNS), index, dim=1))
+    replace_linear(layer, where.head_columns, slice_linear(linear(layer, where.head_columns), index, dim=1))
     set_head_count(layer, len(keep))
+    if where is MPNET:
+        select_position_bias_heads(layer.get_submodule(where.attention), keep)
 
 
 def prune_layer_neurons(layer: nn.Module, keep: Sequence[int]) -> None:
@@ -92,9 +100,38 @@ def prune_layer_neurons(layer: nn.Module, keep: Sequence[int]) -> None:
 
     Keeping none is allowed: the FFN then adds only its output projection's bias.
     """
+    where = layout(layer)
     index = torch.tensor(_checked(keep, layer_structure(layer)[1], "neuron"), dtype=torch.long)
-    replace_linear(layer, NEURON_ROWS, slice_linear(linear(layer, NEURON_ROWS), index, dim=0))
-    replace_linear(layer, NEURON_COLUMNS, slice_linear(linear(layer, NEURON_COLUMNS), index, dim=1))
+    for path, dim in ((where.neuron_rows, 0), (where.neuron_columns, 1)):
+        replace_linear(layer, path, slice_linear(linear(layer, path), index, dim=dim))
+
+
+class _PositionBiasHeads:
+    """Forward pre-hook of a sliced MPNet self-attention: MPNet computes one relative position bias
+    (B, H, T, T) for all layers, outside them; a layer with fewer heads adds only its heads' rows.
+    A class, not a closure, so that the model pickles and deep-copies."""
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        def select(bias: Tensor) -> Tensor:  # (B, H, T, T) -> (B, H_l, T, T)
+            return bias.index_select(1, torch.tensor(module.position_bias_heads, device=bias.device))
+
+        if len(args) > 2 and args[2] is not None:  # MPNetAttention passes it third, positionally
+            args = (*args[:2], select(args[2]), *args[3:])
+        elif kwargs.get("position_bias") is not None:
+            kwargs = {**kwargs, "position_bias": select(kwargs["position_bias"])}
+        return args, kwargs
+
+
+def select_position_bias_heads(attention: nn.Module, keep: Sequence[int]) -> None:
+    """Record which of the bias's heads the sliced attention keeps (composing with an earlier slice).
+
+    A plain list, not a buffer: `from_pretrained` builds models on the meta device and would leave a
+    buffer that is not in the weights uninitialised."""
+    if hasattr(attention, "position_bias_heads"):
+        attention.position_bias_heads = [attention.position_bias_heads[i] for i in keep]
+        return
+    attention.position_bias_heads = list(keep)
+    attention.register_forward_pre_hook(_PositionBiasHeads(), with_kwargs=True)
 
 
 def check_structure(model: nn.Module) -> None:
@@ -102,7 +139,7 @@ def check_structure(model: nn.Module) -> None:
     config = model.config
     for i, layer in enumerate(encoder_layers(model)):
         heads = config.num_attention_heads if config.kept_heads is None else len(config.kept_heads[i])
-        neurons = config.intermediate_size if config.kept_neurons is None else len(config.kept_neurons[i])
+        neurons = ffn_size(config) if config.kept_neurons is None else len(config.kept_neurons[i])
         found = layer_structure(layer)
         assert found == (heads, neurons), f"layer {i}: model has {found}, config says {(heads, neurons)}"
         assert head_count_recorded(layer) == heads, f"layer {i}: attention module's head count disagrees"
@@ -114,7 +151,7 @@ def shrink_to_config(model: nn.Module) -> None:
     for i, layer in enumerate(encoder_layers(model)):
         if config.kept_heads is not None and len(config.kept_heads[i]) < config.num_attention_heads:
             prune_layer_heads(layer, config.kept_heads[i])
-        if config.kept_neurons is not None and len(config.kept_neurons[i]) < config.intermediate_size:
+        if config.kept_neurons is not None and len(config.kept_neurons[i]) < ffn_size(config):
             prune_layer_neurons(layer, config.kept_neurons[i])
     check_structure(model)
 
@@ -129,7 +166,7 @@ class SparseConfigMixin:
     def check_kept_units(self) -> None:
         for key, total in (
             ("kept_heads", self.num_attention_heads),
-            ("kept_neurons", self.intermediate_size),
+            ("kept_neurons", ffn_size(self)),
         ):
             kept = getattr(self, key)
             if kept is None:
@@ -160,6 +197,20 @@ class SparseRobertaConfig(SparseConfigMixin, RobertaConfig):
     kept_neurons: list[list[int]] | None = None
 
 
+class SparseDistilBertConfig(SparseConfigMixin, DistilBertConfig):
+    model_type = "sparsecse_distilbert"
+
+    kept_heads: list[list[int]] | None = None
+    kept_neurons: list[list[int]] | None = None
+
+
+class SparseMPNetConfig(SparseConfigMixin, MPNetConfig):
+    model_type = "sparsecse_mpnet"
+
+    kept_heads: list[list[int]] | None = None
+    kept_neurons: list[list[int]] | None = None
+
+
 class SparseBertModel(BertModel):
     config_class = SparseBertConfig
 
@@ -176,10 +227,29 @@ class SparseRobertaModel(RobertaModel):
         shrink_to_config(self)
 
 
+class SparseDistilBertModel(DistilBertModel):  # DistilBERT has no pooler layer
+    config_class = SparseDistilBertConfig
+
+    def __init__(self, config: SparseDistilBertConfig):
+        super().__init__(config)
+        shrink_to_config(self)
+
+
+class SparseMPNetModel(MPNetModel):
+    config_class = SparseMPNetConfig
+
+    def __init__(self, config: SparseMPNetConfig, add_pooling_layer: bool = True):
+        super().__init__(config, add_pooling_layer=add_pooling_layer)
+        shrink_to_config(self)
+
+
 SPARSE_CLASSES = {
     "bert": (SparseBertConfig, SparseBertModel),
     "roberta": (SparseRobertaConfig, SparseRobertaModel),
+    "distilbert": (SparseDistilBertConfig, SparseDistilBertModel),
+    "mpnet": (SparseMPNetConfig, SparseMPNetModel),
 }
+assert all(c.model_type == SPARSE_PREFIX + kind for kind, (c, _) in SPARSE_CLASSES.items())
 
 
 def register() -> None:
@@ -191,15 +261,27 @@ def register() -> None:
 
 register()
 
-DENSE_CLASSES = {"bert": BertModel, "roberta": RobertaModel}
+DENSE_CLASSES = {
+    "bert": BertModel,
+    "roberta": RobertaModel,
+    "distilbert": DistilBertModel,
+    "mpnet": MPNetModel,
+}
 
 
 def is_sparse(config) -> bool:
     return config.model_type in {c.model_type for c, _ in SPARSE_CLASSES.values()}
 
 
+def pooling_layer_kwargs(config, add_pooling_layer: bool) -> dict[str, bool]:
+    """The `add_pooling_layer` keyword for building a backbone: none for DistilBERT, which has no
+    pooler layer (and refuses the keyword)."""
+    return {} if architecture(config) == "distilbert" else {"add_pooling_layer": add_pooling_layer}
+
+
 def to_sparse_class(backbone: PreTrainedModel) -> PreTrainedModel:
-    """Turn a plain BertModel/RobertaModel (and its config) into the Sparse* classes, in place.
+    """Turn a plain BertModel/RobertaModel/DistilBertModel/MPNetModel (and its config) into the
+    Sparse* classes, in place.
 
     The Sparse* classes only add the per-layer structure to the config, so the objects keep their
     state; the config object is kept too, as every attention module holds a reference to it.
@@ -209,7 +291,8 @@ def to_sparse_class(backbone: PreTrainedModel) -> PreTrainedModel:
         return backbone
     kind = config.model_type
     if kind not in DENSE_CLASSES or type(backbone) is not DENSE_CLASSES[kind]:
-        raise TypeError(f"surgery needs a plain BertModel or RobertaModel, got {type(backbone).__name__}")
+        plain = ", ".join(cls.__name__ for cls in DENSE_CLASSES.values())
+        raise TypeError(f"surgery needs a plain {plain}; got {type(backbone).__name__}")
     config_class, model_class = SPARSE_CLASSES[kind]
     config.__class__ = config_class
     if "model_type" in vars(config):  # set from config.json by from_pretrained
@@ -233,7 +316,7 @@ def kept_original_units(config) -> tuple[list[list[int]], list[list[int]]]:
     """Per layer, the original indices of the heads and neurons the model has now."""
     layers = range(config.num_hidden_layers)
     heads = getattr(config, "kept_heads", None) or [list(range(config.num_attention_heads)) for _ in layers]
-    neurons = getattr(config, "kept_neurons", None) or [list(range(config.intermediate_size)) for _ in layers]
+    neurons = getattr(config, "kept_neurons", None) or [list(range(ffn_size(config))) for _ in layers]
     return [list(h) for h in heads], [list(n) for n in neurons]
 
 
@@ -278,7 +361,7 @@ def remove_units(
         kept_neurons[i] = [kept_neurons[i][j] for j in keep_n]
     # None: that kind of unit is untouched in every layer (keeps config.json short)
     full_heads = all(len(h) == config.num_attention_heads for h in kept_heads)
-    full_neurons = all(len(n) == config.intermediate_size for n in kept_neurons)
+    full_neurons = all(len(n) == ffn_size(config) for n in kept_neurons)
     config.kept_heads = None if full_heads else kept_heads
     config.kept_neurons = None if full_neurons else kept_neurons
     config.check_kept_units()
@@ -311,7 +394,7 @@ def structure(backbone: PreTrainedModel) -> dict:
         "heads": list(heads),
         "ffn": list(ffn),
         "head_sparsity": 1.0 - sum(heads) / (layers * config.num_attention_heads),
-        "ffn_sparsity": 1.0 - sum(ffn) / (layers * config.intermediate_size),
+        "ffn_sparsity": 1.0 - sum(ffn) / (layers * ffn_size(config)),
         "params": params,
         "params_without_embeddings": params - embeddings,
     }

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import tiny_bert
+from helpers import tiny_backbone, tiny_bert, tokenizer_for
 from toy_senteval import write_toy_senteval
 
 from sparsecse.encoder import SentenceEncoder
@@ -44,9 +44,15 @@ def tokenizer():
 
 @pytest.fixture
 def make_encoder(tokenizer):
-    def make(pooler: str = "avg", mlp_only_train: bool = False, seed: int = 0, **overrides):
-        backbone = tiny_bert(seed, with_pooler=pooler == "cls", **overrides)
-        return SentenceEncoder(backbone, tokenizer, pooler, mlp_only_train)
+    tokenizers = {}
+
+    def make(
+        pooler: str = "avg", mlp_only_train: bool = False, seed: int = 0, kind: str = "bert", **overrides
+    ):
+        backbone = tiny_backbone(kind, seed, with_pooler=pooler == "cls", **overrides)
+        if kind not in tokenizers:
+            tokenizers[kind] = tokenizer_for(kind, tokenizer)
+        return SentenceEncoder(backbone, tokenizers[kind], pooler, mlp_only_train)
 
     return make
 

@@ -10,7 +10,16 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from transformers import BertConfig, BertModel
+from transformers import (
+    AutoModel,
+    BertConfig,
+    BertModel,
+    DistilBertConfig,
+    DistilBertTokenizerFast,
+    MPNetConfig,
+    MPNetTokenizerFast,
+    RobertaConfig,
+)
 
 from sparsecse.cli import CONFIG_DIR, TOOLS_CONFIG_DIR
 
@@ -31,6 +40,35 @@ def tiny_bert(seed: int = 0, with_pooler: bool = True, **overrides) -> BertModel
         **overrides,
     )
     return BertModel(config, add_pooling_layer=with_pooler).eval()
+
+
+BACKBONES = ("bert", "roberta", "distilbert", "mpnet")
+
+
+def tiny_backbone(kind: str, seed: int = 0, with_pooler: bool = True, **overrides):
+    """A random 2-layer model of architecture `kind` with BERT's sizes (4 heads of 8, FFN 64), over
+    the bert-base-uncased vocabulary (MPNet's tokenizer adds two tokens to it)."""
+    if kind == "bert":
+        return tiny_bert(seed, with_pooler, **overrides)
+    torch.manual_seed(seed)
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+    if kind == "distilbert":
+        config = DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=4, hidden_dim=64, **overrides)
+        return AutoModel.from_config(config).eval()
+    if kind == "roberta":  # pad id 0, as the tokenizer below (RoBERTa's own BPE is not on disk here)
+        config = RobertaConfig(vocab_size=30522, pad_token_id=0, **sizes, **overrides)
+    else:
+        config = MPNetConfig(vocab_size=30527, pad_token_id=0, **sizes, **overrides)
+    return AutoModel.from_config(config, add_pooling_layer=with_pooler).eval()
+
+
+def tokenizer_for(kind: str, bert_tokenizer):
+    """The MiniLM WordPiece vocabulary with the tokenizer class of `kind`: without token type ids,
+    except for BERT (as RoBERTa's, DistilBERT's and MPNet's own tokenizers)."""
+    if kind == "bert":
+        return bert_tokenizer
+    cls = MPNetTokenizerFast if kind == "mpnet" else DistilBertTokenizerFast
+    return cls.from_pretrained(bert_tokenizer.name_or_path)
 
 
 def views(encoder, texts=TEXTS) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ from transformers import AutoConfig, AutoModel
 
 from sparsecse import surgery
 from sparsecse.encoder import POOLERS, SentenceEncoder
+from sparsecse.gates import UnitGates
 from sparsecse.model_io import load_encoder, save_sparse_encoder
 from sparsecse.surgery import remove_units, structure
 
@@ -109,7 +110,6 @@ def test_project_loader_reads_pooler(make_encoder, tmp_path, pooler, mlp_only_tr
 
 
 def test_export_applies_attached_gates(make_encoder, tmp_path):
-    from sparsecse.gates import UnitGates
 
     encoder = make_encoder("avg")
     encoder.gates = UnitGates(encoder.backbone)
@@ -123,11 +123,17 @@ def test_export_applies_attached_gates(make_encoder, tmp_path):
 
 @pytest.mark.slow
 def test_fresh_process_loads_with_remote_code(make_encoder, tmp_path):
-    """No sparsecse, another cwd: AutoModel and SentenceTransformer load the copied model code."""
+    """No sparsecse, another cwd: AutoModel and SentenceTransformer load the copied model code, for
+    every backbone."""
     pytest.importorskip("sentence_transformers")
     encoders = {pooler: prune(make_encoder(pooler)) for pooler in ("avg", "cls")}
-    for pooler, encoder in encoders.items():
-        save_sparse_encoder(encoder, tmp_path / pooler)
+    for kind in ("roberta", "distilbert", "mpnet"):  # the other backbones' sparse classes, gated off
+        encoders[kind] = make_encoder("avg", kind=kind)
+        encoders[kind].gates = UnitGates(encoders[kind].backbone)
+        encoders[kind].gates.head_0[[0, 2]] = 0
+        encoders[kind].gates.neuron_1[::2] = 0
+    for name, encoder in encoders.items():
+        save_sparse_encoder(encoder, tmp_path / name)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     out = tmp_path / "out.pt"

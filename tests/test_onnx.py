@@ -52,8 +52,8 @@ def run_fresh(directory, file, tmp_path):
     return torch.from_numpy(np.load(out))
 
 
-def sliced(make_encoder, heads, neurons):
-    encoder = make_encoder("avg")
+def sliced(make_encoder, heads, neurons, kind: str = "bert"):
+    encoder = make_encoder("avg", kind=kind)
     head_gates = [torch.tensor([float(h in kept) for h in range(4)]) for kept in heads]
     neuron_gates = [torch.cat([torch.ones(n), torch.zeros(64 - n)]) for n in neurons]
     remove_units(encoder.backbone, head_gates, neuron_gates)
@@ -71,6 +71,21 @@ def test_plain_onnxruntime_gives_the_sparse_models_token_embeddings(make_encoder
     with torch.no_grad():
         expected = encoder.backbone(**batch).last_hidden_state
     torch.testing.assert_close(run_fresh(directory, MODEL_FILE, tmp_path), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["roberta", "distilbert", "mpnet"])
+def test_backbones_whose_tokenizers_make_no_token_types(make_encoder, tmp_path, kind):
+    """The graph takes the inputs the model's tokenizer makes: no `token_type_ids` here."""
+    import onnx
+
+    encoder = sliced(make_encoder, *STRUCTURES["uneven"], kind=kind)
+    directory = save_sparse_encoder(encoder, tmp_path / "model", onnx="fp32")
+    graph = onnx.load(str(directory / "onnx" / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
+    with torch.no_grad():
+        expected = encoder.backbone(**encoder.tokenize(TEXTS)).last_hidden_state
+    hidden = run_fresh(directory, "onnx/model.onnx", tmp_path)
+    torch.testing.assert_close(hidden, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_int8_is_an_option_and_stays_close(make_encoder, tmp_path):
