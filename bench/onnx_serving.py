@@ -1,0 +1,208 @@
+"""Serving speed of a pruned MiniLM on this CPU (issue 15): dense PyTorch against pruned PyTorch,
+pruned ONNX and pruned int8 ONNX, each with its STS average. Prints figures; not a test.
+
+    sparsecse-prune model=minilm pooler=avg pruning.head_sparsity=0.5 pruning.ffn_sparsity=0.5 \\
+        "tasks=[]" onnx=int8 output_dir=/tmp/minilm-50
+    python bench/onnx_serving.py --model /tmp/minilm-50
+    python bench/onnx_serving.py --model /tmp/minilm-50 --no-sts --rounds 5
+
+Two settings:
+- fixed batches of 128 x 32 random tokens through the bare model (PyTorch forward, or one ONNX
+  Runtime `run`);
+- STS-B dev's 3,000 sentences, batch 64, through the path users take: `SentenceTransformer.encode`
+  for PyTorch, and for ONNX the same steps (sort by length, tokenise each batch, run, mean-pool).
+
+The PyTorch rows are split into tokenisation, the model's forward and the rest of `encode`
+(sorting, pooling, copies), to show where the time goes that pruning cannot remove; `--profile`
+adds torch.profiler's top operators of one pruned `encode`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+from sentence_transformers import SentenceTransformer
+from transformers import AutoTokenizer
+
+from sparsecse.evaluation.sts import evaluate_sts, read_stsb
+from sparsecse.paths import default_data_dir, resolve_model_path
+
+
+class OnnxEncoder:
+    """A sentence encoder from an export's ONNX graph, with what users need besides it: the
+    tokenizer, and mean pooling over the real tokens (the export's `avg` pooler)."""
+
+    def __init__(self, directory: Path, graph: str, threads: int):
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(
+            str(directory / graph), options, providers=["CPUExecutionProvider"]
+        )
+        self.names = [i.name for i in self.session.get_inputs()]
+        self.tokenizer = AutoTokenizer.from_pretrained(directory)
+
+    def forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(["last_hidden_state"], {n: feeds[n] for n in self.names})[0]
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        order = np.argsort([-len(t) for t in texts], kind="stable")  # as SentenceTransformer.encode
+        chunks = []
+        for start in range(0, len(texts), batch_size):
+            batch = [texts[i] for i in order[start : start + batch_size]]
+            feeds = self.tokenizer(batch, padding=True, truncation=True, return_tensors="np")
+            feeds = {k: v.astype(np.int64) for k, v in feeds.items()}
+            hidden = self.forward(feeds)  # (B, T, H)
+            mask = feeds["attention_mask"][..., None].astype(np.float32)  # (B, T, 1)
+            chunks.append((hidden * mask).sum(1) / mask.sum(1))
+        out = np.concatenate(chunks)
+        unsorted = np.empty_like(out)
+        unsorted[order] = out
+        return unsorted
+
+
+class StageClock:
+    """Seconds spent in a SentenceTransformer's tokenisation (its Transformer module's `preprocess`)
+    and in its model's `forward`, by wrapping both on the instances; the rest of `encode` is the
+    difference to its wall time. (sentence-transformers 6 calls `model.forward` directly, so module
+    hooks would not see it.)"""
+
+    def __init__(self, model: SentenceTransformer):
+        self.tokenize = self.forward = 0.0
+        module = model[0]
+        module.preprocess = self._timed(module.preprocess, "tokenize")
+        module.model.forward = self._timed(module.model.forward, "forward")
+
+    def _timed(self, function: Callable, stage: str) -> Callable:
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                setattr(self, stage, getattr(self, stage) + time.perf_counter() - start)
+
+        return run
+
+    def reset(self) -> None:
+        self.tokenize = self.forward = 0.0
+
+
+def timed(run: Callable[[], object], repeats: int) -> float:
+    run()  # warm-up: first-call allocations, ONNX Runtime's lazy initialisation
+    start = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path, help="an export with onnx/ (onnx=int8)")
+    parser.add_argument("--dense", default="minilm")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--rounds", type=int, default=3, help="median of this many interleaved rounds")
+    parser.add_argument("--repeats", type=int, default=5, help="fixed batches timed per round")
+    parser.add_argument("--no-sts", action="store_true", help="skip the STS averages")
+    parser.add_argument("--profile", action="store_true", help="top operators of one encode, both models")
+    args = parser.parse_args()
+    threads = torch.get_num_threads()
+    data_dir = Path(args.data_dir or default_data_dir())
+    dense = SentenceTransformer(resolve_model_path(args.dense), device="cpu")
+    pruned = SentenceTransformer(str(args.model), device="cpu", trust_remote_code=True)
+    clocks = {"dense PyTorch": StageClock(dense), "pruned PyTorch": StageClock(pruned)}
+    onnx = {
+        "pruned ONNX": OnnxEncoder(args.model, "onnx/model.onnx", threads),
+        "pruned int8 ONNX": OnnxEncoder(args.model, "onnx/model_qint8.onnx", threads),
+    }
+    names = [*clocks, *onnx]
+
+    torch.manual_seed(0)
+    ids = torch.randint(1000, 30000, (128, 32))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    batch["token_type_ids"] = torch.zeros_like(ids)
+    feeds = {k: v.numpy() for k, v in batch.items()}
+    stsb = read_stsb(data_dir, "dev")
+    sentences = stsb.sent1 + stsb.sent2
+
+    def fixed(name: str) -> Callable[[], object]:
+        if name in onnx:
+            return lambda: onnx[name].forward(feeds)
+        model = (dense if name == "dense PyTorch" else pruned)[0].auto_model
+
+        def forward():
+            with torch.no_grad():
+                return model(**batch)
+
+        return forward
+
+    def real(name: str) -> Callable[[], object]:
+        if name in onnx:
+            return lambda: onnx[name].encode(sentences, batch_size=64)
+        model = dense if name == "dense PyTorch" else pruned
+        return lambda: model.encode(sentences, batch_size=64)
+
+    fixed_s = {n: [] for n in names}
+    real_s = {n: [] for n in names}
+    stages = {n: [] for n in clocks}
+    with torch.no_grad():
+        for _ in range(args.rounds):  # interleaved, so that drifts in the machine's speed hit all of them
+            for name in names:
+                fixed_s[name].append(timed(fixed(name), args.repeats))
+                encode = real(name)
+                encode()  # warm-up
+                if name in clocks:
+                    clocks[name].reset()
+                start = time.perf_counter()
+                encode()
+                real_s[name].append(time.perf_counter() - start)
+                if name in clocks:
+                    stages[name].append((clocks[name].tokenize, clocks[name].forward, real_s[name][-1]))
+
+    sts = {}
+    if not args.no_sts:
+        for name in names:
+            if name in onnx:
+                encode = onnx[name].encode
+            else:
+                encode = dense.encode if name == "dense PyTorch" else pruned.encode
+            embed = lambda texts, e=encode: torch.from_numpy(e(texts, batch_size=128))  # noqa: E731
+            sts[name] = evaluate_sts(embed, data_dir)
+
+    base_fixed = statistics.median(fixed_s["dense PyTorch"])
+    base_real = statistics.median(real_s["dense PyTorch"])
+    print(f"{args.model} against {args.dense}; CPU, {threads} threads (torch and ONNX Runtime); "
+          f"median of {args.rounds} interleaved rounds")  # fmt: skip
+    print("| variant | fixed 128 x 32: sentences/s | speed-up | STS-B dev, encode, batch 64: sentences/s "
+          "| speed-up | STS avg (7 tasks) |")  # fmt: skip
+    print("| --- | --: | --: | --: | --: | --: |")
+    for name in names:
+        f, r = statistics.median(fixed_s[name]), statistics.median(real_s[name])
+        score = f"{sts[name]['sts_avg']:.2f}" if name in sts else "-"
+        print(f"| {name} | {128 / f:.1f} | {base_fixed / f:.2f}x | {len(sentences) / r:.1f} "
+              f"| {base_real / r:.2f}x | {score} |")  # fmt: skip
+    print()
+    print("Where PyTorch's `encode` time goes (STS-B dev, median round, seconds):")
+    for name, rows in stages.items():
+        tokenize, forward, total = sorted(rows, key=lambda row: row[2])[len(rows) // 2]
+        print(f"  {name}: total {total:.2f} = tokenise {tokenize:.2f} + forward {forward:.2f} "
+              f"+ rest {total - tokenize - forward:.2f}")  # fmt: skip
+    if args.profile:
+        for name, model in (("dense PyTorch", dense), ("pruned PyTorch", pruned)):
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+                model.encode(sentences, batch_size=64)
+            print(f"\n{name}: top operators of one encode (self CPU time)")
+            print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+    if sts:
+        print()
+        for name, scores in sts.items():
+            print(f"  {name}: " + " ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+
+
+if __name__ == "__main__":
+    main()
