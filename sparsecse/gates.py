@@ -1,10 +1,10 @@
 """The units SparseCSE removes (METHOD.md section 3): where they live in a layer, their gates and
 masks, and how many parameters are left.
 
-This file is the one place that knows where a layer keeps its units (BERT, RoBERTa, DistilBERT and
-MPNet: `Layout`). A head owns d rows of the query, key and value projections and d input columns of
-the attention output projection; an FFN neuron owns one row of the FFN's input projection and one
-input column of its output projection.
+This file is the one place that knows where a layer keeps its units (BERT, RoBERTa, DistilBERT,
+MPNet and ModernBERT: `Layout`). A head owns d rows of the query, key and value projections and d
+input columns of the attention output projection; an FFN neuron owns one row of the FFN's input
+projection (and one of a GLU's gate) and one input column of its output projection.
 
 transformers 5 has no `head_mask` (an unknown keyword is silently ignored) and no `prune_heads`, so
 a gate multiplies its unit's slice of the input of the layer's output projection: a head's slice of
@@ -17,6 +17,7 @@ Standalone (torch only): `surgery.py` imports it, and both travel with exported 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,34 +28,50 @@ from torch import Tensor, nn
 class Layout:
     """Where one architecture's layer keeps its units, as paths of modules within the layer."""
 
-    head_rows: tuple[str, str, str]  # query, key, value projections, each (H d, hidden)
+    head_rows: tuple[str, ...]  # query, key, value projections, (H d, hidden) each, or one fused
     head_columns: str  # attention output projection, (hidden, H d)
     neuron_rows: str  # FFN input projection, (F, hidden)
     neuron_columns: str  # FFN output projection, (hidden, F)
-    attention: str  # the module that records the head count and head size
-    head_count: str  # its attribute holding the head count
+    attention: str  # the attention module, which knows the head size
+    head_size: str = "attention_head_size"  # its attribute holding the head size
+    head_count: str | None = "num_attention_heads"  # the one holding the head count (None: it has none)
+    head_blocks: int = 1  # blocks of rows per `head_rows` projection, each laid out head by head
+    neuron_blocks: int = 1  # blocks of rows of the FFN input projection, each laid out neuron by neuron
 
 
 BERT = Layout(
     ("attention.self.query", "attention.self.key", "attention.self.value"),
-    "attention.output.dense", "intermediate.dense", "output.dense", "attention.self", "num_attention_heads",
+    "attention.output.dense", "intermediate.dense", "output.dense", "attention.self",
 )  # fmt: skip
 DISTILBERT = Layout(
     ("attention.q_lin", "attention.k_lin", "attention.v_lin"),
-    "attention.out_lin", "ffn.lin1", "ffn.lin2", "attention", "n_heads",
+    "attention.out_lin", "ffn.lin1", "ffn.lin2", "attention", head_count="n_heads",
 )  # fmt: skip
 MPNET = Layout(
     ("attention.attn.q", "attention.attn.k", "attention.attn.v"),
-    "attention.attn.o", "intermediate.dense", "output.dense", "attention.attn", "num_attention_heads",
+    "attention.attn.o", "intermediate.dense", "output.dense", "attention.attn",
+)  # fmt: skip
+# ModernBERT fuses q, k and v into one projection (3 blocks: all heads' q rows, then k, then v) and
+# its GLU FFN fuses the input and the gate (2 blocks: a neuron owns one row of each).
+MODERNBERT = Layout(
+    ("attn.Wqkv",), "attn.Wo", "mlp.Wi", "mlp.Wo", "attn",
+    head_size="head_dim", head_count=None, head_blocks=3, neuron_blocks=2,
 )  # fmt: skip
 # By the class of a transformer layer (transformers' names), and by model type: the path from the
-# backbone to its layers and the config key of the FFN size.
-LAYER_LAYOUTS = {"BertLayer": BERT, "RobertaLayer": BERT, "TransformerBlock": DISTILBERT, "MPNetLayer": MPNET}
+# backbone to its layers, the config key of the FFN size, and whether it has a pooler (MLP) layer.
+LAYER_LAYOUTS = {
+    "BertLayer": BERT,
+    "RobertaLayer": BERT,
+    "TransformerBlock": DISTILBERT,
+    "MPNetLayer": MPNET,
+    "ModernBertEncoderLayer": MODERNBERT,
+}
 ARCHITECTURES = {
-    "bert": ("encoder.layer", "intermediate_size"),
-    "roberta": ("encoder.layer", "intermediate_size"),
-    "distilbert": ("transformer.layer", "hidden_dim"),
-    "mpnet": ("encoder.layer", "intermediate_size"),
+    "bert": ("encoder.layer", "intermediate_size", True),
+    "roberta": ("encoder.layer", "intermediate_size", True),
+    "distilbert": ("transformer.layer", "hidden_dim", False),
+    "mpnet": ("encoder.layer", "intermediate_size", True),
+    "modernbert": ("layers", "intermediate_size", False),
 }
 SPARSE_PREFIX = "sparsecse_"  # this project's sliced version of an architecture: `sparsecse_<type>`
 SUPPORTED_MODEL_TYPES = (*ARCHITECTURES, *(SPARSE_PREFIX + kind for kind in ARCHITECTURES))
@@ -68,6 +85,11 @@ def architecture(config) -> str:
 def ffn_size(config) -> int:
     """The FFN width a config records (DistilBERT calls it `hidden_dim`)."""
     return getattr(config, ARCHITECTURES[architecture(config)][1])
+
+
+def has_pooler(config) -> bool:
+    """Whether the architecture has a pooler (MLP) layer (DistilBERT and ModernBERT have none)."""
+    return ARCHITECTURES[architecture(config)][2]
 
 
 def layout(layer: nn.Module) -> Layout:
@@ -91,42 +113,58 @@ def replace_linear(layer: nn.Module, path: str, new: nn.Linear) -> None:
     setattr(layer.get_submodule(parent), name, new)
 
 
+def unit_rows(units: Sequence[int], size: int, total: int, blocks: int = 1) -> Tensor:
+    """The rows that `units` own in a projection of `blocks` blocks, each of `total` units of `size`
+    consecutive rows: (blocks * len(units) * size,), block by block, in the order of `units`."""
+    rows = (torch.as_tensor(list(units), dtype=torch.long)[:, None] * size + torch.arange(size)).flatten()
+    return torch.cat([block * total * size + rows for block in range(blocks)])
+
+
 def head_size(layer: nn.Module) -> int:
-    return layer.get_submodule(layout(layer).attention).attention_head_size
+    where = layout(layer)
+    return getattr(layer.get_submodule(where.attention), where.head_size)
 
 
 def set_head_count(layer: nn.Module, heads: int) -> None:
     """Tell the attention module how many heads its (sliced) projections now hold."""
     where = layout(layer)
     attention = layer.get_submodule(where.attention)
-    setattr(attention, where.head_count, heads)
+    if where.head_count is not None:
+        setattr(attention, where.head_count, heads)
     if hasattr(attention, "all_head_size"):
-        attention.all_head_size = heads * attention.attention_head_size
+        attention.all_head_size = heads * head_size(layer)
 
 
 def layer_structure(layer: nn.Module) -> tuple[int, int]:
     """(heads, FFN neurons) of one layer, read from its weights."""
     where = layout(layer)
-    heads = linear(layer, where.head_rows[0]).out_features // head_size(layer)
-    return heads, linear(layer, where.neuron_rows).out_features
+    heads = linear(layer, where.head_rows[0]).out_features // (where.head_blocks * head_size(layer))
+    return heads, linear(layer, where.neuron_rows).out_features // where.neuron_blocks
 
 
 def head_count_recorded(layer: nn.Module) -> int:
     """The head count the attention module believes it has (must agree with its weights)."""
     where = layout(layer)
+    if where.head_count is None:  # the module reads it off its weights' shapes
+        return layer_structure(layer)[0]
     attention = layer.get_submodule(where.attention)
     heads = getattr(attention, where.head_count)
-    assert getattr(attention, "all_head_size", heads * attention.attention_head_size) == (
-        heads * attention.attention_head_size
-    )
+    assert getattr(attention, "all_head_size", heads * head_size(layer)) == heads * head_size(layer)
     return heads
 
 
 def parameters_per_unit(layer: nn.Module) -> tuple[int, int]:
     """(parameters a head owns, parameters a neuron owns) in this layer, biases included."""
-    d, hidden = head_size(layer), linear(layer, layout(layer).head_columns).out_features
-    per_head = 3 * (hidden * d + d) + d * hidden  # q, k, v rows (+ biases) and output columns
-    per_neuron = hidden + 1 + hidden  # FFN input row (+ bias) and output column
+    where, d = layout(layer), head_size(layer)
+
+    def per_row(path: str) -> int:  # one row's weights and its bias
+        module = linear(layer, path)
+        return module.in_features + (module.bias is not None)
+
+    per_head = sum(where.head_blocks * d * per_row(path) for path in where.head_rows)
+    per_head += d * linear(layer, where.head_columns).out_features  # output-projection columns
+    per_neuron = where.neuron_blocks * per_row(where.neuron_rows)
+    per_neuron += linear(layer, where.neuron_columns).out_features  # its output-projection column
     return per_head, per_neuron
 
 

@@ -188,7 +188,7 @@ class Scorer:
 
 def weight_magnitude_scores(backbone: nn.Module) -> dict[str, list[Tensor]]:
     """Baseline importances from the weights alone: a head's or neuron's L2 norm over every
-    weight it owns (its q/k/v rows and output-projection columns; its FFN row and column)."""
+    weight it owns (its q/k/v rows and output-projection columns; its FFN rows and column)."""
     heads, neurons = [], []
     for layer in encoder_layers(backbone):
         size, where = head_size(layer), layout(layer)
@@ -196,11 +196,12 @@ def weight_magnitude_scores(backbone: nn.Module) -> dict[str, list[Tensor]]:
             path: linear(layer, path).weight.detach().float().pow(2)
             for path in (*where.head_rows, where.head_columns, where.neuron_rows, where.neuron_columns)
         }
-        rows = sum(squares[path].unflatten(0, (-1, size)).sum((1, 2)) for path in where.head_rows)  # (H,)
+        blocks = (where.head_blocks, -1, size)
+        rows = sum(squares[path].unflatten(0, blocks).sum((0, 2, 3)) for path in where.head_rows)  # (H,)
         columns = squares[where.head_columns].unflatten(1, (-1, size)).sum((0, 2))  # (H,)
         heads.append((rows + columns).sqrt())
-        ffn = squares[where.neuron_rows].sum(1) + squares[where.neuron_columns].sum(0)  # (F,)
-        neurons.append(ffn.sqrt())
+        ffn_rows = squares[where.neuron_rows].unflatten(0, (where.neuron_blocks, -1)).sum((0, 2))  # (F,)
+        neurons.append((ffn_rows + squares[where.neuron_columns].sum(0)).sqrt())
     return {"heads": heads, "neurons": neurons}
 
 

@@ -108,7 +108,7 @@ def max_seq_length(encoder: SentenceEncoder) -> int:
 def write_sentence_transformers(encoder: SentenceEncoder, directory: Path) -> None:
     modules = st_modules(encoder)
     st_config = {"max_seq_length": max_seq_length(encoder), "do_lower_case": False}
-    no_mlp = pooling_layer_kwargs(encoder.backbone.config, False)  # DistilBERT has no MLP to leave out
+    no_mlp = pooling_layer_kwargs(encoder.backbone.config, False)  # {} where there is no MLP to leave out
     if getattr(encoder.backbone, "pooler", None) is None and no_mlp:  # saved without the MLP: don't build one
         st_config["model_args"] = no_mlp
     if modules[0][0] == "WeightedLayerPooling":

@@ -3,9 +3,9 @@ that travel with exported weights.
 
 The layers are sliced in place (dtype and device kept), the kept ORIGINAL indices are recorded in the
 config as `kept_heads` / `kept_neurons`, and the backbone becomes a `SparseBertModel`,
-`SparseRobertaModel`, `SparseDistilBertModel` or `SparseMPNetModel`: the dense architecture built
-from the config, then sliced to that structure, so that `from_pretrained` finds weights of matching
-shapes.
+`SparseRobertaModel`, `SparseDistilBertModel`, `SparseMPNetModel` or `SparseModernBertModel`: the
+dense architecture built from the config, then sliced to that structure, so that `from_pretrained`
+finds weights of matching shapes.
 
 Standalone (torch, transformers and `gates.py` beside it): the export copies this file and
 `gates.py` next to the weights, where `trust_remote_code=True` loads them without the sparsecse
@@ -26,6 +26,8 @@ from transformers import (
     BertModel,
     DistilBertConfig,
     DistilBertModel,
+    ModernBertConfig,
+    ModernBertModel,
     MPNetConfig,
     MPNetModel,
     PreTrainedModel,
@@ -36,9 +38,9 @@ from transformers import (
 from .gates import (
     MPNET,
     SPARSE_PREFIX,
-    architecture,
     encoder_layers,
     ffn_size,
+    has_pooler,
     head_count_recorded,
     head_size,
     layer_structure,
@@ -46,6 +48,7 @@ from .gates import (
     linear,
     replace_linear,
     set_head_count,
+    unit_rows,
 )
 
 
@@ -84,12 +87,14 @@ def _checked(keep: Sequence[int], total: int, what: str) -> list[int]:
 def prune_layer_heads(layer: nn.Module, keep: Sequence[int]) -> None:
     """Keep only the heads `keep` (indices among the layer's current heads) of a layer."""
     size, where = head_size(layer), layout(layer)
-    keep = _checked(keep, layer_structure(layer)[0], "head")
+    heads = layer_structure(layer)[0]
+    keep = _checked(keep, heads, "head")
     assert keep, "a layer must keep at least one attention head (CUDA SDPA fails on zero heads)"
-    index = (torch.tensor(keep)[:, None] * size + torch.arange(size)).flatten()  # (H_kept * d,)
+    rows = unit_rows(keep, size, heads, where.head_blocks)  # (blocks * H_kept * d,)
     for path in where.head_rows:
-        replace_linear(layer, path, slice_linear(linear(layer, path), index, dim=0))
-    replace_linear(layer, where.head_columns, slice_linear(linear(layer, where.head_columns), index, dim=1))
+        replace_linear(layer, path, slice_linear(linear(layer, path), rows, dim=0))
+    columns = unit_rows(keep, size, heads)  # (H_kept * d,)
+    replace_linear(layer, where.head_columns, slice_linear(linear(layer, where.head_columns), columns, dim=1))
     set_head_count(layer, len(keep))
     if where is MPNET:
         select_position_bias_heads(layer.get_submodule(where.attention), keep)
@@ -100,9 +105,12 @@ def prune_layer_neurons(layer: nn.Module, keep: Sequence[int]) -> None:
 
     Keeping none is allowed: the FFN then adds only its output projection's bias.
     """
-    where = layout(layer)
-    index = torch.tensor(_checked(keep, layer_structure(layer)[1], "neuron"), dtype=torch.long)
-    for path, dim in ((where.neuron_rows, 0), (where.neuron_columns, 1)):
+    where, neurons = layout(layer), layer_structure(layer)[1]
+    keep = _checked(keep, neurons, "neuron")
+    for path, index, dim in (
+        (where.neuron_rows, unit_rows(keep, 1, neurons, where.neuron_blocks), 0),  # (blocks * F_kept,)
+        (where.neuron_columns, unit_rows(keep, 1, neurons), 1),  # (F_kept,)
+    ):
         replace_linear(layer, path, slice_linear(linear(layer, path), index, dim=dim))
 
 
@@ -211,6 +219,13 @@ class SparseMPNetConfig(SparseConfigMixin, MPNetConfig):
     kept_neurons: list[list[int]] | None = None
 
 
+class SparseModernBertConfig(SparseConfigMixin, ModernBertConfig):
+    model_type = "sparsecse_modernbert"
+
+    kept_heads: list[list[int]] | None = None
+    kept_neurons: list[list[int]] | None = None
+
+
 class SparseBertModel(BertModel):
     config_class = SparseBertConfig
 
@@ -243,11 +258,20 @@ class SparseMPNetModel(MPNetModel):
         shrink_to_config(self)
 
 
+class SparseModernBertModel(ModernBertModel):  # ModernBERT has no pooler layer
+    config_class = SparseModernBertConfig
+
+    def __init__(self, config: SparseModernBertConfig):
+        super().__init__(config)
+        shrink_to_config(self)
+
+
 SPARSE_CLASSES = {
     "bert": (SparseBertConfig, SparseBertModel),
     "roberta": (SparseRobertaConfig, SparseRobertaModel),
     "distilbert": (SparseDistilBertConfig, SparseDistilBertModel),
     "mpnet": (SparseMPNetConfig, SparseMPNetModel),
+    "modernbert": (SparseModernBertConfig, SparseModernBertModel),
 }
 assert all(c.model_type == SPARSE_PREFIX + kind for kind, (c, _) in SPARSE_CLASSES.items())
 
@@ -266,6 +290,7 @@ DENSE_CLASSES = {
     "roberta": RobertaModel,
     "distilbert": DistilBertModel,
     "mpnet": MPNetModel,
+    "modernbert": ModernBertModel,
 }
 
 
@@ -274,9 +299,9 @@ def is_sparse(config) -> bool:
 
 
 def pooling_layer_kwargs(config, add_pooling_layer: bool) -> dict[str, bool]:
-    """The `add_pooling_layer` keyword for building a backbone: none for DistilBERT, which has no
-    pooler layer (and refuses the keyword)."""
-    return {} if architecture(config) == "distilbert" else {"add_pooling_layer": add_pooling_layer}
+    """The `add_pooling_layer` keyword for building a backbone: none for DistilBERT and ModernBERT,
+    which have no pooler layer (and refuse the keyword)."""
+    return {"add_pooling_layer": add_pooling_layer} if has_pooler(config) else {}
 
 
 def to_sparse_class(backbone: PreTrainedModel) -> PreTrainedModel:

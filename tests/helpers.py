@@ -16,6 +16,7 @@ from transformers import (
     BertModel,
     DistilBertConfig,
     DistilBertTokenizerFast,
+    ModernBertConfig,
     MPNetConfig,
     MPNetTokenizerFast,
     RobertaConfig,
@@ -42,7 +43,7 @@ def tiny_bert(seed: int = 0, with_pooler: bool = True, **overrides) -> BertModel
     return BertModel(config, add_pooling_layer=with_pooler).eval()
 
 
-BACKBONES = ("bert", "roberta", "distilbert", "mpnet")
+BACKBONES = ("bert", "roberta", "distilbert", "mpnet", "modernbert")
 
 
 def tiny_backbone(kind: str, seed: int = 0, with_pooler: bool = True, **overrides):
@@ -55,6 +56,12 @@ def tiny_backbone(kind: str, seed: int = 0, with_pooler: bool = True, **override
     if kind == "distilbert":
         config = DistilBertConfig(vocab_size=30522, dim=32, n_layers=2, n_heads=4, hidden_dim=64, **overrides)
         return AutoModel.from_config(config).eval()
+    if kind == "modernbert":  # layer 0 global attention, layer 1 a sliding window shorter than the texts
+        special = {"pad_token_id": 0, "cls_token_id": 101, "sep_token_id": 102, "bos_token_id": 101,
+                   "eos_token_id": 102}  # fmt: skip
+        window = {"global_attn_every_n_layers": 2, "local_attention": 4}
+        config = ModernBertConfig(vocab_size=30522, **sizes, **special, **{**window, **overrides})
+        return AutoModel.from_config(config).eval()
     if kind == "roberta":  # pad id 0, as the tokenizer below (RoBERTa's own BPE is not on disk here)
         config = RobertaConfig(vocab_size=30522, pad_token_id=0, **sizes, **overrides)
     else:
@@ -64,7 +71,7 @@ def tiny_backbone(kind: str, seed: int = 0, with_pooler: bool = True, **override
 
 def tokenizer_for(kind: str, bert_tokenizer):
     """The MiniLM WordPiece vocabulary with the tokenizer class of `kind`: without token type ids,
-    except for BERT (as RoBERTa's, DistilBERT's and MPNet's own tokenizers)."""
+    except for BERT (as the other architectures' own tokenizers)."""
     if kind == "bert":
         return bert_tokenizer
     cls = MPNetTokenizerFast if kind == "mpnet" else DistilBertTokenizerFast

@@ -120,7 +120,8 @@ def test_unstructured_masks_cover_every_layer_linear(make_encoder, kind):
     encoder = make_encoder("avg", kind=kind)
     sparsifier = Sparsifier(granularity="unstructured", score="weight_magnitude")
     sparsifier.attach(encoder)
-    assert len(encoder.masks.linears) == 6 * len(encoder_layers(encoder.backbone))  # q k v o, FFN in, out
+    per_layer = 4 if kind == "modernbert" else 6  # q k v o FFN-in FFN-out; ModernBERT fuses q k v
+    assert len(encoder.masks.linears) == per_layer * len(encoder_layers(encoder.backbone))
     event = PruningEvent("step", 1, weight_sparsity=0.3)
     summary = sparsifier.apply(encoder, event, sparsifier.importance(encoder, iter([])))
     assert abs(summary["prune/weight_sparsity"] - 0.3) < 1e-3

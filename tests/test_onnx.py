@@ -73,7 +73,7 @@ def test_plain_onnxruntime_gives_the_sparse_models_token_embeddings(make_encoder
     torch.testing.assert_close(run_fresh(directory, MODEL_FILE, tmp_path), expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["roberta", "distilbert", "mpnet"])
+@pytest.mark.parametrize("kind", ["roberta", "distilbert", "mpnet", "modernbert"])
 def test_backbones_whose_tokenizers_make_no_token_types(make_encoder, tmp_path, kind):
     """The graph takes the inputs the model's tokenizer makes: no `token_type_ids` here."""
     import onnx
@@ -82,10 +82,14 @@ def test_backbones_whose_tokenizers_make_no_token_types(make_encoder, tmp_path, 
     directory = save_sparse_encoder(encoder, tmp_path / "model", onnx="fp32")
     graph = onnx.load(str(directory / "onnx" / "model.onnx")).graph
     assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
+    batch = encoder.tokenize(TEXTS)
     with torch.no_grad():
-        expected = encoder.backbone(**encoder.tokenize(TEXTS)).last_hidden_state
+        expected = encoder.backbone(**batch).last_hidden_state
     hidden = run_fresh(directory, "onnx/model.onnx", tmp_path)
-    torch.testing.assert_close(hidden, expected, rtol=1e-4, atol=1e-5)
+    # Real tokens only: at padding positions (which no pooler reads) PyTorch's SDPA under ModernBERT's
+    # sliding-window mask gives other values than its own eager attention; the graph matches eager.
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(hidden[real], expected[real], rtol=1e-4, atol=1e-5)
 
 
 def test_int8_is_an_option_and_stays_close(make_encoder, tmp_path):
