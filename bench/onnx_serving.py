@@ -187,6 +187,10 @@ def main() -> None:
         print(f"| {name} | {128 / f:.1f} | {base_fixed / f:.2f}x | {len(sentences) / r:.1f} "
               f"| {base_real / r:.2f}x | {score} |")  # fmt: skip
     print()
+    print("Every round, STS-B dev through encode (sentences/s):")
+    for name in names:
+        print(f"  {name}: " + ", ".join(f"{len(sentences) / r:.1f}" for r in real_s[name]))
+    print()
     print("Where PyTorch's `encode` time goes (STS-B dev, median round, seconds):")
     for name, rows in stages.items():
         tokenize, forward, total = sorted(rows, key=lambda row: row[2])[len(rows) // 2]
