@@ -142,3 +142,30 @@ def test_distilbert_has_no_mlp_for_the_cls_pooler(make_encoder, tmp_path):
     make_encoder("avg", kind="distilbert").tokenizer.save_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="^pooler: `cls` needs the backbone's pooler"):
         load_encoder(tmp_path, pooler="cls")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["distilbert", "mpnet", "modernbert"])
+def test_a_pruning_run_trains_exports_and_reloads(make_encoder, kind, tmp_path, toy_senteval_dir):
+    from helpers import compose_train, pruning_run
+
+    from train import train
+
+    encoder = make_encoder("avg", kind=kind)
+    model = tmp_path / "base"
+    encoder.backbone.save_pretrained(model)
+    encoder.tokenizer.save_pretrained(model)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"sentence {i} is about topic {i % 3} .\n" for i in range(8)))
+    cfg = compose_train(pruning_run(tmp_path / "run", toy_senteval_dir, model, corpus, "trainer.max_epochs=2",
+                                    "pruning.schedule=[{step:2}]", "pruning.head_sparsity=0.5",
+                                    "pruning.ffn_sparsity=0.25", "model.encoder.pooler=avg",
+                                    "save_model=true"))  # fmt: skip
+    results = train(cfg)
+    sparsity = results["sparsity"]
+    assert (sparsity["prune/head_sparsity"], sparsity["prune/ffn_sparsity"]) == (0.5, 0.25)
+    exported = load_encoder(tmp_path / "run" / "model")
+    assert type(exported.backbone) is surgery.SPARSE_CLASSES[kind][1]
+    assert sum(structure(exported.backbone)["heads"]) == 4 and sum(structure(exported.backbone)["ffn"]) == 96
+    from_checkpoint = load_encoder(results["checkpoints"]["best"])
+    assert (from_checkpoint.encode(TEXTS) - exported.encode(TEXTS)).abs().max() < 1e-5
