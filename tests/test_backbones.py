@@ -24,35 +24,31 @@ REMOVED_HEADS = [[0, 1, 3], [2]]
 REMOVED_NEURONS = [list(range(0, 64, 3)), list(range(64))]
 
 
-def skip_without_sdpa(kind: str, attn: str) -> None:
-    if kind == "mpnet" and attn == "sdpa":
-        pytest.skip("transformers' MPNet has eager attention only (the loaders fall back to it)")
-
-
 def gate_off(encoder) -> None:
     encoder.gates = UnitGates(encoder.backbone)
     for gate, removed in zip(encoder.gates.heads + encoder.gates.neurons, REMOVED_HEADS + REMOVED_NEURONS):
         gate[removed] = 0
 
 
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-@pytest.mark.parametrize("kind", BACKBONES)
-def test_gates_at_one_are_the_plain_model_bit_for_bit(make_encoder, kind, attn):
-    skip_without_sdpa(kind, attn)
+@pytest.fixture(params=[(kind, attn) for kind in BACKBONES for attn in ("eager", "sdpa")], ids=str)
+def plain_run(request, make_encoder):
+    """(encoder, batch, the plain model's embeddings) for each backbone and attention."""
+    kind, attn = request.param
+    if kind == "mpnet" and attn == "sdpa":
+        pytest.skip("transformers' MPNet has eager attention only (the loaders fall back to it)")
     encoder = make_encoder("avg", kind=kind, attn_implementation=attn)
     batch = encoder.tokenize(TEXTS)
-    plain = encoder(**batch)
+    return encoder, batch, encoder(**batch)
+
+
+def test_gates_at_one_are_the_plain_model_bit_for_bit(plain_run):
+    encoder, batch, plain = plain_run
     encoder.gates = UnitGates(encoder.backbone)
     assert torch.equal(encoder(**batch), plain)
 
 
-@pytest.mark.parametrize("attn", ["eager", "sdpa"])
-@pytest.mark.parametrize("kind", BACKBONES)
-def test_the_sliced_model_is_the_gated_one(make_encoder, kind, attn):
-    skip_without_sdpa(kind, attn)
-    encoder = make_encoder("avg", kind=kind, attn_implementation=attn)
-    batch = encoder.tokenize(TEXTS)
-    plain = encoder(**batch)
+def test_the_sliced_model_is_the_gated_one(plain_run):
+    encoder, batch, plain = plain_run
     gate_off(encoder)
     gated = encoder(**batch)
     assert (gated - plain).abs().max() > 1e-3  # the gates did remove something
