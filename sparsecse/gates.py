@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -57,8 +58,7 @@ MODERNBERT = Layout(
     ("attn.Wqkv",), "attn.Wo", "mlp.Wi", "mlp.Wo", "attn",
     head_size="head_dim", head_count=None, head_blocks=3, neuron_blocks=2,
 )  # fmt: skip
-# By the class of a transformer layer (transformers' names), and by model type: the path from the
-# backbone to its layers, the config key of the FFN size, and whether it has a pooler (MLP) layer.
+# By the class of a transformer layer (transformers' names).
 LAYER_LAYOUTS = {
     "BertLayer": BERT,
     "RobertaLayer": BERT,
@@ -66,12 +66,23 @@ LAYER_LAYOUTS = {
     "MPNetLayer": MPNET,
     "ModernBertEncoderLayer": MODERNBERT,
 }
-ARCHITECTURES = {
-    "bert": ("encoder.layer", "intermediate_size", True),
-    "roberta": ("encoder.layer", "intermediate_size", True),
-    "distilbert": ("transformer.layer", "hidden_dim", False),
-    "mpnet": ("encoder.layer", "intermediate_size", True),
-    "modernbert": ("layers", "intermediate_size", False),
+
+
+class Architecture(NamedTuple):
+    """What a backbone of one model type looks like around its layers."""
+
+    layers: str  # the path from the backbone to its transformer layers
+    ffn_size: str  # the config key of the FFN width
+    pooler: bool  # whether it has a pooler (MLP) layer
+    positions_after_padding: bool  # position ids start after the padding id (fewer usable positions)
+
+
+ARCHITECTURES = {  # layers, FFN size key, pooler, positions after padding
+    "bert": Architecture("encoder.layer", "intermediate_size", True, False),
+    "roberta": Architecture("encoder.layer", "intermediate_size", True, True),
+    "distilbert": Architecture("transformer.layer", "hidden_dim", False, False),
+    "mpnet": Architecture("encoder.layer", "intermediate_size", True, True),
+    "modernbert": Architecture("layers", "intermediate_size", False, False),
 }
 SPARSE_PREFIX = "sparsecse_"  # this project's sliced version of an architecture: `sparsecse_<type>`
 SUPPORTED_MODEL_TYPES = (*ARCHITECTURES, *(SPARSE_PREFIX + kind for kind in ARCHITECTURES))
@@ -84,12 +95,12 @@ def architecture(config) -> str:
 
 def ffn_size(config) -> int:
     """The FFN width a config records (DistilBERT calls it `hidden_dim`)."""
-    return getattr(config, ARCHITECTURES[architecture(config)][1])
+    return getattr(config, ARCHITECTURES[architecture(config)].ffn_size)
 
 
 def has_pooler(config) -> bool:
     """Whether the architecture has a pooler (MLP) layer (DistilBERT and ModernBERT have none)."""
-    return ARCHITECTURES[architecture(config)][2]
+    return ARCHITECTURES[architecture(config)].pooler
 
 
 def layout(layer: nn.Module) -> Layout:
@@ -101,7 +112,7 @@ def layout(layer: nn.Module) -> Layout:
 
 def encoder_layers(backbone: nn.Module) -> nn.ModuleList:
     """The transformer layers of a supported backbone."""
-    return backbone.get_submodule(ARCHITECTURES[architecture(backbone.config)][0])
+    return backbone.get_submodule(ARCHITECTURES[architecture(backbone.config)].layers)
 
 
 def linear(layer: nn.Module, path: str) -> nn.Linear:

@@ -25,7 +25,15 @@ from transformers import AutoConfig, AutoModel
 from sparsecse import gates, surgery
 from sparsecse.encoder import CHECKPOINT_KEY, Pooler, SentenceEncoder, check_pooler
 from sparsecse.errors import ConfigError
-from sparsecse.gates import SUPPORTED_MODEL_TYPES, UnitGates, WeightMasks, architecture, ffn_size
+from sparsecse.gates import (
+    ARCHITECTURES,
+    SUPPORTED_MODEL_TYPES,
+    UnitGates,
+    WeightMasks,
+    architecture,
+    ffn_size,
+    has_pooler,
+)
 from sparsecse.loading import (
     PICKLE_SUFFIXES,
     attention_for,
@@ -100,7 +108,7 @@ def max_seq_length(encoder: SentenceEncoder) -> int:
     the padding id)."""
     config = encoder.backbone.config
     limit = config.max_position_embeddings
-    if architecture(config) in ("roberta", "mpnet"):
+    if ARCHITECTURES[architecture(config)].positions_after_padding:
         limit -= config.pad_token_id + 1
     return int(min(limit, encoder.tokenizer.model_max_length))
 
@@ -108,9 +116,8 @@ def max_seq_length(encoder: SentenceEncoder) -> int:
 def write_sentence_transformers(encoder: SentenceEncoder, directory: Path) -> None:
     modules = st_modules(encoder)
     st_config = {"max_seq_length": max_seq_length(encoder), "do_lower_case": False}
-    no_mlp = pooling_layer_kwargs(encoder.backbone.config, False)  # {} where there is no MLP to leave out
-    if getattr(encoder.backbone, "pooler", None) is None and no_mlp:  # saved without the MLP: don't build one
-        st_config["model_args"] = no_mlp
+    if getattr(encoder.backbone, "pooler", None) is None and has_pooler(encoder.backbone.config):
+        st_config["model_args"] = {"add_pooling_layer": False}  # saved without the MLP: don't build one
     if modules[0][0] == "WeightedLayerPooling":
         st_config["config_args"] = {"output_hidden_states": True}  # ST then passes on all layers
     _write_json(directory / "sentence_bert_config.json", st_config)

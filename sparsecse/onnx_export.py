@@ -2,7 +2,7 @@
 the safetensors weights), so that the pruned model runs in plain ONNX Runtime without this project.
 
 The graph maps the tokenizer's inputs, (B, T) int64 each (`input_ids`, `attention_mask`, and
-`token_type_ids` where the tokenizer makes them: BERT, not RoBERTa, DistilBERT or MPNet), to
+`token_type_ids` where the tokenizer makes them: BERT's, not the other backbones'), to
 `last_hidden_state` (B, T, H) float32, the token embeddings the poolers average or pick from; its
 batch and sequence axes are dynamic. The per-layer head and neuron counts are baked into the
 weights' shapes, a layer without FFN neurons included. Optional int8 dynamic quantisation (ONNX
