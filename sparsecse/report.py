@@ -44,6 +44,7 @@ LINE_KEYS = ("score", "pruning.score", "pruning")
 SPARSITY_KEYS = ("sparsity", "pruning.head_sparsity", "pruning.weight_sparsity")
 PANEL_KEYS = ("granularity", "pruning.granularity")
 LINE_METRICS = ("sts_avg", "transfer_avg", "alignment", "uniformity")
+BETTER = {"sts_avg": 1, "transfer_avg": 1, "alignment": -1, "uniformity": -1}  # the sign of an improvement
 
 
 @dataclass
@@ -253,7 +254,11 @@ def markdown_table(rows: Sequence[Row], keys: Sequence[str]) -> str | None:
         return None
     header = ["setting", "n", *(LABELS[k] for k in keys)]
     cells = lambda row: [format_cell(k, *row.stats[k]) if k in row.stats else "" for k in keys]  # noqa: E731
-    body = [[row.label.replace("|", r"\|"), str(row.n), *cells(row)] for row in rows]
+    return padded_table(header, [[row.label.replace("|", r"\|"), str(row.n), *cells(row)] for row in rows])
+
+
+def padded_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+    """Markdown whose columns line up in plain text: the first left-aligned, the rest right-aligned."""
     widths = [max(3, *(len(line[i]) for line in [header, *body])) for i in range(len(header))]
     rule = [":" + "-" * (widths[0] - 1), *("-" * (w - 1) + ":" for w in widths[1:])]
     return "\n".join(_table_line(line, widths) for line in [header, rule, *body])
@@ -283,6 +288,7 @@ def format_report(sweep: Sweep) -> str:
         f"Rows group runs by their overrides less `{sweep.seed_key}`; constant overrides: {constant}. "
         "Cells are mean ± sample std over the runs (n); just the mean when n = 1.",
     ]
+    parts += filter(None, [study_section(sweep)])
     tables = [(title, markdown_table(sweep.rows, keys)) for title, keys in SECTIONS]
     parts += [f"## {title}\n\n{table}" for title, table in tables if table] or ["No finished runs."]
     return "\n\n".join([*parts, failed_section(sweep)]) + "\n"
@@ -364,6 +370,50 @@ def study_lines(sweep: Sweep, metric: str) -> tuple[plots.Lines, list[float]] | 
             panel = panels.setdefault(overrides.get(panel_key, "") if panel_key else "", {})
             panel.setdefault(overrides[line_key], {}).setdefault(float(overrides[x_key]), []).append(value)
     return (panels, reference) if panels else None
+
+
+def study_table(lines: Mapping[str, Mapping[float, Sequence[float]]], metric: str,
+                reference: Sequence[float]) -> str:  # fmt: skip
+    """Score mode against sparsity: mean ± std over seeds, `(n)` where a cell has fewer seeds than the
+    fullest, bold where the mean beats the dense reference (the study's question: does removing the
+    least-contributing fraction p help?)."""
+    sparsities = sorted({p for by_p in lines.values() for p in by_p})
+    most = max(len(values) for by_p in lines.values() for values in by_p.values())
+    dense = statistics.fmean(reference) if reference else None
+
+    def cell(values: Sequence[float] | None) -> str:
+        if not values:
+            return ""
+        mean, std = summarize(values)
+        text = format_cell(metric, mean, std) + (f" ({len(values)})" if len(values) < most else "")
+        better = dense is not None and (mean - dense) * BETTER[metric] > 0
+        return f"**{text}**" if better else text
+
+    header = ["score", *(f"p={p:g}" for p in sparsities)]
+    return padded_table(
+        header, [[label, *(cell(by_p.get(p)) for p in sparsities)] for label, by_p in lines.items()]
+    )
+
+
+def study_section(sweep: Sweep) -> str | None:
+    """The study's tables, one per metric and granularity, with the dense value in the heading; None for
+    a sweep without score modes over sparsities."""
+    tables = []
+    for metric in LINE_METRICS:
+        found = study_lines(sweep, metric)
+        if found is None:
+            continue
+        panels, reference = found
+        dense = f"dense {format_cell(metric, *summarize(reference))}" if reference else "no dense run"
+        for panel, lines in panels.items():
+            title = ", ".join(filter(None, [LABELS.get(metric, metric), panel]))
+            tables.append(f"### {title} ({dense})\n\n{study_table(lines, metric, reference)}")
+    if not tables:
+        return None
+    intro = ("## Score mode against sparsity\n\nCells are mean ± sample std over seeds; (n) marks a cell "
+             "with fewer seeds than the fullest. Bold: better than dense (STS and transfer higher, alignment "
+             "and uniformity lower).")  # fmt: skip
+    return "\n\n".join([intro, *tables])
 
 
 def write_study_figures(sweep: Sweep, output_dir: Path) -> list[Path]:

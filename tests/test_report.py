@@ -235,3 +235,62 @@ def test_cli_exits_2_when_the_output_cannot_be_written(sweep_dir, tmp_path, caps
         main([str(sweep_dir), "--output", str(taken)])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith(f"sparsecse-report: error: output: cannot write {taken}: ")
+
+
+def write_point(root: Path, score: str, p: str, seed: int, sts_avg: float, alignment: float) -> None:
+    """A `sparsecse-study` point: its setting is in results.json, there is no .hydra folder."""
+    folder = root / "structured" / score / f"sparsity={p},seed={seed}"
+    folder.mkdir(parents=True)
+    setting = {"granularity": "structured", "score": score, "sparsity": p, "seed": str(seed)}
+    results = {"setting": setting, "after": {"sts_avg": sts_avg, "alignment": alignment}}
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+@pytest.fixture
+def study_dir(tmp_path) -> Path:
+    root = tmp_path / "study"
+    (root / "dense").mkdir(parents=True)
+    dense = {"setting": {"granularity": "dense", "score": "dense", "sparsity": "0"},
+             "after": {"sts_avg": 70.0, "alignment": 0.30}}  # fmt: skip
+    (root / "dense" / "results.json").write_text(json.dumps(dense))
+    write_point(root, "magnitude", "0.1", 1, 71.0, 0.33)
+    write_point(root, "magnitude", "0.1", 2, 73.0, 0.29)
+    write_point(root, "magnitude", "0.3", 1, 65.0, 0.25)
+    write_point(root, "random", "0.1", 1, 69.0, 0.28)
+    write_point(root, "random", "0.1", 2, 69.0, 0.28)
+    return root
+
+
+def test_a_study_report_has_a_score_by_sparsity_table_per_metric(study_dir):
+    write_report(load_sweep(study_dir))
+    text = (study_dir / "report.md").read_text()
+    sts = text.split("### STS avg, structured (dense 70.00)\n\n")[1].split("\n\n")[0].splitlines()
+    assert [line.replace(" ", "") for line in sts[:1] + sts[2:]] == [
+        "|score|p=0.1|p=0.3|",
+        "|magnitude|**72.00±1.41**|65.00(1)|",  # bold: above dense; (1): fewer seeds than the fullest
+        "|random|69.00±0.00||",  # no point at p=0.3: an empty cell
+    ]
+    alignment = text.split("### alignment, structured (dense 0.300)\n\n")[1].split("\n\n")[0].splitlines()
+    assert [line.replace(" ", "") for line in alignment[2:]] == [
+        "|magnitude|0.310±0.028|**0.250(1)**|",  # lower alignment is better
+        "|random|**0.280±0.000**||",
+    ]
+    assert text.index("## Score mode against sparsity") < text.index("## STS (Spearman × 100)")
+
+
+def test_a_training_sweep_report_has_no_study_tables(sweep_dir):
+    assert "## Score mode against sparsity" not in format_report(load_sweep(sweep_dir))
+
+
+def test_the_study_figure_draws_one_line_per_score_mode_and_dense(study_dir, monkeypatch):
+    from sparsecse import plots
+
+    drawn = {}
+    save = plots._save
+    monkeypatch.setattr(
+        plots, "_save", lambda fig, path: drawn.setdefault(Path(path).name, fig) and save(fig, path)
+    )
+    write_report(load_sweep(study_dir))
+    (axes,) = drawn["sparsity_lines_sts_avg.png"].axes
+    assert axes.get_legend_handles_labels()[1] == ["dense", "magnitude", "random"]
+    assert [list(line.get_ydata()) for line in axes.get_lines()[1:]] == [[72.0, 65.0], [69.0]]
