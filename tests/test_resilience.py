@@ -53,6 +53,16 @@ def test_sweep_and_job_folders_come_from_the_command_line(tmp_path, monkeypatch)
     params = OmegaConf.create({"model.temperature": "0.05,0.1"})
     job = job_name(str(tmp_path), ["seed=1", "pruning.head_sparsity=0.3", "model.temperature=0.1"], params)
     assert job == "model.temperature=0.1,seed=1"
+    # An experiment's sweep over seeds, narrowed to one seed by a later start into the same folder:
+    # its jobs are still named by the seed, beside the earlier seeds' folders, and never collide.
+    narrowed = tmp_path / "narrowed"
+    narrowed.mkdir()
+    OmegaConf.save({"hydra": {"overrides": {"task": ["hydra.sweeper.params.seed='3'"]}}},
+                   narrowed / "multirun.yaml")  # fmt: skip
+    params = OmegaConf.create({"seed": "3", "pruning": "none,demo"})
+    assert job_name(str(narrowed), ["seed=3", "pruning=demo", "pruning.head_sparsity=0.3"], params) == (
+        "pruning=demo,seed=3"
+    )
 
 
 def fault_run(tmp_path: Path, data_dir, model, corpus, *extra: str) -> list[str]:

@@ -80,15 +80,17 @@ def instantiate_dict(entries: DictConfig | None, **extra_for: dict) -> list:
 
 
 def swept_keys(sweep_dir: Path, sweeper_params: DictConfig | None) -> set[str] | None:
-    """Keys given several values in this sweep, on the command line (as `multirun.yaml`, written
-    before the jobs start, records it) or in `hydra.sweeper.params`; None if unknown."""
+    """Keys given several values on this sweep's command line (as `multirun.yaml`, written before the
+    jobs start, records it), and every key of `hydra.sweeper.params` whatever its values: a sweep that
+    an experiment declares over seeds keeps `seed=3` in its folder names when a later start narrows
+    it to that one seed, beside the earlier `seed=1` folders. None if unknown."""
     try:
         command_line = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
     except (OSError, AttributeError):
         return None
     parsed = OverridesParser.create().parse_overrides(list(command_line))
     keys = {o.key_or_group for o in parsed if o.is_sweep_override()}
-    return keys | {k for k, v in (sweeper_params or {}).items() if "," in str(v)}
+    return keys | set(sweeper_params or {})
 
 
 CONF_DIGEST = "conf_digest.json"  # in a sweep folder: the config files its first job was composed from
