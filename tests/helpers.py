@@ -84,6 +84,16 @@ def views(encoder, texts=TEXTS) -> dict[str, torch.Tensor]:
     return {k: torch.stack([v, v]) for k, v in tokens.items()}
 
 
+def write_checkpoint(encoder, path: Path, **meta) -> Path:
+    """A project checkpoint reduced to what loading reads: the encoder's description (`meta`
+    overrides entries) and its backbone tensors."""
+    from sparsecse.encoder import CHECKPOINT_KEY
+
+    state = {f"encoder.backbone.{k}": v for k, v in encoder.backbone.state_dict().items()}
+    torch.save({CHECKPOINT_KEY: {**encoder.describe(), **meta}, "state_dict": state}, path)
+    return path
+
+
 def hashed_bag_of_words(texts, dim: int = 64) -> torch.Tensor:
     """A deterministic toy encoder: each word adds a hash-seeded random vector."""
     out = torch.zeros(len(texts), dim)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import compose_eval, compose_train, cpu_overrides
+from helpers import compose_eval, compose_train, cpu_overrides, write_checkpoint
 from omegaconf import OmegaConf
 
 from sparsecse.cli import REPO_ROOT
@@ -214,11 +214,10 @@ def test_model_code_named_in_a_checkpoint_is_never_run(tmp_path, tiny_model_dir,
     marker = tmp_path / "ran"
     code_dir = with_custom_code(copy_model_dir(tiny_model_dir, tmp_path / "model"), marker, "bert")
     encoder = make_encoder("avg")
-    meta = {**encoder.describe(), "name_or_path": "minilm"}
-    meta["config"].update(auto_map={"AutoModel": "custom_modeling.EvilModel"}, _name_or_path=str(code_dir))
-    state = {f"encoder.backbone.{k}": v for k, v in encoder.backbone.state_dict().items()}
-    torch.save({CHECKPOINT_KEY: meta, "state_dict": state}, tmp_path / "run.ckpt")
-    loaded = load_encoder(str(tmp_path / "run.ckpt"), "avg")
+    config = encoder.describe()["config"]
+    config.update(auto_map={"AutoModel": "custom_modeling.EvilModel"}, _name_or_path=str(code_dir))
+    checkpoint = write_checkpoint(encoder, tmp_path / "run.ckpt", name_or_path="minilm", config=config)
+    loaded = load_encoder(str(checkpoint), "avg")
     assert type(loaded.backbone).__module__.startswith("transformers.") and not marker.exists()
     torch.testing.assert_close(loaded.encode(["a dog runs ."]), encoder.encode(["a dog runs ."]))
 

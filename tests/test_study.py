@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from helpers import TEXTS, compose_study, views
+from helpers import TEXTS, compose_study, views, write_checkpoint
 
 from sparsecse.importance import Sparsifier
 from sparsecse.study import event_at, pruned_copy, rankings, run_study, study_points
@@ -113,6 +113,30 @@ def test_the_study_runs_at_toy_size_and_its_report_draws_a_line_per_score_mode(
     assert all(path.stat().st_mtime_ns == mtime for path, mtime in written_before.items())
     assert (out / "structured" / "random" / "sparsity=0.5,seed=2" / "results.json").is_file()
     assert len(json.loads((out / "study.json").read_text())["starts"]) == 2
+
+
+def test_the_study_takes_a_project_checkpoint_as_its_encoder(tmp_path, toy_senteval_dir, tiny_model_dir):
+    """The encoder the default job writes is a `*.ckpt`: its tokenizer is the model it recorded, and the
+    dense point is that encoder, as `sparsecse-eval` scores it."""
+    from sparsecse.cli.study import study
+    from sparsecse.evaluation import evaluate_encoder
+    from sparsecse.model_io import load_encoder
+
+    trained = load_encoder(tiny_model_dir, "avg")
+    with torch.no_grad():  # not the weights of tiny_model_dir: the dense point must come from the checkpoint
+        trained.backbone.encoder.layer[0].output.dense.weight.mul_(-2.0)
+    checkpoint = write_checkpoint(trained, tmp_path / "best.ckpt")
+    out = tmp_path / "study"
+    overrides = [f"model={checkpoint}", f"data_dir={toy_senteval_dir}", f"output_dir={out}",
+                 "granularities=[structured]", "scores=[magnitude]", "sparsities=[0.5]", "tasks=[stsb]",
+                 "device=cpu", "sparsifier.num_batches=1", "batch_size=8"]  # fmt: skip
+    study(compose_study(overrides))
+    dense = json.loads((out / "dense" / "results.json").read_text())["after"]
+    assert dense == pytest.approx(evaluate_encoder(trained.eval(), toy_senteval_dir, ["stsb"], 128))
+    assert dense != pytest.approx(
+        evaluate_encoder(load_encoder(tiny_model_dir, "avg"), toy_senteval_dir, ["stsb"], 128)
+    )
+    assert (out / "structured" / "magnitude" / "sparsity=0.5,seed=1" / "results.json").is_file()
 
 
 def test_a_study_folder_of_another_config_is_refused_before_anything_loads(tmp_path, toy_senteval_dir):

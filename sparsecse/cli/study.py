@@ -85,8 +85,10 @@ def study(cfg: DictConfig) -> dict:
     if len(todo) < len(points):
         print(f"{len(points) - len(todo)} of {len(points)} points already in {output_dir}: kept")
     with model_key():
-        data = ContrastiveDataModule(cfg.model, cfg.data_dir, cfg.train_file, cfg.batch_size, cfg.max_length)
         dense = load_encoder(cfg.model, cfg.pooler).to(pick_device(cfg.device))
+    # The encoder's own name: a checkpoint (*.ckpt) records the model its tokenizer comes from.
+    tokenizer = dense.name_or_path
+    data = ContrastiveDataModule(tokenizer, cfg.data_dir, cfg.train_file, cfg.batch_size, cfg.max_length)
     check_architecture(dense.backbone.config)
     evaluate = partial(evaluate_encoder, data_dir=data.data_dir, tasks=tasks, batch_size=cfg.eval_batch_size,
                        transfer_preset=cfg.transfer_preset)  # fmt: skip
