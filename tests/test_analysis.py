@@ -60,3 +60,26 @@ def test_table_widens_long_columns_and_gives_alignment_three_decimals():
     assert after == "after  |  81.20 |     0.296"
     assert before == "before |   1.00 |          "
     assert len(rule) == len(header)
+
+
+def test_sts_and_alignment_uniformity_encode_each_sentence_once(toy_senteval_dir):
+    """Alignment/uniformity reuses the STS-B test vectors the STS tasks made; the numbers are those
+    of each evaluated alone."""
+    from helpers import hashed_bag_of_words
+
+    from sparsecse.evaluation import evaluate_encoder
+
+    class CountingEncoder:
+        def __init__(self):
+            self.texts = []
+
+        def encode(self, texts, batch_size=128, show_progress=False):
+            self.texts += texts
+            return hashed_bag_of_words(texts)
+
+    together = CountingEncoder()
+    both = evaluate_encoder(together, toy_senteval_dir, ["sts", "analysis"])
+    assert len(together.texts) == len(set(together.texts))
+    alone = {**evaluate_encoder(CountingEncoder(), toy_senteval_dir, ["sts"]),
+             **evaluate_encoder(CountingEncoder(), toy_senteval_dir, ["analysis"])}  # fmt: skip
+    assert both == pytest.approx(alone, abs=1e-6)

@@ -12,7 +12,7 @@ from sparsecse.evaluation.analysis import ANALYSIS_TASKS, stsb_alignment_uniform
 from sparsecse.evaluation.files import TASK_FILES, check_files, missing_files
 from sparsecse.evaluation.mteb_tasks import PREFIX, evaluate_mteb, is_mteb, load_tasks
 from sparsecse.evaluation.names import display_name
-from sparsecse.evaluation.sts import STS_TASKS, evaluate_sts
+from sparsecse.evaluation.sts import STS_TASKS, evaluate_sts, remembering
 from sparsecse.evaluation.table import format_table
 from sparsecse.evaluation.transfer import TRANSFER_TASKS, check_preset, evaluate_transfer
 
@@ -118,14 +118,16 @@ def evaluate_encoder(
     names = expand_tasks(tasks)
     sts = [t for t in names if t in STS_TASKS]
     transfer = [t for t in names if t in TRANSFER_TASKS]
-    # the STS tasks' sentences are encoded together, each distinct one once
+    # the STS tasks' sentences are encoded together, each distinct one once, and alignment/uniformity
+    # reuses the STS-B test sentences among them (a tenth of the STS sentences)
+    sentences = remembering(encode)
     sts_label = f"{'STS' if len(sts) > 1 else display_name(sts[0])} encode" if sts else ""
-    results = evaluate_sts(partial(encode, show_progress=sts_label), data_dir, sts) if sts else {}
+    results = evaluate_sts(partial(sentences, show_progress=sts_label), data_dir, sts) if sts else {}
     if transfer:
         results |= evaluate_transfer(encode, data_dir, transfer, transfer_preset, show_progress=True)
     if "alignment_uniformity" in names:
         label = "alignment/uniformity encode"
-        results |= stsb_alignment_uniformity(partial(encode, show_progress=label), data_dir)
+        results |= stsb_alignment_uniformity(partial(sentences, show_progress=label), data_dir)
     if mteb := [name.removeprefix(PREFIX) for name in names if is_mteb(name)]:
         results |= evaluate_mteb(encoder, mteb, batch_size, getattr(encoder, "name_or_path", "model"))
     return results

@@ -163,6 +163,22 @@ def encode_unique(encode: Encode, texts: Sequence[str]) -> dict[str, Tensor]:
     return dict(zip(unique, vectors))
 
 
+def remembering(encode: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """`encode` that keeps every vector it made, so that a text another task asks for again is not
+    encoded again: the STS tasks encode every STS-B test sentence alignment/uniformity needs."""
+    vectors: dict[str, Tensor] = {}
+
+    def encode_new(texts: Sequence[str], **kwargs) -> Tensor:
+        if not texts:
+            return encode(texts, **kwargs)
+        new = [text for text in dict.fromkeys(texts) if text not in vectors]
+        if new:
+            vectors.update(zip(new, encode(new, **kwargs)))
+        return torch.stack([vectors[text] for text in texts])  # (N, H)
+
+    return encode_new
+
+
 def evaluate_sts(encode: Encode, data_dir: str | Path, tasks: Sequence[str] = STS_TASKS) -> dict[str, float]:
     """Spearman x 100 per task and their average (`sts_avg`), SentEval's test-set protocol."""
     data = {task: read_sts_task(Path(data_dir), task) for task in tasks}
