@@ -26,6 +26,7 @@ from sparsecse.cli.training import (
     build_trainer,
     checkpoint_files,
     evaluate_before,
+    evaluate_final_step,
     evaluate_on_training_device,
     last_checkpoint,
     optimized_value,
@@ -67,14 +68,16 @@ def train(cfg: DictConfig) -> dict:
 
     results: dict = {}
     evaluate = partial(
-        evaluate_on_training_device, trainer, module.encoder, cfg.evaluate, datamodule.data_dir
+        evaluate_on_training_device, trainer, settings=cfg.evaluate, data_dir=datamodule.data_dir
     )
     if pruning:
         pruning.attach(module.encoder)
     dense_parameters = counted_parameters(module.encoder)
     if cfg.evaluate.before and rank_zero_only.rank == 0:
         with stage("evaluation before training"):
-            results["before"] = evaluate_before(cfg, evaluate, resuming=ckpt_path is not None)
+            results["before"] = evaluate_before(
+                cfg, partial(evaluate, module.encoder), resuming=ckpt_path is not None
+            )
     with stage("training"):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     trainer.strategy.barrier("sparsecse-fit-done")
@@ -88,6 +91,7 @@ def train(cfg: DictConfig) -> dict:
         results["best_val/stsb_spearman"] = float(trainer.checkpoint_callback.best_model_score)
         best = load_checkpoint_file(results["checkpoints"]["best"], "best_checkpoint")
         module.load_state_dict(best["state_dict"])
+        results["best_step"] = best["global_step"]
     results["parameters"] = counted_parameters(module.encoder)
     results["dense_parameters"] = dense_parameters
     results["parameter_sparsity"] = 1.0 - results["parameters"] / dense_parameters
@@ -95,7 +99,9 @@ def train(cfg: DictConfig) -> dict:
         results["sparsity"] = sparsity
     if cfg.evaluate.after:
         with stage("evaluation after training"):
-            results["after"] = evaluate()
+            results["after"] = evaluate(module.encoder)
+    if cfg.evaluate.after and cfg.evaluate.final_step:
+        results["final"] = evaluate_final_step(results, evaluate)
     rows = {name: results[name] for name in ("before", "after") if name in results}
     with stage("writing results" + (", the model" if cfg.save_model else "") + " and plots"):
         plots = report(cfg, module, results, rows)

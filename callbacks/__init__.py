@@ -1,7 +1,7 @@
 """Thin Lightning callbacks over `sparsecse`: importance scoring, scheduled pruning, checkpoints."""
 
-from callbacks.checkpointing import AtomicCheckpointIO, LastCheckpoint
+from callbacks.checkpointing import AtomicCheckpointIO, BestCheckpoint, LastCheckpoint
 from callbacks.importance import ImportanceScoring
 from callbacks.pruning import ScheduledPruning
 
-__all__ = ["AtomicCheckpointIO", "ImportanceScoring", "LastCheckpoint", "ScheduledPruning"]
+__all__ = ["AtomicCheckpointIO", "BestCheckpoint", "ImportanceScoring", "LastCheckpoint", "ScheduledPruning"]

@@ -14,10 +14,11 @@ from typing import Any, Literal
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from sparsecse.errors import CheckpointWriteError, Preempted
 from sparsecse.loading import load_checkpoint_file
-from sparsecse.validation import NonNegativeInt, checked
+from sparsecse.validation import NonNegativeInt, checked, passes_options_to
 
 # what a job may be told to stop by: SLURM's time-limit warning, preemption, a user's kill or Ctrl-C
 StopSignal = Literal["SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT"]
@@ -49,6 +50,23 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict:
         return load_checkpoint_file(path, "ckpt_path")
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, with a window: only validations after optimizer step `after_step`
+    compete for best. A study that compares a dense arm with arms pruned at step S sets
+    `after_step: S`, so that every arm selects among the same steps (the pruned arms cannot keep a
+    checkpoint from before their event, see `ScheduledPruning`)."""
+
+    @checked
+    @passes_options_to(ModelCheckpoint)
+    def __init__(self, after_step: NonNegativeInt = 0, **options):
+        super().__init__(**options)
+        self.after_step = after_step
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step > self.after_step:
+            super().on_validation_end(trainer, pl_module)
 
 
 def settle_batch_progress(checkpoint: dict) -> None:

@@ -25,17 +25,24 @@ STS_KEYS = (*STS_TASKS, "sts_avg")
 TRANSFER_KEYS = (*TRANSFER_TASKS, "transfer_avg")
 ANALYSIS_KEYS = ("alignment", "uniformity")  # Wang & Isola (2020): lower is better for both
 SIZE_KEYS = ("parameters", "parameter_sparsity")
-METRICS = (*STS_KEYS, *TRANSFER_KEYS, *ANALYSIS_KEYS, *SIZE_KEYS)
+# A run with `evaluate.final_step` also scored its last step's model ("final" in results.json) and
+# says which step its best checkpoint came from.
+FINAL_PREFIX = "final/"
+FINAL_KEYS = tuple(FINAL_PREFIX + k for k in ("sts_avg", "transfer_avg", *ANALYSIS_KEYS))
+METRICS = (*STS_KEYS, *TRANSFER_KEYS, *ANALYSIS_KEYS, *SIZE_KEYS, "best_step", *FINAL_KEYS)
 LABELS = {
     **COLUMN_NAMES,
     "transfer_avg": "transfer avg",
     "parameters": "params (M)",
     "parameter_sparsity": "param sparsity",
+    "best_step": "best step",
 }
+LABELS |= {k: f"{LABELS[k.removeprefix(FINAL_PREFIX)]} (final step)" for k in FINAL_KEYS}
 SECTIONS = (
     ("STS (Spearman × 100)", STS_KEYS),
     ("Transfer (accuracy)", TRANSFER_KEYS),
     ("Alignment, uniformity (lower is better) and size", (*ANALYSIS_KEYS, *SIZE_KEYS)),
+    ("The best checkpoint's step, and the model of the final step", ("best_step", *FINAL_KEYS)),
 )
 RUN_DEPTH = 3  # Hydra puts runs one level below the sweep dir; custom subdirs may nest them deeper
 # Study figures: one line per score mode against the sparsity, a panel per granularity, the dense
@@ -193,9 +200,11 @@ def _is_number(value) -> bool:
 
 
 def run_metrics(results: Mapping) -> dict[str, float]:
-    """The final model's scores (the "after" block, else "before") and its size; numbers only."""
+    """The evaluated model's scores (the "after" block, else "before"), its size, the best
+    checkpoint's step and the final step's scores (`final/...`); numbers only."""
     block = dict(results.get("after") or results.get("before") or {})
-    found = {**block, **{k: results[k] for k in SIZE_KEYS if k in results}}
+    final = {FINAL_PREFIX + k: v for k, v in (results.get("final") or {}).items()}
+    found = {**block, **final, **{k: results[k] for k in (*SIZE_KEYS, "best_step") if k in results}}
     return {k: float(found[k]) for k in METRICS if _is_number(found.get(k))}
 
 
@@ -241,8 +250,9 @@ def load_sweep(sweep_dir: str | Path, seed_key: str = "seed") -> Sweep:
 
 def format_cell(metric: str, mean: float, std: float | None) -> str:
     """`mean ± std`: scores to 2 decimals, alignment/uniformity/sparsity to 3, parameters in millions."""
+    metric = metric.removeprefix(FINAL_PREFIX)
     scale = 1e-6 if metric == "parameters" else 1.0
-    digits = 3 if metric in (*ANALYSIS_KEYS, "parameter_sparsity") else 2
+    digits = {**dict.fromkeys((*ANALYSIS_KEYS, "parameter_sparsity"), 3), "best_step": 0}.get(metric, 2)
     text = f"{mean * scale:.{digits}f}"
     return text if std is None else f"{text} ± {std * scale:.{digits}f}"
 

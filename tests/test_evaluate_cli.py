@@ -44,8 +44,16 @@ def test_eval_compile_encodes_through_the_compiled_forward(monkeypatch, toy_sent
     plain = evaluate(compose_eval(settings))
     assert not compiled
     static = evaluate(compose_eval(settings + ["compile=true"]))
-    assert static["stsb"] == pytest.approx(plain["stsb"], abs=1e-3), "x100 scale: float noise of padding"
     assert compiled == ["reduce-overhead"]
+    # Static padding moves embeddings by ~1e-7, which can swap near-tied cosines of the toy data's 36
+    # pairs (0.18 Spearman points with transformers 5.25): compare with the same path taken by hand.
+    encoder = load_encoder(str(tiny_model_dir), "avg")
+    real(encoder, backend="eager")
+    assert static == evaluate_sts(encoder.encode, toy_senteval_dir, ["stsb"])
+    texts = ["a man plays a guitar .", "the cat sleeps", "two dogs run through a very green park today"]
+    eager = load_encoder(str(tiny_model_dir), "avg")
+    assert plain == evaluate_sts(eager.encode, toy_senteval_dir, ["stsb"])
+    assert torch.allclose(encoder.encode(texts), eager.encode(texts), atol=1e-6), "padding changes nothing"
 
 
 @pytest.mark.slow

@@ -55,7 +55,7 @@ MISTAKES = {
     "+pruning.head_sparsty=0.1": "pruning.head_sparsty: unknown key for callbacks.ScheduledPruning; did "
     "you mean 'head_sparsity'?",
     "+callbacks.model_checkpoint.monitr=val/loss": "callbacks.model_checkpoint.monitr: unknown key for "
-    "lightning.pytorch.callbacks.ModelCheckpoint; did you mean 'monitor'?",
+    "callbacks.BestCheckpoint; did you mean 'monitor'?",
     "logger=csv +logger.csv.nam=x": "logger.csv.nam: unknown key for lightning.pytorch.loggers.CSVLogger; "
     "did you mean 'name'?",
     "+pruning.scroe=random": "pruning.scroe: unknown key for callbacks.ScheduledPruning; "

@@ -33,6 +33,7 @@ class EvaluateSettings(TypedDict):
     __pydantic_config__ = STRICT_RECORD
     before: bool
     after: bool
+    final_step: bool  # also the last step's model, when the best checkpoint is an earlier one
     tasks: list[str]  # names and sets, checked by sparsecse.evaluation.check_evaluation
     transfer_preset: TransferPreset
     batch_size: PositiveInt

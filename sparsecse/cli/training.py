@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from callbacks.checkpointing import LastCheckpoint
 from sparsecse.cli.jobs import instantiate_group
 from sparsecse.data import data_files
 from sparsecse.download import fetch_missing
-from sparsecse.encoder import check_pooler
+from sparsecse.encoder import SentenceEncoder, check_pooler
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import (
     check_evaluation,
@@ -38,7 +38,7 @@ from sparsecse.evaluation import (
 from sparsecse.importance import check_architecture
 from sparsecse.loading import load_checkpoint_file, load_config
 from sparsecse.model_card import plural, pruning_sentence
-from sparsecse.model_io import save_sparse_encoder
+from sparsecse.model_io import encoder_from_checkpoint, save_sparse_encoder
 from sparsecse.onnx_export import check_onnx_available
 from sparsecse.plots import align_uniform_path
 from sparsecse.runs import RESULTS
@@ -55,6 +55,9 @@ def preflight(cfg: DictConfig):
         raise err.under("evaluate") from None
     if cfg.get("optimized_metric") is not None:
         check_optimized_metric(cfg.optimized_metric, cfg.evaluate)
+    if cfg.evaluate.final_step and not (cfg.get("callbacks") or {}).get("last_checkpoint"):
+        raise ConfigError("evaluate.final_step", "needs callbacks.last_checkpoint, whose last.ckpt holds the "
+                          "final step")  # fmt: skip
     if cfg.save_model and cfg.get("onnx", "none") != "none":
         check_onnx_available()
     try:
@@ -191,6 +194,17 @@ def evaluate_on_training_device(trainer: L.Trainer, encoder, settings: DictConfi
         return evaluate_encoder(
             encoder, data_dir, settings.tasks, settings.batch_size, settings.transfer_preset
         )
+
+
+def evaluate_final_step(results: dict, evaluate: Callable[[SentenceEncoder], dict]) -> dict:
+    """Scores of the model of the last step ("final"): those of "after" when the best checkpoint is
+    that step, else the encoder read back from `last.ckpt` by the loader `sparsecse-eval` uses. A
+    study reports both, because arms that select among different steps are not comparable by "after"
+    alone."""
+    if results.get("best_step", results["steps"]) == results["steps"]:
+        return dict(results["after"])
+    with stage(f"evaluation of the final step ({results['steps']}; the best was {results['best_step']})"):
+        return evaluate(encoder_from_checkpoint(results["checkpoints"]["last"]))
 
 
 def build_pruning(cfg: DictConfig, model_config):
