@@ -78,10 +78,12 @@ def tokenizer_for(kind: str, bert_tokenizer):
     return cls.from_pretrained(bert_tokenizer.name_or_path)
 
 
-def views(encoder, texts=TEXTS) -> dict[str, torch.Tensor]:
-    """A batch of positive pairs as the data module builds it: each text twice, (2, B, T)."""
-    tokens = encoder.tokenize(texts)
-    return {k: torch.stack([v, v]) for k, v in tokens.items()}
+def views(encoder, texts=TEXTS, second=None) -> dict[str, torch.Tensor]:
+    """A batch of positive pairs as the data module builds it, (2, B, T): each text twice (the two
+    views then differ by dropout alone), or `texts[i]` paired with `second[i]`."""
+    second = texts if second is None else second
+    tokens = encoder.tokenize([*texts, *second])  # one padded length for both views
+    return {k: v.unflatten(0, (2, len(texts))) for k, v in tokens.items()}
 
 
 def write_checkpoint(encoder, path: Path, **meta) -> Path:

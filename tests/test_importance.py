@@ -40,36 +40,74 @@ def test_alignment_uniformity_and_random_modes():
     stats = stats_of([[1.0, 3.0]], [[5.0, 1.0]], [[0, 0]], [[0, 0]])
     assert Scorer("alignment")(stats, [torch.zeros(2)])[0].tolist() == [1.0, 3.0]
     assert Scorer("uniformity")(stats, [torch.zeros(2)])[0].tolist() == [5.0, 1.0]
-    first = Scorer("random")(None, [torch.zeros(5)], torch.Generator().manual_seed(3))[0]
-    assert torch.equal(first, Scorer("random")(None, [torch.zeros(5)], torch.Generator().manual_seed(3))[0])
     with pytest.raises(ConfigError, match="score: must be 'magnitude', .*, got 'taylor'"):
         Scorer("taylor")
 
 
+def test_random_scores_are_uniform_seeded_draws():
+    draw = lambda seed: Scorer("random")(None, [torch.zeros(4000), torch.zeros(2, 3)],  # noqa: E731
+                                         torch.Generator().manual_seed(seed))  # fmt: skip
+    first = draw(3)
+    assert [t.shape for t in first] == [torch.Size([4000]), torch.Size([2, 3])], "one score per unit"
+    assert all(torch.equal(a, b) for a, b in zip(first, draw(3))), "a seed draws the same scores"
+    assert not torch.equal(first[0], draw(4)[0]), "another seed draws others"
+    scores = first[0]
+    assert 0 <= scores.min() and scores.max() < 1
+    # U(0, 1): mean 1/2 and variance 1/12; 4,000 draws put the sample's within a few 1/sqrt(n)
+    assert abs(scores.mean().item() - 0.5) < 0.02 and abs(scores.var().item() - 1 / 12) < 0.005
+
+
+SECOND_VIEWS = ["a woman plays a piano .", "the dog sleeps", "three cats walk through a dry brown field"]
+
+
 def test_pair_losses_are_alignment_and_uniformity_of_the_views(make_encoder):
+    """Different sentences in the two views, so that alignment is not zero: a swapped or shifted
+    pairing gives another value."""
     encoder = make_encoder("avg").eval()
-    emb = encoder(**encoder.tokenize(TEXTS))
-    l_align, l_uniform = pair_losses(encoder, views(encoder))
-    assert l_align.item() == pytest.approx(alignment(emb, emb).item(), abs=1e-6)
-    assert l_uniform.item() == pytest.approx(uniformity(emb).item(), rel=1e-5)
+    first, second = (encoder(**encoder.tokenize(texts)) for texts in (TEXTS, SECOND_VIEWS))
+    l_align, l_uniform = pair_losses(encoder, views(encoder, TEXTS, SECOND_VIEWS))
+    assert l_align.item() > 0.01
+    assert l_align.item() == pytest.approx(alignment(first, second).item(), rel=1e-5)
+    assert l_align.item() != pytest.approx(alignment(first, second.roll(1, 0)).item(), rel=1e-3)
+    expected_uniform = (uniformity(first) + uniformity(second)) / 2
+    assert l_uniform.item() == pytest.approx(expected_uniform.item(), rel=1e-5)
+
+
+def gate_gradients(encoder, gates, first: list[str], second: list[str]) -> tuple[list, list]:
+    """d l_align / d gates and d l_uniform / d gates for one batch, from the two views encoded apart
+    and the loss functions called directly (not through `pair_losses`)."""
+    for g in gates:
+        g.requires_grad_(True)
+    a, b = (encoder(**encoder.tokenize(texts), evaluated=True) for texts in (first, second))
+    g_align = torch.autograd.grad(alignment(a, b), gates, retain_graph=True)
+    g_uniform = torch.autograd.grad((uniformity(a) + uniformity(b)) / 2, gates)
+    for g in gates:
+        g.requires_grad_(False)
+    return list(g_align), list(g_uniform)
 
 
 def test_accumulated_gradients_match_autograd_per_batch(make_encoder):
+    # dropout off, so that this test's own forward passes see what accumulate_gradients saw
     encoder = make_encoder("avg", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     encoder.gates = UnitGates(encoder.backbone)
-    batches = [views(encoder, TEXTS), views(encoder, TEXTS[::-1] + ["one more sentence"])]
-    stats = accumulate_gradients(encoder, batches, encoder.gates.tensors())
+    pairs = [(TEXTS, SECOND_VIEWS), (SECOND_VIEWS[::-1] + ["one more"], TEXTS[::-1] + ["and another one"])]
+    stats = accumulate_gradients(encoder, [views(encoder, *pair) for pair in pairs], encoder.gates.tensors())
     gates = encoder.gates.tensors()
     assert stats.batches == 2 and not any(g.requires_grad for g in gates), "gates must not stay trainable"
-    expected_abs = [torch.zeros_like(g) for g in gates]
-    for batch in batches:
-        for g in gates:
-            g.requires_grad_(True)
-        grads = torch.autograd.grad(pair_losses(encoder, batch)[0], gates)
-        for acc, grad in zip(expected_abs, grads):
-            acc += grad.abs()
-    for got, want in zip(stats.abs_align, expected_abs):
-        torch.testing.assert_close(got, want)
+    expected = {name: [torch.zeros_like(g) for g in gates] for name in ("abs_align", "abs_uniform", "align",
+                                                                        "uniform")}  # fmt: skip
+    for pair in pairs:
+        g_align, g_uniform = gate_gradients(encoder, gates, *pair)
+        for i in range(len(gates)):
+            expected["abs_align"][i] += g_align[i].abs()
+            expected["abs_uniform"][i] += g_uniform[i].abs()
+            expected["align"][i] += g_align[i]
+            expected["uniform"][i] += g_uniform[i]
+    for name, wanted in expected.items():
+        got = getattr(stats, name)
+        assert min(w.abs().max().item() for w in wanted) > 1e-4, f"{name}: every gate group has a gradient"
+        for got_i, want_i in zip(got, wanted):
+            torch.testing.assert_close(got_i, want_i, rtol=1e-4, atol=1e-7)
 
 
 def test_select_kept_ranks_globally_and_keeps_a_minimum_per_layer():

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+from functools import partial
+
+import numpy as np
 import pytest
 import torch
-from scipy.stats import spearmanr
-from torchmetrics import SpearmanCorrCoef
+from helpers import TEXTS
 
+from sparsecse.data import PairCollator
+from sparsecse.evaluation.sts import ScoredPairs, spearman_x100
 from sparsecse.loss import alignment, uniformity
 from sparsecse.metrics import Alignment, Uniformity
+from sparsecse.module import SimCSEModule
 
 
 def test_metrics_accumulate_like_one_shot():
@@ -33,9 +38,17 @@ def test_metric_states_merge_like_distributed_reduction():
         assert rank0.compute().item() == pytest.approx(whole.compute().item(), rel=1e-5)
 
 
-def test_torchmetrics_spearman_agrees_with_scipy_on_ties():
-    preds = torch.tensor([0.1, 0.4, 0.4, 0.9, 0.2, 0.7])
-    gold = torch.tensor([1.0, 3.0, 2.0, 5.0, 1.0, 4.0])
-    metric = SpearmanCorrCoef()
-    metric.update(preds, gold)
-    assert metric.compute().item() == pytest.approx(spearmanr(preds, gold)[0], rel=1e-5)
+def test_validation_spearman_is_the_sts_evaluators_on_the_same_pairs(make_encoder):
+    """The best checkpoint is chosen on `val/stsb_spearman`: batch by batch through the data module's
+    collator, it must be what `evaluate_sts` gives for the same pairs (tied gold scores included)."""
+    encoder = make_encoder("avg")
+    module = SimCSEModule(encoder, optimizer=partial(torch.optim.AdamW, lr=1e-3)).eval()
+    sent1 = [*TEXTS, "a girl reads a book", "it rains", "the market is closed on sundays"]
+    sent2 = ["a man is playing music .", "a cat is asleep", "dogs in a park", "a child reads", "sunny day",
+             "shops open every day"]  # fmt: skip
+    gold = [4.0, 3.0, 3.0, 4.5, 0.5, 1.0]
+    collate = PairCollator(encoder.tokenizer)
+    for rows in (slice(0, 4), slice(4, 6)):
+        module.validation_step(collate(list(zip(sent1, sent2, gold))[rows]), 0)
+    expected = spearman_x100(ScoredPairs(sent1, sent2, np.array(gold)), encoder.encode)
+    assert module.val_spearman.compute().item() * 100 == pytest.approx(expected, abs=1e-4)
