@@ -58,3 +58,42 @@ def test_bad_prune_settings(overrides, message, toy_senteval_dir, monkeypatch):
     monkeypatch.setattr(sparsecse.model_io.AutoModel, "from_pretrained", never)
     with pytest.raises(ConfigError, match=message):
         prune(compose_prune([f"data_dir={toy_senteval_dir}", *overrides]))
+
+
+@pytest.mark.parametrize("key", ["seed", "pruning.seed"])
+@pytest.mark.parametrize("score", ["magnitude", "random"])  # the batches' seed; the random draw's
+def test_a_seed_scores_alike_in_prune_and_in_the_study(
+    tmp_path, toy_senteval_dir, tiny_model_dir, score, key
+):
+    from helpers import compose_study
+
+    from sparsecse.cli.study import study
+
+    common = [f"model={tiny_model_dir}", "pooler=avg", "tasks=[stsb]", f"data_dir={toy_senteval_dir}",
+              "batch_size=8"]  # fmt: skip
+    pruned = {
+        seed: prune(
+            compose_prune(
+                [
+                    *common,
+                    f"pruning.score={score}",
+                    "pruning.head_sparsity=0.5",
+                    "pruning.ffn_sparsity=0.5",
+                    "pruning.num_batches=2",
+                    f"seed={seed}",
+                    f"output_dir={tmp_path / str(seed)}",
+                ]
+            )
+        )  # fmt: skip
+        for seed in (2, 3)
+    }
+    study(compose_study([*common, f"scores=[{score}]", "granularities=[structured]", "seeds=[2]",
+                         "sparsities=[0.5]", "sparsifier.num_batches=2", "device=cpu",
+                         f"output_dir={tmp_path / 'study'}"]))  # fmt: skip
+    point = json.loads(
+        (tmp_path / "study" / "structured" / score / "sparsity=0.5,seed=2" / "results.json").read_text()
+    )
+    assert pruned[2]["seed"] == int(point["setting"]["seed"]) == 2
+    assert json.loads((tmp_path / "2" / "results.json").read_text())["seed"] == 2
+    assert point["after"]["stsb"] == pruned[2]["after"]["stsb"]
+    assert pruned[3]["after"]["stsb"] != pruned[2]["after"]["stsb"], "the seed decides the ranking"

@@ -170,6 +170,7 @@ def test_a_bad_study_list_is_one_line_naming_it(tmp_path, toy_senteval_dir):
         (["scores=[magnitude,taylor]"], "^scores: must be 'magnitude', .*, got 'taylor'$"),
         (["sparsities=[0.1,1.5]"], r"^sparsities\[1\]: must be less than 1, got 1.5$"),
         (["sparsifier.num_batches=0"], "^sparsifier.num_batches: must be greater than or equal to 1, got 0$"),
+        (["seed=3"], r"^seed: sparsecse-study takes its seeds from `seeds` \(e.g. seeds=\[3\]\)"),
     ):
         with pytest.raises(ConfigError, match=message):
             study(compose_study(base + overrides))

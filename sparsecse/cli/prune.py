@@ -53,16 +53,20 @@ def prune(cfg: DictConfig) -> dict:
     sparsifier, event = build_sparsifier(options, model_config) if model_config else (None, None)
     with model_key():
         data = ContrastiveDataModule(cfg.model, cfg.data_dir, cfg.train_file, cfg.batch_size, cfg.max_length,
-                                     seed=cfg.seed)  # fmt: skip
+                                     seed=options["seed"])  # fmt: skip
         encoder = load_encoder(cfg.model, cfg.pooler).to(pick_device(cfg.device))
     if sparsifier is None:  # a checkpoint: its config is known only now
         sparsifier, event = build_sparsifier(options, encoder.backbone.config)
     evaluate = partial(
         evaluate_encoder, encoder, data.data_dir, tasks, cfg.eval_batch_size, cfg.transfer_preset
     )
-    results = {"before": evaluate()}
+    # One seed draws the scoring batches, their dropout and random scores, as sparsecse-study's
+    # `seeds` and a training run's pruning.seed do: the same seed gives the same ranking in each tool.
+    results = {"seed": sparsifier.seed, "before": evaluate()}
     sparsifier.attach(encoder)
-    importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(cfg.seed)))
+    print(f"sparsecse-prune: scoring {plural(sparsifier.num_batches, 'batch')} of {cfg.train_file}, "
+          f"seed {sparsifier.seed}")  # fmt: skip
+    importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(sparsifier.seed)))
     sparsifier.apply(encoder, event, importance)
     results["sparsity"] = sparsity_summary(encoder)
     remove_pruned_units(encoder)

@@ -73,6 +73,9 @@ def study(cfg: DictConfig) -> dict:
     A restart in the same output_dir keeps the points already written and runs the rest."""
     if OmegaConf.is_missing(cfg, "output_dir"):
         raise ConfigError("output_dir", "is required: where to write the study's results")
+    if cfg.seed != 0:
+        raise ConfigError("seed", f"sparsecse-study takes its seeds from `seeds` (e.g. seeds=[{cfg.seed}]); "
+                          "`seed` is sparsecse-prune's")  # fmt: skip
     tasks = check_evaluation(cfg.tasks, cfg.transfer_preset)
     check_pooler(cfg.pooler)
     node = OmegaConf.to_container(cfg.sparsifier, resolve=True)
