@@ -152,8 +152,9 @@ def cosine_scores(emb1: Tensor, emb2: Tensor) -> np.ndarray:
     return torch.nan_to_num(cos, nan=0.0).numpy()
 
 
-def spearman_x100(pairs: ScoredPairs, embed: Callable[[list[str]], Tensor]) -> float:
-    return float(spearmanr(cosine_scores(embed(pairs.sent1), embed(pairs.sent2)), pairs.gold)[0] * 100)
+def spearman_x100(cosines: np.ndarray, gold: np.ndarray) -> float:
+    """SentEval's STS score: Spearman's rank correlation (ties averaged) x 100."""
+    return float(spearmanr(cosines, gold)[0] * 100)
 
 
 def encode_unique(encode: Encode, texts: Sequence[str]) -> dict[str, Tensor]:
@@ -179,8 +180,11 @@ def remembering(encode: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return encode_new
 
 
-def evaluate_sts(encode: Encode, data_dir: str | Path, tasks: Sequence[str] = STS_TASKS) -> dict[str, float]:
-    """Spearman x 100 per task and their average (`sts_avg`), SentEval's test-set protocol."""
+def sts_similarities(
+    encode: Encode, data_dir: str | Path, tasks: Sequence[str] = STS_TASKS
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per task, the encoder's cosine similarity of each test pair and the gold scores, (N,) each:
+    what SentEval's Spearman is computed on, kept for paired comparisons of encoders (bootstrap.py)."""
     data = {task: read_sts_task(Path(data_dir), task) for task in tasks}
     every_text = [t for pairs in data.values() for t in pairs.sent1 + pairs.sent2]
     table = encode_unique(encode, every_text)
@@ -188,6 +192,12 @@ def evaluate_sts(encode: Encode, data_dir: str | Path, tasks: Sequence[str] = ST
     def embed(texts: list[str]) -> Tensor:
         return torch.stack([table[t] for t in texts])
 
-    results = {task: spearman_x100(pairs, embed) for task, pairs in data.items()}
+    return {task: (cosine_scores(embed(p.sent1), embed(p.sent2)), p.gold) for task, p in data.items()}
+
+
+def evaluate_sts(encode: Encode, data_dir: str | Path, tasks: Sequence[str] = STS_TASKS) -> dict[str, float]:
+    """Spearman x 100 per task and their average (`sts_avg`), SentEval's test-set protocol."""
+    similarities = sts_similarities(encode, data_dir, tasks)
+    results = {task: spearman_x100(cosines, gold) for task, (cosines, gold) in similarities.items()}
     results["sts_avg"] = float(np.mean(list(results.values())))
     return results
