@@ -107,7 +107,12 @@ def test_all_tasks_read_with_senteval_sizes(real_senteval_dir):
 
 @pytest.mark.slow
 def test_minilm_avg_reproduces_senteval_reference(real_senteval_dir):
-    """METHOD.md section 6: all-MiniLM-L6-v2, avg pooling, SentEval code."""
+    """METHOD.md section 6: all-MiniLM-L6-v2, avg pooling. The reference is SentEval's own output,
+    computed independently of this project's evaluator on 2026-12-04 by
+    `python bench/senteval_reference.py --senteval CHECKOUT` with two checkouts, which agree to the
+    fourth decimal (72.3714, 80.6032, 75.5891, 85.3897, 78.9895, 82.0325, 77.1469, avg 78.8746):
+    SimCSE's copy of SentEval (princeton-nlp/SimCSE 49fa580a, folder SentEval/) and
+    facebookresearch/SentEval 5d6dc117 with the pooled "all" Spearman SimCSE adds."""
     encoder = load_encoder("minilm", pooler="avg")
     results = evaluate_sts(partial(encoder.encode, batch_size=128), real_senteval_dir)
     reference = {"sts12": 72.37, "sts13": 80.60, "sts14": 75.59, "sts15": 85.39, "sts16": 78.99,
