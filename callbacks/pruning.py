@@ -14,7 +14,7 @@ from typing_extensions import TypedDict
 
 from sparsecse.errors import ConfigError
 from sparsecse.gates import pruned_any, sparsity_summary
-from sparsecse.importance import PruningEvent, Sparsifier, event_targets
+from sparsecse.importance import PruningEvent, Sparsifier, event_outcome, event_targets
 from sparsecse.surgery import remove_pruned_units
 from sparsecse.validation import (
     STRICT_RECORD,
@@ -235,7 +235,11 @@ class ScheduledPruning(L.Callback):
         batches = scoring_batches(trainer, self.sparsifier.seed + index)
         importance = self.sparsifier.importance(encoder, batches, index, trainer.global_rank)
         self.last_importance = importance  # for inspection and tests
-        log_metrics(trainer, self.sparsifier.apply(encoder, event, importance))
+        summary = self.sparsifier.apply(encoder, event, importance)
+        log_metrics(trainer, summary)
+        if trainer.is_global_zero:
+            outcome = event_outcome(event, summary, self.sparsifier.ffn_multiple_of)
+            print(f"pruning at {event.unit} {event.at}: {outcome}", flush=True)
         if event.targets == self.events[-1].targets:  # the final sparsity is reached
             self.earlier_best = forget_best_checkpoints(trainer)
 

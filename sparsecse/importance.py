@@ -235,6 +235,30 @@ def select_kept(
     return list(new_keep.split([len(k) for k in alive]))
 
 
+def aligned_counts(kept: Sequence[int], alive: Sequence[int], multiple_of: int) -> list[int]:
+    """Per-layer kept counts rounded to multiples of `multiple_of`, their total as near as can be to
+    the unrounded total: each layer keeps its whole multiples, and the layers with the largest
+    remainders keep one more multiple each (Hamilton's largest-remainder rounding). A layer never
+    keeps more than it has alive."""
+    floors = [count // multiple_of * multiple_of for count in kept]
+    extra = round(sum(kept) / multiple_of) - sum(floors) // multiple_of
+    eligible = [i for i in range(len(kept)) if floors[i] + multiple_of <= alive[i]]
+    for i in sorted(eligible, key=lambda i: -(kept[i] - floors[i]))[: max(extra, 0)]:
+        floors[i] += multiple_of
+    return floors
+
+
+def keep_top(importance: Sequence[Tensor], alive: Sequence[Tensor], counts: Sequence[int]) -> list[Tensor]:
+    """In each layer, keep its `counts[l]` alive units of highest importance."""
+    kept = []
+    for scores, keep, count in zip(importance, alive, counts):
+        ranked = scores.float().masked_fill(~keep.bool(), float("-inf"))
+        new_keep = torch.zeros_like(keep, dtype=torch.bool)
+        new_keep[torch.sort(ranked, descending=True, stable=True).indices[:count]] = True
+        kept.append(new_keep)
+    return kept
+
+
 # The selection: from importances to the units an event removes (METHOD.md section 5).
 
 GRANULARITIES = ("structured", "unstructured")
@@ -291,6 +315,7 @@ class Sparsifier:
         uniformity_weight: float = 1.0,  # lambda, METHOD.md section 4
         num_batches: PositiveInt = 8,  # batches of positive pairs the scores are summed over
         min_heads_per_layer: PositiveInt = 1,  # a layer with no heads crashes CUDA SDPA
+        ffn_multiple_of: PositiveInt = 1,  # each layer keeps a multiple of this many FFN neurons (GPU GEMMs)
         normalize_head_scores: bool = False,  # per-layer L2 normalisation (Michel et al. 2019)
         seed: int = 0,  # scoring dropout and random scores, with the event index (and rank)
     ):
@@ -298,6 +323,7 @@ class Sparsifier:
         self.scorer = Scorer(score, uniformity_weight)
         self.seed = seed
         self.num_batches, self.min_heads_per_layer = num_batches, min_heads_per_layer
+        self.ffn_multiple_of = ffn_multiple_of
         self.normalize_head_scores = normalize_head_scores
 
     def check_model(self, config) -> None:
@@ -402,10 +428,39 @@ class Sparsifier:
             ("heads", gates.heads, self.min_heads_per_layer),
             ("neurons", gates.neurons, 0),
         ):
-            kept = select_kept(importance[name], [g != 0 for g in gate_list], n_remove[name], floor)
+            alive = [g != 0 for g in gate_list]
+            kept = select_kept(importance[name], alive, n_remove[name], floor)
+            if name == "neurons" and self.ffn_multiple_of > 1:
+                counts = aligned_counts([int(k.sum()) for k in kept], [int(a.sum()) for a in alive],
+                                        self.ffn_multiple_of)  # fmt: skip
+                kept = keep_top(importance[name], alive, counts)
             for gate, keep in zip(gate_list, kept):
                 gate.copy_(keep.to(gate.dtype))
         return sparsity_summary(encoder)
+
+
+OUTCOME_KEYS = (
+    ("heads", "prune/head_sparsity", "head_sparsity"),
+    ("FFN neurons", "prune/ffn_sparsity", "ffn_sparsity"),
+    ("Linear weights", "prune/weight_sparsity", "weight_sparsity"),
+)
+
+
+def event_outcome(event: PruningEvent, summary: Mapping[str, float], ffn_multiple_of: int = 1) -> str:
+    """One line on what an event reached, with the request where the two differ (FFN widths rounded to
+    multiples of `ffn_multiple_of` reach the nearest achievable sparsity, not always the requested one)."""
+    parts = []
+    for units, key, target in OUTCOME_KEYS:
+        if key not in summary:
+            continue
+        reached, requested = summary[key], getattr(event, target)
+        part = f"{100 * reached:.1f}% of the {units}"
+        if abs(reached - requested) >= 5e-4:
+            why = f", FFN widths at multiples of {ffn_multiple_of}" if units == "FFN neurons" else ""
+            part += f" ({100 * requested:.1f}% requested{why})"
+        parts.append(part)
+    left = summary["prune/encoder_parameters"] / 1e6
+    return f"removed {' and '.join(parts)}; {left:.2f}M parameters left in the transformer layers"
 
 
 def _more(target: float, alive: Sequence[Tensor]) -> int:

@@ -13,8 +13,7 @@ from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
-from sparsecse.gates import sparsity_summary
-from sparsecse.importance import TARGETS, Sparsifier, check_architecture, one_shot_event
+from sparsecse.importance import TARGETS, Sparsifier, check_architecture, event_outcome, one_shot_event
 from sparsecse.loading import load_config
 from sparsecse.model_card import base_model, plural, pruning_sentence
 from sparsecse.model_io import load_encoder, save_sparse_encoder
@@ -67,8 +66,8 @@ def prune(cfg: DictConfig) -> dict:
     print(f"sparsecse-prune: scoring {plural(sparsifier.num_batches, 'batch')} of {cfg.train_file}, "
           f"seed {sparsifier.seed}")  # fmt: skip
     importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(sparsifier.seed)))
-    sparsifier.apply(encoder, event, importance)
-    results["sparsity"] = sparsity_summary(encoder)
+    results["sparsity"] = sparsifier.apply(encoder, event, importance)
+    print(f"sparsecse-prune: {event_outcome(event, results['sparsity'], sparsifier.ffn_multiple_of)}")
     remove_pruned_units(encoder)
     results["after"] = evaluate()
     if tasks:

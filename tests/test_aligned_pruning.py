@@ -1,0 +1,124 @@
+"""FFN widths kept at multiples of N (`ffn_multiple_of`): GPU GEMMs whose inner size is not a multiple
+of 8 fall back to slow kernels, so a pruned encoder must keep aligned widths to run faster."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import views
+
+from sparsecse.importance import (
+    PruningEvent,
+    Sparsifier,
+    aligned_counts,
+    event_outcome,
+    keep_top,
+    select_kept,
+)
+from sparsecse.surgery import remove_pruned_units
+
+
+def test_counts_round_to_multiples_and_keep_the_total_nearest():
+    # floors 32 each (96); 150 kept is 4.69 multiples, so two layers keep one more: the largest
+    # remainders (18 each, a tie: the first layers)
+    assert aligned_counts([50, 50, 50], [128] * 3, 32) == [64, 64, 32]
+    assert aligned_counts([100, 37, 64, 0], [128] * 4, 32) == [96, 32, 64, 0]  # 201 -> 6 multiples
+    assert aligned_counts([120, 10, 10], [128] * 3, 32) == [128, 0, 0]  # 140 -> 4 multiples (4.4)
+    assert aligned_counts([20, 20], [16, 128], 16) == [16, 16], "a layer keeps no more than it has"
+
+
+def test_a_layer_falls_below_one_multiple_only_when_the_ranking_says_so():
+    # layer 0's units are all poor: the global ranking keeps 3 of them, which rounds to none
+    importance = [torch.tensor([0.1, 0.2, 0.3, 0.05] * 4), torch.arange(1.0, 17.0)]
+    alive = [torch.ones(16, dtype=torch.bool)] * 2
+    kept = select_kept(importance, alive, n_remove=13)
+    assert [int(k.sum()) for k in kept] == [3, 16]
+    counts = aligned_counts([3, 16], [16, 16], 8)
+    assert counts == [0, 16]
+    aligned = keep_top(importance, alive, counts)
+    assert not aligned[0].any() and aligned[1].all()
+
+
+def test_keep_top_keeps_each_layers_best_alive_units():
+    importance = [torch.tensor([5.0, 1.0, 4.0, 3.0])]
+    alive = [torch.tensor([False, True, True, True])]  # the best unit is already gone
+    assert keep_top(importance, alive, [2])[0].tolist() == [False, False, True, True]
+
+
+@pytest.mark.parametrize("multiple", [8, 16])
+def test_every_layer_keeps_a_multiple_and_the_total_is_the_nearest_achievable(make_encoder, multiple):
+    encoder = make_encoder("avg")  # 2 layers of 64 FFN neurons
+    sparsifier = Sparsifier(num_batches=1, ffn_multiple_of=multiple)
+    sparsifier.attach(encoder)
+    importance = sparsifier.importance(encoder, iter([views(encoder)]))
+    for target in (0.3, 0.6):  # cumulative events: the second starts from aligned widths
+        summary = sparsifier.apply(encoder, PruningEvent("step", 1, 0.25, target), importance)
+        widths = [int(g.sum()) for g in encoder.gates.neurons]
+        assert all(w % multiple == 0 for w in widths), widths
+        nearest = round(128 * (1 - target) / multiple) * multiple  # kept, the nearest multiple to the target
+        assert sum(widths) == nearest and summary["prune/ffn_sparsity"] == 1 - nearest / 128
+    for gate, score in zip(encoder.gates.neurons, importance["neurons"]):  # the best of each layer are kept
+        kept, dropped = score[gate.bool()], score[~gate.bool()]
+        assert not len(dropped) or not len(kept) or kept.min() >= dropped.max()
+    remove_pruned_units(encoder)
+    assert [layer.intermediate.dense.out_features for layer in encoder.backbone.encoder.layer] == widths
+
+
+def test_the_default_is_the_plain_global_ranking(make_encoder):
+    plain, aligned = make_encoder("avg"), make_encoder("avg")
+    for encoder, multiple in ((plain, 1), (aligned, 16)):
+        sparsifier = Sparsifier(num_batches=1, ffn_multiple_of=multiple)
+        sparsifier.attach(encoder)
+        sparsifier.apply(
+            encoder,
+            PruningEvent("step", 1, 0.25, 0.3),
+            sparsifier.importance(encoder, iter([views(encoder)])),
+        )
+    assert sum(int(g.sum()) for g in plain.gates.neurons) == 128 - round(0.3 * 128)
+    assert Sparsifier().ffn_multiple_of == 1
+
+
+def test_the_outcome_line_says_what_was_reached_and_what_was_asked():
+    event = PruningEvent("step", 80, head_sparsity=0.3, ffn_sparsity=0.3)
+    summary = {
+        "prune/head_sparsity": 0.3,
+        "prune/ffn_sparsity": 0.2986111,
+        "prune/encoder_parameters": 9.83e6,
+    }
+    assert event_outcome(event, summary, 64) == (
+        "removed 30.0% of the heads and 29.9% of the FFN neurons (30.0% requested, FFN widths at multiples "
+        "of 64); 9.83M parameters left in the transformer layers"
+    )
+    exact = {**summary, "prune/ffn_sparsity": 0.3}
+    assert event_outcome(event, exact) == (
+        "removed 30.0% of the heads and 30.0% of the FFN neurons; 9.83M parameters left in the transformer "
+        "layers"
+    )
+
+
+def test_sparsecse_prune_exports_aligned_widths_that_reload(
+    tmp_path, toy_senteval_dir, tiny_model_dir, capsys
+):
+    from helpers import TEXTS, compose_prune
+
+    from sparsecse.cli.prune import prune
+    from sparsecse.model_io import load_encoder
+
+    out = tmp_path / "aligned"
+    results = prune(compose_prune([f"model={tiny_model_dir}", "pooler=avg", "pruning.ffn_sparsity=0.3",
+                                   "pruning.head_sparsity=0", "pruning.ffn_multiple_of=16",
+                                   "pruning.num_batches=1",
+                                   "tasks=[stsb]", f"output_dir={out}", f"data_dir={toy_senteval_dir}",
+                                   "batch_size=8"]))  # fmt: skip
+    assert (
+        results["sparsity"]["prune/ffn_sparsity"] == 0.25
+    )  # 96 of 128 kept: the multiple of 16 nearest 89.6
+    assert "(30.0% requested, FFN widths at multiples of 16)" in capsys.readouterr().out
+    loaded = load_encoder(str(out), "avg")
+    widths = [layer.intermediate.dense.out_features for layer in loaded.backbone.encoder.layer]
+    assert sum(widths) == 96 and all(w % 16 == 0 for w in widths)
+    again = prune(compose_prune([f"model={out}", "tasks=[stsb]", f"output_dir={tmp_path / 'x'}",
+                                 f"data_dir={toy_senteval_dir}", "pruning.head_sparsity=0",
+                                 "pruning.ffn_sparsity=0"]))  # fmt: skip
+    assert again["before"]["stsb"] == pytest.approx(results["after"]["stsb"], abs=1e-6)
+    torch.testing.assert_close(load_encoder(str(tmp_path / "x"), "avg").encode(TEXTS), loaded.encode(TEXTS))
