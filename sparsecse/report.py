@@ -405,6 +405,26 @@ def study_table(lines: Mapping[str, Mapping[float, Sequence[float]]], metric: st
     )
 
 
+def study_difference_table(lines: Mapping[str, Mapping[float, Sequence[float]]], metric: str,
+                           reference: Sequence[float]) -> str:  # fmt: skip
+    """Score mode against sparsity: the mean over seeds minus the dense mean, from the raw values (not
+    the rounded cells of `study_table`), and (k/n): how many of the n seeds are better than dense."""
+    sparsities = sorted({p for by_p in lines.values() for p in by_p})
+    dense = statistics.fmean(reference)
+    digits = 3 if metric in ANALYSIS_KEYS else 2
+
+    def cell(values: Sequence[float] | None) -> str:
+        if not values:
+            return ""
+        better = sum((value - dense) * BETTER[metric] > 0 for value in values)
+        return f"{statistics.fmean(values) - dense:+.{digits}f} ({better}/{len(values)})"
+
+    header = ["score", *(f"p={p:g}" for p in sparsities)]
+    return padded_table(
+        header, [[label, *(cell(by_p.get(p)) for p in sparsities)] for label, by_p in lines.items()]
+    )
+
+
 def study_section(sweep: Sweep) -> str | None:
     """The study's tables, one per metric and granularity, with the dense value in the heading; None for
     a sweep without score modes over sparsities."""
@@ -418,11 +438,18 @@ def study_section(sweep: Sweep) -> str | None:
         for panel, lines in panels.items():
             title = ", ".join(filter(None, [LABELS.get(metric, metric), panel]))
             tables.append(f"### {title} ({dense})\n\n{study_table(lines, metric, reference)}")
+            if reference:
+                differences = study_difference_table(lines, metric, reference)
+                tables.append(
+                    f"### {title}: difference from dense (seeds better than dense)\n\n{differences}"
+                )
     if not tables:
         return None
     intro = ("## Score mode against sparsity\n\nCells are mean ± sample std over seeds; (n) marks a cell "
              "with fewer seeds than the fullest. Bold: better than dense (STS and transfer higher, alignment "
-             "and uniformity lower).")  # fmt: skip
+             "and uniformity lower). Each table's differences are the mean over seeds minus dense, from the "
+             "unrounded values, with how many seeds are better than dense. The ± covers seeds (scoring "
+             "batches, dropout, random scores), not the sampling of the test sets.")  # fmt: skip
     return "\n\n".join([intro, *tables])
 
 

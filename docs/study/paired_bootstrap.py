@@ -37,11 +37,15 @@ def sts_avg(similarities: dict) -> float:
     return sum(spearman_x100(*pair) for pair in similarities.values()) / len(similarities)
 
 
+TOLERANCE = 0.005  # float noise of another transformers or BLAS build; another model moves it by far more
+
+
 def checked(similarities: dict, results: Path, key: str = "after") -> dict:
     """The similarities, once their STS avg is the one `results` recorded (the same model rebuilt)."""
     recorded = json.loads(results.read_text())[key]["sts_avg"]
     got = sts_avg(similarities)
-    if abs(got - recorded) > 1e-6:
+    print(f"{results.parent.name} ({key}): STS avg {got:.4f} rebuilt, {recorded:.4f} recorded")
+    if abs(got - recorded) > TOLERANCE:
         raise SystemExit(f"{results}: rebuilt STS avg {got:.6f}, recorded {recorded:.6f}")
     return similarities
 
