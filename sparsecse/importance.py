@@ -456,7 +456,8 @@ def event_outcome(event: PruningEvent, summary: Mapping[str, float], ffn_multipl
         reached, requested = summary[key], getattr(event, target)
         part = f"{100 * reached:.1f}% of the {units}"
         if abs(reached - requested) >= 5e-4:
-            why = f", FFN widths at multiples of {ffn_multiple_of}" if units == "FFN neurons" else ""
+            aligned = units == "FFN neurons" and ffn_multiple_of > 1
+            why = f", FFN widths at multiples of {ffn_multiple_of}" if aligned else ""
             part += f" ({100 * requested:.1f}% requested{why})"
         parts.append(part)
     left = summary["prune/encoder_parameters"] / 1e6

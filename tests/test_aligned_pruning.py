@@ -122,3 +122,11 @@ def test_sparsecse_prune_exports_aligned_widths_that_reload(
                                  "pruning.ffn_sparsity=0"]))  # fmt: skip
     assert again["before"]["stsb"] == pytest.approx(results["after"]["stsb"], abs=1e-6)
     torch.testing.assert_close(load_encoder(str(tmp_path / "x"), "avg").encode(TEXTS), loaded.encode(TEXTS))
+
+
+def test_a_whole_unit_rounding_shows_the_request_without_blaming_alignment():
+    event = PruningEvent("step", 20, head_sparsity=0.3, ffn_sparsity=0.3)
+    summary = {"prune/head_sparsity": 0.25, "prune/ffn_sparsity": 38 / 128, "prune/encoder_parameters": 1e4}
+    assert event_outcome(event, summary).startswith(
+        "removed 25.0% of the heads (30.0% requested) and 29.7% of the FFN neurons (30.0% requested);"
+    )
