@@ -16,6 +16,7 @@ from sparsecse.cli import CONFIG_DIR, run_checked
 from sparsecse.cli.config import check_config
 from sparsecse.cli.jobs import (
     check_sweep_configs,
+    check_warning_signal,
     instantiate_dict,
     instantiate_group,
     instantiate_loggers,
@@ -47,6 +48,7 @@ def train(cfg: DictConfig) -> dict:
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         check_sweep_configs(Path(HydraConfig.get().sweep.dir), Path(CONFIG_DIR))
     check_config(resolved)  # every key, type and range, in a second
+    check_warning_signal(cfg.get("callbacks"))
     model_config = preflight(cfg)
     pruning = build_pruning(cfg, model_config)
     callbacks = instantiate_dict(cfg.get("callbacks")) + ([pruning] if pruning else [])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,11 @@ from sparsecse.validation import NonNegativeInt, checked, passes_options_to
 
 # what a job may be told to stop by: SLURM's time-limit warning, preemption, a user's kill or Ctrl-C
 StopSignal = Literal["SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT"]
+# The warning before a time limit, one signal end to end: submitit's preemption signal (its default;
+# $SUBMITIT_PREEMPT_SIGNAL overrides it), the `--signal=USR2@<signal_delay_s>` it asks SLURM for,
+# and what LastCheckpoint listens to. submitit avoids USR1, which NCCL may catch.
+WARNING_SIGNAL = "SIGUSR2"
+WARNINGS = (signal.SIGUSR1, signal.SIGUSR2)  # what a plain sbatch job may ask for with --signal
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -84,7 +90,8 @@ def requeues(handler: Any) -> bool:
 
 class LastCheckpoint(L.Callback):
     """`last.ckpt` every `every_n_steps` optimizer steps, at the end of training, and on `signals`
-    (SLURM sends SIGUSR1 before a time limit with `--signal=USR1@90`, SIGTERM before preemption).
+    (SLURM sends SIGUSR2 before a time limit with `--signal=USR2@120`, which submitit asks for, and
+    SIGTERM on preemption and `scontrol requeue`).
 
     A signal only raises a flag; the checkpoint is written between two steps, so it never holds a
     half-applied optimizer step. Then the job requeues itself under SLURM (through
@@ -96,7 +103,7 @@ class LastCheckpoint(L.Callback):
         self,
         dirpath: str | Path,
         every_n_steps: NonNegativeInt = 200,  # 0: only on signals and at the end
-        signals: Sequence[StopSignal] = ("SIGUSR1", "SIGTERM"),
+        signals: Sequence[StopSignal] = (WARNING_SIGNAL, "SIGTERM"),
     ):
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_steps = every_n_steps
@@ -104,6 +111,7 @@ class LastCheckpoint(L.Callback):
         self.received: signal.Signals | None = None
         self.previous: dict[signal.Signals, Any] = {}
         self.pending = self.stopping = self.between_batches = False
+        self.saved_step = 0  # the step last.ckpt holds (0: none yet, or the run's start)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after Lightning has installed its own handlers, which ours replace while training runs
@@ -116,17 +124,18 @@ class LastCheckpoint(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.stopping = trainer.strategy.reduce_boolean_decision(self.received is not None, all=False)
-        due = (
-            self.every_n_steps and trainer.global_step % self.every_n_steps == 0 and not trainer.fast_dev_run
-        )
-        self.pending = self.pending or self.stopping or bool(due)
+        step = trainer.global_step
+        # with gradient accumulation, several batches end at one step: that step is saved once, and
+        # step 0 (no update yet) never
+        due = self.every_n_steps and step > self.saved_step and step % self.every_n_steps == 0
+        self.pending = self.pending or self.stopping or bool(due and not trainer.fast_dev_run)
 
     # A step's checkpoint is written when the next batch starts: after the step's validation, if one
     # was due (Lightning resumes as if it had run), and before anything of the next step happens.
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
         if self.pending:
             self.between_batches = True
-            trainer.save_checkpoint(self.path)
+            self._save(trainer)
             self.between_batches = self.pending = False
         if self.stopping:
             self._stop(trainer)
@@ -137,7 +146,12 @@ class LastCheckpoint(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.fast_dev_run:  # a wiring check is no state to resume from
-            trainer.save_checkpoint(self.path)
+            self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        # everything a resumed run needs: optimizer, schedulers and loops (read back weights-only)
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self.saved_step = trainer.global_step
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for signum, handler in self.previous.items():
@@ -150,8 +164,10 @@ class LastCheckpoint(L.Callback):
         previous = self.previous.get(signum)
         self.teardown(trainer, trainer.lightning_module, "fit")
         if requeues(previous):  # e.g. submitit's: it requeues the job with the same config
+            # said first: submitit's time-limit handler exits the process once it has requeued the job
+            print(f"{message}; the job's own handler requeues it", file=sys.stderr, flush=True)
             previous(signum, None)
-        elif signum == signal.SIGUSR1 and os.environ.get("SLURM_JOB_ID") and trainer.is_global_zero:
+        elif signum in WARNINGS and os.environ.get("SLURM_JOB_ID") and trainer.is_global_zero:
             subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
             message += "; requeued"
         raise Preempted(f"{message}; run the same command again to resume", signum)

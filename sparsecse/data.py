@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
@@ -59,6 +61,19 @@ class ContrastiveCollator:
         flat = [example[v] for v in range(views) for example in examples]
         tokens = self._tokenize(flat)
         return {k: v.view(views, len(examples), -1) for k, v in tokens.items()}  # (V, B, T)
+
+
+# SLURM signals every process of a job step: at a time limit, a preemption or `scontrol requeue`.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """In a DataLoader worker: the job's stop signals are the main process's to handle. A worker that
+    died of one would fail the run before the main process could save `last.ckpt`; the main process
+    shuts its workers down itself when it stops."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    pl_worker_init_function(worker_id)  # what Lightning sets when a loader has no worker_init_fn
 
 
 @dataclass
@@ -235,6 +250,7 @@ class ContrastiveDataModule(L.LightningDataModule):
             collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=ignore_stop_signals,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -245,6 +261,9 @@ class ContrastiveDataModule(L.LightningDataModule):
         )
         if self.resume_at is not None:
             epoch, batches = self.resume_at
+            # a resumed fit draws its first iterator before it sets the sampler's epoch: without this,
+            # a run resumed in epoch E > 0 trains on epoch 0's order
+            sampler.set_epoch(epoch)
             sampler.resume(epoch, batches * self.batch_size)
         return self._loader(self.train_set, self.batch_size, self.collate, sampler)
 

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 import callbacks.checkpointing
+from callbacks.checkpointing import WARNING_SIGNAL
 from sparsecse.cli import CONFIG_DIR, REPO_ROOT
 from sparsecse.cli.jobs import job_name, sweep_name
 from sparsecse.errors import CheckpointWriteError, ConfigError, TrainingDiverged
@@ -143,12 +145,12 @@ def final_state(run_dir: Path) -> tuple[dict, list]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("signal_name", "at_step", "saved_step"), [("SIGKILL", 5, 4), ("SIGUSR1", 4, 5)])
+@pytest.mark.parametrize(("signal_name", "at_step", "saved_step"), [("SIGKILL", 5, 4), ("SIGUSR2", 4, 5)])
 def test_killed_mid_epoch_after_pruning_then_restarted_equals_the_uninterrupted_run(
     tmp_path, toy_senteval_dir, tiny_model_dir, corpus, signal_name, at_step, saved_step
 ):
     """Epoch 2 holds steps 4-6; the pruning event was at step 2. SIGKILL after step 5: the process
-    dies at once; last.ckpt is step 4's (written after its validation). SIGUSR1 (SLURM's warning)
+    dies at once; last.ckpt is step 4's (written after its validation). SIGUSR2 (SLURM's warning)
     after step 4: seen after step 5, which is saved, and the run stops with a one-line message.
     Either way, the same command resumes mid-epoch."""
     whole = tmp_path / "whole"
@@ -162,9 +164,9 @@ def test_killed_mid_epoch_after_pruning_then_restarted_equals_the_uninterrupted_
     if signal_name == "SIGKILL":
         assert stopped.returncode == -9
     else:
-        assert stopped.returncode == 128 + 10, stopped.stderr[-2000:]
+        assert stopped.returncode == 128 + signal.SIGUSR2, stopped.stderr[-2000:]
         assert stopped.stderr.strip().splitlines()[-1] == (
-            f"sparsecse-train: stopped by SIGUSR1 at step 5; saved {broken}/checkpoints/last.ckpt;"
+            f"sparsecse-train: stopped by SIGUSR2 at step 5; saved {broken}/checkpoints/last.ckpt;"
             " run the same command again to resume"
         )
     at_stop = torch.load(broken / "checkpoints" / "last.ckpt", weights_only=True)
@@ -202,15 +204,20 @@ def test_lightning_ddp_launcher_inside_a_multirun_is_refused(tmp_path, toy_sente
     assert end == "sparsecse.cli.JobFailed: " + next(line for line in lines if line.startswith(refusal))
 
 
-def test_the_slurm_launcher_runs_one_task_per_device():
+def test_the_slurm_launcher_runs_one_task_per_device_and_asks_for_gpus_only_to_train_on_them():
+    from hydra.utils import get_class
+
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "train", ["hydra/launcher=slurm", "trainer=gpu", "trainer.devices=4"], return_hydra_config=True
-        )
-    launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
-    assert launcher.tasks_per_node == launcher.gpus_per_node == 4 and launcher.max_num_timeout > 0
+        for trainer, gpus in (("cpu", 0), ("default", 0), ("gpu", 4)):
+            chosen = ["hydra/launcher=slurm", f"trainer={trainer}", "trainer.devices=4"]
+            cfg = compose("train", chosen, return_hydra_config=True)
+            launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+            assert (launcher["gpus_per_node"], launcher["tasks_per_node"]) == (gpus, 4), trainer
+    bases = [
+        cls.__qualname__ for cls in get_class(launcher["_target_"]).__mro__
+    ]  # the plugin scan reloads modules
+    assert "SlurmLauncher" in bases and launcher["max_num_timeout"] > 0
 
 
 @pytest.mark.slow
@@ -308,3 +315,75 @@ def test_a_folder_without_a_config_record_is_not_resumed(tmp_path, toy_senteval_
     (tmp_path / "run_config.json").unlink()  # as an older version of SparseCSE left it
     with pytest.raises(ConfigError, match=r"^resume: \S+ holds an earlier run with no record of its config"):
         train(compose_train(short_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus)))
+
+
+def test_submitit_slurm_and_last_checkpoint_agree_on_the_warning_signal(tmp_path):
+    """The one signal: what submitit asks SLURM for in the batch script, what its job handler waits
+    for, and what the default config's LastCheckpoint listens to."""
+    from hydra import compose, initialize_config_dir
+    from submitit.slurm.slurm import SlurmJobEnvironment, _make_sbatch_string
+
+    script = _make_sbatch_string(command="true", folder=str(tmp_path), signal_delay_s=120)
+    assert f"#SBATCH --signal={WARNING_SIGNAL.removeprefix('SIG')}@120" in script
+    assert SlurmJobEnvironment._usr_sig() == signal.Signals[WARNING_SIGNAL]
+    with initialize_config_dir(str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    assert WARNING_SIGNAL in cfg.callbacks.last_checkpoint.signals
+    assert cfg.hydra.launcher.signal_delay_s > 0
+
+
+def test_a_submitit_job_whose_checkpoint_ignores_the_warning_signal_is_refused(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from sparsecse.cli.jobs import check_warning_signal
+
+    callbacks = OmegaConf.create({"last_checkpoint": {"signals": ["SIGUSR1", "SIGTERM"]}})
+    check_warning_signal(callbacks)  # outside submitit: nothing to agree with
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    with pytest.raises(
+        ConfigError, match=r"^callbacks.last_checkpoint.signals: \['SIGUSR1', 'SIGTERM'\] lacks SIGUSR2"
+    ):
+        check_warning_signal(callbacks)
+    monkeypatch.setenv("SUBMITIT_PREEMPT_SIGNAL", "USR1")
+    check_warning_signal(callbacks)
+
+
+def test_dataloader_workers_ignore_the_jobs_stop_signals():
+    """SLURM signals every process of a job; a worker must leave the stop to the main process."""
+    from torch.utils.data import DataLoader
+
+    from sparsecse.data import STOP_SIGNALS, ignore_stop_signals
+
+    def handlers(_):
+        return [signal.getsignal(s) for s in STOP_SIGNALS]
+
+    loader = DataLoader(
+        [0], batch_size=1, num_workers=1, worker_init_fn=ignore_stop_signals, collate_fn=handlers
+    )
+    assert next(iter(loader)) == [signal.SIG_IGN] * len(STOP_SIGNALS)
+
+
+class FakeTrainer:
+    """What LastCheckpoint reads and calls, recording the steps it saves."""
+
+    fast_dev_run = False
+    strategy = type("Strategy", (), {"reduce_boolean_decision": staticmethod(lambda flag, all: flag)})()
+
+    def __init__(self):
+        self.global_step, self.saved = 0, []
+
+    def save_checkpoint(self, path, weights_only=None):
+        assert weights_only is False, "last.ckpt holds what resuming needs; saying so keeps Lightning quiet"
+        self.saved.append(self.global_step)
+
+
+def test_with_gradient_accumulation_each_due_step_is_saved_once_and_step_0_never(tmp_path):
+    """Two batches a step (accumulate_grad_batches=2), last.ckpt every step: the batches that end
+    before the first update (global step 0) saved a checkpoint of nothing, and each later step twice."""
+    callback, trainer = callbacks.checkpointing.LastCheckpoint(tmp_path, every_n_steps=1), FakeTrainer()
+    for batch in range(6):
+        callback.on_train_batch_start(trainer, None, None, batch)
+        trainer.global_step = (batch + 1) // 2  # the optimizer steps after every second batch
+        callback.on_train_batch_end(trainer, None, None, None, batch)
+    callback.on_fit_end(trainer, None)
+    assert trainer.saved == [1, 2, 3]

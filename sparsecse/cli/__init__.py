@@ -31,6 +31,16 @@ TOOLS_CONFIG_DIR = str(REPO_ROOT / "conf" / "tools")
 OmegaConf.register_new_resolver("sparsecse_data_dir", lambda: str(default_data_dir()), replace=True)
 
 
+def gpus_to_ask(accelerator: str, devices) -> int:
+    """GPUs a SLURM job asks for: the trainer's devices when it trains on GPUs, else none (sbatch
+    refuses `--gpus-per-node` on a cluster without GPUs)."""
+    return int(devices) if accelerator in ("gpu", "cuda") else 0
+
+
+# hydra/launcher/slurm.yaml: `gpus_per_node: ${sparsecse_gpus:${trainer.accelerator},${trainer.devices}}`
+OmegaConf.register_new_resolver("sparsecse_gpus", gpus_to_ask, replace=True)
+
+
 def sparsifier_node() -> dict:
     """The config node of the Sparsifier's options, defined once: by its signature (names, defaults;
     hints checked by the config check). Composed as `/sparsifier@...: default` into pruning/ (pruning

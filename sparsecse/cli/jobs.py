@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -160,6 +161,25 @@ def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
     identity = sweep_identity(cfg.task_name)
     identity |= {"id": wandb_run_id(Path(cfg.output_dir)), "resume": "allow"}
     return instantiate_dict(entries, WandbLogger=identity)
+
+
+def submitit_warning() -> str | None:
+    """The signal submitit asked SLURM to send before this job's time limit (`--signal=<it>@<delay>`),
+    None outside a submitit job."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return None
+    return "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")  # submitit's own default
+
+
+def check_warning_signal(callbacks: DictConfig | None) -> None:
+    """Before any compute, in a submitit job: LastCheckpoint must listen to the signal SLURM will send
+    before the time limit, or the job would lose the steps since its last periodic save."""
+    warning = submitit_warning()
+    last = (callbacks or {}).get("last_checkpoint")
+    if warning is None or last is None or warning in last.get("signals", []):
+        return
+    raise ConfigError("callbacks.last_checkpoint.signals", f"{list(last.signals)} lacks {warning}, which "
+                      "submitit has SLURM send before the time limit; add it")  # fmt: skip
 
 
 @contextmanager
