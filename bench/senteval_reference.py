@@ -64,31 +64,16 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from sparsecse.evaluation import task_files
+
 STS_YEARS = ("STS12", "STS13", "STS14", "STS15", "STS16")
 TASKS = (*STS_YEARS, "STSBenchmark", "SICKRelatedness")
-NEEDED_FILES = {
-    "STS12": ("STS/STS12-en-test", ("MSRpar", "MSRvid", "SMTeuroparl", "surprise.OnWN", "surprise.SMTnews")),
-    "STS13": ("STS/STS13-en-test", ("FNWN", "headlines", "OnWN")),
-    "STS14": (
-        "STS/STS14-en-test",
-        ("deft-forum", "deft-news", "headlines", "images", "OnWN", "tweet-news"),
-    ),
-    "STS15": (
-        "STS/STS15-en-test",
-        ("answers-forums", "answers-students", "belief", "headlines", "images"),
-    ),
-    "STS16": (
-        "STS/STS16-en-test",
-        ("answer-answer", "headlines", "plagiarism", "postediting", "question-question"),
-    ),
-}
+# Beyond the test files the evaluator reads (sparsecse.evaluation.task_files): the splits SentEval loads too.
 OTHER_FILES = (
     "STS/STSBenchmark/sts-train.csv",
     "STS/STSBenchmark/sts-dev.csv",
-    "STS/STSBenchmark/sts-test.csv",
     "SICK/SICK_train.txt",
     "SICK/SICK_trial.txt",
-    "SICK/SICK_test_annotated.txt",
 )
 
 Batcher = Callable[[Any, Sequence[Any]], np.ndarray]
@@ -129,12 +114,7 @@ class RecordingCosine:
 
 def check_layout(data_dir: Path) -> list[str]:
     """The files SentEval's STS and SICK tasks open, relative to the data dir, that are missing."""
-    wanted = [
-        f"{folder}/STS.{kind}.{name}.txt"
-        for folder, names in NEEDED_FILES.values()
-        for name in names
-        for kind in ("input", "gs")
-    ]
+    wanted = task_files(["sts"])
     return [rel for rel in [*wanted, *OTHER_FILES] if not (data_dir / rel).is_file()]
 
 
