@@ -4,6 +4,7 @@ sentences listed below is computed here from the raw results. Prose and data can
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import statistics
@@ -132,3 +133,23 @@ def test_every_study_table_in_the_doc_is_a_reports():
 def test_a_committed_report_is_what_its_results_make_today(folder, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     assert (STUDY / folder / "report.md").read_text() == format_report(load_sweep(STUDY / folder))
+
+
+ARMS = {"SimCSE": "none", "SparseCSE (magnitude)": "demo", "random": "demo_random",
+        "weight magnitude": "demo_weight_magnitude"}  # fmt: skip
+
+
+def test_every_during_training_row_is_its_jobs_results():
+    rows = re.findall(r"^\| (SimCSE|SparseCSE \(magnitude\)|random|weight magnitude) \| (\d) \| (.*) \|$",
+                      (REPO_ROOT / "docs" / "study.md").read_text(), flags=re.MULTILINE)  # fmt: skip
+    jobs = sorted((REPO_ROOT / STUDY / "during-training").glob("pruning=*/results.json"))
+    assert rows and len(rows) == len(jobs), "one row per finished job"
+    for arm, seed, cells in rows:
+        results = json.loads((REPO_ROOT / STUDY / "during-training" / f"pruning={ARMS[arm]},seed={seed}"
+                              / "results.json").read_text())  # fmt: skip
+        after, final = results["after"], results["final"]
+        expected = [str(results["best_step"]), f"{after['sts_avg']:.2f}", f"{final['sts_avg']:.2f}",
+                    f"{after['transfer_avg']:.2f}", f"{final['transfer_avg']:.2f}",
+                    f"{after['alignment']:.3f}", f"{after['uniformity']:.3f}",
+                    f"{results['parameters'] / 1e6:.2f}"]  # fmt: skip
+        assert [c.strip() for c in cells.split("|")] == expected, (arm, seed)
