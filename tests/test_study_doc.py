@@ -17,7 +17,10 @@ from sparsecse.cli import REPO_ROOT
 from sparsecse.report import BETTER, format_report, load_sweep, study_lines
 
 STUDY = Path("docs") / "study"  # relative: a report names its folder as it was given
-AFTER_TRAINING = ("minilm-structured", "minilm-unstructured", "simcse-structured", "minilm-transfer")
+AFTER_TRAINING = (
+    "minilm-structured", "minilm-unstructured", "simcse-structured", "minilm-transfer", "minilm-aligned64",
+    "minilm-plain",
+)  # fmt: skip
 
 
 def words(text: str) -> str:
@@ -153,3 +156,30 @@ def test_every_during_training_row_is_its_jobs_results():
                     f"{after['alignment']:.3f}", f"{after['uniformity']:.3f}",
                     f"{results['parameters'] / 1e6:.2f}"]  # fmt: skip
         assert [c.strip() for c in cells.split("|")] == expected, (arm, seed)
+
+
+def test_every_aligned_width_row_is_its_points_results():
+    """The table of STS avg with and without FFN widths at multiples of 64."""
+    rows = re.findall(
+        r"^\| (0\.[135]) \| (.*) \|$", (REPO_ROOT / "docs" / "study.md").read_text(), flags=re.MULTILINE
+    )
+    assert [p for p, _ in rows] == ["0.1", "0.3", "0.5"]
+
+    def points(folder: str, p: str) -> list[dict]:
+        found = sorted((REPO_ROOT / STUDY / folder / "structured" / "magnitude").glob(f"sparsity={p},seed=*"))
+        return [json.loads((path / "results.json").read_text()) for path in found]
+
+    def cell(results: list[dict]) -> str:
+        scores = [r["after"]["sts_avg"] for r in results]
+        return f"{statistics.fmean(scores):.2f} ± {statistics.stdev(scores):.2f}"
+
+    for p, cells in rows:
+        aligned, plain = (
+            points("minilm-aligned64", p),
+            points("minilm-structured" if p != "0.5" else "minilm-plain", p),
+        )
+        assert len(aligned) == len(plain) == 3
+        size = lambda results: f"{results[0]['parameters'] / 1e6:.2f}"  # noqa: E731
+        reached = f"{aligned[0]['sparsity']['prune/ffn_sparsity']:.4f}"
+        expected = [reached, size(aligned), cell(aligned), size(plain), cell(plain)]
+        assert [c.strip() for c in cells.split("|")] == expected, p
