@@ -33,8 +33,9 @@ def build(shape: str, device: torch.device, dtype: torch.dtype) -> SentenceEncod
     return encoder.to(device=device, dtype=dtype).eval()
 
 
-def sparsify(encoder: SentenceEncoder, heads: float, ffn: float) -> SentenceEncoder:
-    sparsifier = Sparsifier(score="weight_magnitude")  # needs no data; speed depends only on sizes
+def sparsify(encoder: SentenceEncoder, heads: float, ffn: float, ffn_multiple_of: int = 1) -> SentenceEncoder:
+    # weight-magnitude scores need no data; speed depends only on the sizes left
+    sparsifier = Sparsifier(score="weight_magnitude", ffn_multiple_of=ffn_multiple_of)
     sparsifier.attach(encoder)
     sparsifier.apply(encoder, PruningEvent("step", 0, heads, ffn), sparsifier.importance(encoder, iter(())))
     remove_pruned_units(encoder)
@@ -76,29 +77,36 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="median of this many interleaved rounds")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--compile", action="store_true", help="also time compile_for_inference's forward")
+    parser.add_argument("--ffn-multiple-of", type=int, nargs="+", default=[1],
+                        help="a sparse model per value, FFN widths at its multiples (1: plain)")  # fmt: skip
     args = parser.parse_args()
     device, where = pick_device()
     dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
     ids = torch.randint(1000, 30000, (args.batch_size, args.length), device=device)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    sparse_encoder = sparsify(build(args.shape, device, dtype), args.head_sparsity, args.ffn_sparsity)
-    models = {"dense": forwards(build(args.shape, device, dtype), args.compile),
-              "sparse": forwards(sparse_encoder, args.compile)}  # fmt: skip
+    models = {"dense": forwards(build(args.shape, device, dtype), args.compile)}
+    widths = {}
+    for multiple in args.ffn_multiple_of:
+        encoder = sparsify(build(args.shape, device, dtype), args.head_sparsity, args.ffn_sparsity, multiple)
+        widths[f"sparse/{multiple}"] = [len(layer) for layer in encoder.backbone.config.kept_neurons]
+        models[f"sparse/{multiple}"] = forwards(encoder, args.compile)
     runs = {(model, mode): [] for model, modes in models.items() for mode in modes}
     for _ in range(args.rounds):  # interleaved, so that drifts in the machine's speed hit all of them
         for model, mode in runs:
             runs[model, mode].append(throughput(models[model][mode], batch, args.repeats))
-    dense, sparse = ({mode: statistics.median(runs[m, mode]) for mode in models[m]} for m in models)
+    rate = {key: statistics.median(values) for key, values in runs.items()}
     print(f"{args.shape} {args.dtype} batch {args.batch_size} x length {args.length} on {where}; sparse: "
-          f"{args.head_sparsity:.0%} heads, {args.ffn_sparsity:.0%} FFN neurons removed; "
-          f"median of {args.rounds} rounds of {args.repeats}")  # fmt: skip
-    for mode in dense:
-        print(f"{mode:>8}: dense {dense[mode]:10.1f}, sparse {sparse[mode]:10.1f} sentences/s, "
-              f"speed-up {sparse[mode] / dense[mode]:.2f}x")  # fmt: skip
+          f"{args.head_sparsity:.0%} heads, {args.ffn_sparsity:.0%} FFN neurons removed, FFN widths at "
+          f"multiples of N (sparse/N); median of {args.rounds} rounds of {args.repeats}")  # fmt: skip
+    for model in widths:
+        print(f"{model} FFN widths: {widths[model]}")
+    for model, mode in runs:
+        print(f"{model:>10} {mode:>8}: {rate[model, mode]:10.1f} sentences/s, "
+              f"{rate[model, mode] / rate['dense', mode]:.2f}x dense {mode}")  # fmt: skip
     if args.compile:
-        print(f"compiled / eager: dense {dense['compiled'] / dense['eager']:.2f}x, "
-              f"sparse {sparse['compiled'] / sparse['eager']:.2f}x")  # fmt: skip
+        for model in models:
+            print(f"{model} compiled / eager: {rate[model, 'compiled'] / rate[model, 'eager']:.2f}x")
 
 
 if __name__ == "__main__":

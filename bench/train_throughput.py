@@ -99,17 +99,15 @@ class StepClock(L.Callback):
 def lightning_seconds(args, path: str, text: Path, device: torch.device) -> float:
     encoder = load_encoder(path, pooler="avg")
     optimizer = lambda params: torch.optim.AdamW(params, lr=3e-5, fused=device.type == "cuda")  # noqa: E731
-    module = SimCSEModule(encoder, optimizer)
+    module = SimCSEModule(encoder, optimizer, compile=args.compile)  # the project's `compile=true`
     data = ContrastiveDataModule(path, args.data_dir, str(text), batch_size=args.batch_size,
                                  max_length=args.length, num_workers=args.workers,
-                                 bucket_batches=args.bucket_batches)  # fmt: skip
+                                 bucket_batches=args.bucket_batches, static_shapes=args.compile)  # fmt: skip
     clock = StepClock(args.warmup)
     trainer = L.Trainer(accelerator=device.type, devices=1, precision=args.precision,
                         max_steps=args.warmup + args.steps, limit_val_batches=0, num_sanity_val_steps=0,
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[clock])  # fmt: skip
-    if args.compile:
-        module.encoder.backbone = torch.compile(module.encoder.backbone)
     trainer.fit(module, datamodule=data)
     return clock.end - clock.start
 
@@ -179,7 +177,10 @@ def main() -> None:
         "--bucket-batches", type=int, default=0, help="the Lightning variant's data.bucket_batches"
     )
     parser.add_argument(
-        "--compile", action="store_true", help="torch.compile the backbone (all variants but ST)"
+        "--compile",
+        action="store_true",
+        help="Lightning: the project's compile=true (step compiled, batches padded to --length); "
+        "plain loop: torch.compile of the backbone; sentence-transformers: eager",
     )
     parser.add_argument("--data-dir", default=None, help="SentEval folder (STS-B dev for the DataModule)")
     args = parser.parse_args()
@@ -198,10 +199,15 @@ def main() -> None:
         if args.bucket_batches:  # the grouped loader draws its first batches from the whole corpus
             lines = max(lines, args.bucket_batches * args.batch_size)
         text = corpus(Path(work) / "corpus.txt", lines, args.corpus, args.data_dir)
+        peak: dict[str, float] = {}  # GiB of GPU memory allocated at the most, per variant
         for _ in range(args.rounds):  # interleaved, so that drifts in the machine's speed hit all three
             for name, run in variants.items():
                 torch.manual_seed(0)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
                 rates[name].append(tokens / run(args, path, text, device))
+                if device.type == "cuda":
+                    peak[name] = max(peak.get(name, 0.0), torch.cuda.max_memory_allocated() / 2**30)
     median = {name: statistics.median(values) for name, values in rates.items()}
     grouped = f" (Lightning's grouped by length, runs of {args.bucket_batches})" * bool(args.bucket_batches)
     setting = f"{args.shape}, {args.corpus} corpus{grouped}, batch {args.batch_size} x length {args.length}"
@@ -210,7 +216,9 @@ def main() -> None:
     print(f"{setting}, {timing}, on {where}")
     print("tokens/s counts batch x length (the maximum length) per step, padding or not")
     for name, values in rates.items():
-        print(f"{name:>22}: {median[name]:10.0f} tokens/s  (rounds: {', '.join(f'{v:.0f}' for v in values)})")
+        memory = f", peak GPU memory {peak[name]:.2f} GiB" if name in peak else ""
+        print(f"{name:>22}: {median[name]:10.0f} tokens/s  (rounds: {', '.join(f'{v:.0f}' for v in values)})"
+              f"{memory}")  # fmt: skip
     print(f"lightning / sentence-transformers: {median['lightning'] / median['sentence-transformers']:.2f}x")
     print(f"lightning / plain loop:            {median['lightning'] / median['plain']:.2f}x")
 

@@ -43,11 +43,12 @@ class ContrastiveCollator:
 
     tokenizer: PreTrainedTokenizerBase
     max_length: int | None = 32  # SimCSE, Sec. 3 / Appendix A
+    pad_to_max_length: bool = False  # every batch (V, B, max_length): one shape for a compiled step
 
     def _tokenize(self, texts: list[str]) -> dict[str, Tensor]:
         return self.tokenizer(
             texts,
-            padding=True,
+            padding="max_length" if self.pad_to_max_length else True,
             truncation=self.max_length is not None,
             max_length=self.max_length,
             return_tensors="pt",
@@ -226,8 +227,13 @@ class ContrastiveDataModule(L.LightningDataModule):
         max_line_length: PositiveInt = MAX_LINE_LENGTH,
         bucket_batches: NonNegativeInt = 0,
         download: DownloadMode = "never",
+        static_shapes: bool = False,
     ):
         super().__init__()
+        if static_shapes and max_length is None:
+            message = "pads every batch to max_length, which is null; set data.max_length"
+            raise ConfigError("static_shapes", message)
+        self.static_shapes = static_shapes
         self.bucket_batches = bucket_batches
         self.batch_size, self.val_batch_size, self.num_workers = batch_size, val_batch_size, num_workers
         self.seed = seed
@@ -240,14 +246,17 @@ class ContrastiveDataModule(L.LightningDataModule):
         self.val_pairs: ScoredPairs = read_stsb(self.data_dir, "dev")
         load_config(tokenizer)
         self.tokenizer = load_tokenizer(tokenizer)
-        self.collate = ContrastiveCollator(self.tokenizer, max_length)
+        self.collate = ContrastiveCollator(self.tokenizer, max_length, pad_to_max_length=static_shapes)
 
-    def _loader(self, dataset, batch_size: int, collate, sampler: Sampler | None = None) -> DataLoader:
+    def _loader(
+        self, dataset, batch_size: int, collate, sampler: Sampler | None = None, drop_last: bool = False
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
             collate_fn=collate,
+            drop_last=drop_last,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             worker_init_fn=ignore_stop_signals,
@@ -265,7 +274,9 @@ class ContrastiveDataModule(L.LightningDataModule):
             # a run resumed in epoch E > 0 trains on epoch 0's order
             sampler.set_epoch(epoch)
             sampler.resume(epoch, batches * self.batch_size)
-        return self._loader(self.train_set, self.batch_size, self.collate, sampler)
+        # static shapes: an epoch's short last batch would be a second shape to compile
+        drop_last = self.static_shapes
+        return self._loader(self.train_set, self.batch_size, self.collate, sampler, drop_last)
 
     def state_dict(self) -> dict[str, int]:
         """Where training is in its epoch, saved in every checkpoint, so that a run resumed from one

@@ -32,6 +32,7 @@ class SimCSEModule(L.LightningModule):
         hard_negative_weight: float = 0.0,
         gather_negatives: bool = True,
         seed: int = 0,
+        compile: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"])
@@ -45,6 +46,7 @@ class SimCSEModule(L.LightningModule):
         self.val_uniform = Uniformity()
         # one entry per validation: the path through the alignment-uniformity plane (SimCSE Fig. 2)
         self.val_history: list[dict[str, float]] = []
+        self.compiled_loss: Callable[[dict[str, Tensor]], Tensor] | None = None  # made at the first step
 
     def embed_views(self, batch: dict[str, Tensor]) -> Tensor:
         """(V, B, T) tokens -> (V, B, H): all views in one forward pass, each with its own dropout."""
@@ -59,10 +61,26 @@ class SimCSEModule(L.LightningModule):
         step_seed = (self.hparams.seed * 1_000_003 + self.global_step) * self.trainer.world_size
         torch.manual_seed(step_seed + self.global_rank)
 
+    def views_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """(V, B, T) tokens -> the SimCSE loss of their views."""
+        emb, hp = self.embed_views(batch), self.hparams  # (V, B, H)
+        return simcse_loss(emb, hp.temperature, hp.hard_negative_weight, hp.gather_negatives)
+
+    def compile_loss(self) -> Callable[[dict[str, Tensor]], Tensor]:
+        """`views_loss` compiled for fixed shapes (the DataModule's `static_shapes`). On a GPU its
+        mode is reduce-overhead: the step is captured as a CUDA graph, since a small or pruned encoder's
+        step is bound by kernel launches, not arithmetic. A pruning event that removes units changes
+        the shapes, and the step compiles once more."""
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        return torch.compile(self.views_loss, dynamic=False, mode=mode)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        emb = self.embed_views(batch)  # (V, B, H)
-        hp = self.hparams
-        loss = simcse_loss(emb, hp.temperature, hp.hard_negative_weight, hp.gather_negatives)
+        if self.hparams.compile:
+            self.compiled_loss = self.compiled_loss or self.compile_loss()
+            torch.compiler.cudagraph_mark_step_begin()  # a new step: the last graph's outputs are consumed
+            loss = self.compiled_loss(batch)
+        else:
+            loss = self.views_loss(batch)
         # Stop before backward and the optimizer step: the weights and every checkpoint stay finite.
         if not torch.isfinite(loss):
             raise TrainingDiverged(

@@ -294,3 +294,15 @@ def test_importance_scoring_writes_heatmap_and_histogram(tmp_path, toy_senteval_
     assert pictures == [f"importance_{kind}_{when}.png" for kind in ("heads", "neurons")
                         for when in ("final", "step0", "step1")]  # fmt: skip
     assert all((tmp_path / "importance" / p).stat().st_size > 1000 for p in pictures)
+
+
+def test_a_compiled_run_prunes_and_saves_its_model(tmp_path, toy_senteval_dir, tiny_model_dir, corpus):
+    """compile=true end to end: static batches, a structured event mid-run, removal, evaluation."""
+    cfg = compose_pruning_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus, "trainer.max_epochs=2",
+                              "pruning.schedule=[{step:2}]", "pruning.head_sparsity=0.5", "compile=true",
+                              "save_model=true")  # fmt: skip
+    results = train(cfg)
+    assert results["sparsity"]["prune/head_sparsity"] == 0.5
+    assert 0 < results["after"]["stsb"] <= 100
+    layers = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert sum(len(h) for h in layers["kept_heads"]) == 4

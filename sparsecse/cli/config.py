@@ -50,6 +50,7 @@ class TrainSettings(TypedDict):
     ckpt_path: str | None
     save_model: bool
     resume: bool  # carry on from ${output_dir}/checkpoints/last.ckpt
+    compile: bool  # model.compile and data.static_shapes
     evaluate: EvaluateSettings
     optimized_metric: str | None  # returned to Hydra's sweeper (Optuna), e.g. after/sts_avg
     onnx: OnnxExport
