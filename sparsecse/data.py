@@ -257,10 +257,17 @@ class ContrastiveDataModule(L.LightningDataModule):
             sampler=sampler,
             collate_fn=collate,
             drop_last=drop_last,
+            # page-locked batches: Lightning's non-blocking copy to a GPU then waits for nothing; from
+            # pageable memory, each batch's copy waits for the steps queued before it
+            pin_memory=self.on_gpu,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             worker_init_fn=ignore_stop_signals,
         )
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     def train_dataloader(self) -> DataLoader:
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)

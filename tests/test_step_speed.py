@@ -1,5 +1,5 @@
-"""The compiled training step: batches of one shape (data.static_shapes), and model.compile's loss
-equal to the eager one."""
+"""The training step's speed options: batches of one shape (data.static_shapes), model.compile's loss
+equal to the eager one, and page-locked batches for a GPU."""
 
 from __future__ import annotations
 
@@ -37,6 +37,17 @@ def test_static_shapes_pad_to_max_length_and_drop_the_short_last_batch(
     assert any(s[1] == 5 for s in dynamic) and len({s[2] for s in dynamic}) > 1, (
         "the default pads each batch to its longest sentence and keeps the short last batch"
     )
+
+
+def test_batches_are_page_locked_for_a_gpu_only(corpus, toy_senteval_dir, tiny_model_dir):
+    from types import SimpleNamespace
+
+    data = ContrastiveDataModule(str(tiny_model_dir), toy_senteval_dir, str(corpus), batch_size=8)
+    assert not data.train_dataloader().pin_memory and not data.val_dataloader().pin_memory
+    for device, pinned in (("cpu", False), ("cuda", True)):
+        data.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)),
+                                       global_rank=0, world_size=1)  # fmt: skip
+        assert data.train_dataloader().pin_memory is pinned and data.val_dataloader().pin_memory is pinned
 
 
 def test_static_shapes_need_a_max_length(corpus, toy_senteval_dir, tiny_model_dir):
