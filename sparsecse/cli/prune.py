@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from pathlib import Path
 
@@ -15,9 +16,10 @@ from sparsecse.errors import ConfigError
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
 from sparsecse.importance import TARGETS, Sparsifier, check_architecture, event_outcome, one_shot_event
 from sparsecse.loading import load_config
-from sparsecse.model_card import base_model, plural, pruning_sentence
+from sparsecse.model_card import base_model, plural, pruning_sentence, recovery_sentence
 from sparsecse.model_io import load_encoder, save_sparse_encoder
 from sparsecse.onnx_export import OnnxExport, check_onnx_available
+from sparsecse.recovery import Recovery, corpus_sentences, recover, teacher_embeddings
 from sparsecse.surgery import remove_pruned_units
 from sparsecse.validation import check_value
 
@@ -49,6 +51,10 @@ def prune(cfg: DictConfig) -> dict:
     with model_key():
         model_config = load_config(cfg.model) if not str(cfg.model).endswith(".ckpt") else None
     options = OmegaConf.to_container(cfg.pruning, resolve=True)
+    try:
+        recovery = Recovery(**OmegaConf.to_container(cfg.recovery, resolve=True))
+    except ConfigError as err:
+        raise err.under("recovery") from None
     sparsifier, event = build_sparsifier(options, model_config) if model_config else (None, None)
     with model_key():
         data = ContrastiveDataModule(cfg.model, cfg.data_dir, cfg.train_file, cfg.batch_size, cfg.max_length,
@@ -62,6 +68,9 @@ def prune(cfg: DictConfig) -> dict:
     # One seed draws the scoring batches, their dropout and random scores, as sparsecse-study's
     # `seeds` and a training run's pruning.seed do: the same seed gives the same ranking in each tool.
     results = {"seed": sparsifier.seed, "before": evaluate()}
+    if recovery.steps:  # the encoder before the event is the teacher
+        sentences = corpus_sentences(data.train_set)
+        teacher = teacher_embeddings(encoder, sentences, recovery.max_length, recovery.cache_dir)
     sparsifier.attach(encoder)
     print(f"sparsecse-prune: scoring {plural(sparsifier.num_batches, 'batch')} of {cfg.train_file}, "
           f"seed {sparsifier.seed}")  # fmt: skip
@@ -69,13 +78,25 @@ def prune(cfg: DictConfig) -> dict:
     results["sparsity"] = sparsifier.apply(encoder, event, importance)
     print(f"sparsecse-prune: {event_outcome(event, results['sparsity'], sparsifier.ffn_multiple_of)}")
     remove_pruned_units(encoder)
+    if recovery.steps:
+        results["pruned"] = evaluate()  # before recovery
+        print(f"sparsecse-prune: recovery, {recovery.steps} steps of distillation from the dense encoder")
+        start = time.perf_counter()
+        losses = recover(encoder, sentences, teacher, recovery)
+        results["recovery"] = {"steps": recovery.steps, "seconds": round(time.perf_counter() - start, 1),
+                               "first_loss": losses[0], "last_loss": losses[-1]}  # fmt: skip
+        print(f"sparsecse-prune: recovered in {results['recovery']['seconds']:.0f} s, distillation loss "
+              f"{losses[0]:.5f} -> {losses[-1]:.5f}")  # fmt: skip
     results["after"] = evaluate()
     if tasks:
-        print(format_table({"before": results["before"], "after": results["after"]}))
+        shown = ("before", "pruned", "after") if recovery.steps else ("before", "after")
+        print(format_table({name: results[name] for name in shown}))
     when = f"after training from `{base_model(str(cfg.model))}` (sparsecse-prune, one event)"
     scored_on = f"{plural(sparsifier.num_batches, 'batch')} of `{cfg.train_file}`"
     score, granularity = sparsifier.scorer.mode, sparsifier.granularity
     made = [pruning_sentence(when, score, granularity, results["sparsity"], scored_on)]
+    if recovery.steps:
+        made.append(recovery_sentence(recovery, cfg.train_file))
     rows = {name: results[name] for name in ("before", "after") if results[name]}
     save_sparse_encoder(encoder, Path(cfg.output_dir), made, rows, onnx=cfg.onnx)
     write_results(Path(cfg.output_dir) / "results.json", results)

@@ -1,0 +1,177 @@
+"""Distillation recovery after pruning: the teacher cache's key and invalidation, the loss, and a tiny
+model that recovers from a planted damage."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+
+import pytest
+import torch
+from helpers import TEXTS, compose_prune
+
+from sparsecse.cli.prune import prune
+from sparsecse.errors import ConfigError
+from sparsecse.recovery import (
+    Recovery,
+    corpus_sentences,
+    distillation_loss,
+    recover,
+    sentence_order,
+    teacher_digest,
+    teacher_embeddings,
+)
+
+SENTENCES = [f"sentence {i} is about topic {i % 5} and a {['cat', 'dog', 'man'][i % 3]} ." for i in range(48)]
+
+
+@pytest.fixture
+def teacher(make_encoder):
+    return make_encoder("avg", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).eval()
+
+
+def test_the_digest_changes_with_each_input_and_only_with_them(teacher, make_encoder):
+    digest = teacher_digest(teacher, SENTENCES, 32)
+    assert teacher_digest(copy.deepcopy(teacher), list(SENTENCES), 32) == digest
+    nudged = copy.deepcopy(teacher)
+    with torch.no_grad():
+        nudged.backbone.encoder.layer[1].output.dense.bias[3] += 1e-6
+    others = {
+        "one weight": teacher_digest(nudged, SENTENCES, 32),
+        "one sentence": teacher_digest(teacher, [*SENTENCES[:-1], SENTENCES[-1] + " !"], 32),
+        "the order": teacher_digest(teacher, SENTENCES[::-1], 32),
+        "max_length": teacher_digest(teacher, SENTENCES, 16),
+        "the pooler": teacher_digest(make_encoder("cls_before_pooler"), SENTENCES, 32),
+    }
+    assert len(set(others.values()) | {digest}) == len(others) + 1, others
+
+
+def encodes(monkeypatch, teacher) -> list[int]:
+    calls = []
+    original = teacher.encode
+    monkeypatch.setattr(
+        teacher, "encode", lambda texts, **kw: calls.append(len(texts)) or original(texts, **kw)
+    )
+    return calls
+
+
+def test_the_cache_is_built_once_then_read(tmp_path, teacher, monkeypatch):
+    calls = encodes(monkeypatch, teacher)
+    first = teacher_embeddings(teacher, SENTENCES, 32, tmp_path)
+    second = teacher_embeddings(teacher, SENTENCES, 32, tmp_path)
+    assert calls == [48] and torch.equal(first, second) and first.shape == (48, 32)
+    torch.testing.assert_close(first, teacher.encode(SENTENCES, max_length=32))
+    assert [p.suffix for p in tmp_path.iterdir()] == [".pt"], "no temporary file left behind"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped value", "other digest", "fewer rows", "not torch"])
+def test_a_corrupt_or_stale_cache_is_rebuilt_never_used(tmp_path, teacher, monkeypatch, caplog, damage):
+    good = teacher_embeddings(teacher, SENTENCES, 32, tmp_path)
+    (path,) = tmp_path.iterdir()
+    record = torch.load(path, weights_only=True)
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-100])
+    elif damage == "not torch":
+        path.write_text("hello")
+    else:
+        if damage == "flipped value":
+            record["embeddings"][3, 4] += 1.0
+        elif damage == "other digest":
+            record["digest"] = "0" * 64
+        else:
+            record["embeddings"] = record["embeddings"][:-1]
+        torch.save(record, path)
+    calls = encodes(monkeypatch, teacher)
+    with caplog.at_level(logging.WARNING, logger="sparsecse.recovery"):
+        rebuilt = teacher_embeddings(teacher, SENTENCES, 32, tmp_path)
+    assert calls == [48] and torch.equal(rebuilt, good)
+    assert f"teacher cache {path}: " in caplog.text and "rebuilding it" in caplog.text
+    assert torch.equal(torch.load(path, weights_only=True)["embeddings"], good), (
+        "the rebuilt cache is written"
+    )
+
+
+def test_the_loss_is_zero_exactly_when_student_equals_teacher():
+    torch.manual_seed(0)
+    x = torch.randn(6, 8)
+    for weights in ((1.0, 0.0), (0.0, 1.0), (1.0, 1.0)):
+        assert distillation_loss(x, x.clone(), *weights).item() == pytest.approx(0.0, abs=1e-6)
+    y = x + 0.1 * torch.randn(6, 8)
+    assert distillation_loss(y, x, 1.0, 0.0) == pytest.approx(((y - x) ** 2).mean().item())
+    cosine = (1 - torch.nn.functional.cosine_similarity(y, x)).mean().item()
+    assert distillation_loss(y, x, 0.5, 2.0) == pytest.approx(0.5 * ((y - x) ** 2).mean().item() + 2 * cosine)
+
+
+def test_an_undamaged_student_starts_at_zero_loss(teacher):
+    student = copy.deepcopy(teacher)
+    embeddings = teacher.encode(SENTENCES, max_length=32)
+    losses = recover(student, SENTENCES, embeddings, Recovery(steps=1, batch_size=8, lr=1e-9))
+    assert losses[0] == pytest.approx(0.0, abs=1e-10)
+
+
+def test_a_tiny_model_recovers_most_of_a_planted_damage(teacher):
+    embeddings = teacher.encode(SENTENCES, max_length=32)
+    student = copy.deepcopy(teacher)
+    torch.manual_seed(1)
+    with torch.no_grad():  # the damage: noise on every weight matrix of layer 1
+        for weight in student.backbone.encoder.layer[1].parameters():
+            if weight.dim() == 2:
+                weight.add_(2.0 * weight.std() * torch.randn_like(weight))
+
+    def error() -> float:
+        return torch.nn.functional.mse_loss(student.encode(TEXTS), teacher.encode(TEXTS)).item()
+
+    damaged = error()
+    recover(student, SENTENCES, embeddings, Recovery(steps=60, batch_size=16, lr=3e-4, warmup_ratio=0.0))
+    assert damaged > 1e-3 and error() < 0.3 * damaged, (damaged, error())  # held-out TEXTS
+
+
+def test_sentences_are_drawn_in_seeded_permutations():
+    order = sentence_order(10, steps=3, batch_size=4, seed=0)
+    assert order.shape == (3, 4) and sorted(order.flatten()[:10].tolist()) == list(range(10))
+    assert torch.equal(order, sentence_order(10, 3, 4, seed=0))
+    assert not torch.equal(order, sentence_order(10, 3, 4, seed=1))
+    assert corpus_sentences(["a", "b", "a", ("c", "b", "d")]) == ["a", "b", "c", "d"]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"steps": 5, "mse_weight": 0.0}, "mse_weight: every loss weight is 0"),
+        ({"steps": -1}, "steps: must be greater than or equal to 0, got -1"),
+        ({"lr": 0.0}, "lr: must be greater than 0"),
+        ({"cosine_weight": -1.0}, "cosine_weight: must be greater than or equal to 0"),
+    ],
+)
+def test_bad_recovery_settings(options, message):
+    with pytest.raises(ConfigError, match=message):
+        Recovery(**options)
+
+
+def test_a_bad_recovery_setting_stops_prune_before_anything_loads(toy_senteval_dir, monkeypatch):
+    import sparsecse.model_io
+
+    monkeypatch.setattr(
+        sparsecse.model_io.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("loaded")
+    )
+    with pytest.raises(ConfigError, match="^recovery.batch_size: must be greater than or equal to 1, got 0$"):
+        prune(compose_prune([f"data_dir={toy_senteval_dir}", "output_dir=x", "recovery.batch_size=0"]))
+
+
+@pytest.mark.slow
+def test_sparsecse_prune_recovers_and_reports_both_models(tmp_path, toy_senteval_dir, tiny_model_dir):
+    out = tmp_path / "sparse"
+    cfg = compose_prune([f"model={tiny_model_dir}", "pooler=avg", "pruning.head_sparsity=0.5",
+                         "pruning.ffn_sparsity=0.5", "pruning.num_batches=1", "tasks=[stsb]",
+                         f"output_dir={out}", f"data_dir={toy_senteval_dir}", "batch_size=8",
+                         "recovery.steps=3", "recovery.batch_size=8",
+                         f"recovery.cache_dir={tmp_path / 'cache'}"])  # fmt: skip
+    results = prune(cfg)
+    assert set(results) >= {"before", "pruned", "after", "recovery"} and results["recovery"]["steps"] == 3
+    assert results["pruned"] != results["after"], "recovery changed the model"
+    assert json.loads((out / "results.json").read_text())["recovery"] == results["recovery"]
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    card = (out / "README.md").read_text()
+    assert ("Recovered by distillation from the encoder before pruning: 3 steps of batch 8 on "
+            "`snli_sentences`, lr 0.0001, loss 1 x MSE.") in card  # fmt: skip
