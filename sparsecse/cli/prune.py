@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from functools import partial
+from itertools import islice
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,6 +16,7 @@ from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
 from sparsecse.importance import TARGETS, Sparsifier, check_architecture, event_outcome, one_shot_event
+from sparsecse.layers import LayerDrop, drop_layers
 from sparsecse.loading import load_config
 from sparsecse.model_card import base_model, plural, pruning_sentence, recovery_sentence
 from sparsecse.model_io import load_encoder, save_sparse_encoder
@@ -55,6 +57,10 @@ def prune(cfg: DictConfig) -> dict:
         recovery = Recovery(**OmegaConf.to_container(cfg.recovery, resolve=True))
     except ConfigError as err:
         raise err.under("recovery") from None
+    try:
+        layer_drop = LayerDrop(**OmegaConf.to_container(cfg.layers, resolve=True))
+    except ConfigError as err:
+        raise err.under("layers") from None
     sparsifier, event = build_sparsifier(options, model_config) if model_config else (None, None)
     with model_key():
         data = ContrastiveDataModule(cfg.model, cfg.data_dir, cfg.train_file, cfg.batch_size, cfg.max_length,
@@ -71,6 +77,15 @@ def prune(cfg: DictConfig) -> dict:
     if recovery.steps:  # the encoder before the event is the teacher
         sentences = corpus_sentences(data.train_set)
         teacher = teacher_embeddings(encoder, sentences, recovery.max_length, recovery.cache_dir)
+    if layer_drop.keep is not None:
+        batches = islice(data.scoring_dataloader(sparsifier.seed), sparsifier.num_batches)
+        results["layers_kept"] = layer_drop.kept(encoder, batches, sparsifier.scorer.mode,
+                                                 sparsifier.scorer.uniformity_weight)  # fmt: skip
+        try:
+            drop_layers(encoder, results["layers_kept"])
+        except ConfigError as err:
+            raise err.under("layers") from None
+        print(f"sparsecse-prune: kept layers {results['layers_kept']} ({layer_drop.choose})")
     sparsifier.attach(encoder)
     print(f"sparsecse-prune: scoring {plural(sparsifier.num_batches, 'batch')} of {cfg.train_file}, "
           f"seed {sparsifier.seed}")  # fmt: skip
@@ -95,6 +110,8 @@ def prune(cfg: DictConfig) -> dict:
     scored_on = f"{plural(sparsifier.num_batches, 'batch')} of `{cfg.train_file}`"
     score, granularity = sparsifier.scorer.mode, sparsifier.granularity
     made = [pruning_sentence(when, score, granularity, results["sparsity"], scored_on)]
+    if "layers_kept" in results:
+        made.insert(0, f"Transformer layers kept: {results['layers_kept']} (chosen {layer_drop.choose}).")
     if recovery.steps:
         made.append(recovery_sentence(recovery, cfg.train_file))
     rows = {name: results[name] for name in ("before", "after") if results[name]}

@@ -1,0 +1,113 @@
+"""Layer dropping: a shallower encoder made by removing whole transformer layers, the baseline a
+pruned encoder must beat at equal speed (METHOD.md section 7).
+
+Two ways to choose the layers kept: evenly spaced, as sentence-transformers' model-distillation
+recipe keeps layers of the teacher; or by the alignment/uniformity importance of each layer, from
+the gradient of l_align and l_uniform with respect to a gate on the layer's residual update (no
+anchor does this; docs/compression.md says whether it helps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from sparsecse.errors import ConfigError
+from sparsecse.gates import architecture, encoder_layers
+from sparsecse.importance import Scorer, accumulate_gradients
+from sparsecse.validation import PositiveInt, checked
+
+LayerChoice = Literal["evenly", "importance"]
+DROPPABLE = ("bert", "roberta")  # the layer count is config.num_hidden_layers, and layers are alike
+
+
+class LayerDrop:
+    """Which layers a shallower encoder keeps: `keep` of them (null: all), chosen `evenly` or by
+    `importance`."""
+
+    @checked
+    def __init__(self, keep: PositiveInt | None = None, choose: LayerChoice = "evenly"):
+        self.keep, self.choose = keep, choose
+
+    def kept(
+        self, encoder: nn.Module, batches: Iterable[dict[str, Tensor]], score: str, uniformity_weight: float
+    ) -> list[int]:
+        """The layer indices to keep; `batches` are read only to choose by importance."""
+        total = len(encoder_layers(encoder.backbone))
+        if self.keep is None or self.keep >= total:
+            return list(range(total))
+        if self.choose == "evenly":
+            return evenly_spaced(total, self.keep)
+        return most_important(layer_importance(encoder, batches, score, uniformity_weight), self.keep)
+
+
+def evenly_spaced(total: int, keep: int) -> list[int]:
+    """`keep` of `total` layer indices spread evenly, the first and last included (keep >= 2)."""
+    if not 1 <= keep <= total:
+        raise ConfigError("keep", f"must be between 1 and the model's {total} layers, got {keep}")
+    if keep == 1:
+        return [total - 1]
+    return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
+
+
+class _LayerGate:
+    """Forward hook: a layer's output h_in + g (layer(h_in) - h_in); g = 1 leaves it unchanged and
+    g = 0 skips the layer, so dl/dg at 1 is the first-order effect of removing it."""
+
+    def __init__(self, gate: Tensor):
+        self.gate = gate
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output):
+        hidden_in = args[0] if args else kwargs["hidden_states"]
+        hidden_out = output[0] if isinstance(output, tuple) else output
+        blended = hidden_in + self.gate.to(hidden_out.dtype) * (hidden_out - hidden_in)
+        return (blended, *output[1:]) if isinstance(output, tuple) else blended
+
+
+def layer_importance(
+    encoder: nn.Module,
+    batches: Iterable[dict[str, Tensor]],
+    score: str = "magnitude",
+    uniformity_weight: float = 1.0,
+) -> Tensor:
+    """(L,) importance of each transformer layer from alignment/uniformity gradients of a gate on
+    its residual update, accumulated over `batches` of (V, B, T) positive pairs (METHOD.md 4)."""
+    layers = encoder_layers(encoder.backbone)
+    gates = [torch.ones((), device=encoder.device) for _ in layers]
+    hooks = [layer.register_forward_hook(_LayerGate(g), with_kwargs=True) for layer, g in zip(layers, gates)]
+    try:
+        stats = accumulate_gradients(encoder, batches, gates)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.stack(Scorer(score, uniformity_weight)(stats, gates))
+
+
+def most_important(importance: Tensor, keep: int) -> list[int]:
+    """The `keep` layers of highest importance, in model order."""
+    return sorted(torch.sort(importance, descending=True, stable=True).indices[:keep].tolist())
+
+
+def drop_layers(encoder: nn.Module, kept: Sequence[int]) -> None:
+    """Keep only the transformer layers `kept` (indices, any order given), in model order. The
+    backbone stays its own class: a dense BERT stays a BERT that loads without this project; a
+    sliced one keeps its kept heads and neurons for the layers that remain."""
+    backbone = encoder.backbone
+    kind = architecture(backbone.config)
+    if kind not in DROPPABLE:
+        raise ConfigError(
+            "model", f"dropping layers of {kind} models is not supported; supported: {DROPPABLE}"
+        )
+    layers = encoder_layers(backbone)
+    kept = sorted(set(kept))
+    if not kept or kept[0] < 0 or kept[-1] >= len(layers):
+        raise ConfigError("keep", f"layer indices must be in 0..{len(layers) - 1}, got {kept}")
+    backbone.encoder.layer = nn.ModuleList(layers[i] for i in kept)
+    config = backbone.config
+    config.num_hidden_layers = len(kept)
+    for key in ("kept_heads", "kept_neurons"):
+        if getattr(config, key, None) is not None:
+            setattr(config, key, [getattr(config, key)[i] for i in kept])
