@@ -158,6 +158,56 @@ def test_every_during_training_row_is_its_jobs_results():
         assert [c.strip() for c in cells.split("|")] == expected, (arm, seed)
 
 
+def test_every_during_training_mean_is_its_jobs_mean():
+    """The mean ± std over seeds of each arm, from the jobs' results."""
+    arm_names = "|".join(re.escape(arm) for arm in ARMS)
+    rows = re.findall(rf"^\| ({arm_names}) \| mean of (\d) \| (.*) \|$",
+                      (REPO_ROOT / "docs" / "study.md").read_text(), flags=re.MULTILINE)  # fmt: skip
+    assert [arm for arm, _, _ in rows] == list(ARMS)
+    for arm, count, cells in rows:
+        jobs = sorted(
+            (REPO_ROOT / STUDY / "during-training").glob(f"pruning={ARMS[arm]},seed=*/results.json")
+        )
+        results = [json.loads(path.read_text()) for path in jobs]
+        assert len(results) == int(count) >= 2, arm
+
+        def spread(key: str, metric: str, digits: int = 2, results: list = results) -> str:
+            values = [r[key][metric] for r in results]
+            return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+        expected = [spread("after", "sts_avg"), spread("final", "sts_avg"), spread("after", "transfer_avg"),
+                    spread("final", "transfer_avg"), spread("after", "alignment", 3),
+                    spread("after", "uniformity", 3)]  # fmt: skip
+        assert [c.strip() for c in cells.split("|")] == expected, arm
+
+
+def during_training(arm: str) -> list[dict]:
+    jobs = sorted((REPO_ROOT / STUDY / "during-training").glob(f"pruning={ARMS[arm]},seed=*/results.json"))
+    return [json.loads(path.read_text()) for path in jobs]
+
+
+def test_the_during_training_verdict_quotes_the_jobs():
+    def gaps(arm: str, reference: str, key: str = "after", metric: str = "sts_avg") -> tuple[str, list[str]]:
+        pairs = zip(during_training(arm), during_training(reference))
+        values = [a[key][metric] - r[key][metric] for a, r in pairs]
+        return signed(statistics.fmean(values)), [signed(v) for v in values]
+
+    sparse, simcse = "SparseCSE (magnitude)", "SimCSE"
+    mean, seeds = gaps(sparse, simcse)
+    assert words(f"SparseCSE trails SimCSE by {mean} STS avg selected and {gaps(sparse, simcse, 'final')[0]} "
+                 f"final (per seed: {', '.join(seeds)} selected)") in doc()  # fmt: skip
+    mean, seeds = gaps(sparse, simcse, metric="transfer_avg")
+    assert words(f"level within the seed spread ({mean} selected; per seed {', '.join(seeds)})") in doc()
+    mean, seeds = gaps(sparse, "random")
+    assert words(f"beats random pruning by {mean} selected ({', '.join(seeds)} per seed)") in doc()
+    mean, seeds = gaps(sparse, "weight magnitude")
+    assert words(f"weight-magnitude pruning by {mean} ({', '.join(seeds)})") in doc()
+    change = lambda arm: statistics.fmean(r["final"]["sts_avg"] - r["after"]["sts_avg"]  # noqa: E731
+                                          for r in during_training(arm))  # fmt: skip
+    largest = max((change(arm) for arm in ARMS), key=abs)
+    assert f"final step is within {at_most(largest, 2)} of its selected checkpoint on average" in doc()
+
+
 def test_every_aligned_width_row_is_its_points_results():
     """The table of STS avg with and without FFN widths at multiples of 64."""
     rows = re.findall(
