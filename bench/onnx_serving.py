@@ -1,10 +1,11 @@
-"""Serving speed of a pruned MiniLM on this CPU (issue 15): dense PyTorch against pruned PyTorch,
-pruned ONNX and pruned int8 ONNX, each with its STS average. Prints figures; not a test.
+"""Serving speed of exported encoders on this CPU, against the dense PyTorch model in the same run:
+each export through PyTorch (sentence-transformers), and through its ONNX and int8 ONNX graphs
+where it has them, each with its STS average. Prints figures; not a test.
 
     sparsecse-prune model=minilm pooler=avg pruning.head_sparsity=0.5 pruning.ffn_sparsity=0.5 \\
         "tasks=[]" onnx=int8 output_dir=/tmp/minilm-50
     python bench/onnx_serving.py --model /tmp/minilm-50
-    python bench/onnx_serving.py --model /tmp/minilm-50 --no-sts --rounds 5
+    python bench/onnx_serving.py --model /tmp/minilm-50 /tmp/minilm-50-a64 --no-sts --rounds 5
 
 Two settings:
 - fixed batches of 128 x 32 random tokens through the bare model (PyTorch forward, or one ONNX
@@ -103,7 +104,9 @@ def timed(run: Callable[[], object], repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, type=Path, help="an export with onnx/ (onnx=int8)")
+    parser.add_argument(
+        "--model", required=True, type=Path, nargs="+", help="exports; onnx/ graphs are used if there"
+    )
     parser.add_argument("--dense", default="minilm")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--rounds", type=int, default=3, help="median of this many interleaved rounds")
@@ -114,12 +117,16 @@ def main() -> None:
     threads = torch.get_num_threads()
     data_dir = Path(args.data_dir or default_data_dir())
     dense = SentenceTransformer(resolve_model_path(args.dense), device="cpu")
-    pruned = SentenceTransformer(str(args.model), device="cpu", trust_remote_code=True)
-    clocks = {"dense PyTorch": StageClock(dense), "pruned PyTorch": StageClock(pruned)}
-    onnx = {
-        "pruned ONNX": OnnxEncoder(args.model, "onnx/model.onnx", threads),
-        "pruned int8 ONNX": OnnxEncoder(args.model, "onnx/model_qint8.onnx", threads),
-    }
+    pytorch = {"dense PyTorch": dense}
+    onnx = {}
+    for directory in args.model:
+        pytorch[f"{directory.name} PyTorch"] = SentenceTransformer(
+            str(directory), device="cpu", trust_remote_code=True
+        )
+        for graph, label in (("model.onnx", "ONNX"), ("model_qint8.onnx", "int8 ONNX")):
+            if (directory / "onnx" / graph).is_file():
+                onnx[f"{directory.name} {label}"] = OnnxEncoder(directory, f"onnx/{graph}", threads)
+    clocks = {name: StageClock(model) for name, model in pytorch.items()}
     names = [*clocks, *onnx]
 
     torch.manual_seed(0)
@@ -133,7 +140,7 @@ def main() -> None:
     def fixed(name: str) -> Callable[[], object]:
         if name in onnx:
             return lambda: onnx[name].forward(feeds)
-        model = (dense if name == "dense PyTorch" else pruned)[0].auto_model
+        model = pytorch[name][0].auto_model
 
         def forward():
             with torch.no_grad():
@@ -144,8 +151,7 @@ def main() -> None:
     def real(name: str) -> Callable[[], object]:
         if name in onnx:
             return lambda: onnx[name].encode(sentences, batch_size=64)
-        model = dense if name == "dense PyTorch" else pruned
-        return lambda: model.encode(sentences, batch_size=64)
+        return lambda: pytorch[name].encode(sentences, batch_size=64)
 
     fixed_s = {n: [] for n in names}
     real_s = {n: [] for n in names}
@@ -167,16 +173,14 @@ def main() -> None:
     sts = {}
     if not args.no_sts:
         for name in names:
-            if name in onnx:
-                encode = onnx[name].encode
-            else:
-                encode = dense.encode if name == "dense PyTorch" else pruned.encode
+            encode = onnx[name].encode if name in onnx else pytorch[name].encode
             embed = lambda texts, e=encode: torch.from_numpy(e(texts, batch_size=128))  # noqa: E731
             sts[name] = evaluate_sts(embed, data_dir)
 
     base_fixed = statistics.median(fixed_s["dense PyTorch"])
     base_real = statistics.median(real_s["dense PyTorch"])
-    print(f"{args.model} against {args.dense}; CPU, {threads} threads (torch and ONNX Runtime); "
+    models = ", ".join(map(str, args.model))
+    print(f"{models} against {args.dense}; CPU, {threads} threads (torch and ONNX Runtime); "
           f"median of {args.rounds} interleaved rounds")  # fmt: skip
     print("| variant | fixed 128 x 32: sentences/s | speed-up | STS-B dev, encode, batch 64: sentences/s "
           "| speed-up | STS avg (7 tasks) |")  # fmt: skip
@@ -197,7 +201,7 @@ def main() -> None:
         print(f"  {name}: total {total:.2f} = tokenise {tokenize:.2f} + forward {forward:.2f} "
               f"+ rest {total - tokenize - forward:.2f}")  # fmt: skip
     if args.profile:
-        for name, model in (("dense PyTorch", dense), ("pruned PyTorch", pruned)):
+        for name, model in pytorch.items():
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
                 model.encode(sentences, batch_size=64)
             print(f"\n{name}: top operators of one encode (self CPU time)")

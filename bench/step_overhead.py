@@ -35,7 +35,6 @@ PARTS = (
     ("zero_grad", "torch/optim/optimizer.py", "zero_grad"),
     ("waiting for the next batch", "lightning/pytorch/loops/fetchers.py", "__next__"),
     ("seeding dropout (on_train_batch_start)", "sparsecse/module.py", "on_train_batch_start"),
-    ("self.log", "lightning/pytorch/core/module.py", "log"),
     ("progress bar", "progress/rich_progress.py", "on_train_batch_end"),
     ("progress bar", "progress/tqdm_progress.py", "on_train_batch_end"),
 )
@@ -110,6 +109,7 @@ def breakdown(profiler: cProfile.Profile, steps: int) -> dict[str, float]:
         out[label] = out.get(label, 0.0) + ms(suffix, name)
     step = ms("lightning/pytorch/loops/training_epoch_loop.py", "advance")
     out["the rest: the loop, hooks and other callbacks"] = step - sum(out.values())
+    out["(inside training_step: self.log)"] = ms("lightning/pytorch/core/module.py", "log")
     out["the whole step"] = step
     return out
 

@@ -238,7 +238,7 @@ class ScheduledPruning(L.Callback):
         summary = self.sparsifier.apply(encoder, event, importance)
         log_metrics(trainer, summary)
         if trainer.is_global_zero:
-            outcome = event_outcome(event, summary, self.sparsifier.ffn_multiple_of)
+            outcome = event_outcome(event, summary, self.sparsifier.ffn_alignment(encoder))
             print(f"pruning at {event.unit} {event.at}: {outcome}", flush=True)
         if event.targets == self.events[-1].targets:  # the final sparsity is reached
             self.earlier_best = forget_best_checkpoints(trainer)

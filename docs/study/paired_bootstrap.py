@@ -60,6 +60,7 @@ def after_training(study_dir: Path, score: str, p: float, seeds: Sequence[int], 
     granularity = config["granularities"][0]
     reference = checked(similarities(dense), study_dir / "dense" / "results.json")
     options = {k: v for k, v in config["sparsifier"].items() if k not in SWEPT}
+    options.setdefault("ffn_multiple_of", 1)  # a study config without the key ran the plain ranking
     pruned = []
     for seed in seeds:
         sparsifier = Sparsifier(granularity=granularity, score=score, seed=seed, **options)

@@ -91,7 +91,7 @@ def prune(cfg: DictConfig) -> dict:
           f"seed {sparsifier.seed}")  # fmt: skip
     importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(sparsifier.seed)))
     results["sparsity"] = sparsifier.apply(encoder, event, importance)
-    print(f"sparsecse-prune: {event_outcome(event, results['sparsity'], sparsifier.ffn_multiple_of)}")
+    print(f"sparsecse-prune: {event_outcome(event, results['sparsity'], sparsifier.ffn_alignment(encoder))}")
     remove_pruned_units(encoder)
     if recovery.steps:
         results["pruned"] = evaluate()  # before recovery
