@@ -40,6 +40,21 @@ def test_post_hoc_sparsification_writes_a_loadable_model(tmp_path, toy_senteval_
     torch.testing.assert_close(load_encoder(str(tmp_path / "x"), "avg").encode(TEXTS), loaded.encode(TEXTS))
 
 
+def test_evaluate_before_false_evaluates_only_the_pruned_model(
+    tmp_path, toy_senteval_dir, tiny_model_dir, capsys
+):
+    out = tmp_path / "sparse"
+    cfg = compose_prune([f"model={tiny_model_dir}", "pooler=avg", "pruning.head_sparsity=0.5",
+                         "pruning.num_batches=1", "tasks=[stsb]", "evaluate_before=false",
+                         f"output_dir={out}", f"data_dir={toy_senteval_dir}", "batch_size=8"])  # fmt: skip
+    results = prune(cfg)
+    assert results["before"] == {} and set(results["after"]) == {"stsb", "sts_avg"}
+    table = capsys.readouterr().out
+    assert "after |" in table and "before |" not in table
+    card = (out / "README.md").read_text()
+    assert "| after |" in card and "| before |" not in card
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [

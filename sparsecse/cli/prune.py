@@ -73,7 +73,7 @@ def prune(cfg: DictConfig) -> dict:
     )
     # One seed draws the scoring batches, their dropout and random scores, as sparsecse-study's
     # `seeds` and a training run's pruning.seed do: the same seed gives the same ranking in each tool.
-    results = {"seed": sparsifier.seed, "before": evaluate()}
+    results = {"seed": sparsifier.seed, "before": evaluate() if cfg.evaluate_before else {}}
     if recovery.steps:  # the encoder before the event is the teacher
         sentences = corpus_sentences(data.train_set)
         teacher = teacher_embeddings(encoder, sentences, recovery.max_length, recovery.cache_dir)
@@ -105,7 +105,7 @@ def prune(cfg: DictConfig) -> dict:
     results["after"] = evaluate()
     if tasks:
         shown = ("before", "pruned", "after") if recovery.steps else ("before", "after")
-        print(format_table({name: results[name] for name in shown}))
+        print(format_table({name: results[name] for name in shown if results[name]}))
     when = f"after training from `{base_model(str(cfg.model))}` (sparsecse-prune, one event)"
     scored_on = f"{plural(sparsifier.num_batches, 'batch')} of `{cfg.train_file}`"
     score, granularity = sparsifier.scorer.mode, sparsifier.granularity

@@ -1,0 +1,164 @@
+"""The compression study of docs/compression.md: MiniLM made faster by each recipe a user has, at
+about 1.3x, 1.8x, 2.5x and 3.5x its dense encode speed, with its STS avg over the 7 tasks.
+
+    python bench/compression_study.py --out DIR                 # every point, seed by seed
+    python bench/compression_study.py --out DIR --speed         # then every model's speed, one run
+    python bench/compression_study.py --out DIR --table         # the tables of docs/compression.md
+
+Each point is one `sparsecse-prune` run in its own process, written to DIR/<series>/<level>/seed<S>/
+with its log beside it; a point whose results.json exists is kept, so a stopped study resumes where
+it stopped. Series (METHOD.md sections 3 and 7):
+- sparsecse: alignment/uniformity pruning of heads and FFN neurons, then recovery by distillation
+  (its results.json's `pruned` is the same model before recovery: the series without recovery);
+- random: random scores at the same sparsity, the same recovery;
+- layers: whole layers dropped, evenly spaced, the same recovery;
+- layers-importance: layers chosen by alignment/uniformity importance, the same recovery;
+- dense: the dense encoder, exported to int8 ONNX (the recovered sparsecse points are exported too).
+Speed is measured afterwards for every model in one process (`--speed`), through
+`SentenceTransformer.encode` on STS-B dev, batch 64, median of interleaved rounds, ratios against
+the dense PyTorch model of the same run; int8 graphs run in ONNX Runtime and are scored there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SPARSITIES = (0.35, 0.55, 0.75, 0.85)  # about 1.3x, 1.8x, 2.5x and 3.5x through encode on 2 cores
+LAYERS = (5, 4, 3, 2)  # of MiniLM's 6
+UNITS = lambda p: [f"pruning.head_sparsity={p}", f"pruning.ffn_sparsity={p}"]  # noqa: E731
+SERIES = {
+    "sparsecse": (SPARSITIES, lambda p: [*UNITS(p), "onnx=int8"]),
+    "random": (SPARSITIES, lambda p: [*UNITS(p), "pruning.score=random"]),
+    "layers": (LAYERS, lambda k: [f"layers.keep={k}", "layers.choose=evenly", *UNITS(0)]),
+    "layers-importance": (LAYERS[1:], lambda k: [f"layers.keep={k}", "layers.choose=importance", *UNITS(0)]),
+}
+LEVEL_NAME = {"sparsecse": "p{}", "random": "p{}", "layers": "keep{}", "layers-importance": "keep{}"}
+RESULTS = "results.json"
+SPEED = "speed.json"
+
+
+def point_dir(out: Path, series: str, level: float, seed: int) -> Path:
+    return out / series / LEVEL_NAME[series].format(level) / f"seed{seed}"
+
+
+def run_point(directory: Path, overrides: list[str]) -> float:
+    """One sparsecse-prune run into `directory` (a stale partial one is removed first); seconds."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "sparsecse.cli.prune", f"output_dir={directory}", *overrides]
+    start = time.perf_counter()
+    with open(directory.parent / f"{directory.name}.log", "w") as log:
+        log.write(" ".join(command) + "\n")
+        log.flush()
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{directory}: sparsecse-prune failed (exit {done.returncode}); see {directory}.log")
+    return time.perf_counter() - start
+
+
+def run_points(out: Path, seeds: list[int], steps: int, series: list[str]) -> None:
+    common = ["model=minilm", "pooler=avg", "tasks=[sts]", "evaluate_before=false"]
+    dense = out / "dense"
+    if not (dense / RESULTS).is_file():
+        seconds = run_point(dense, [*common, *UNITS(0), "onnx=int8", "seed=1"])
+        print(f"dense: {seconds:.0f} s", flush=True)
+    for seed in seeds:
+        for name in series:
+            levels, overrides = SERIES[name]
+            for level in levels:
+                directory = point_dir(out, name, level, seed)
+                if (directory / RESULTS).is_file():
+                    continue
+                seconds = run_point(
+                    directory, [*common, *overrides(level), f"seed={seed}", f"recovery.steps={steps}"]
+                )
+                after = json.loads((directory / RESULTS).read_text())["after"]["sts_avg"]
+                print(f"{name} {level} seed {seed}: STS avg {after:.2f}, {seconds:.0f} s", flush=True)
+
+
+def model_dirs(out: Path) -> list[Path]:
+    return sorted(path.parent for path in out.rglob(RESULTS))
+
+
+def measure_speed(out: Path, rounds: int) -> dict:
+    """Every model of the study in one process: encode speed-up over the dense PyTorch model of this
+    run (PyTorch, and int8 ONNX where exported), and the int8 graphs' STS avg."""
+    import torch
+    from onnx_serving import OnnxEncoder  # bench/, beside this script
+    from sentence_transformers import SentenceTransformer
+
+    from sparsecse.evaluation.sts import evaluate_sts, read_stsb
+    from sparsecse.paths import default_data_dir
+
+    data_dir = Path(default_data_dir())
+    stsb = read_stsb(data_dir, "dev")
+    sentences = stsb.sent1 + stsb.sent2
+    threads = torch.get_num_threads()
+    encoders = {}
+    for directory in model_dirs(out):
+        name = str(directory.relative_to(out))
+        encoders[f"{name} PyTorch"] = SentenceTransformer(
+            str(directory), device="cpu", trust_remote_code=True
+        ).encode
+        if (directory / "onnx" / "model_qint8.onnx").is_file():
+            encoders[f"{name} int8"] = OnnxEncoder(directory, "onnx/model_qint8.onnx", threads).encode
+    seconds = {name: [] for name in encoders}
+    with torch.no_grad():
+        for index in range(rounds):  # interleaved, so that drifts in the machine's speed hit every model
+            for name, encode in encoders.items():
+                encode(sentences[:256], batch_size=64)  # warm-up
+                start = time.perf_counter()
+                encode(sentences, batch_size=64)
+                seconds[name].append(time.perf_counter() - start)
+            print(f"speed: round {index + 1} of {rounds}", flush=True)
+    dense = statistics.median(seconds["dense PyTorch"])
+    speed = {
+        "threads": threads,
+        "rounds": rounds,
+        "dense_sentences_per_second": round(len(sentences) / dense, 1),
+        "speedup": {name: round(dense / statistics.median(s), 3) for name, s in seconds.items()},
+        "int8_sts": {},
+    }
+    for name, encode in encoders.items():
+        if name.endswith(" int8"):
+            embed = lambda texts, e=encode: torch.from_numpy(e(texts, batch_size=128))  # noqa: E731
+            speed["int8_sts"][name] = evaluate_sts(embed, data_dir)
+    (out / SPEED).write_text(json.dumps(speed, indent=2) + "\n")
+    return speed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--steps", type=int, default=500, help="recovery steps of every point")
+    parser.add_argument("--series", nargs="+", default=list(SERIES), choices=list(SERIES))
+    parser.add_argument("--speed", action="store_true", help="measure every model written so far")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--table", action="store_true", help="print docs/compression.md's tables")
+    args = parser.parse_args()
+    os.environ.setdefault("WANDB_MODE", "offline")
+    if args.table:
+        from sparsecse.compression import compression_tables
+
+        print(compression_tables(args.out))
+    elif args.speed:
+        speed = measure_speed(args.out, args.rounds)
+        print(json.dumps(speed["speedup"], indent=2))
+    else:
+        start = time.perf_counter()
+        run_points(args.out, args.seeds, args.steps, args.series)
+        print(f"every point in {args.out}; {time.perf_counter() - start:.0f} s this start")
+
+
+if __name__ == "__main__":
+    main()
