@@ -99,6 +99,8 @@ def train(cfg: DictConfig) -> dict:
     results["parameter_sparsity"] = 1.0 - results["parameters"] / dense_parameters
     if pruning and (sparsity := pruning.finalize(module.encoder)):
         results["sparsity"] = sparsity
+    if pruning and pruning.recoveries:
+        results["recovery"] = pruning.recoveries
     if cfg.evaluate.after:
         with stage("evaluation after training"):
             results["after"] = evaluate(module.encoder)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from typing_extensions import TypedDict
 
 from sparsecse.errors import ConfigError
 from sparsecse.gates import pruned_any, sparsity_summary
-from sparsecse.importance import PruningEvent, Sparsifier, event_outcome, event_targets
+from sparsecse.importance import PruningEvent, Sparsifier, derived_seed, event_outcome, event_targets
+from sparsecse.recovery import Recovery, corpus_sentences, recover, teacher_embeddings
 from sparsecse.surgery import remove_pruned_units
 from sparsecse.validation import (
     STRICT_RECORD,
@@ -152,6 +154,10 @@ class ScheduledPruning(L.Callback):
     `weight_sparsity` for `granularity: unstructured`). Scores are computed on the current model
     just before each event; between events the gates stay fixed. An event at the last epoch (or
     step) runs when training ends.
+
+    `recovery` (METHOD.md section 7): after each event, the encoder is trained for
+    `recovery.steps` steps to give the embeddings the encoder before the event gave on the training
+    corpus, before training goes on; the teacher's embeddings are cached on disk by digest.
     """
 
     @checked
@@ -162,9 +168,11 @@ class ScheduledPruning(L.Callback):
         head_sparsity: Fraction = 0.0,
         ffn_sparsity: Fraction = 0.0,
         weight_sparsity: Fraction = 0.0,
+        recovery: Recovery | None = None,
         **options,
     ):
         self.sparsifier = Sparsifier(**options)
+        self.recovery = recovery if recovery is not None and recovery.steps else None
         targets = {
             "head_sparsity": head_sparsity,
             "ffn_sparsity": ffn_sparsity,
@@ -174,6 +182,7 @@ class ScheduledPruning(L.Callback):
         self.done = 0  # events carried out; saved in checkpoints
         self.earlier_best: list[str] = []  # best checkpoints from before the last event, renamed
         self.last_importance: dict[str, list[torch.Tensor]] = {}
+        self.recoveries: list[dict] = []  # one record per recovery; saved in checkpoints
 
     def check(self, model_config, max_epochs: int | None, max_steps: int | None) -> None:
         """Before any compute: settings against the model's config and the training length."""
@@ -232,6 +241,11 @@ class ScheduledPruning(L.Callback):
         self.done += 1
         if not any(self.sparsifier.removals(encoder, event).values()):
             return  # a no-op: nothing scored, and the best checkpoint stands (a sparsity-0 baseline)
+        if self.recovery is not None:  # the encoder before the event is the teacher
+            sentences = corpus_sentences(trainer.datamodule.train_set)
+            teacher = teacher_embeddings(
+                encoder, sentences, self.recovery.max_length, self.recovery.cache_dir
+            )
         batches = scoring_batches(trainer, self.sparsifier.seed + index)
         importance = self.sparsifier.importance(encoder, batches, index, trainer.global_rank)
         self.last_importance = importance  # for inspection and tests
@@ -240,12 +254,37 @@ class ScheduledPruning(L.Callback):
         if trainer.is_global_zero:
             outcome = event_outcome(event, summary, self.sparsifier.ffn_alignment(encoder))
             print(f"pruning at {event.unit} {event.at}: {outcome}", flush=True)
+        if self.recovery is not None:
+            self._recover(trainer, encoder, sentences, teacher, index)
         if event.targets == self.events[-1].targets:  # the final sparsity is reached
             self.earlier_best = forget_best_checkpoints(trainer)
 
+    def _recover(self, trainer: L.Trainer, encoder, sentences: list[str], teacher: torch.Tensor, index: int):
+        """Distil the pruned encoder towards `teacher` in place; every rank ends with rank 0's weights."""
+        start = time.perf_counter()
+        masks = encoder.masks
+        device = encoder.device
+        # Dropout draws from (seed, event), not from the process's random state, as scoring does: a
+        # run resumed before the event recovers exactly as the uninterrupted one.
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            torch.manual_seed(derived_seed(self.recovery.seed, index))
+            losses = recover(encoder, sentences, teacher, self.recovery, seed=self.recovery.seed + index,
+                             after_step=masks.apply_masks if masks is not None else None)  # fmt: skip
+        if trainer.world_size > 1:  # dropout draws differ between ranks; DDP needs equal replicas
+            for tensor in encoder.state_dict().values():
+                torch.distributed.broadcast(tensor, src=0)
+        record = {"event": index, "steps": self.recovery.steps, "first_loss": losses[0],
+                  "last_loss": losses[-1], "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+        self.recoveries.append(record)
+        log_metrics(trainer, {f"recovery/{k}": record[k] for k in ("first_loss", "last_loss", "seconds")})
+        if trainer.is_global_zero:
+            print(f"recovery after event {index + 1}: {record['steps']} steps of distillation in "
+                  f"{record['seconds']:.0f} s, loss {losses[0]:.5f} -> {losses[-1]:.5f}")  # fmt: skip
+
     def state_dict(self) -> dict:
-        return {"done": self.done, "earlier_best": self.earlier_best}
+        return {"done": self.done, "earlier_best": self.earlier_best, "recoveries": self.recoveries}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.done = state_dict["done"]
         self.earlier_best = list(state_dict.get("earlier_best", []))
+        self.recoveries = list(state_dict.get("recoveries", []))

@@ -57,13 +57,13 @@ def pruning_sentence(
     return f"Pruned {when} by {scores}, scored on {scored_on}: {removed} removed."
 
 
-def recovery_sentence(recovery, corpus: str) -> str:
+def recovery_sentence(recovery, corpus: str, teacher: str = "the encoder before pruning") -> str:
     """How the pruned model was recovered, from a sparsecse.recovery.Recovery."""
     terms = [f"{weight:g} x {name}" for weight, name in (
         (recovery.mse_weight, "MSE"), (recovery.cosine_weight, "(1 - cosine)"),
         (recovery.contrastive_weight, "SimCSE's contrastive loss")) if weight]  # fmt: skip
     steps = f"{recovery.steps} steps of batch {recovery.batch_size} on `{corpus}`, lr {recovery.lr:g}"
-    return f"Recovered by distillation from the encoder before pruning: {steps}, loss {' + '.join(terms)}."
+    return f"Recovered by distillation from {teacher}: {steps}, loss {' + '.join(terms)}."
 
 
 def model_card(

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -178,21 +178,26 @@ def recover(
     teacher: Tensor,
     config: Recovery,
     log_every: int = 50,
+    seed: int | None = None,
+    after_step: Callable[[], None] | None = None,
 ) -> list[float]:
     """Train `student` in place to match `teacher` ((N, H) embeddings of `sentences`) for
     config.steps steps of AdamW with linear warm-up and decay; returns the loss of every step.
-    Dropout stays on, as in SimCSE training; the student's embedding is its test-time one."""
+    Dropout stays on, as in SimCSE training; the student's embedding is its test-time one, and it
+    is left in the mode it came in. `seed` (default config.seed) orders the sentences; `after_step`
+    runs after each optimizer step (e.g. re-applying unstructured masks)."""
     if len(sentences) != len(teacher):
         raise ValueError(f"{len(sentences)} sentences, {len(teacher)} teacher embeddings")
-    device = student.device
+    device, was_training = student.device, student.training
     student.train()
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=0.0)
     scheduler = linear_warmup_decay(optimizer, config.steps, config.warmup_ratio)
     losses = []
     start = time.perf_counter()
-    for step, index in enumerate(
-        sentence_order(len(sentences), config.steps, config.batch_size, config.seed)
-    ):
+    order = sentence_order(
+        len(sentences), config.steps, config.batch_size, config.seed if seed is None else seed
+    )
+    for step, index in enumerate(order):
         tokens = student.tokenize([sentences[i] for i in index], config.max_length)
         tokens = {k: v.to(device) for k, v in tokens.items()}
         views = 2 if config.contrastive_weight else 1
@@ -207,9 +212,11 @@ def recover(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if after_step is not None:
+            after_step()
         losses.append(loss.item())
         if log_every and (step + 1) % log_every == 0:
             log.info(f"recovery step {step + 1}/{config.steps}: loss {losses[-1]:.5f}, "
                      f"{time.perf_counter() - start:.0f} s")  # fmt: skip
-    student.eval()
+    student.train(was_training)
     return losses

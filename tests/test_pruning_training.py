@@ -16,7 +16,7 @@ from helpers import TEXTS, compose_train, cpu_overrides, free_port, pruning_run
 from sparsecse.cli import REPO_ROOT
 from sparsecse.data import ContrastiveDataModule
 from sparsecse.importance import PruningEvent, Sparsifier
-from sparsecse.model_io import load_encoder
+from sparsecse.model_io import encoder_from_checkpoint, load_encoder
 from train import train
 
 pytestmark = pytest.mark.slow
@@ -306,3 +306,50 @@ def test_a_compiled_run_prunes_and_saves_its_model(tmp_path, toy_senteval_dir, t
     assert 0 < results["after"]["stsb"] <= 100
     layers = json.loads((tmp_path / "model" / "config.json").read_text())
     assert sum(len(h) for h in layers["kept_heads"]) == 4
+
+
+def test_recovery_after_an_event_distils_towards_the_encoder_before_it(
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus
+):
+    """recovery=distill: the teacher is the encoder just before the event (the step-2 checkpoint),
+    its embeddings cached once; the pruned encoder then moves towards them before training goes on."""
+    cache = tmp_path / "cache"
+    cfg = compose_pruning_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus, "trainer.max_epochs=2",
+                              "pruning.schedule=[{step:2}]", "pruning.head_sparsity=0.5", "save_model=true",
+                              "recovery=distill", "pruning.recovery.steps=60",
+                              "pruning.recovery.batch_size=8", "pruning.recovery.lr=3e-3",
+                              f"pruning.recovery.cache_dir={cache}")  # fmt: skip
+    results = train(cfg)
+    (record,) = results["recovery"]
+    assert record["event"] == 0 and record["steps"] == 60
+    assert record["last_loss"] < 0.8 * record["first_loss"], record  # dropout keeps the student noisy
+    (cached,) = cache.glob("*.pt")
+    teacher = torch.load(cached, weights_only=True)["embeddings"]
+    before = encoder_from_checkpoint(results["checkpoints"]["best_before_final_pruning"][0])
+    sentences = corpus.read_text().splitlines()
+    torch.testing.assert_close(teacher, before.encode(sentences, max_length=cfg.data.max_length))
+    last = torch.load(results["checkpoints"]["last"], weights_only=True)
+    assert last["callbacks"]["ScheduledPruning"]["recoveries"] == results["recovery"]
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert ("Recovered by distillation from the encoder before each pruning event: 60 steps of batch 8 on "
+            f"`{corpus}`, lr 0.003, loss 1 x MSE.") in card  # fmt: skip
+
+
+def test_a_run_resumed_before_the_event_recovers_as_the_uninterrupted_run(
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus
+):
+    recovery = ["recovery=distill", "pruning.recovery.steps=5", "pruning.recovery.batch_size=4",
+                f"pruning.recovery.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    whole = run_for(tmp_path / "whole", toy_senteval_dir, tiny_model_dir, corpus, 3, *recovery)
+    midway = tmp_path / "whole" / "checkpoints" / "step2-before-final-pruning.ckpt"
+    resumed = run_for(tmp_path / "resumed", toy_senteval_dir, tiny_model_dir, corpus, 3, *recovery,
+                      f"ckpt_path={midway}")  # fmt: skip
+    plain = run_for(tmp_path / "plain", toy_senteval_dir, tiny_model_dir, corpus, 3)
+    assert (
+        resumed["callbacks"]["ScheduledPruning"]["recoveries"][0]["last_loss"]
+        == (whole["callbacks"]["ScheduledPruning"]["recoveries"][0]["last_loss"])
+    )
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+    changed = [k for k, v in whole["state_dict"].items() if not torch.equal(plain["state_dict"][k], v)]
+    assert changed, "recovery left the weights as plain pruning does"

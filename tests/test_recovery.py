@@ -127,6 +127,16 @@ def test_a_tiny_model_recovers_most_of_a_planted_damage(teacher):
     assert damaged > 1e-3 and error() < 0.3 * damaged, (damaged, error())  # held-out TEXTS
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_recover_leaves_the_mode_and_runs_after_step_every_step(teacher, training):
+    """In training, the callback's student must stay in train mode after its recovery."""
+    student = copy.deepcopy(teacher).train(training)
+    calls = []
+    recover(student, SENTENCES, teacher.encode(SENTENCES, max_length=32), Recovery(steps=3, batch_size=4),
+            after_step=lambda: calls.append(student.training))  # fmt: skip
+    assert student.training is training and calls == [True, True, True]
+
+
 def test_sentences_are_drawn_in_seeded_permutations():
     order = sentence_order(10, steps=3, batch_size=4, seed=0)
     assert order.shape == (3, 4) and sorted(order.flatten()[:10].tolist()) == list(range(10))

@@ -20,7 +20,7 @@ from sparsecse.errors import ConfigError
 from sparsecse.validation import Fraction, PositiveInt, check_value
 from train import CONFIG_DIR
 
-OPTION_GROUPS = ("data", "model", "pruning", "callbacks", "logger", "trainer", "debug")
+OPTION_GROUPS = ("data", "model", "pruning", "recovery", "callbacks", "logger", "trainer", "debug")
 OPTIONS = [f"{g}={p.stem}" for g in OPTION_GROUPS for p in sorted((Path(CONFIG_DIR) / g).glob("*.yaml"))]
 
 
@@ -56,6 +56,11 @@ MISTAKES = {
     "you mean 'head_sparsity'?",
     "+callbacks.model_checkpoint.monitr=val/loss": "callbacks.model_checkpoint.monitr: unknown key for "
     "callbacks.BestCheckpoint; did you mean 'monitor'?",
+    "recovery=distill +pruning.recovery.stpes=10": "pruning.recovery.stpes: unknown key for "
+    "sparsecse.recovery.Recovery; did you mean 'steps'?",
+    "recovery=distill pruning.recovery.lr=0": "pruning.recovery.lr: must be greater than 0, got 0",
+    "recovery=distill pruning=none": "recovery: recovers after pruning events, and pruning=none has none: "
+    "choose a pruning config or drop recovery",
     "logger=csv +logger.csv.nam=x": "logger.csv.nam: unknown key for lightning.pytorch.loggers.CSVLogger; "
     "did you mean 'name'?",
     "+pruning.scroe=random": "pruning.scroe: unknown key for callbacks.ScheduledPruning; "

@@ -118,6 +118,9 @@ def check_group(group: str, config: Mapping) -> None:
     value = config.get(group)
     if group in OPTIONAL_GROUPS and not value:
         return
+    if group == "pruning" and isinstance(value, Mapping) and set(value) == {"recovery"}:
+        raise ConfigError("recovery", "recovers after pruning events, and pruning=none has none: "
+                          "choose a pruning config or drop recovery")  # fmt: skip
     if group in NAMED_GROUPS:
         if value is None:
             return

@@ -37,7 +37,7 @@ from sparsecse.evaluation import (
 )
 from sparsecse.importance import check_architecture
 from sparsecse.loading import load_checkpoint_file, load_config
-from sparsecse.model_card import plural, pruning_sentence
+from sparsecse.model_card import plural, pruning_sentence, recovery_sentence
 from sparsecse.model_io import encoder_from_checkpoint, save_sparse_encoder
 from sparsecse.onnx_export import check_onnx_available
 from sparsecse.plots import align_uniform_path
@@ -277,6 +277,9 @@ def how_trained(cfg: DictConfig, results: dict) -> list[str]:
         scored_on = f"{plural(cfg.pruning.num_batches, 'batch')} of the training data"
         lines.append(pruning_sentence(when, cfg.pruning.score, cfg.pruning.granularity, results["sparsity"],
                                       scored_on))  # fmt: skip
+    if results.get("recovery"):
+        recovery = instantiate(cfg.pruning.recovery)
+        lines.append(recovery_sentence(recovery, data.train_file, "the encoder before each pruning event"))
     return lines
 
 
