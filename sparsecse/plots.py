@@ -109,6 +109,25 @@ def lines_vs_sparsity(
     return _save(fig, path)
 
 
+def quality_against_speed(
+    lines: Mapping[str, Sequence[tuple[float, float, float, float]]],
+    frontier: Sequence[tuple[float, float]],
+    path: str | Path,
+) -> Path:
+    """One line per recipe through its (speed-up, its std, STS avg, its std) points, with error bars;
+    the Pareto frontier's (speed-up, STS avg) points joined by a dashed line."""
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for i, (label, points) in enumerate(lines.items()):
+        x, x_err, y, y_err = zip(*points)
+        ax.errorbar(x, y, xerr=x_err, yerr=y_err, fmt="-o", color=f"C{i % 10}", markersize=4, capsize=2,
+                    label=label)  # fmt: skip
+    ax.plot(*zip(*frontier), "--", color="black", alpha=0.5, label="Pareto frontier")
+    ax.set(xlabel="encode speed-up over dense PyTorch (STS-B dev, batch 64)", ylabel="STS avg (7 tasks)",
+           title="quality against speed (mean ± std over seeds)")  # fmt: skip
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from sparsecse.compression import (
+    Point,
+    Row,
+    compression_tables,
+    frontier,
+    pareto_plot,
+    read_points,
+    summarise,
+)
+
+
+def write_study(root, seeds=(1, 2)) -> None:
+    """A study folder as bench/compression_study.py writes it, with made-up numbers."""
+    speed = {
+        "speedup": {"dense PyTorch": 1.0, "dense int8": 1.6},
+        "int8_sts": {"dense int8": {"sts_avg": 78.0}},
+    }
+    (root / "dense").mkdir(parents=True)
+    (root / "dense" / "results.json").write_text(json.dumps({"before": {}, "after": {"sts_avg": 78.9}}))
+    for seed in seeds:
+        for series, level, speedup, sts in (("sparsecse", "p0.5", 1.7, 78.0), ("layers", "keep3", 1.9, 76.0)):
+            name = f"{series}/{level}/seed{seed}"
+            results = {"before": {}, "pruned": {"sts_avg": sts - 2 + seed}, "after": {"sts_avg": sts + seed}}
+            (root / name).mkdir(parents=True)
+            (root / name / "results.json").write_text(json.dumps(results))
+            speed["speedup"][f"{name} PyTorch"] = speedup + 0.1 * seed
+            if series == "sparsecse":
+                speed["speedup"][f"{name} int8"] = 3.5 + 0.1 * seed
+                speed["int8_sts"][f"{name} int8"] = {"sts_avg": sts + seed - 0.5}
+    (root / "speed.json").write_text(json.dumps(speed))
+
+
+def test_points_take_each_variant_with_its_own_speed(tmp_path):
+    write_study(tmp_path)
+    points = {(p.recipe, p.seed): p for p in read_points(tmp_path)}
+    assert points["SparseCSE, no recovery", 1] == Point("SparseCSE, no recovery", "p0.5", 1, 1.8, 77.0)
+    assert points["SparseCSE + recovery", 2] == Point("SparseCSE + recovery", "p0.5", 2, 1.9, 80.0)
+    assert points["SparseCSE + recovery, int8 ONNX", 1] == Point("SparseCSE + recovery, int8 ONNX", "p0.5", 1,
+                                                                  3.6, 78.5)  # fmt: skip
+    assert points["dense, int8 ONNX", 0] == Point("dense, int8 ONNX", "-", 0, 1.6, 78.0)
+    assert points["dense", 0].sts_avg == 78.9
+    assert points["layers dropped evenly + distillation", 1].speedup == 2.0
+    assert len(points) == 2 + 2 * 4
+
+
+def test_a_model_without_a_measured_speed_is_left_out(tmp_path):
+    write_study(tmp_path)
+    speed = json.loads((tmp_path / "speed.json").read_text())
+    del speed["speedup"]["layers/keep3/seed2 PyTorch"]
+    (tmp_path / "speed.json").write_text(json.dumps(speed))
+    assert {p.seed for p in read_points(tmp_path) if p.level == "keep3"} == {1}
+
+
+def test_rows_are_means_and_sample_stds_over_seeds(tmp_path):
+    write_study(tmp_path, seeds=(1, 2, 3))
+    rows = {row.recipe: row for row in summarise(read_points(tmp_path))}
+    row = rows["SparseCSE + recovery"]
+    assert row.seeds == 3
+    assert row.sts_avg == pytest.approx(80.0) and row.sts_std == pytest.approx(statistics.stdev([79, 80, 81]))
+    assert row.speedup == pytest.approx(1.9) and row.speedup_std == pytest.approx(0.1)
+    assert rows["dense"].seeds == 1 and rows["dense"].sts_std == 0.0
+    assert list(rows)[:3] == [
+        "SparseCSE, no recovery",
+        "SparseCSE + recovery",
+        "SparseCSE + recovery, int8 ONNX",
+    ]
+
+
+def row(recipe: str, speedup: float, sts: float) -> Row:
+    return Row(recipe, "-", 1, speedup, 0.0, sts, 0.0)
+
+
+def test_the_frontier_keeps_exactly_the_rows_nothing_beats():
+    rows = [row("dense", 1.0, 79.0), row("a", 1.5, 79.5), row("b", 2.0, 78.0), row("c", 1.8, 77.0),
+            row("d", 2.0, 78.0), row("e", 3.0, 70.0), row("f", 0.9, 79.5)]  # fmt: skip
+    assert [r.recipe for r in frontier(rows)] == ["a", "b", "d", "e"]  # b and d tie: neither beats the other
+
+
+def test_the_tables_show_a_spread_only_over_several_seeds(tmp_path):
+    write_study(tmp_path, seeds=(1,))
+    text = compression_tables(tmp_path)
+    assert "| SparseCSE + recovery | p0.5 | 1 | 1.80x | 79.00 |" in text
+    write_study(tmp_path / "three", seeds=(1, 2, 3))
+    text = compression_tables(tmp_path / "three")
+    assert "| SparseCSE + recovery | p0.5 | 3 | 1.90x ± 0.10 | 80.00 ± 1.00 |" in text
+    frontier_part = text.split("The Pareto frontier:")[1]
+    assert "| SparseCSE + recovery, int8 ONNX | p0.5 | 3 | 3.70x ± 0.10 | 79.50 ± 1.00 |" in frontier_part
+    assert "no recovery" not in frontier_part
+
+
+def test_the_plot_is_written(tmp_path):
+    write_study(tmp_path)
+    path = pareto_plot(summarise(read_points(tmp_path)), tmp_path / "pareto.png")
+    assert path.stat().st_size > 5000
