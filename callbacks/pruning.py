@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import TypedDict
 
+from sparsecse.console import say
 from sparsecse.errors import ConfigError
 from sparsecse.gates import pruned_any, sparsity_summary
 from sparsecse.importance import PruningEvent, Sparsifier, derived_seed, event_outcome, event_targets
@@ -145,6 +146,14 @@ def forget_best_checkpoints(trainer: L.Trainer) -> list[str]:
     return renamed
 
 
+def restart_early_stopping(trainer: L.Trainer) -> None:
+    """After an event, early stopping compares the pruned model with pruned models only, as the best
+    checkpoint does: a denser model's score would otherwise end training a few validations later."""
+    for callback in trainer.early_stopping_callbacks:
+        callback.wait_count = 0
+        callback.best_score = torch.tensor(float("inf") if callback.mode == "min" else float("-inf"))
+
+
 class ScheduledPruning(L.Callback):
     """Sparsify the encoder at scheduled epochs or steps (METHOD.md section 5): heads and FFN neurons
     (`granularity: structured`) or single weights (`unstructured`).
@@ -253,9 +262,10 @@ class ScheduledPruning(L.Callback):
         log_metrics(trainer, summary)
         if trainer.is_global_zero:
             outcome = event_outcome(event, summary, self.sparsifier.ffn_alignment(encoder))
-            print(f"pruning at {event.unit} {event.at}: {outcome}", flush=True)
+            say(f"pruning at {event.unit} {event.at}: {outcome}")
         if self.recovery is not None:
             self._recover(trainer, encoder, sentences, teacher, index)
+        restart_early_stopping(trainer)
         if event.targets == self.events[-1].targets:  # the final sparsity is reached
             self.earlier_best = forget_best_checkpoints(trainer)
 
@@ -278,7 +288,7 @@ class ScheduledPruning(L.Callback):
         self.recoveries.append(record)
         log_metrics(trainer, {f"recovery/{k}": record[k] for k in ("first_loss", "last_loss", "seconds")})
         if trainer.is_global_zero:
-            print(f"recovery after event {index + 1}: {record['steps']} steps of distillation in "
+            say(f"recovery after event {index + 1}: {record['steps']} steps of distillation in "
                   f"{record['seconds']:.0f} s, loss {losses[0]:.5f} -> {losses[-1]:.5f}")  # fmt: skip
 
     def state_dict(self) -> dict:

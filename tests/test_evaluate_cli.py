@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,8 @@ import torch
 from helpers import compose_eval, compose_train, cpu_overrides
 
 from sparsecse.cli import REPO_ROOT
+from sparsecse.cli import evaluate as eval_cli
+from sparsecse.cli import prune as prune_cli
 from sparsecse.cli.evaluate import evaluate
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation.sts import evaluate_sts
@@ -111,3 +114,28 @@ def test_train_py_fast_dev_run_from_the_command_line(tmp_path, toy_senteval_dir)
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "results.json").is_file()
+
+
+# the folder names the project writes: a run (override_dirname), a sweep's job, a study's point
+PROJECT_FOLDERS = ["seed=1", "lr=0.1,seed=2", "sparsity=0.1,seed=1"]
+
+
+@pytest.mark.parametrize("folder", PROJECT_FOLDERS)
+def test_every_path_the_project_writes_is_accepted_as_written(
+    folder, tmp_path, toy_senteval_dir, tiny_model_dir, monkeypatch
+):
+    """`sparsecse-eval model=<run>/...` and `sparsecse-prune model=... output_dir=...` with the path
+    pasted unquoted, as the README shows them; Hydra's grammar alone rejects `=` in a value."""
+    model = tmp_path / folder / "model"
+    shutil.copytree(tiny_model_dir, model)
+    out = tmp_path / folder / "eval.json"
+    monkeypatch.setattr(sys, "argv", ["sparsecse-eval", f"model={model}", "pooler=avg", "tasks=[stsb]",
+                                      f"output={out}", f"data_dir={toy_senteval_dir}"])  # fmt: skip
+    eval_cli.main()
+    assert set(json.loads(out.read_text())) == {"stsb", "sts_avg"}
+    pruned = tmp_path / folder / "pruned=0.5"
+    monkeypatch.setattr(sys, "argv", ["sparsecse-prune", f"model={model}", "pooler=avg", "tasks=[]",
+                                      "pruning.head_sparsity=0.5", "pruning.num_batches=1", "batch_size=8",
+                                      f"output_dir={pruned}", f"data_dir={toy_senteval_dir}"])  # fmt: skip
+    prune_cli.main()
+    assert (pruned / "results.json").is_file()

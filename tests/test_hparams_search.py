@@ -74,6 +74,7 @@ def test_a_two_trial_optuna_search_gets_the_metric_and_survives_a_failed_trial(
     (job,) = [p for p in sweep.iterdir() if (p / "results.json").is_file()]
     results = json.loads((job / "results.json").read_text())
     assert best["best_value"] == pytest.approx(results["best_val/stsb_spearman"])
+    assert "after" not in results and "before" not in results, "a trial evaluates what it optimises"
 
 
 def test_in_a_sweep_a_bad_setting_fails_its_job_and_a_preemption_stops_the_sweep(capsys):

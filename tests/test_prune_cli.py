@@ -51,6 +51,13 @@ def test_evaluate_before_false_evaluates_only_the_pruned_model(
     assert results["before"] == {} and set(results["after"]) == {"stsb", "sts_avg"}
     table = capsys.readouterr().out
     assert "after |" in table and "before |" not in table
+    lines = table.splitlines()  # every long stage: a line when it starts, one with its time when it ends
+    for name in ("scoring 1 batch of snli_sentences, seed 0", "evaluation of the pruned model",
+                 f"writing the model to {out}"):  # fmt: skip
+        assert f"sparsecse-prune: {name} ..." in lines
+        assert any(line.startswith(f"sparsecse-prune: {name} done in ") for line in lines), name
+    assert "sparsecse-prune: evaluation before pruning ..." not in lines
+    assert "\nsparsecse-prune: removed 50.0% of the heads and " in table
     card = (out / "README.md").read_text()
     assert "| after |" in card and "| before |" not in card
 

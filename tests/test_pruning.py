@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from helpers import TEXTS, views
+from lightning.pytorch.callbacks import EarlyStopping
 from transformers import BertConfig
 
-from callbacks.pruning import build_schedule, check_events_reached, check_schedule_fits
+from callbacks.pruning import (
+    build_schedule,
+    check_events_reached,
+    check_schedule_fits,
+    restart_early_stopping,
+)
 from sparsecse.encoder import SentenceEncoder
 from sparsecse.errors import ConfigError
 from sparsecse.gates import effective_parameters, sparsity_summary
@@ -195,3 +203,16 @@ def test_an_unsupported_architecture_is_one_line_naming_it_and_the_supported_one
             Sparsifier().check_model(config)
     with pytest.raises(ConfigError, match="^model.encoder.name_or_path: gpt2 models cannot"):
         check_architecture(GPT2Config(), "model.encoder.name_or_path")
+
+
+def test_an_event_restarts_early_stopping_at_the_pruned_model():
+    """Otherwise the dense model's STS-B dev score stops training `patience` validations later."""
+    stopping = [EarlyStopping(monitor="val/stsb_spearman", mode="max", patience=2),
+                EarlyStopping(monitor="val/loss", mode="min")]  # fmt: skip
+    stopping[0].wait_count, stopping[0].best_score = 1, torch.tensor(85.0)
+    stopping[1].wait_count, stopping[1].best_score = 1, torch.tensor(0.5)
+    restart_early_stopping(SimpleNamespace(early_stopping_callbacks=stopping))
+    assert [c.wait_count for c in stopping] == [0, 0]
+    assert stopping[0].best_score == -torch.inf and stopping[1].best_score == torch.inf
+    should_stop, _ = stopping[0]._evaluate_stopping_criteria(torch.tensor(70.0))
+    assert not should_stop and stopping[0].best_score == 70.0, "the first pruned score is the new best"

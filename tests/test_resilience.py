@@ -169,6 +169,10 @@ def test_killed_mid_epoch_after_pruning_then_restarted_equals_the_uninterrupted_
             f"sparsecse-train: stopped by SIGUSR2 at step 5; saved {broken}/checkpoints/last.ckpt;"
             " run the same command again to resume"
         )
+        log = (broken / "train.log").read_text().splitlines()  # the run folder keeps the project's lines
+        assert any(line.endswith("sparsecse-train: training ...") for line in log)
+        assert any("pruning at step 2: removed" in line for line in log)
+        assert log[-1].endswith("[sparsecse.run][ERROR] " + stopped.stderr.strip().splitlines()[-1])
     at_stop = torch.load(broken / "checkpoints" / "last.ckpt", weights_only=True)
     assert at_stop["global_step"] == saved_step
     assert at_stop["callbacks"]["ScheduledPruning"]["done"] == 1
@@ -387,3 +391,15 @@ def test_with_gradient_accumulation_each_due_step_is_saved_once_and_step_0_never
         callback.on_train_batch_end(trainer, None, None, None, batch)
     callback.on_fit_end(trainer, None)
     assert trainer.saved == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_a_config_refused_before_any_compute_leaves_no_run_folder(tmp_path, toy_senteval_dir, tiny_model_dir):
+    run = tmp_path / "run"
+    overrides = [*cpu_overrides(run, toy_senteval_dir, tiny_model_dir), "data.batch_size=0"]
+    refused = run_script(overrides, run)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "sparsecse-train: error: data.batch_size: must be greater than or equal to 1, got 0"
+    )
+    assert not run.exists(), "sparsecse-report would list it as a failed run"

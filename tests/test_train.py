@@ -159,6 +159,15 @@ def test_short_run_validates_and_keeps_the_best_checkpoint(tmp_path, toy_senteva
     assert results["parameters"] == results["dense_parameters"] and results["parameter_sparsity"] == 0.0
     assert Path(results["checkpoints"]["best"]).name == "best.ckpt"
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    # the best checkpoint keeps what evaluation needs; only last.ckpt keeps what resuming needs
+    best = torch.load(results["checkpoints"]["best"], weights_only=True)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert "optimizer_states" not in best and "optimizer_states" in last
+    assert best["state_dict"].keys() == last["state_dict"].keys() and "hyper_parameters" in best
+    assert (
+        Path(results["checkpoints"]["best"]).stat().st_size
+        < 0.6 * (tmp_path / "checkpoints" / "last.ckpt").stat().st_size
+    )
     metrics = (tmp_path / "csv").rglob("metrics.csv")
     assert any("val/stsb_spearman" in m.read_text() for m in metrics)
 
@@ -243,12 +252,22 @@ def test_on_slurm_the_checkpoint_plugin_is_kept(tmp_path, toy_senteval_dir, tiny
 
 
 def test_a_stage_prints_a_line_when_it_starts_and_one_with_its_time_when_it_ends(capsys, monkeypatch):
+    from sparsecse import console
     from sparsecse.cli import training
 
     clock = iter([100.0, 627.4])
-    monkeypatch.setattr(training.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(console.time, "perf_counter", lambda: next(clock))
     with training.stage("training"):
         assert capsys.readouterr().out == "sparsecse-train: training ...\n"
     assert capsys.readouterr().out == "sparsecse-train: training done in 8 min 47 s\n"
-    shown = [training.format_seconds(s) for s in (4.25, 59.96, 61, 3725)]
+    shown = [console.format_seconds(s) for s in (4.25, 59.96, 61, 3725)]
     assert shown == ["4.2 s", "1 min 00 s", "1 min 01 s", "1 h 02 min"]
+
+
+@pytest.mark.slow
+def test_debug_profiler_writes_where_the_step_time_goes(tmp_path, toy_senteval_dir, tiny_model_dir):
+    overrides = ["debug=profiler", "pruning=none", "trainer.max_steps=3", "data.batch_size=8"]
+    cfg = compose_train(cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir) + overrides)
+    train(cfg)
+    (report,) = (tmp_path / "profile").glob("*profile*.txt")
+    assert "run_training_batch" in report.read_text()

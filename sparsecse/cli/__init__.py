@@ -18,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
+from sparsecse.console import say
 from sparsecse.errors import ConfigError, Preempted, RunStopped
 from sparsecse.importance import Sparsifier
 from sparsecse.paths import default_data_dir
@@ -67,12 +68,12 @@ def exit_on_config_error(program: str, sweep_job: bool = False) -> Iterator[None
     try:
         yield
     except ConfigError as err:
-        print(f"{program}: error: {err}", file=sys.stderr)
+        say(f"{program}: error: {err}", error=True)
         if sweep_job:
             raise JobFailed(f"{program}: error: {err}") from None
         raise SystemExit(2) from None
     except RunStopped as err:
-        print(f"{program}: {err}", file=sys.stderr)
+        say(f"{program}: {err}", error=True)
         if sweep_job and not isinstance(err, Preempted):
             raise JobFailed(f"{program}: {err}") from None
         raise SystemExit(err.exit_code) from None
@@ -144,8 +145,30 @@ def check_overrides(config_dir: str, config_name: str, args: Sequence[str]) -> N
         raise unknown_key_error(cfg, rejected[0])
 
 
+def quote_path_values(args: Sequence[str]) -> list[str]:
+    """Command-line overrides with a value Hydra's grammar rejects because it holds `=` (the run,
+    sweep-job and study folders this project names `seed=1` or `lr=0.1,seed=2`) given as a quoted
+    string, so that every path the project writes is accepted as written. Options, well-formed
+    overrides and values already quoted are left alone."""
+    parser = OverridesParser.create()
+    fixed = []
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if arg.startswith("-") or "=" not in value or value[:1] in ("'", '"'):
+            fixed.append(arg)
+            continue
+        try:
+            parser.parse_overrides([arg])
+            fixed.append(arg)
+        except Exception:  # any grammar error: the value is given as a quoted string instead
+            quoted = "'" + value.replace("'", "\\'") + "'"  # Hydra escapes only quotes in quotes
+            fixed.append(f"{key}={quoted}")
+    return fixed
+
+
 def run_checked(program: str, config_dir: str, config_name: str, hydra_main: Callable[[], None]) -> None:
     """A Hydra entry point whose command-line typos get our one-line error and exit status 2."""
+    sys.argv[1:] = quote_path_values(sys.argv[1:])
     with exit_on_config_error(program):
         check_overrides(config_dir, config_name, sys.argv[1:])
     hydra_main()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from sparsecse.cli import exit_on_config_error
-from sparsecse.errors import ConfigError
+from sparsecse.console import RUN_LOG
+from sparsecse.errors import ConfigError, RunStopped
 from sparsecse.paths import run_name
 
 NOT_IN_FOLDER_NAMES = ("resume", "ckpt_path")  # restarting a run must not move it to another folder
@@ -182,6 +184,17 @@ def check_warning_signal(callbacks: DictConfig | None) -> None:
                       "submitit has SLURM send before the time limit; add it")  # fmt: skip
 
 
+def discard_unused_run_folder() -> None:
+    """A job refused before anything was written leaves no folder for sparsecse-report to list as a
+    failed run: the folder Hydra made for it goes if it holds only Hydra's records and the log."""
+    if not HydraConfig.initialized():
+        return
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    written = {p.name for p in folder.iterdir()} if folder.is_dir() else None
+    if written is not None and written <= {".hydra", f"{HydraConfig.get().job.name}.log"}:
+        shutil.rmtree(folder)
+
+
 @contextmanager
 def job_exit(program: str) -> Iterator[None]:
     """One line for a ConfigError or a stopped run (with its exit status; in a multirun the job fails
@@ -192,7 +205,16 @@ def job_exit(program: str) -> Iterator[None]:
     sweep_job = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         with exit_on_config_error(program, sweep_job):
-            yield
+            try:
+                yield
+            except ConfigError:
+                discard_unused_run_folder()
+                raise
+            except RunStopped:  # its line is said by exit_on_config_error
+                raise
+            except Exception as err:  # a crash: its one-line reason ends the run's log
+                RUN_LOG.error(f"{program}: stopped by {type(err).__name__}: {err}")
+                raise
         exit_code = 0
     finally:
         import wandb

@@ -11,6 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsecse.cli import tool_main
 from sparsecse.cli.evaluate import model_key, pick_device
+from sparsecse.console import say
+from sparsecse.console import stage as console_stage
 from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError
@@ -24,6 +26,10 @@ from sparsecse.onnx_export import OnnxExport, check_onnx_available
 from sparsecse.recovery import Recovery, corpus_sentences, recover, teacher_embeddings
 from sparsecse.surgery import remove_pruned_units
 from sparsecse.validation import check_value
+
+
+def stage(name: str):
+    return console_stage("sparsecse-prune", name)
 
 
 def build_sparsifier(options: dict, model_config):
@@ -73,10 +79,14 @@ def prune(cfg: DictConfig) -> dict:
     )
     # One seed draws the scoring batches, their dropout and random scores, as sparsecse-study's
     # `seeds` and a training run's pruning.seed do: the same seed gives the same ranking in each tool.
-    results = {"seed": sparsifier.seed, "before": evaluate() if cfg.evaluate_before else {}}
+    results = {"seed": sparsifier.seed, "before": {}}
+    if cfg.evaluate_before and tasks:
+        with stage("evaluation before pruning"):
+            results["before"] = evaluate()
     if recovery.steps:  # the encoder before the event is the teacher
         sentences = corpus_sentences(data.train_set)
-        teacher = teacher_embeddings(encoder, sentences, recovery.max_length, recovery.cache_dir)
+        with stage(f"teacher embeddings of {len(sentences)} sentences (cached)"):
+            teacher = teacher_embeddings(encoder, sentences, recovery.max_length, recovery.cache_dir)
     if layer_drop.keep is not None:
         batches = islice(data.scoring_dataloader(sparsifier.seed), sparsifier.num_batches)
         results["layers_kept"] = layer_drop.kept(encoder, batches, sparsifier.scorer.mode,
@@ -85,27 +95,31 @@ def prune(cfg: DictConfig) -> dict:
             drop_layers(encoder, results["layers_kept"])
         except ConfigError as err:
             raise err.under("layers") from None
-        print(f"sparsecse-prune: kept layers {results['layers_kept']} ({layer_drop.choose})")
+        say(f"sparsecse-prune: kept layers {results['layers_kept']} ({layer_drop.choose})")
     sparsifier.attach(encoder)
-    print(f"sparsecse-prune: scoring {plural(sparsifier.num_batches, 'batch')} of {cfg.train_file}, "
-          f"seed {sparsifier.seed}")  # fmt: skip
-    importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(sparsifier.seed)))
+    with stage(
+        f"scoring {plural(sparsifier.num_batches, 'batch')} of {cfg.train_file}, seed {sparsifier.seed}"
+    ):
+        importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(sparsifier.seed)))
     results["sparsity"] = sparsifier.apply(encoder, event, importance)
-    print(f"sparsecse-prune: {event_outcome(event, results['sparsity'], sparsifier.ffn_alignment(encoder))}")
+    say(f"sparsecse-prune: {event_outcome(event, results['sparsity'], sparsifier.ffn_alignment(encoder))}")
     remove_pruned_units(encoder)
     if recovery.steps:
-        results["pruned"] = evaluate()  # before recovery
-        print(f"sparsecse-prune: recovery, {recovery.steps} steps of distillation from the dense encoder")
+        if tasks:
+            with stage("evaluation of the pruned model, before recovery"):
+                results["pruned"] = evaluate()
         start = time.perf_counter()
-        losses = recover(encoder, sentences, teacher, recovery)
+        with stage(f"recovery, {recovery.steps} steps of distillation from the encoder before pruning"):
+            losses = recover(encoder, sentences, teacher, recovery)
         results["recovery"] = {"steps": recovery.steps, "seconds": round(time.perf_counter() - start, 1),
                                "first_loss": losses[0], "last_loss": losses[-1]}  # fmt: skip
-        print(f"sparsecse-prune: recovered in {results['recovery']['seconds']:.0f} s, distillation loss "
-              f"{losses[0]:.5f} -> {losses[-1]:.5f}")  # fmt: skip
-    results["after"] = evaluate()
+        say(f"sparsecse-prune: distillation loss {losses[0]:.5f} -> {losses[-1]:.5f}")
+    results["after"] = {}
     if tasks:
+        with stage("evaluation of the " + ("recovered" if recovery.steps else "pruned") + " model"):
+            results["after"] = evaluate()
         shown = ("before", "pruned", "after") if recovery.steps else ("before", "after")
-        print(format_table({name: results[name] for name in shown if results[name]}))
+        print(format_table({name: results[name] for name in shown if results.get(name)}))
     when = f"after training from `{base_model(str(cfg.model))}` (sparsecse-prune, one event)"
     scored_on = f"{plural(sparsifier.num_batches, 'batch')} of `{cfg.train_file}`"
     score, granularity = sparsifier.scorer.mode, sparsifier.granularity
@@ -115,8 +129,10 @@ def prune(cfg: DictConfig) -> dict:
     if recovery.steps:
         made.append(recovery_sentence(recovery, cfg.train_file))
     rows = {name: results[name] for name in ("before", "after") if results[name]}
-    save_sparse_encoder(encoder, Path(cfg.output_dir), made, rows, onnx=cfg.onnx)
-    write_results(Path(cfg.output_dir) / "results.json", results)
+    what = "the model" + {"none": "", "fp32": " and its ONNX graph", "int8": " and its ONNX graphs"}[cfg.onnx]
+    with stage(f"writing {what} to {cfg.output_dir}"):
+        save_sparse_encoder(encoder, Path(cfg.output_dir), made, rows, onnx=cfg.onnx)
+        write_results(Path(cfg.output_dir) / "results.json", results)
     return results
 
 

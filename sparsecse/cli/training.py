@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -22,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from callbacks.checkpointing import LastCheckpoint
 from sparsecse.cli.jobs import instantiate_group
+from sparsecse.console import stage as console_stage
 from sparsecse.data import data_files
 from sparsecse.download import fetch_missing
 from sparsecse.encoder import SentenceEncoder, check_pooler
@@ -109,26 +108,9 @@ def fetch_data(cfg: DictConfig) -> None:
     fetch_missing(data_dir, files, cfg.data.get("download", "never"), wait=rank_zero_only.rank != 0)
 
 
-@contextmanager
-def stage(name: str) -> Iterator[None]:
-    """One line when a long stage of the job starts and one when it ends, with its wall time (rank 0)."""
-    shown = rank_zero_only.rank == 0
-    if shown:
-        print(f"sparsecse-train: {name} ...", flush=True)
-    started = time.perf_counter()
-    yield
-    if shown:
-        print(f"sparsecse-train: {name} done in {format_seconds(time.perf_counter() - started)}", flush=True)
-
-
-def format_seconds(seconds: float) -> str:
-    """`42.0 s`, `8 min 47 s`, `1 h 05 min`."""
-    if round(seconds, 1) < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    return f"{minutes // 60} h {minutes % 60:02d} min"
+def stage(name: str):
+    """sparsecse.console.stage for the training job: its lines on rank 0 only."""
+    return console_stage("sparsecse-train", name, shown=rank_zero_only.rank == 0)
 
 
 def check_launch(trainer: L.Trainer) -> None:
