@@ -13,6 +13,8 @@ it stopped. Series (METHOD.md sections 3 and 7):
 - random: random scores at the same sparsity, the same recovery;
 - layers: whole layers dropped, evenly spaced, the same recovery;
 - layers-importance: layers chosen by alignment/uniformity importance, the same recovery;
+- dense-distilled: the control, the same distillation with nothing removed (does recovery gain
+  by distilling on the corpus alone?);
 - dense: the dense encoder, exported to int8 ONNX (the recovered sparsecse points are exported too).
 Speed is measured afterwards for every model in one process (`--speed`), through
 `SentenceTransformer.encode` on STS-B dev, batch 64, median of interleaved rounds, ratios against
@@ -39,8 +41,10 @@ SERIES = {
     "random": (SPARSITIES, lambda p: [*UNITS(p), "pruning.score=random"]),
     "layers": (LAYERS, lambda k: [f"layers.keep={k}", "layers.choose=evenly", *UNITS(0)]),
     "layers-importance": (LAYERS[1:], lambda k: [f"layers.keep={k}", "layers.choose=importance", *UNITS(0)]),
+    "dense-distilled": ((0,), lambda p: UNITS(p)),  # the control: the same distillation, nothing removed
 }
-LEVEL_NAME = {"sparsecse": "p{}", "random": "p{}", "layers": "keep{}", "layers-importance": "keep{}"}
+LEVEL_NAME = {"sparsecse": "p{}", "random": "p{}", "layers": "keep{}", "layers-importance": "keep{}",
+              "dense-distilled": "p{}"}  # fmt: skip
 RESULTS = "results.json"
 SPEED = "speed.json"
 

@@ -26,6 +26,7 @@ RECIPES = {
     ("random", "after"): "random + recovery",
     ("layers", "after"): "layers dropped evenly + distillation",
     ("layers-importance", "after"): "layers dropped by importance + distillation",
+    ("dense-distilled", "after"): "dense + the same distillation (nothing removed)",
     ("dense", "after"): "dense",
     ("dense", "int8"): "dense, int8 ONNX",
 }
