@@ -1,7 +1,16 @@
-"""Thin Lightning callbacks over `sparsecse`: importance scoring, scheduled pruning, checkpoints."""
+"""Thin Lightning callbacks over `sparsecse`: importance scoring, scheduled pruning, checkpoints,
+the progress bar."""
 
 from callbacks.checkpointing import AtomicCheckpointIO, BestCheckpoint, LastCheckpoint
 from callbacks.importance import ImportanceScoring
+from callbacks.progress import StepProgressBar
 from callbacks.pruning import ScheduledPruning
 
-__all__ = ["AtomicCheckpointIO", "BestCheckpoint", "ImportanceScoring", "LastCheckpoint", "ScheduledPruning"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "BestCheckpoint",
+    "ImportanceScoring",
+    "LastCheckpoint",
+    "ScheduledPruning",
+    "StepProgressBar",
+]

@@ -13,10 +13,11 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from typing_extensions import TypedDict
 
-from sparsecse.console import say
+from sparsecse.console import format_seconds, say
 from sparsecse.errors import ConfigError
 from sparsecse.gates import pruned_any, sparsity_summary
 from sparsecse.importance import PruningEvent, Sparsifier, derived_seed, event_outcome, event_targets
+from sparsecse.model_card import plural
 from sparsecse.recovery import Recovery, corpus_sentences, recover, teacher_embeddings
 from sparsecse.surgery import remove_pruned_units
 from sparsecse.validation import (
@@ -255,6 +256,10 @@ class ScheduledPruning(L.Callback):
             teacher = teacher_embeddings(
                 encoder, sentences, self.recovery.max_length, self.recovery.cache_dir
             )
+        when = f"pruning at {event.unit} {event.at}"
+        if trainer.is_global_zero:
+            say(f"{when}: scoring {plural(self.sparsifier.num_batches, 'batch')} ...")
+        started = time.perf_counter()
         batches = scoring_batches(trainer, self.sparsifier.seed + index)
         importance = self.sparsifier.importance(encoder, batches, index, trainer.global_rank)
         self.last_importance = importance  # for inspection and tests
@@ -262,7 +267,7 @@ class ScheduledPruning(L.Callback):
         log_metrics(trainer, summary)
         if trainer.is_global_zero:
             outcome = event_outcome(event, summary, self.sparsifier.ffn_alignment(encoder))
-            say(f"pruning at {event.unit} {event.at}: {outcome}")
+            say(f"{when}: {outcome} ({format_seconds(time.perf_counter() - started)})")
         if self.recovery is not None:
             self._recover(trainer, encoder, sentences, teacher, index)
         restart_early_stopping(trainer)

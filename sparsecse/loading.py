@@ -4,6 +4,7 @@ checkpoints through torch.load(weights_only=True). Every refusal is a one-line C
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from pathlib import Path
@@ -113,10 +114,41 @@ def attention_for(config, requested: str) -> str:
     return requested
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class UnusedPoolerReport(logging.Filter):
+    """Drops transformers' load report when all it reports is the checkpoint's pooler weights left
+    unused, as they are when the backbone is built without its pooler (every pooler but BERT's `cls`
+    with its MLP): nothing a user can act on. A report of anything else passes whole."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = ANSI.sub("", record.getMessage())
+        if "LOAD REPORT" not in text:
+            return True
+        rows = [[cell.strip() for cell in line.split("|")] for line in text.splitlines() if "|" in line]
+        rows = [row for row in rows[1:] if row[0] and not set(row[0]) <= {"-", "+"}]  # past the header
+        return not rows or not all(
+            key.startswith("pooler.") and status == "UNEXPECTED" for key, status, *_ in rows
+        )
+
+
 def load_backbone(
     name_or_path: str, config, add_pooling_layer: bool, attn_implementation: str
 ) -> PreTrainedModel:
     """The backbone's safetensors weights, with classes from transformers or this package only."""
+    try:
+        return _from_pretrained(name_or_path, config, add_pooling_layer, attn_implementation)
+    except OSError as err:
+        if "safetensors" not in str(err):
+            raise
+        raise ConfigError("name_or_path", f"model {name_or_path!r} has no safetensors weights") from None
+
+
+def _from_pretrained(name_or_path: str, config, add_pooling_layer: bool, attn_implementation: str):
+    report = logging.getLogger("transformers.modeling_utils")
+    quiet = UnusedPoolerReport()
+    report.addFilter(quiet)
     try:
         return AutoModel.from_pretrained(
             resolve_model_path(name_or_path),
@@ -126,10 +158,8 @@ def load_backbone(
             use_safetensors=True,
             trust_remote_code=False,
         )
-    except OSError as err:
-        if "safetensors" not in str(err):
-            raise
-        raise ConfigError("name_or_path", f"model {name_or_path!r} has no safetensors weights") from None
+    finally:
+        report.removeFilter(quiet)
 
 
 def load_checkpoint_file(path: str | Path, key: str) -> dict:

@@ -4,16 +4,18 @@ random models: gates at 1 are the plain model bit for bit, and the sliced model 
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
 from helpers import BACKBONES, TEXTS, views
-from transformers import AutoModel
+from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
 from sparsecse import surgery
 from sparsecse.errors import ConfigError
 from sparsecse.gates import UnitGates, encoder_layers
 from sparsecse.importance import SCORE_MODES, PruningEvent, Sparsifier
+from sparsecse.loading import UnusedPoolerReport, load_backbone
 from sparsecse.model_io import load_encoder, save_sparse_encoder
 from sparsecse.surgery import apply_gates, remove_units, structure
 
@@ -165,3 +167,36 @@ def test_a_pruning_run_trains_exports_and_reloads(make_encoder, kind, tmp_path, 
     assert sum(structure(exported.backbone)["heads"]) == 4 and sum(structure(exported.backbone)["ffn"]) == 96
     from_checkpoint = load_encoder(results["checkpoints"]["best"])
     assert (from_checkpoint.encode(TEXTS) - exported.encode(TEXTS)).abs().max() < 1e-5
+
+
+def load_report(*rows: tuple[str, str]) -> logging.LogRecord:
+    """transformers' load report as it logs it (colour codes included)."""
+    table = ["Key                 | Status     |  | ", "--------------------+------------+--+-"]
+    table += [f"{key:<20}| \x1b[33m{status}\x1b[0m |  | " for key, status in rows]
+    text = (
+        "\x1b[1mBertModel LOAD REPORT\x1b[0m from: /m\n"
+        + "\n".join(table)
+        + "\nNotes:\n- UNEXPECTED:\tcan be ignored"
+    )
+    return logging.LogRecord("transformers.modeling_utils", logging.WARNING, "", 0, text, None, None)
+
+
+def test_only_the_report_of_an_unused_pooler_is_dropped():
+    quiet = UnusedPoolerReport()
+    assert not quiet.filter(
+        load_report(("pooler.dense.weight", "UNEXPECTED"), ("pooler.dense.bias", "UNEXPECTED"))
+    )
+    assert quiet.filter(load_report(("pooler.dense.weight", "UNEXPECTED"), ("encoder.layer.0.x", "MISSING")))
+    assert quiet.filter(load_report(("cls.predictions.bias", "UNEXPECTED")))
+    other = logging.LogRecord(
+        "transformers.modeling_utils", logging.WARNING, "", 0, "something else", None, None
+    )
+    assert quiet.filter(other)
+
+
+def test_loading_without_the_pooler_prints_no_report(tmp_path, capfd):
+    BertModel(BertConfig(vocab_size=99, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32)).save_pretrained(tmp_path)  # fmt: skip
+    config = AutoConfig.from_pretrained(tmp_path)
+    load_backbone(str(tmp_path), config, add_pooling_layer=False, attn_implementation="sdpa")
+    assert "LOAD REPORT" not in capfd.readouterr().err

@@ -51,3 +51,29 @@ def test_console_script_help_with_a_stand_in_evaluate_package(script, stand_ins)
     proc = subprocess.run([executable, "--help"], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "usage" in proc.stdout.lower() or "powered by hydra" in proc.stdout.lower(), proc.stdout[:500]
+
+
+def test_third_party_noise_is_silenced_and_real_warnings_are_not(caplog):
+    import logging
+    import warnings
+
+    from sparsecse.cli import silence_third_party_noise
+
+    noise = ["The `srun` command is available on your system but is not used. HINT: ...",
+             "Metric `SpearmanCorrcoef` will save all targets and predictions in the buffer.",
+             "`isinstance(treespec, LeafSpec)` is deprecated, use ..."]  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        silence_third_party_noise()
+        for message in [*noise, "The number of training batches (2) is smaller than the logging interval"]:
+            warnings.warn(message, UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == [
+        "The number of training batches (2) is smaller than the logging interval"
+    ]
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    with caplog.at_level(logging.INFO, logger=tips.name):
+        tips.info(
+            "💡 Tip: For seamless cloud logging, try installing [litlogger](https://pypi.org/project/litlogger/)"
+        )
+        tips.info("GPU available: False, used: False")
+    assert caplog.messages == ["GPU available: False, used: False"]
