@@ -422,7 +422,7 @@ def _parser() -> argparse.ArgumentParser:
     fetch_cmd = commands.add_parser("download", help="fetch the data, then check it")
     check_cmd = commands.add_parser("check", help="check the data already in place")
     for sub in (fetch_cmd, check_cmd):
-        sub.add_argument("--data-dir", type=Path, help=f"default: ${DATA_DIR_ENV} or the cache")
+        sub.add_argument("--data-dir", "--dir", type=Path, help=f"default: ${DATA_DIR_ENV} or the cache")
     fetch_cmd.add_argument("--only", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     where = fetch_cmd.add_mutually_exclusive_group()
     where.add_argument("--endpoint", help="a Hub mirror (default: $HF_ENDPOINT, else huggingface.co)")

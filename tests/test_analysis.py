@@ -83,3 +83,17 @@ def test_sts_and_alignment_uniformity_encode_each_sentence_once(toy_senteval_dir
     alone = {**evaluate_encoder(CountingEncoder(), toy_senteval_dir, ["sts"]),
              **evaluate_encoder(CountingEncoder(), toy_senteval_dir, ["analysis"])}  # fmt: skip
     assert both == pytest.approx(alone, abs=1e-6)
+
+
+def test_an_average_is_shown_only_over_several_tasks():
+    from sparsecse.evaluation.table import format_table, headline
+
+    one = format_table({"after": {"stsb": 80.0, "sts_avg": 80.0}})
+    assert "STS-B" in one and "STS avg" not in one
+    two = format_table({"after": {"stsb": 80.0, "sickr": 70.0, "sts_avg": 75.0}})
+    assert "STS avg" in two
+    assert headline({"stsb": 80.0, "sickr": 70.0, "sts_avg": 75.0}) == "STS avg 75.00"
+    assert headline({"stsb": 80.0, "sts_avg": 80.0}) == "STS-B 80.00"
+    assert headline({"mr": 75.5, "cr": 80.0, "transfer_avg": 77.75, "alignment": 0.2}) == (
+        "Tr. avg 77.75, alignment 0.200"
+    )

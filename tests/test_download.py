@@ -401,6 +401,7 @@ def test_cli_download_then_check(
     assert "missing  wiki1m" in capsys.readouterr().out
     assert dl.main(["download", option, server.url]) == 0
     assert dl.main(["check"]) == 0
+    assert dl.main(["check", "--dir", str(data_dir)]) == dl.main(["check", "--data-dir", str(data_dir)]) == 0
     assert capsys.readouterr().out.splitlines()[-3:] == [
         "ok       senteval",
         "ok       wiki1m",

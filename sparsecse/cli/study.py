@@ -15,6 +15,7 @@ from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, write_results
+from sparsecse.evaluation.table import headline
 from sparsecse.gates import counted_parameters
 from sparsecse.importance import Sparsifier, check_architecture
 from sparsecse.model_io import load_encoder
@@ -109,7 +110,7 @@ def study(cfg: DictConfig) -> dict:
         timing["scoring"] += results["seconds"]["scoring"]
         timing["evaluation"] += results["seconds"]["evaluation"]
         print(f"{point.granularity} {point.score} seed={point.seed} p={point.sparsity:g}: "
-              f"STS avg {results['after'].get('sts_avg', float('nan')):.2f}")  # fmt: skip
+              f"{headline(results['after'])}")  # fmt: skip
     timing["points"] = len(todo)
     record_path = output_dir / "study.json"  # one entry per start: a restart adds its own timing
     starts = json.loads(record_path.read_text())["starts"] if record_path.is_file() else []

@@ -10,6 +10,15 @@ from sparsecse.evaluation.transfer import TRANSFER_TASKS
 
 DECIMALS = {"alignment": 3, "uniformity": 3}  # scores x 100 get 2
 DEFAULT_KEYS = (*STS_TASKS, "sts_avg", *TRANSFER_TASKS, "transfer_avg", "alignment", "uniformity")
+AVERAGES = {"sts_avg": STS_TASKS, "transfer_avg": TRANSFER_TASKS}  # a column only over several tasks
+
+
+def headline(scores: Mapping[str, float]) -> str:
+    """One model's scores in a few words: its averages over several tasks, else each task's score."""
+    tasks = [k for k in scores if k not in AVERAGES]
+    shown = [k for k in AVERAGES if k in scores and len(set(AVERAGES[k]) & set(tasks)) > 1]
+    shown += [k for k in tasks if not any(k in AVERAGES[a] for a in shown)]
+    return ", ".join(f"{COLUMN_NAMES.get(k, k)} {scores[k]:.{DECIMALS.get(k, 2)}f}" for k in shown)
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]], keys: tuple[str, ...] | None = None) -> str:
@@ -19,6 +28,7 @@ def format_table(rows: Mapping[str, Mapping[str, float]], keys: tuple[str, ...] 
         found = dict.fromkeys(k for row in rows.values() for k in row)
         keys = (*DEFAULT_KEYS, *(k for k in found if k not in DEFAULT_KEYS))
     keys = tuple(k for k in keys if any(k in row for row in rows.values()))
+    keys = tuple(k for k in keys if k not in AVERAGES or len(set(AVERAGES[k]) & set(keys)) > 1)
     names = {k: COLUMN_NAMES.get(k, k) for k in keys}
     widths = {k: max(6, len(name)) for k, name in names.items()}
     label_width = max(len(name) for name in rows)
