@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from huggingface_hub import HfApi
+from huggingface_hub.errors import OfflineModeIsEnabled
 
 from sparsecse import hub
 from sparsecse.errors import ConfigError
@@ -78,3 +79,27 @@ def test_only_an_export_is_published(tmp_path, export, recorder, capsys):
     with pytest.raises(ConfigError, match=r"holds pickled files \(pytorch_model.bin\): not published$"):
         hub.push_to_hub(export, "me/x")
     assert recorder.calls == []
+
+
+def test_a_dry_run_lists_the_files_and_sends_nothing(export, recorder, capsys):
+    assert hub.main([str(export), "me/sparse-minilm", "--dry-run"]) == 0
+    assert recorder.calls == []
+    out = capsys.readouterr().out.splitlines()
+    files = [p for p in export.rglob("*") if p.is_file()]
+    assert {line.split()[0] for line in out[:-1]} == {p.relative_to(export).as_posix() for p in files}
+    assert out[-1].startswith(f"sparsecse-push: dry run: {len(files)} files, ")
+    assert out[-1].endswith("would go to the public repository me/sparse-minilm; nothing was sent")
+
+
+def test_offline_the_push_is_one_line_naming_the_variable(export, monkeypatch, capsys):
+    def offline(*args, **kwargs):
+        raise OfflineModeIsEnabled(
+            "Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled."
+        )
+
+    monkeypatch.setattr(HfApi, "create_repo", offline)
+    assert hub.main([str(export), "me/sparse-minilm"]) == 2
+    assert capsys.readouterr().err == (
+        "sparsecse-push: error: HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it to publish "
+        "(--dry-run shows what would go)\n"
+    )

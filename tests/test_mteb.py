@@ -38,6 +38,25 @@ def test_mteb_tasks_without_the_package_are_one_line(monkeypatch):
         check_evaluation(["stsb", "mteb:STS12"])
 
 
+def test_an_unreachable_hub_is_one_line_naming_the_tasks(monkeypatch):
+    from types import SimpleNamespace
+
+    from sparsecse.evaluation import mteb_tasks
+
+    def evaluate(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'mteb/sts12-sts' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setitem(sys.modules, "mteb", SimpleNamespace(evaluate=evaluate, get_task=lambda name: name))
+    monkeypatch.setattr(mteb_tasks, "mteb_encoder", lambda *args: None)
+    with pytest.raises(ConfigError) as err:
+        mteb_tasks.evaluate_mteb(None, ["STS12"])
+    assert str(err.value) == (
+        "tasks: mteb:STS12: MTEB reads its datasets from the Hugging Face Hub, which cannot be reached here "
+        "(Couldn't reach 'mteb/sts12-sts' on the Hub (LocalEntryNotFoundError)); run it once online, where "
+        "the datasets cache keeps them, or evaluate the SentEval tasks"
+    )
+
+
 @pytest.mark.slow  # importing mteb takes seconds
 def test_a_custom_mteb_task_runs_offline_through_sparsecse_eval(tmp_path, monkeypatch, toy_senteval_dir,
                                                                  tiny_model_dir):  # fmt: skip

@@ -73,14 +73,32 @@ def mteb_encoder(encoder, name: str, batch_size: int):
     return SparseCSEEncoder()
 
 
+def unreachable(err: OSError) -> bool:
+    """An error of a Hub that cannot be reached: no connection, or offline mode (HF_HUB_OFFLINE,
+    HF_DATASETS_OFFLINE)."""
+    return (
+        isinstance(err, ConnectionError)
+        or type(err).__name__ in ("ConnectionError", "OfflineModeIsEnabled")
+        or "offline" in str(err).lower()
+    )
+
+
 def evaluate_mteb(
     encoder, names: Sequence[str], batch_size: int = 128, name: str = "model"
 ) -> dict[str, float]:
     """Each task's main score x 100 (mean over its evaluation splits and subsets), keyed `mteb:<Task>`.
     Nothing is cached or written by MTEB (`cache=None`)."""
     mteb = _mteb()
-    result = mteb.evaluate(
-        mteb_encoder(encoder, name, batch_size), load_tasks(names), cache=None, co2_tracker=False,
-        overwrite_strategy="always", encode_kwargs={"batch_size": batch_size}, show_progress_bar=False,
-    )  # fmt: skip
+    try:
+        result = mteb.evaluate(
+            mteb_encoder(encoder, name, batch_size), load_tasks(names), cache=None, co2_tracker=False,
+            overwrite_strategy="always", encode_kwargs={"batch_size": batch_size}, show_progress_bar=False,
+        )  # fmt: skip
+    except OSError as err:  # ConnectionError, and requests' and datasets' errors of an unreachable Hub
+        if not unreachable(err):
+            raise
+        tasks, why = ", ".join(f"{PREFIX}{n}" for n in names), str(err).splitlines()[0][:120]
+        raise ConfigError("tasks", f"{tasks}: MTEB reads its datasets from the Hugging Face Hub, which "
+                          f"cannot be reached here ({why}); run it once online, where the datasets cache "
+                          "keeps them, or evaluate the SentEval tasks") from None  # fmt: skip
     return {f"{PREFIX}{task.task_name}": 100 * float(task.get_score()) for task in result.task_results}
