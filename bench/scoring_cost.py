@@ -1,6 +1,6 @@
 """Cost of alignment/uniformity importance scoring (METHOD.md section 4) against training: scoring N
 batches of positive pairs (one forward and one backward each, gradients at the head and neuron
-gates) next to N plain training steps on the same batches. Issue 6 asks for <= 1.5x. Not a test.
+gates) next to N plain training steps on the same batches. The goal is <= 1.5x. Not a test.
 
     python bench/scoring_cost.py                 # MiniLM, 8 batches of 64 x 32 tokens
     python bench/scoring_cost.py --shape bert-base --steps 16

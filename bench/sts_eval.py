@@ -1,6 +1,6 @@
 """Wall time of the 7-task STS evaluation (STS12-16, STS-B, SICK-R; SentEval's "all" protocol) of
-all-MiniLM-L6-v2, with its scores. SentEval's own run of the same took 190 s on a 2-core CPU
-(issue 6); the scores must equal SentEval's (tests/test_sts.py checks them). Not a test.
+all-MiniLM-L6-v2, with its scores. SentEval's own run of the same took 190 s on a 2-core CPU;
+the scores must equal SentEval's (tests/test_sts.py checks them). Not a test.
 
     python bench/sts_eval.py
     python bench/sts_eval.py --batch-size 256
@@ -18,7 +18,7 @@ from sparsecse.evaluation import evaluate_encoder
 from sparsecse.model_io import load_encoder
 from sparsecse.paths import default_data_dir
 
-SENTEVAL_SECONDS = 190.0  # SentEval on the same CPU, issue 6
+SENTEVAL_SECONDS = 190.0  # SentEval on the same 2-core CPU
 
 
 def main() -> None:

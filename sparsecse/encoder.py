@@ -116,7 +116,7 @@ class SentenceEncoder(nn.Module):
         """Make `encode` run a compiled forward on a few static shapes: every batch is padded to
         `batch_size` rows and a length from STATIC_LENGTHS, so each shape compiles (and, with
         `reduce-overhead` on a GPU, is captured as a CUDA graph) once. Why: small and pruned models are
-        launch-bound on a GPU (issue 6: sliced MiniLM 0.85x dense in eager mode, 1.58x with CUDA graphs).
+        launch-bound on a GPU (sliced MiniLM measured 0.85x dense in eager mode, 1.58x with CUDA graphs).
         Call it after any surgery; a changed shape would recompile."""
         options = {"mode": mode} if backend == "inductor" else {}
         self.compiled_forward = torch.compile(self.forward, backend=backend, dynamic=False, **options)

@@ -17,7 +17,6 @@ from sparsecse.encoder import SentenceEncoder
 from sparsecse.loading import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_SENTEVAL = REPO.parent / "shared" / "data" / "senteval"
 
 
 @pytest.fixture(scope="session")
@@ -29,10 +28,10 @@ def toy_senteval_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_senteval_dir() -> Path:
-    """The real SentEval folder ($SPARSECSE_DATA_DIR, else ../shared/data/senteval), for the tests that
+    """The real SentEval folder, `$SPARSECSE_DATA_DIR` as the README documents, for the tests that
     check SentEval's own sizes and reference scores; they skip without it."""
-    path = Path(os.environ.get("SPARSECSE_DATA_DIR", SHARED_SENTEVAL))
-    if not (path / "STS").is_dir():
+    path = Path(os.environ.get("SPARSECSE_DATA_DIR", "")).expanduser()
+    if not os.environ.get("SPARSECSE_DATA_DIR") or not (path / "STS").is_dir():
         pytest.skip(f"the real SentEval data is not in {path}: set SPARSECSE_DATA_DIR")
     return path
 
