@@ -18,9 +18,9 @@ from machine import pick_device
 from transformers import BertConfig, BertModel
 
 from sparsecse.encoder import SentenceEncoder
-from sparsecse.importance import PruningEvent, Sparsifier
 from sparsecse.loading import load_tokenizer
 from sparsecse.model_io import load_encoder
+from sparsecse.sparsifier import PruningEvent, Sparsifier
 from sparsecse.surgery import remove_pruned_units
 
 

@@ -11,8 +11,8 @@ from lightning.pytorch.loggers import WandbLogger
 
 from callbacks.pruning import EventTime, scoring_batches
 from sparsecse.errors import ConfigError
-from sparsecse.importance import Sparsifier
 from sparsecse.plots import head_heatmap, neuron_histogram
+from sparsecse.sparsifier import Sparsifier
 from sparsecse.validation import checked, passes_options_to
 
 

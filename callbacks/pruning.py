@@ -16,9 +16,10 @@ from typing_extensions import TypedDict
 from sparsecse.console import format_seconds, say
 from sparsecse.errors import ConfigError
 from sparsecse.gates import pruned_any, sparsity_summary
-from sparsecse.importance import PruningEvent, Sparsifier, derived_seed, event_outcome, event_targets
+from sparsecse.importance import derived_seed
 from sparsecse.model_card import plural
 from sparsecse.recovery import Recovery, corpus_sentences, recover, teacher_embeddings
+from sparsecse.sparsifier import PruningEvent, Sparsifier, event_outcome, event_targets
 from sparsecse.surgery import remove_pruned_units
 from sparsecse.validation import (
     STRICT_RECORD,

@@ -16,8 +16,6 @@ from toy_senteval import write_toy_senteval
 from sparsecse.encoder import SentenceEncoder
 from sparsecse.loading import load_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="session")
 def toy_senteval_dir(tmp_path_factory) -> Path:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import views
 
-from sparsecse.importance import (
+from sparsecse.sparsifier import (
     PruningEvent,
     Sparsifier,
     aligned_counts,

@@ -6,15 +6,9 @@ from helpers import TEXTS, views
 
 from sparsecse.errors import ConfigError
 from sparsecse.gates import UnitGates
-from sparsecse.importance import (
-    GradientStats,
-    Scorer,
-    accumulate_gradients,
-    normalize_per_layer,
-    pair_losses,
-    select_kept,
-)
+from sparsecse.importance import GradientStats, Scorer, accumulate_gradients, normalize_per_layer, pair_losses
 from sparsecse.loss import alignment, uniformity
+from sparsecse.sparsifier import select_kept
 
 
 def stats_of(abs_a, abs_u, a, u, n=1):

@@ -17,7 +17,7 @@ from callbacks.pruning import (
 from sparsecse.encoder import SentenceEncoder
 from sparsecse.errors import ConfigError
 from sparsecse.gates import effective_parameters, sparsity_summary
-from sparsecse.importance import PruningEvent, Sparsifier
+from sparsecse.sparsifier import PruningEvent, Sparsifier
 from sparsecse.surgery import remove_pruned_units
 
 

@@ -15,8 +15,8 @@ from helpers import TEXTS, compose_train, cpu_overrides, free_port, pruning_run
 
 from sparsecse.cli import REPO_ROOT
 from sparsecse.data import ContrastiveDataModule
-from sparsecse.importance import PruningEvent, Sparsifier
 from sparsecse.model_io import encoder_from_checkpoint, load_encoder
+from sparsecse.sparsifier import PruningEvent, Sparsifier
 from train import train
 
 pytestmark = pytest.mark.slow

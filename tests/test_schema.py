@@ -194,7 +194,7 @@ def test_constructors_check_the_same_constraints(tmp_path):
 def test_the_sparsifier_options_are_one_node_in_training_pictures_and_the_prune_tool(tmp_path):
     """Pruning during training, the importance pictures and sparsecse-prune read the same options,
     with the Sparsifier's own defaults; a change on the command line reaches each of them."""
-    from sparsecse.importance import Sparsifier
+    from sparsecse.sparsifier import Sparsifier
 
     defaults = {n: p.default for n, p in inspect.signature(Sparsifier).parameters.items()}
     options = list(defaults)

@@ -18,8 +18,8 @@ from torch import nn
 
 from sparsecse.data import ContrastiveDataModule
 from sparsecse.evaluation.sts import read_stsb
-from sparsecse.importance import Sparsifier
 from sparsecse.model_io import load_encoder
+from sparsecse.sparsifier import Sparsifier
 from sparsecse.study import pruned_copy, score_dense
 
 

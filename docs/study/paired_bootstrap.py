@@ -26,8 +26,8 @@ from pathlib import Path
 from sparsecse.data import ContrastiveDataModule
 from sparsecse.evaluation.bootstrap import paired_bootstrap
 from sparsecse.evaluation.sts import STS_TASKS, spearman_x100, sts_similarities
-from sparsecse.importance import Sparsifier
 from sparsecse.model_io import load_encoder
+from sparsecse.sparsifier import Sparsifier
 from sparsecse.study import pruned_copy, score_dense
 
 SWEPT = ("granularity", "score", "seed")

@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsecse.console import say
 from sparsecse.errors import ConfigError, Preempted, RunStopped
-from sparsecse.importance import Sparsifier
 from sparsecse.paths import default_data_dir
+from sparsecse.sparsifier import Sparsifier
 from sparsecse.validation import unknown_key
 
 # the checkout the package is installed from in editable mode, whose conf/ Hydra reads

@@ -17,13 +17,14 @@ from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
-from sparsecse.importance import TARGETS, Sparsifier, check_architecture, event_outcome, one_shot_event
+from sparsecse.importance import check_architecture
 from sparsecse.layers import LayerDrop, drop_layers
 from sparsecse.loading import load_config
 from sparsecse.model_card import base_model, plural, pruning_sentence, recovery_sentence
 from sparsecse.model_io import load_encoder, save_sparse_encoder
 from sparsecse.onnx_export import OnnxExport, check_onnx_available
 from sparsecse.recovery import Recovery, corpus_sentences, recover, teacher_embeddings
+from sparsecse.sparsifier import TARGETS, Sparsifier, event_outcome, one_shot_event
 from sparsecse.surgery import remove_pruned_units
 from sparsecse.validation import check_value
 

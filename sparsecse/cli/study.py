@@ -17,9 +17,10 @@ from sparsecse.errors import ConfigError
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, write_results
 from sparsecse.evaluation.table import headline
 from sparsecse.gates import counted_parameters
-from sparsecse.importance import Sparsifier, check_architecture
+from sparsecse.importance import check_architecture
 from sparsecse.model_io import load_encoder
 from sparsecse.runs import RESULTS, differences
+from sparsecse.sparsifier import Sparsifier
 from sparsecse.study import StudyPoint, run_study, study_points
 from sparsecse.validation import Fraction, check_value
 
