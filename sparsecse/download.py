@@ -1,23 +1,15 @@
-"""`sparsecse-data`: fetch SimCSE's training corpora and SentEval's data, then check them.
-
-The files come from the Hub dataset princeton-nlp/datasets-for-simcse through huggingface_hub
-(its cache, retries and resumed transfers; `$HF_ENDPOINT` or `--endpoint` names a mirror), or
-from a plain http(s):// or file:// folder given with `--base-url`.
-
-Usage:
-    sparsecse-data download [--data-dir DIR] [--only senteval wiki1m nli] [--force]
-                            [--endpoint URL | --base-url URL]
-    sparsecse-data check [--data-dir DIR]
+"""Fetching SimCSE's training corpora and SentEval's data into the data folder, and checking them
+(file by file, line counts): from the Hub dataset princeton-nlp/datasets-for-simcse through
+huggingface_hub, or from a plain http(s):// or file:// folder. `sparsecse-data` (sparsecse.cli.data)
+is its command line; the main job fetches what its data folder lacks (`fetch_missing`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
 import time
@@ -34,7 +26,7 @@ from huggingface_hub.utils import logging as hub_logging
 from tqdm import tqdm
 
 from sparsecse.errors import ConfigError
-from sparsecse.paths import DATA_DIR_ENV, default_data_dir
+from sparsecse.paths import DATA_DIR_ENV
 
 PROG = "sparsecse-data"
 HUB_REPO = "princeton-nlp/datasets-for-simcse"
@@ -356,7 +348,7 @@ def fetch_missing(
     if mode == "never" or not missing:
         return []
     datasets = list(dict.fromkeys(dataset_of(file) for file in missing))
-    what = f"{data_dir} lacks the {' and '.join(datasets)} data ({_listing([Path(f) for f in missing], 1)})"
+    what = f"{data_dir} lacks the {' and '.join(datasets)} data ({listing([Path(f) for f in missing], 1)})"
     command = f"`{PROG} download --data-dir {data_dir} --only {' '.join(datasets)}`"
     ways_out = f"fetch it with {command}, or set {DATA_DIR_ENV} (or data_dir=) to a folder that holds it"
     if wait:
@@ -364,7 +356,7 @@ def fetch_missing(
     print(f"{what}: downloading it (data.download=auto; data.download=never stops instead)", flush=True)
     started = time.monotonic()
     try:
-        with _hub_retries_unlogged():
+        with hub_retries_unlogged():
             fetched = download(data_dir, datasets, source or SIMCSE_HUB, False, LINE_COUNTS, SENTEVAL_FILES)
     except DownloadError as err:
         raise ConfigError("data_dir", f"{what}, and {err}; {ways_out}") from None
@@ -382,59 +374,13 @@ def _wait_for(data_dir: Path, files: Sequence[str], what: str, ways_out: str) ->
     return []
 
 
-def _listing(paths: Sequence[Path], shown: int = 3) -> str:
+def listing(paths: Sequence[Path], shown: int = 3) -> str:
     more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
     return ", ".join(str(p) for p in paths[:shown]) + more
 
 
-def _state(
-    data_dir: Path, dataset: str, line_counts: Mapping[str, int], senteval_files: Sequence[str]
-) -> str:
-    """One report line: `ok`, `missing` with the files, or `bad` with the check's error."""
-    missing = missing_files(data_dir, dataset, senteval_files)
-    if missing:
-        return f"missing  {dataset}: {_listing(missing)}"
-    try:
-        check_dataset(data_dir, dataset, line_counts, senteval_files)
-    except ConfigError as err:
-        return f"bad      {dataset}: {err}"
-    return f"ok       {dataset}"
-
-
-def report(
-    data_dir: Path,
-    datasets: Iterable[str] = DATASETS,
-    line_counts: Mapping[str, int] = LINE_COUNTS,
-    senteval_files: Sequence[str] = SENTEVAL_FILES,
-) -> int:
-    """Print the state of each dataset, checking those present; 0 when all are there and right."""
-    lines = [_state(data_dir, d, line_counts, senteval_files) for d in datasets]
-    print("\n".join(lines))
-    if all(line.startswith("ok") for line in lines):
-        return 0
-    print(f"Run `{PROG} download`, or place the files in {data_dir} yourself.")
-    return 1
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    fetch_cmd = commands.add_parser("download", help="fetch the data, then check it")
-    check_cmd = commands.add_parser("check", help="check the data already in place")
-    for sub in (fetch_cmd, check_cmd):
-        sub.add_argument("--data-dir", "--dir", type=Path, help=f"default: ${DATA_DIR_ENV} or the cache")
-    fetch_cmd.add_argument("--only", nargs="+", choices=list(DATASETS), default=list(DATASETS))
-    where = fetch_cmd.add_mutually_exclusive_group()
-    where.add_argument("--endpoint", help="a Hub mirror (default: $HF_ENDPOINT, else huggingface.co)")
-    where.add_argument(
-        "--base-url", help="a plain http(s):// or file:// folder holding the files, not the Hub"
-    )
-    fetch_cmd.add_argument("--force", action="store_true", help="fetch even files already present")
-    return parser
-
-
 @contextlib.contextmanager
-def _hub_retries_unlogged() -> Iterator[None]:
+def hub_retries_unlogged() -> Iterator[None]:
     """huggingface_hub logs each retry in two lines of its own; here a failure is one line in the end.
 
     `HF_HUB_VERBOSITY=warning` shows them again.
@@ -446,28 +392,3 @@ def _hub_retries_unlogged() -> Iterator[None]:
         yield
     finally:
         hub_logging.set_verbosity(level)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (the console script passes it to sys.exit)."""
-    args = _parser().parse_args(argv)
-    data_dir = (args.data_dir or default_data_dir()).expanduser()
-    try:
-        if args.command == "check":
-            return report(data_dir, DATASETS, LINE_COUNTS, SENTEVAL_FILES)
-        source = Mirror(args.base_url) if args.base_url else Hub(endpoint=args.endpoint)
-        with _hub_retries_unlogged():
-            fetched = download(data_dir, args.only, source, args.force, LINE_COUNTS, SENTEVAL_FILES)
-    except DownloadError as err:
-        hint = f"Put the files in {data_dir} yourself and point {DATA_DIR_ENV} there."
-        print(f"{PROG}: {err}. {hint}", file=sys.stderr)
-        return 1
-    except (ConfigError, OSError) as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 1
-    print(f"{PROG}: {', '.join(args.only)} ready in {data_dir}; fetched {len(fetched)} of them")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

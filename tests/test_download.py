@@ -23,6 +23,7 @@ import huggingface_hub.constants
 import pytest
 
 from sparsecse import download as dl
+from sparsecse.cli import data as data_cli
 from sparsecse.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,7 +272,7 @@ def test_check_reports_wrong_line_count_of_present_file(
     (data_dir / dl.NLI).write_text(NLI + "x,y,z")
     with pytest.raises(ConfigError, match=r"nli_for_simcse\.csv: expected 4 lines, found 5$"):
         dl.check(data_dir, ["nli"], LINES)
-    assert dl.report(data_dir, ["nli"], LINES, FILES) == 1
+    assert data_cli.report(data_dir, ["nli"], LINES, FILES) == 1
     assert capsys.readouterr().out.startswith(f"bad      nli: {data_dir / dl.NLI}: expected 4")
 
 
@@ -344,7 +345,7 @@ def test_unreachable_server_is_one_line_on_stderr(
 ) -> None:
     base = f"http://127.0.0.1:{closed_port}"
     argv = ["download", "--data-dir", str(data_dir), "--only", "nli", option, base]
-    assert dl.main(argv) == 1
+    assert data_cli.main(argv) == 1
     out, err = capsys.readouterr()
     url = f"{base}{RESOLVE}{dl.NLI}" if option == "--endpoint" else f"{base}/{dl.NLI}"
     assert out == ""
@@ -397,11 +398,12 @@ def test_cli_download_then_check(
     monkeypatch.setattr(dl, "LINE_COUNTS", LINES)
     monkeypatch.setattr(dl, "SENTEVAL_FILES", FILES)
     monkeypatch.setenv("SPARSECSE_DATA_DIR", str(data_dir))
-    assert dl.main(["check"]) == 1
+    assert data_cli.main(["check"]) == 1
     assert "missing  wiki1m" in capsys.readouterr().out
-    assert dl.main(["download", option, server.url]) == 0
-    assert dl.main(["check"]) == 0
-    assert dl.main(["check", "--dir", str(data_dir)]) == dl.main(["check", "--data-dir", str(data_dir)]) == 0
+    assert data_cli.main(["download", option, server.url]) == 0
+    assert data_cli.main(["check"]) == 0
+    for flag in ("--dir", "--data-dir"):
+        assert data_cli.main(["check", flag, str(data_dir)]) == 0
     assert capsys.readouterr().out.splitlines()[-3:] == [
         "ok       senteval",
         "ok       wiki1m",
@@ -412,7 +414,7 @@ def test_cli_download_then_check(
 
 def test_endpoint_and_base_url_exclude_each_other() -> None:
     with pytest.raises(SystemExit) as exit_:
-        dl.main(["download", "--endpoint", "http://a", "--base-url", "http://b"])
+        data_cli.main(["download", "--endpoint", "http://a", "--base-url", "http://b"])
     assert exit_.value.code == 2
 
 
@@ -424,7 +426,7 @@ def test_hf_endpoint_names_the_mirror(server: Server, remote: Path, tmp_path: Pa
     cmd = [
         sys.executable,
         "-m",
-        "sparsecse.download",
+        "sparsecse.cli.data",
         "download",
         "--data-dir",
         str(data_dir),
@@ -440,7 +442,7 @@ def test_hf_endpoint_names_the_mirror(server: Server, remote: Path, tmp_path: Pa
 @pytest.mark.slow
 def test_console_script_exit_status(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "sparsecse.download", "check", "--data-dir", str(tmp_path)]
+    cmd = [sys.executable, "-m", "sparsecse.cli.data", "check", "--data-dir", str(tmp_path)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "missing  nli" in result.stdout

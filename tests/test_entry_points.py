@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-GENERIC = ("evaluate", "prune", "report")
+GENERIC = ("evaluate", "prune", "report", "data", "push")
 
 
 def console_scripts():
@@ -35,8 +35,9 @@ def test_every_console_script_imports_beside_generic_names(stand_ins, monkeypatc
     for name in GENERIC:
         monkeypatch.delitem(sys.modules, name, raising=False)
     scripts = console_scripts()
-    assert {ep.name for ep in scripts} >= {"sparsecse-train", "sparsecse-eval", "sparsecse-prune",
-                                           "sparsecse-data", "sparsecse-report"}  # fmt: skip
+    expected = {"sparsecse-train", "sparsecse-eval", "sparsecse-prune", "sparsecse-data", "sparsecse-report",
+                "sparsecse-push"}  # fmt: skip
+    assert {ep.name for ep in scripts} >= expected
     for ep in scripts:
         assert callable(ep.load()), ep.name
         assert ep.module.split(".")[0] not in GENERIC, f"{ep.name} installs a generic top-level name"

@@ -8,6 +8,7 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import OfflineModeIsEnabled
 
 from sparsecse import hub
+from sparsecse.cli import push
 from sparsecse.errors import ConfigError
 from sparsecse.model_io import save_sparse_encoder
 
@@ -44,7 +45,7 @@ def test_push_uploads_every_file_of_the_export_in_one_commit(export, recorder, m
     (export / ".cache").mkdir()
     (export / ".cache" / "lock").write_text("")  # hidden: never published
     monkeypatch.setenv("HF_TOKEN", "hf_from_the_environment")
-    assert hub.main([str(export), "me/sparse-minilm", "--private"]) == 0
+    assert push.main([str(export), "me/sparse-minilm", "--private"]) == 0
     (create, repo_id, options), (commit, _, files, commit_options) = recorder.calls
     assert (create, repo_id) == ("create_repo", "me/sparse-minilm")
     assert options == {"token": None, "private": True, "repo_type": "model", "exist_ok": True}
@@ -66,7 +67,7 @@ def test_push_is_public_by_default_and_takes_a_token(export, recorder):
 
 
 def test_only_an_export_is_published(tmp_path, export, recorder, capsys):
-    assert hub.main([str(tmp_path / "nowhere"), "me/x"]) == 2
+    assert push.main([str(tmp_path / "nowhere"), "me/x"]) == 2
     assert (
         capsys.readouterr().err.strip()
         == f"sparsecse-push: error: MODEL_DIR: no such directory {tmp_path}/nowhere"
@@ -82,7 +83,7 @@ def test_only_an_export_is_published(tmp_path, export, recorder, capsys):
 
 
 def test_a_dry_run_lists_the_files_and_sends_nothing(export, recorder, capsys):
-    assert hub.main([str(export), "me/sparse-minilm", "--dry-run"]) == 0
+    assert push.main([str(export), "me/sparse-minilm", "--dry-run"]) == 0
     assert recorder.calls == []
     out = capsys.readouterr().out.splitlines()
     files = [p for p in export.rglob("*") if p.is_file()]
@@ -98,7 +99,7 @@ def test_offline_the_push_is_one_line_naming_the_variable(export, monkeypatch, c
         )
 
     monkeypatch.setattr(HfApi, "create_repo", offline)
-    assert hub.main([str(export), "me/sparse-minilm"]) == 2
+    assert push.main([str(export), "me/sparse-minilm"]) == 2
     assert capsys.readouterr().err == (
         "sparsecse-push: error: HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it to publish "
         "(--dry-run shows what would go)\n"

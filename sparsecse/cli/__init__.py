@@ -1,6 +1,9 @@
-"""The command-line tools (`sparsecse-eval`, `sparsecse-prune`, `sparsecse-report`) and what every
-entry point shares. They live inside the package: top-level modules named `evaluate`, `prune` or
-`report` would collide with other packages in users' environments (Hugging Face's `evaluate`)."""
+"""The command-line tools (`sparsecse-eval`, `-prune`, `-study`, `-report`, `-data`, `-push`) and
+what every entry point shares. They live inside the package, so that none installs a generic
+top-level module (a top-level `evaluate` would be shadowed by Hugging Face's `evaluate`, or shadow
+it). `train.py` is the one top-level entry point, because the layout has users run `python train.py`
+from the checkout; its console script `sparsecse-train` imports it under the name `train`, which
+tests/test_entry_points.py checks beside stand-in packages of generic names."""
 
 from __future__ import annotations
 
