@@ -20,6 +20,12 @@ def say(line: str, error: bool = False) -> None:
     RUN_LOG.log(logging.ERROR if error else logging.INFO, line)
 
 
+def failed(line: str, status: int = 1) -> int:
+    """Say why a command failed, on stderr; returns its exit status."""
+    say(line, error=True)
+    return status
+
+
 @contextmanager
 def stage(program: str, name: str, shown: bool = True) -> Iterator[None]:
     """One line when a long stage starts (`program: name ...`) and one with its wall time when it ends."""

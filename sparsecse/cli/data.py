@@ -13,11 +13,11 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from sparsecse import download as dl
+from sparsecse.console import failed
 from sparsecse.errors import ConfigError
 from sparsecse.paths import DATA_DIR_ENV, default_data_dir
 
@@ -82,11 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             fetched = dl.download(data_dir, args.only, source, args.force, dl.LINE_COUNTS, dl.SENTEVAL_FILES)
     except dl.DownloadError as err:
         hint = f"Put the files in {data_dir} yourself and point {DATA_DIR_ENV} there."
-        print(f"{PROG}: {err}. {hint}", file=sys.stderr)
-        return 1
+        return failed(f"{PROG}: {err}. {hint}", 1)
     except (ConfigError, OSError) as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return 1
+        return failed(f"{PROG}: {err}", 1)
     print(f"{PROG}: {', '.join(args.only)} ready in {data_dir}; fetched {len(fetched)} of them")
     return 0
 

@@ -12,12 +12,12 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import httpx2
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+from sparsecse.console import failed
 from sparsecse.errors import ConfigError
 from sparsecse.hub import export_files, push_to_hub
 
@@ -50,15 +50,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         url = push_to_hub(args.model_dir, args.repo_id, args.private, args.token, args.message)
     except ConfigError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return failed(f"{PROG}: error: {err}", 2)
     except OfflineModeIsEnabled:
-        print(f"{PROG}: error: HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it to publish "
-              "(--dry-run shows what would go)", file=sys.stderr)  # fmt: skip
-        return 2
+        why = "HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it to publish"
+        return failed(f"{PROG}: error: {why} (--dry-run shows what would go)", 2)
     except (HfHubHTTPError, httpx2.HTTPError, ConnectionError) as err:
-        print(f"{PROG}: the upload failed: {' '.join(str(err).split())}", file=sys.stderr)
-        return 1
+        return failed(f"{PROG}: the upload failed: {' '.join(str(err).split())}", 1)
     print(f"{PROG}: {args.model_dir} published as {url}")
     return 0
 
