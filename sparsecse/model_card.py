@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from sparsecse.evaluation.names import display_name
+from sparsecse.evaluation.table import format_score
 from sparsecse.paths import MINILM
 
 HUB_NAMES = {MINILM: "sentence-transformers/all-MiniLM-L6-v2"}  # the embedded default, as the Hub names it
@@ -34,7 +35,7 @@ def evaluation_table(rows: Mapping[str, Mapping[str, float]]) -> list[str]:
     lines = ["| model | " + " | ".join(display_name(k) for k in keys) + " |"]
     lines.append("| --- |" + " --: |" * len(keys))
     for name, row in rows.items():
-        cells = [f"{row[k]:.3f}" if k in ("alignment", "uniformity") else f"{row[k]:.2f}" for k in keys]
+        cells = [format_score(k, row[k]) for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 

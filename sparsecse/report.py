@@ -17,19 +17,21 @@ import yaml
 
 from sparsecse import plots
 from sparsecse.errors import ConfigError
-from sparsecse.evaluation.sts import STS_TASKS
-from sparsecse.evaluation.table import COLUMN_NAMES
-from sparsecse.evaluation.transfer import TRANSFER_TASKS
+from sparsecse.evaluation.table import (
+    ANALYSIS_KEYS,
+    COLUMN_NAMES,
+    DECIMALS,
+    EVALUATION_KEYS,
+    STS_KEYS,
+    TRANSFER_KEYS,
+)
 
-STS_KEYS = (*STS_TASKS, "sts_avg")
-TRANSFER_KEYS = (*TRANSFER_TASKS, "transfer_avg")
-ANALYSIS_KEYS = ("alignment", "uniformity")  # Wang & Isola (2020): lower is better for both
 SIZE_KEYS = ("parameters", "parameter_sparsity")
 # A run with `evaluate.final_step` also scored its last step's model ("final" in results.json) and
 # says which step its best checkpoint came from.
 FINAL_PREFIX = "final/"
 FINAL_KEYS = tuple(FINAL_PREFIX + k for k in ("sts_avg", "transfer_avg", *ANALYSIS_KEYS))
-METRICS = (*STS_KEYS, *TRANSFER_KEYS, *ANALYSIS_KEYS, *SIZE_KEYS, "best_step", *FINAL_KEYS)
+METRICS = (*EVALUATION_KEYS, *SIZE_KEYS, "best_step", *FINAL_KEYS)
 LABELS = {
     **COLUMN_NAMES,
     "transfer_avg": "transfer avg",
@@ -50,7 +52,7 @@ RUN_DEPTH = 3  # Hydra puts runs one level below the sweep dir; custom subdirs m
 LINE_KEYS = ("score", "pruning.score", "pruning")
 SPARSITY_KEYS = ("sparsity", "pruning.head_sparsity", "pruning.weight_sparsity")
 PANEL_KEYS = ("granularity", "pruning.granularity")
-LINE_METRICS = ("sts_avg", "transfer_avg", "alignment", "uniformity")
+LINE_METRICS = ("sts_avg", "transfer_avg", *ANALYSIS_KEYS)
 BETTER = {"sts_avg": 1, "transfer_avg": 1, "alignment": -1, "uniformity": -1}  # the sign of an improvement
 
 
@@ -252,7 +254,7 @@ def format_cell(metric: str, mean: float, std: float | None) -> str:
     """`mean ± std`: scores to 2 decimals, alignment/uniformity/sparsity to 3, parameters in millions."""
     metric = metric.removeprefix(FINAL_PREFIX)
     scale = 1e-6 if metric == "parameters" else 1.0
-    digits = {**dict.fromkeys((*ANALYSIS_KEYS, "parameter_sparsity"), 3), "best_step": 0}.get(metric, 2)
+    digits = {**DECIMALS, "parameter_sparsity": 3, "best_step": 0}.get(metric, 2)
     text = f"{mean * scale:.{digits}f}"
     return text if std is None else f"{text} ± {std * scale:.{digits}f}"
 
@@ -411,7 +413,7 @@ def study_difference_table(lines: Mapping[str, Mapping[float, Sequence[float]]],
     the rounded cells of `study_table`), and (k/n): how many of the n seeds are better than dense."""
     sparsities = sorted({p for by_p in lines.values() for p in by_p})
     dense = statistics.fmean(reference)
-    digits = 3 if metric in ANALYSIS_KEYS else 2
+    digits = DECIMALS.get(metric, 2)
 
     def cell(values: Sequence[float] | None) -> str:
         if not values:

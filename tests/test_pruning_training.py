@@ -144,6 +144,7 @@ def run_for(
     cfg = compose_pruning_run(tmp_path, data_dir, tiny_model_dir, corpus, f"trainer.max_epochs={epochs}",
                               f"pruning.schedule={schedule}", "pruning.head_sparsity=0.25",
                               "pruning.ffn_sparsity=0.25", "callbacks.model_checkpoint.save_top_k=-1",
+                              "callbacks.model_checkpoint.save_weights_only=false",  # resumable
                               "callbacks.model_checkpoint.filename='step{step}'", "evaluate.after=false",
                               *extra)  # fmt: skip
     train(cfg)

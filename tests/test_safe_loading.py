@@ -291,3 +291,15 @@ def test_training_refuses_code_in_a_resume_checkpoint(tmp_path, toy_senteval_dir
         train(compose_train(overrides))
     one_line(err)
     assert not marker.exists()
+
+
+def test_training_refuses_to_resume_from_weights_only(tmp_path, toy_senteval_dir, tiny_model_dir):
+    """best.ckpt keeps weights only: resuming from it would fail inside the fit with a KeyError."""
+    from train import train
+
+    weights = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {}, "global_step": 4}, weights)
+    overrides = cpu_overrides(tmp_path / "run", toy_senteval_dir, tiny_model_dir)
+    with pytest.raises(ConfigError, match=rf"^ckpt_path: {weights} holds weights only, .*last\.ckpt$") as err:
+        train(compose_train([*overrides, f"ckpt_path={weights}"]))
+    one_line(err)

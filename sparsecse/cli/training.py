@@ -4,7 +4,6 @@ device, and the results a run writes and publishes."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from callbacks.checkpointing import LastCheckpoint
 from sparsecse.cli.jobs import instantiate_group
+from sparsecse.console import say
 from sparsecse.console import stage as console_stage
 from sparsecse.data import data_files
 from sparsecse.download import fetch_missing
@@ -41,8 +41,6 @@ from sparsecse.model_io import encoder_from_checkpoint, save_sparse_encoder
 from sparsecse.onnx_export import check_onnx_available
 from sparsecse.plots import align_uniform_path
 from sparsecse.runs import RESULTS
-
-log = logging.getLogger("sparsecse.train")
 
 
 def preflight(cfg: DictConfig):
@@ -136,11 +134,15 @@ def resume_from(cfg: DictConfig, callbacks: list) -> str | None:
     """`ckpt_path` if given; else, with `resume`, the run folder's `last.ckpt` if a previous start of
     this job left one (a requeued or restarted job carries on where it stopped)."""
     if cfg.get("ckpt_path"):
-        load_checkpoint_file(cfg.ckpt_path, "ckpt_path")  # refuses a missing or unsafe file up front
+        checkpoint = load_checkpoint_file(cfg.ckpt_path, "ckpt_path")  # a missing or unsafe file, up front
+        if "loops" not in checkpoint:  # best.ckpt and step checkpoints keep weights only (save_weights_only)
+            raise ConfigError("ckpt_path", f"{cfg.ckpt_path} holds weights only, not a training state to "
+                              "resume; resume from the run's checkpoints/last.ckpt")  # fmt: skip
         return cfg.ckpt_path
     last = last_checkpoint(callbacks)
     if cfg.resume and last is not None and last.is_file():
-        log.info(f"resuming from {last} (resume=false starts afresh)")
+        if rank_zero_only.rank == 0:
+            say(f"sparsecse-train: resuming from {last} (resume=false starts afresh)")
         return str(last)
     return None
 

@@ -13,7 +13,7 @@ from sparsecse.evaluation.files import TASK_FILES, check_files, missing_files
 from sparsecse.evaluation.mteb_tasks import PREFIX, evaluate_mteb, is_mteb, load_tasks
 from sparsecse.evaluation.names import display_name
 from sparsecse.evaluation.sts import STS_TASKS, evaluate_sts, remembering
-from sparsecse.evaluation.table import format_table
+from sparsecse.evaluation.table import ANALYSIS_KEYS, format_table
 from sparsecse.evaluation.transfer import TRANSFER_TASKS, check_preset, evaluate_transfer
 
 TASK_SETS = {"sts": STS_TASKS, "transfer": TRANSFER_TASKS, "analysis": ANALYSIS_TASKS}
@@ -91,7 +91,7 @@ def result_keys(tasks: Sequence[str]) -> list[str]:
     names = expand_tasks(tasks)
     sts = [t for t in names if t in STS_TASKS]
     transfer = [t for t in names if t in TRANSFER_TASKS]
-    analysis = ["alignment", "uniformity"] if "alignment_uniformity" in names else []
+    analysis = list(ANALYSIS_KEYS) if "alignment_uniformity" in names else []
     return [
         *sts,
         *(["sts_avg"] if sts else []),
