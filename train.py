@@ -37,8 +37,9 @@ from sparsecse.cli.training import (
     resume_from,
     stage,
 )
-from sparsecse.gates import counted_parameters
+from sparsecse.gates import counted_parameters, pruned_any, sparsity_summary
 from sparsecse.loading import load_checkpoint_file
+from sparsecse.removal import remove_pruned_units
 from sparsecse.runs import RESULTS, check_run_folder, record_config
 
 
@@ -72,7 +73,7 @@ def train(cfg: DictConfig) -> dict:
     evaluate = partial(
         evaluate_on_training_device, trainer, settings=cfg.evaluate, data_dir=datamodule.data_dir
     )
-    if pruning:
+    if pruning:  # under ddp_spawn the main process runs no setup hook, and receives rank 0's gates
         pruning.attach(module.encoder)
     dense_parameters = counted_parameters(module.encoder)
     if cfg.evaluate.before and rank_zero_only.rank == 0:
@@ -97,8 +98,9 @@ def train(cfg: DictConfig) -> dict:
     results["parameters"] = counted_parameters(module.encoder)
     results["dense_parameters"] = dense_parameters
     results["parameter_sparsity"] = 1.0 - results["parameters"] / dense_parameters
-    if pruning and (sparsity := pruning.finalize(module.encoder)):
-        results["sparsity"] = sparsity
+    if pruned_any(module.encoder):
+        results["sparsity"] = sparsity_summary(module.encoder)
+    remove_pruned_units(module.encoder)  # evaluated and exported smaller and faster (METHOD.md section 5)
     if pruning and pruning.recoveries:
         results["recovery"] = pruning.recoveries
     if cfg.evaluate.after:

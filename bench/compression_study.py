@@ -4,6 +4,7 @@ about 1.3x, 1.8x, 2.5x and 3.5x its dense encode speed, with its STS avg over th
     python bench/compression_study.py --out DIR                 # every point, seed by seed
     python bench/compression_study.py --out DIR --speed         # then every model's speed, one run
     python bench/compression_study.py --out DIR --table         # the tables of docs/compression.md
+    python bench/compression_study.py --out DIR --publish docs/compression   # its numbers and plot
 
 Each point is one `sparsecse-prune` run in its own process, written to DIR/<series>/<level>/seed<S>/
 with its log beside it; a point whose results.json exists is kept, so a stopped study resumes where
@@ -140,6 +141,17 @@ def measure_speed(out: Path, rounds: int) -> dict:
     return speed
 
 
+def publish(out: Path, dest: Path) -> None:
+    """The study's numbers without its models, as docs/compression/ holds them, and its plot."""
+    from sparsecse.compression import pareto_plot, read_points, summarise
+
+    for path in [*out.rglob(RESULTS), out / SPEED]:
+        target = dest / path.relative_to(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    print(pareto_plot(summarise(read_points(dest)), dest / "pareto.png"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path)
@@ -149,9 +161,13 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true", help="measure every model written so far")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--table", action="store_true", help="print docs/compression.md's tables")
+    parser.add_argument("--publish", type=Path, help="copy every results.json and speed.json (no weights) "
+                        "there, and draw the Pareto plot")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
-    if args.table:
+    if args.publish:
+        publish(args.out, args.publish)
+    elif args.table:
         from sparsecse.compression import compression_tables
 
         print(compression_tables(args.out))

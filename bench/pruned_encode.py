@@ -20,8 +20,8 @@ from transformers import BertConfig, BertModel
 from sparsecse.encoder import SentenceEncoder
 from sparsecse.loading import load_tokenizer
 from sparsecse.model_io import load_encoder
+from sparsecse.removal import remove_pruned_units
 from sparsecse.sparsifier import PruningEvent, Sparsifier
-from sparsecse.surgery import remove_pruned_units
 
 
 def build(shape: str, device: torch.device, dtype: torch.dtype) -> SentenceEncoder:

@@ -78,6 +78,7 @@ class BestCheckpoint(ModelCheckpoint):
 def settle_batch_progress(checkpoint: dict) -> None:
     """Lightning has already counted the starting batch as fetched ("ready"); a run resumed from
     this checkpoint must not count it twice, or its validations shift by a step."""
+    # no public hook edits the loop state a checkpoint saves: on_save_checkpoint gets the dict itself
     progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
     for counts in (progress["current"], progress["total"]):
         counts["ready"] = counts["started"] = counts["processed"] = counts["completed"]

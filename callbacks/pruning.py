@@ -15,12 +15,10 @@ from typing_extensions import TypedDict
 
 from sparsecse.console import format_seconds, say
 from sparsecse.errors import ConfigError
-from sparsecse.gates import pruned_any, sparsity_summary
 from sparsecse.importance import derived_seed
 from sparsecse.model_card import plural
 from sparsecse.recovery import Recovery, corpus_sentences, recover, teacher_embeddings
 from sparsecse.sparsifier import PruningEvent, Sparsifier, event_outcome, event_targets
-from sparsecse.surgery import remove_pruned_units
 from sparsecse.validation import (
     STRICT_RECORD,
     Fraction,
@@ -134,6 +132,7 @@ def forget_best_checkpoints(trainer: L.Trainer) -> list[str]:
     best files are renamed `<name>-before-final-pruning.ckpt`, so that the final best takes the name
     users reach for (`best.ckpt`); returns their new paths."""
     renamed = []
+    # ModelCheckpoint has no public reset: these are the attributes its state_dict saves and restores
     for callback in trainer.checkpoint_callbacks:
         for path in map(Path, callback.best_k_models):
             earlier = path.with_name(f"{path.stem}-{BEFORE_FINAL_PRUNING}{path.suffix}")
@@ -151,7 +150,7 @@ def forget_best_checkpoints(trainer: L.Trainer) -> list[str]:
 def restart_early_stopping(trainer: L.Trainer) -> None:
     """After an event, early stopping compares the pruned model with pruned models only, as the best
     checkpoint does: a denser model's score would otherwise end training a few validations later."""
-    for callback in trainer.early_stopping_callbacks:
+    for callback in trainer.early_stopping_callbacks:  # no public reset either: its state_dict's attributes
         callback.wait_count = 0
         callback.best_score = torch.tensor(float("inf") if callback.mode == "min" else float("-inf"))
 
@@ -201,22 +200,13 @@ class ScheduledPruning(L.Callback):
         check_schedule_fits(self.events, max_epochs, max_steps)
         self.sparsifier.check_reachable(model_config, self.events[-1])
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # Before a checkpoint is restored, so that its gate and mask buffers have somewhere to go.
-        self.sparsifier.attach(pl_module.encoder)
-
     def attach(self, encoder) -> None:
-        """Gates or masks on the encoder before training starts: DDP spawn returns rank 0's model,
-        and the dense parameter count is taken through them."""
+        """All-ones gates (or masks) on the encoder, where a checkpoint's or rank 0's gate and mask
+        buffers can be loaded (idempotent)."""
         self.sparsifier.attach(encoder)
 
-    def finalize(self, encoder) -> dict[str, float] | None:
-        """After training, once the best checkpoint is reloaded: the sparsity reached (None if nothing
-        was removed), then the gated-off units sliced out of the encoder (METHOD.md section 5), so that
-        it is evaluated and exported smaller and faster."""
-        summary = sparsity_summary(encoder) if pruned_any(encoder) else None
-        remove_pruned_units(encoder)
-        return summary
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.attach(pl_module.encoder)  # before a checkpoint is restored
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Before the first step: how long training runs is known only once the data is loaded.

@@ -30,6 +30,12 @@ RECIPES = {
     ("dense", "after"): "dense",
     ("dense", "int8"): "dense, int8 ONNX",
 }
+SPEEDUPS = (1.3, 1.8, 2.5, 3.5)  # the speed-ups over dense PyTorch the study aims at
+FLOORS = ((1.8, 77.9), (1.3, 78.6))  # (speed-up, the STS avg recovered SparseCSE should keep there)
+COMPETITORS = {  # the same recovery, other ways to remove the same compute
+    "random + recovery": (RECIPES["random", "after"],),
+    "layer dropping + distillation": (RECIPES["layers", "after"], RECIPES["layers-importance", "after"]),
+}
 POINT = re.compile(r"(?P<series>[^/]+)/(?P<level>[^/]+)/seed(?P<seed>\d+)$")
 
 
@@ -130,10 +136,96 @@ def rows_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def best_at(rows: Sequence[Row], speedup: float, recipes: Sequence[str] | None = None) -> Row | None:
+    """The row with the highest mean STS avg among those at least `speedup` times faster than dense
+    (by their means), of `recipes` if given; None if no row is that fast."""
+    fast = [r for r in rows if r.speedup >= speedup and (recipes is None or r.recipe in recipes)]
+    return max(fast, key=lambda r: r.sts_avg, default=None)
+
+
+def picks_table(rows: Sequence[Row]) -> str:
+    """Which recipe a user should pick for each speed-up the study aims at: the best STS avg there."""
+    lines = ["| at least | pick | level | encode speed-up | STS avg |", "| --: | --- | --- | --: | --: |"]
+    for speedup in SPEEDUPS:
+        if (row := best_at(rows, speedup)) is not None:
+            lines.append(
+                f"| {speedup}x | {row.recipe} | {row.level} | {row.speedup:.2f}x | {row.sts_avg:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def interpolate(rows: Sequence[Row], recipe: str, speedup: float) -> tuple[float, float] | None:
+    """A recipe's mean STS avg at `speedup`, linear between its two nearest levels, and the larger of
+    their seed stds; None outside the speed-ups its levels reach."""
+    line = sorted((r for r in rows if r.recipe == recipe), key=lambda r: r.speedup)
+    for low, high in zip(line, line[1:]):
+        if low.speedup <= speedup <= high.speedup:
+            weight = (speedup - low.speedup) / (high.speedup - low.speedup)
+            return low.sts_avg + weight * (high.sts_avg - low.sts_avg), max(low.sts_std, high.sts_std)
+    return None
+
+
+def margins(rows: Sequence[Row], recipe: str, against: Sequence[str]) -> list[tuple[Row, float, float]]:
+    """For each level of `recipe`: its STS avg minus the best of `against` at the same speed-up, and
+    the largest seed std of the rows compared (levels outside the others' speed-ups are left out)."""
+    found = []
+    for row in sorted((r for r in rows if r.recipe == recipe), key=lambda r: r.speedup):
+        others = [v for name in against if (v := interpolate(rows, name, row.speedup)) is not None]
+        if others:
+            sts, std = max(others)
+            found.append((row, row.sts_avg - sts, max(row.sts_std, std)))
+    return found
+
+
+def targets_table(rows: Sequence[Row]) -> str:
+    """The study's targets, each with what was measured and whether it was met."""
+    recovered, int8 = RECIPES["sparsecse", "after"], RECIPES["sparsecse", "int8"]
+    dense_int8 = next(r for r in rows if r.recipe == RECIPES["dense", "int8"])
+    lines = ["| target | measured | met |", "| --- | --- | :-: |"]
+
+    def add(target: str, measured: str, met: bool) -> None:
+        lines.append(f"| {target} | {measured} | {'yes' if met else 'no'} |")
+
+    def at(row: Row | None) -> str:
+        return (
+            "nothing that fast" if row is None else f"{row.sts_avg:.2f} at {row.speedup:.2f}x ({row.level})"
+        )
+
+    # no level lands on dense int8's speed-up: the recovered line between its two nearest levels
+    found = interpolate(rows, recovered, dense_int8.speedup)
+    measured = "none" if found is None else f"{found[0]:.2f}, between its levels on either side of that speed"
+    add(f"{recovered} beats dense int8 ONNX ({dense_int8.sts_avg:.2f} at {dense_int8.speedup:.2f}x) at its "
+        "speed", measured, found is not None and found[0] > dense_int8.sts_avg)  # fmt: skip
+    good = [r for r in rows if r.recipe == int8 and r.sts_avg >= dense_int8.sts_avg]
+    row = max(good, key=lambda r: r.speedup, default=None)
+    add(f"{int8} reaches 3.5x at an STS avg no lower than dense int8's", f"fastest that good: {at(row)}",
+        row is not None and row.speedup >= 3.5)  # fmt: skip
+    for speedup, floor in FLOORS:
+        row = best_at(rows, speedup, [recovered])
+        add(
+            f"{recovered} keeps {floor} at {speedup}x or faster",
+            at(row),
+            row is not None and row.sts_avg >= floor,
+        )
+    for name, against in COMPETITORS.items():
+        found = margins(rows, recovered, against)
+        text = ", ".join(f"{m:+.2f} at {r.speedup:.2f}x (spread {s:.2f})" for r, m, s in found)
+        met = bool(found) and all(m > s for _, m, s in found)
+        add(f"{recovered} beats {name} at equal speed by more than the seed spread", text or "none", met)
+    return "\n".join(lines)
+
+
 def compression_tables(root: str | Path) -> str:
-    """The two tables of docs/compression.md: every (recipe, level), then the frontier."""
+    """The tables of docs/compression.md: every (recipe, level), the frontier, the pick at each speed,
+    and the targets."""
     rows = summarise(read_points(root))
-    return "\n\n".join(["All recipes:", rows_table(rows), "The Pareto frontier:", rows_table(frontier(rows))])
+    parts = {
+        "All recipes:": rows_table(rows),
+        "The Pareto frontier:": rows_table(frontier(rows)),
+        "The pick at each speed:": picks_table(rows),
+        "The targets:": targets_table(rows),
+    }
+    return "\n\n".join(f"{title}\n\n{table}" for title, table in parts.items())
 
 
 def pareto_plot(rows: Sequence[Row], path: str | Path) -> Path:

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from sparsecse.checked_lines import MAX_LINE_LENGTH, BadLine, CheckedLines, LineReport
 from sparsecse.errors import ConfigError
-from sparsecse.lines import MAX_LINE_LENGTH, BadLine, CheckedLines, LineReport
 from sparsecse.validation import PositiveInt, check_value
 
 NLI_COLUMNS = ("sent0", "sent1", "hard_neg")  # SimCSE's nli_for_simcse.csv header

@@ -21,12 +21,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
+from sparsecse.checked_lines import MAX_LINE_LENGTH, LineReport, OnBadLine
 from sparsecse.corpora import EMBEDDED, load_corpus
 from sparsecse.download import DownloadMode, dataset_of, fetch_missing
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation.files import SNLI_FILES, STSB_DEV, check_files, how_to_get
 from sparsecse.evaluation.sts import ScoredPairs, read_stsb
-from sparsecse.lines import MAX_LINE_LENGTH, LineReport, OnBadLine
 from sparsecse.loading import load_config, load_tokenizer
 from sparsecse.validation import NonNegativeInt, PositiveInt, checked
 

@@ -18,13 +18,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from sparsecse.errors import ConfigError
-from sparsecse.gates import (
+from sparsecse.layout import (
     SPARSE_PREFIX,
     SUPPORTED_MODEL_TYPES,
     encoder_layers,
     head_size,
-    layout,
-    linear,
+    linear_at,
+    unit_layout,
 )
 from sparsecse.loss import alignment, uniformity
 from sparsecse.validation import check_value
@@ -187,17 +187,17 @@ def weight_magnitude_scores(backbone: nn.Module) -> dict[str, list[Tensor]]:
     weight it owns (its q/k/v rows and output-projection columns; its FFN rows and column)."""
     heads, neurons = [], []
     for layer in encoder_layers(backbone):
-        size, where = head_size(layer), layout(layer)
+        size, layout = head_size(layer), unit_layout(layer)
         squares = {
-            path: linear(layer, path).weight.detach().float().pow(2)
-            for path in (*where.head_rows, where.head_columns, where.neuron_rows, where.neuron_columns)
+            path: linear_at(layer, path).weight.detach().float().pow(2)
+            for path in (*layout.head_rows, layout.head_columns, layout.neuron_rows, layout.neuron_columns)
         }
-        blocks = (where.head_blocks, -1, size)
-        rows = sum(squares[path].unflatten(0, blocks).sum((0, 2, 3)) for path in where.head_rows)  # (H,)
-        columns = squares[where.head_columns].unflatten(1, (-1, size)).sum((0, 2))  # (H,)
+        blocks = (layout.head_blocks, -1, size)
+        rows = sum(squares[path].unflatten(0, blocks).sum((0, 2, 3)) for path in layout.head_rows)  # (H,)
+        columns = squares[layout.head_columns].unflatten(1, (-1, size)).sum((0, 2))  # (H,)
         heads.append((rows + columns).sqrt())
-        ffn_rows = squares[where.neuron_rows].unflatten(0, (where.neuron_blocks, -1)).sum((0, 2))  # (F,)
-        neurons.append((ffn_rows + squares[where.neuron_columns].sum(0)).sqrt())
+        ffn_rows = squares[layout.neuron_rows].unflatten(0, (layout.neuron_blocks, -1)).sum((0, 2))  # (F,)
+        neurons.append((ffn_rows + squares[layout.neuron_columns].sum(0)).sqrt())
     return {"heads": heads, "neurons": neurons}
 
 

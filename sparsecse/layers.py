@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from sparsecse.errors import ConfigError
-from sparsecse.gates import architecture, encoder_layers
 from sparsecse.importance import Scorer, accumulate_gradients
+from sparsecse.layout import architecture, encoder_layers
 from sparsecse.validation import PositiveInt, checked
 
 LayerChoice = Literal["evenly", "importance"]

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from sparsecse.errors import ConfigError
-from sparsecse.gates import SUPPORTED_MODEL_TYPES, architecture
+from sparsecse.layout import SUPPORTED_MODEL_TYPES, architecture
 from sparsecse.paths import resolve_model_path
 from sparsecse.surgery import DENSE_CLASSES, SPARSE_CLASSES, pooling_layer_kwargs, register
 

@@ -13,6 +13,7 @@ from sparsecse.evaluation.names import display_name
 from sparsecse.evaluation.table import format_score
 from sparsecse.paths import MINILM
 
+UNRECORDED = "Exported by SparseCSE; no training or pruning was recorded."
 HUB_NAMES = {MINILM: "sentence-transformers/all-MiniLM-L6-v2"}  # the embedded default, as the Hub names it
 CARD = "README.md"
 
@@ -74,13 +75,13 @@ def model_card(
     structure: Mapping,
     dense_heads: int,
     dense_ffn: int,
-    made: Sequence[str] = (),
+    provenance: Sequence[str] = (),
     evaluation: Mapping[str, Mapping[str, float]] | None = None,
     parameters: Mapping[str, int] | None = None,
     remote_code: bool = True,
     onnx_files: Sequence[str] = (),
 ) -> str:
-    """The card's text. `made`: sentences on how it was trained and pruned; `evaluation`: rows of
+    """The card's text. `provenance`: sentences on how it was trained and pruned; `evaluation`: rows of
     scores; `parameters`: {"parameters": counted, "dense_parameters": ...} as results.json has them."""
     metadata = {
         "library_name": "sentence-transformers",
@@ -98,7 +99,7 @@ def model_card(
         "",
         "## How it was made",
         "",
-        *(f"- {line}" for line in made or ["Exported by SparseCSE; no training or pruning was recorded."]),
+        *(f"- {line}" for line in provenance or [UNRECORDED]),
         "",
         "## Structure",
         "",

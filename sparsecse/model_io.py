@@ -5,7 +5,7 @@ An export is a Hugging Face model directory that is also a sentence-transformers
 (safetensors), the tokenizer, `sparsecse.json` (pooler and `mlp_only_train`, for this loader) and the
 sentence-transformers files, written by hand in the long-standing format (`sentence_transformers.models.*`)
 so that exporting needs no sentence-transformers install. A sparse backbone also gets a copy of
-`surgery.py` and `gates.py` and a config `auto_map`, so `AutoModel` / `SentenceTransformer(dir,
+`surgery.py` and `layout.py` and a config `auto_map`, so `AutoModel` / `SentenceTransformer(dir,
 trust_remote_code=True)` load it where this package is absent; this package loads it with its
 registered classes and never runs that copy. Loading is safe throughout (`sparsecse.loading`):
 safetensors weights, classes from transformers or this package, checkpoints read with weights_only.
@@ -22,18 +22,11 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModel
 
-from sparsecse import gates, surgery
+from sparsecse import layout, surgery
 from sparsecse.encoder import CHECKPOINT_KEY, Pooler, SentenceEncoder, check_pooler
 from sparsecse.errors import ConfigError
-from sparsecse.gates import (
-    ARCHITECTURES,
-    SUPPORTED_MODEL_TYPES,
-    UnitGates,
-    WeightMasks,
-    architecture,
-    ffn_size,
-    has_pooler,
-)
+from sparsecse.gates import UnitGates, WeightMasks
+from sparsecse.layout import ARCHITECTURES, SUPPORTED_MODEL_TYPES, architecture, ffn_size, has_pooler
 from sparsecse.loading import (
     PICKLE_SUFFIXES,
     attention_for,
@@ -44,18 +37,12 @@ from sparsecse.loading import (
 )
 from sparsecse.model_card import base_model, model_card, write_model_card
 from sparsecse.onnx_export import OnnxExport, export_onnx
-from sparsecse.surgery import (
-    SPARSE_CLASSES,
-    apply_gates,
-    is_sparse,
-    pooling_layer_kwargs,
-    remove_pruned_units,
-    structure,
-)
+from sparsecse.removal import apply_gates, remove_pruned_units, structure
+from sparsecse.surgery import SPARSE_CLASSES, is_sparse, pooling_layer_kwargs
 
 SPARSECSE_FILE = "sparsecse.json"
 # the model code an export carries: the sparse classes and the layer layout they slice by
-MODEL_CODE = (Path(surgery.__file__), Path(gates.__file__))
+MODEL_CODE = (Path(surgery.__file__), Path(layout.__file__))
 ST_TANH = "torch.nn.modules.activation.Tanh"
 
 
@@ -161,13 +148,13 @@ def check_no_pickles(directory: Path) -> None:
 def save_sparse_encoder(
     encoder: SentenceEncoder,
     directory: str | Path,
-    made: Sequence[str] = (),
+    provenance: Sequence[str] = (),
     evaluation: Mapping[str, Mapping[str, float]] | None = None,
     parameters: Mapping[str, int] | None = None,
     onnx: OnnxExport = "none",
 ) -> Path:
     """Write the encoder as a Hugging Face + sentence-transformers model directory, with its model
-    card (`README.md`: `made`, sentences on how it was trained and pruned; `evaluation`, rows of
+    card (`README.md`: `provenance`, sentences on how it was trained and pruned; `evaluation`, rows of
     scores; `parameters`, the counts results.json holds) and, with `onnx`, its ONNX graphs.
 
     Gates still attached to the encoder are made physical first (the encoder is changed in place;
@@ -186,12 +173,12 @@ def save_sparse_encoder(
         "mlp_only_train": encoder.mlp_only_train,
         "name_or_path": encoder.name_or_path,
     }
-    layout = structure(backbone)
-    _write_json(directory / SPARSECSE_FILE, {**meta, "structure": layout})
+    units = structure(backbone)
+    _write_json(directory / SPARSECSE_FILE, {**meta, "structure": units})
     graphs = [str(path.relative_to(directory)) for path in export_onnx(encoder, directory, onnx)]
     config = backbone.config
-    card = model_card(directory.name, base_model(encoder.name_or_path), encoder.pooler, layout,
-                      config.num_attention_heads, ffn_size(config), made, evaluation, parameters,
+    card = model_card(directory.name, base_model(encoder.name_or_path), encoder.pooler, units,
+                      config.num_attention_heads, ffn_size(config), provenance, evaluation, parameters,
                       remote_code=sparse, onnx_files=graphs)  # fmt: skip
     write_model_card(directory, card)
     return directory

@@ -12,11 +12,7 @@ import torch
 from torch import Tensor
 
 from sparsecse.errors import ConfigError
-from sparsecse.gates import (
-    UnitGates,
-    WeightMasks,
-    sparsity_summary,
-)
+from sparsecse.gates import UnitGates, WeightMasks, sparsity_summary
 from sparsecse.importance import (
     ScoreMode,
     Scorer,
@@ -232,14 +228,14 @@ class Sparsifier:
         """How many more units of each kind the event removes: its cumulative target less what is gone."""
         if self.granularity == "unstructured":
             return {
-                "weights": _more(
+                "weights": _units_to_remove(
                     event.weight_sparsity, [encoder.masks.mask(k) for k in encoder.masks.linears]
                 )
             }
         gates = encoder.gates
         return {
-            "heads": _more(event.head_sparsity, [g != 0 for g in gates.heads]),
-            "neurons": _more(event.ffn_sparsity, [g != 0 for g in gates.neurons]),
+            "heads": _units_to_remove(event.head_sparsity, [g != 0 for g in gates.heads]),
+            "neurons": _units_to_remove(event.ffn_sparsity, [g != 0 for g in gates.neurons]),
         }
 
     @torch.no_grad()
@@ -294,7 +290,7 @@ def event_outcome(event: PruningEvent, summary: Mapping[str, float], ffn_multipl
     return f"removed {' and '.join(parts)}; {left:.2f}M parameters left in the transformer layers"
 
 
-def _more(target: float, alive: Sequence[Tensor]) -> int:
+def _units_to_remove(target: float, alive: Sequence[Tensor]) -> int:
     """Units to remove from `alive` (keep masks) so that `target` of all of them are gone."""
     total = sum(a.numel() for a in alive)
     return max(round(target * total) - sum(int((~a.bool()).sum()) for a in alive), 0)

@@ -20,8 +20,8 @@ from torch import Tensor
 
 from sparsecse.encoder import SentenceEncoder
 from sparsecse.gates import counted_parameters
+from sparsecse.removal import remove_pruned_units
 from sparsecse.sparsifier import TARGETS, PruningEvent, Sparsifier, one_shot_event
-from sparsecse.surgery import remove_pruned_units
 
 DETERMINISTIC_SCORES = ("weight_magnitude",)  # no batches, no random draw: one seed is all seeds
 

@@ -8,7 +8,7 @@ dense architecture built from the config, then sliced to that structure, so that
 finds weights of matching shapes.
 
 Standalone (torch, transformers and `gates.py` beside it): the export copies this file and
-`gates.py` next to the weights, where `trust_remote_code=True` loads them without the sparsecse
+`gates.py` next to the weights, layout `trust_remote_code=True` loads them without the sparsecse
 package; this package loads exports with the same classes, registered, and never runs those copies.
 """
 
@@ -35,7 +35,7 @@ from transformers import (
     RobertaModel,
 )
 
-from .gates import (
+from .layout import (
     MPNET,
     SPARSE_PREFIX,
     encoder_layers,
@@ -44,10 +44,10 @@ from .gates import (
     head_count_recorded,
     head_size,
     layer_structure,
-    layout,
-    linear,
+    linear_at,
     replace_linear,
     set_head_count,
+    unit_layout,
     unit_rows,
 )
 
@@ -86,18 +86,20 @@ def _checked(keep: Sequence[int], total: int, what: str) -> list[int]:
 
 def prune_layer_heads(layer: nn.Module, keep: Sequence[int]) -> None:
     """Keep only the heads `keep` (indices among the layer's current heads) of a layer."""
-    size, where = head_size(layer), layout(layer)
+    size, layout = head_size(layer), unit_layout(layer)
     heads = layer_structure(layer)[0]
     keep = _checked(keep, heads, "head")
     assert keep, "a layer must keep at least one attention head (CUDA SDPA fails on zero heads)"
-    rows = unit_rows(keep, size, heads, where.head_blocks)  # (blocks * H_kept * d,)
-    for path in where.head_rows:
-        replace_linear(layer, path, slice_linear(linear(layer, path), rows, dim=0))
+    rows = unit_rows(keep, size, heads, layout.head_blocks)  # (blocks * H_kept * d,)
+    for path in layout.head_rows:
+        replace_linear(layer, path, slice_linear(linear_at(layer, path), rows, dim=0))
     columns = unit_rows(keep, size, heads)  # (H_kept * d,)
-    replace_linear(layer, where.head_columns, slice_linear(linear(layer, where.head_columns), columns, dim=1))
+    replace_linear(
+        layer, layout.head_columns, slice_linear(linear_at(layer, layout.head_columns), columns, dim=1)
+    )
     set_head_count(layer, len(keep))
-    if where is MPNET:
-        select_position_bias_heads(layer.get_submodule(where.attention), keep)
+    if layout is MPNET:
+        select_position_bias_heads(layer.get_submodule(layout.attention), keep)
 
 
 def prune_layer_neurons(layer: nn.Module, keep: Sequence[int]) -> None:
@@ -105,13 +107,13 @@ def prune_layer_neurons(layer: nn.Module, keep: Sequence[int]) -> None:
 
     Keeping none is allowed: the FFN then adds only its output projection's bias.
     """
-    where, neurons = layout(layer), layer_structure(layer)[1]
+    layout, neurons = unit_layout(layer), layer_structure(layer)[1]
     keep = _checked(keep, neurons, "neuron")
     for path, index, dim in (
-        (where.neuron_rows, unit_rows(keep, 1, neurons, where.neuron_blocks), 0),  # (blocks * F_kept,)
-        (where.neuron_columns, unit_rows(keep, 1, neurons), 1),  # (F_kept,)
+        (layout.neuron_rows, unit_rows(keep, 1, neurons, layout.neuron_blocks), 0),  # (blocks * F_kept,)
+        (layout.neuron_columns, unit_rows(keep, 1, neurons), 1),  # (F_kept,)
     ):
-        replace_linear(layer, path, slice_linear(linear(layer, path), index, dim=dim))
+        replace_linear(layer, path, slice_linear(linear_at(layer, path), index, dim=dim))
 
 
 class _PositionBiasHeads:
@@ -226,45 +228,30 @@ class SparseModernBertConfig(SparseConfigMixin, ModernBertConfig):
     kept_neurons: list[list[int]] | None = None
 
 
-class SparseBertModel(BertModel):
-    config_class = SparseBertConfig
+def sparse_model_class(dense: type[PreTrainedModel], config_class: type) -> type[PreTrainedModel]:
+    """`Sparse<dense>`: the dense architecture built from the config, then sliced to the structure
+    the config records, so that `from_pretrained` finds weights of matching shapes."""
 
-    def __init__(self, config: SparseBertConfig, add_pooling_layer: bool = True):
-        super().__init__(config, add_pooling_layer=add_pooling_layer)
+    def __init__(self, config, **kwargs) -> None:  # add_pooling_layer, for the architectures with a pooler
+        dense.__init__(self, config, **kwargs)
         shrink_to_config(self)
 
-
-class SparseRobertaModel(RobertaModel):
-    config_class = SparseRobertaConfig
-
-    def __init__(self, config: SparseRobertaConfig, add_pooling_layer: bool = True):
-        super().__init__(config, add_pooling_layer=add_pooling_layer)
-        shrink_to_config(self)
-
-
-class SparseDistilBertModel(DistilBertModel):  # DistilBERT has no pooler layer
-    config_class = SparseDistilBertConfig
-
-    def __init__(self, config: SparseDistilBertConfig):
-        super().__init__(config)
-        shrink_to_config(self)
+    name = f"Sparse{dense.__name__}"
+    namespace = {
+        "config_class": config_class,
+        "__init__": __init__,
+        "__module__": __name__,
+        "__qualname__": name,
+    }
+    return type(name, (dense,), namespace)
 
 
-class SparseMPNetModel(MPNetModel):
-    config_class = SparseMPNetConfig
-
-    def __init__(self, config: SparseMPNetConfig, add_pooling_layer: bool = True):
-        super().__init__(config, add_pooling_layer=add_pooling_layer)
-        shrink_to_config(self)
-
-
-class SparseModernBertModel(ModernBertModel):  # ModernBERT has no pooler layer
-    config_class = SparseModernBertConfig
-
-    def __init__(self, config: SparseModernBertConfig):
-        super().__init__(config)
-        shrink_to_config(self)
-
+# module-level names: an export's config.json `auto_map` names them (`surgery.SparseBertModel`)
+SparseBertModel = sparse_model_class(BertModel, SparseBertConfig)
+SparseRobertaModel = sparse_model_class(RobertaModel, SparseRobertaConfig)
+SparseDistilBertModel = sparse_model_class(DistilBertModel, SparseDistilBertConfig)
+SparseMPNetModel = sparse_model_class(MPNetModel, SparseMPNetConfig)
+SparseModernBertModel = sparse_model_class(ModernBertModel, SparseModernBertConfig)
 
 SPARSE_CLASSES = {
     "bert": (SparseBertConfig, SparseBertModel),
@@ -304,131 +291,9 @@ def pooling_layer_kwargs(config, add_pooling_layer: bool) -> dict[str, bool]:
     return {"add_pooling_layer": add_pooling_layer} if has_pooler(config) else {}
 
 
-def to_sparse_class(backbone: PreTrainedModel) -> PreTrainedModel:
-    """Turn a plain BertModel/RobertaModel/DistilBertModel/MPNetModel (and its config) into the
-    Sparse* classes, in place.
-
-    The Sparse* classes only add the per-layer structure to the config, so the objects keep their
-    state; the config object is kept too, as every attention module holds a reference to it.
-    """
-    config = backbone.config
-    if is_sparse(config):
-        return backbone
-    kind = config.model_type
-    if kind not in DENSE_CLASSES or type(backbone) is not DENSE_CLASSES[kind]:
-        plain = ", ".join(cls.__name__ for cls in DENSE_CLASSES.values())
-        raise TypeError(f"surgery needs a plain {plain}; got {type(backbone).__name__}")
-    config_class, model_class = SPARSE_CLASSES[kind]
-    config.__class__ = config_class
-    if "model_type" in vars(config):  # set from config.json by from_pretrained
-        config.model_type = config_class.model_type
-    config.kept_heads = config.kept_neurons = None
-    backbone.__class__ = model_class
-    return backbone
-
-
-def _keep_list(mask: Tensor, size: int, what: str) -> list[int]:
-    """A 1-D 0/1 (or boolean) mask over the layer's current units -> the kept positions."""
-    mask = mask.detach().flatten().cpu()
-    if mask.numel() != size:
-        raise ValueError(f"{what}: mask has {mask.numel()} entries, the layer has {size} units")
-    if not ((mask == 0) | (mask == 1)).all():
-        raise ValueError(f"{what}: mask must hold only 0 and 1 (1 = keep)")
-    return mask.nonzero().flatten().tolist()
-
-
 def kept_original_units(config) -> tuple[list[list[int]], list[list[int]]]:
     """Per layer, the original indices of the heads and neurons the model has now."""
     layers = range(config.num_hidden_layers)
     heads = getattr(config, "kept_heads", None) or [list(range(config.num_attention_heads)) for _ in layers]
     neurons = getattr(config, "kept_neurons", None) or [list(range(ffn_size(config))) for _ in layers]
     return [list(h) for h in heads], [list(n) for n in neurons]
-
-
-def _kept_positions(
-    layers: nn.ModuleList, head_keep: Sequence[Tensor], neuron_keep: Sequence[Tensor]
-) -> list[tuple[list[int], list[int]]]:
-    """Per layer, the positions (among its current units) of the heads and neurons to keep."""
-    if len(head_keep) != len(layers) or len(neuron_keep) != len(layers):
-        raise ValueError(f"need one head mask and one neuron mask per layer ({len(layers)} layers)")
-    kept = []
-    for i, layer in enumerate(layers):
-        heads, neurons = layer_structure(layer)
-        keep_h = _keep_list(head_keep[i], heads, f"head_keep[{i}]")
-        if not keep_h:
-            raise ValueError(f"head_keep[{i}] removes every head; a layer must keep at least one")
-        kept.append((keep_h, _keep_list(neuron_keep[i], neurons, f"neuron_keep[{i}]")))
-    return kept
-
-
-def remove_units(
-    backbone: PreTrainedModel, head_keep: Sequence[Tensor], neuron_keep: Sequence[Tensor]
-) -> PreTrainedModel:
-    """Slice away the heads and neurons whose mask entry is 0; returns the same backbone object.
-
-    `head_keep[l]` / `neuron_keep[l]` are 1-D 0/1 masks over layer l's CURRENT heads / neurons (gate
-    values). Every mask is checked before anything changes. Sliced Linear modules are new objects:
-    hooks on them (UnitGates) and optimizer state do not carry over (`apply_gates` drops the gates).
-    """
-    layers = encoder_layers(backbone)
-    positions = _kept_positions(layers, head_keep, neuron_keep)
-    if all((len(h), len(n)) == layer_structure(layer) for layer, (h, n) in zip(layers, positions)):
-        return backbone  # nothing to remove: a plain model stays plain (no remote code to load it)
-    config = to_sparse_class(backbone).config
-    kept_heads, kept_neurons = kept_original_units(config)
-    for i, (layer, (keep_h, keep_n)) in enumerate(zip(layers, positions)):
-        heads, neurons = layer_structure(layer)
-        if len(keep_h) < heads:
-            prune_layer_heads(layer, keep_h)
-        if len(keep_n) < neurons:
-            prune_layer_neurons(layer, keep_n)
-        kept_heads[i] = [kept_heads[i][j] for j in keep_h]
-        kept_neurons[i] = [kept_neurons[i][j] for j in keep_n]
-    # None: that kind of unit is untouched in every layer (keeps config.json short)
-    full_heads = all(len(h) == config.num_attention_heads for h in kept_heads)
-    full_neurons = all(len(n) == ffn_size(config) for n in kept_neurons)
-    config.kept_heads = None if full_heads else kept_heads
-    config.kept_neurons = None if full_neurons else kept_neurons
-    config.check_kept_units()
-    check_structure(backbone)
-    return backbone
-
-
-def apply_gates(encoder: nn.Module) -> None:
-    """Make the encoder's head/neuron gates physical: slice the units gated to 0, drop the gates."""
-    gates = getattr(encoder, "gates", None)
-    if gates is None:
-        return
-    remove_units(encoder.backbone, gates.heads, gates.neurons)
-    gates.remove_hooks()
-    encoder.gates = None
-
-
-def structure(backbone: PreTrainedModel) -> dict:
-    """Per-layer heads and FFN sizes, sparsities against the original model, parameter counts.
-
-    `params` counts every backbone parameter; `params_without_embeddings` leaves out the embedding
-    layer (word, position, token-type embeddings and their LayerNorm).
-    """
-    config = backbone.config
-    heads, ffn = zip(*(layer_structure(layer) for layer in encoder_layers(backbone)))
-    layers = len(heads)
-    params = sum(p.numel() for p in backbone.parameters())
-    embeddings = sum(p.numel() for p in backbone.embeddings.parameters())
-    return {
-        "heads": list(heads),
-        "ffn": list(ffn),
-        "head_sparsity": 1.0 - sum(heads) / (layers * config.num_attention_heads),
-        "ffn_sparsity": 1.0 - sum(ffn) / (layers * ffn_size(config)),
-        "params": params,
-        "params_without_embeddings": params - embeddings,
-    }
-
-
-def remove_pruned_units(encoder) -> None:
-    """End of sparsification: slice gated-off heads and neurons out of the backbone (METHOD.md 5)
-    and drop the gates; weight masks are dropped too, their zeros stay in the weights."""
-    apply_gates(encoder)
-    if encoder.masks is not None:
-        encoder.masks.apply_masks()
-        encoder.masks = None

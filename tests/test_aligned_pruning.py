@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import views
 
+from sparsecse.removal import remove_pruned_units
 from sparsecse.sparsifier import (
     PruningEvent,
     Sparsifier,
@@ -15,7 +16,6 @@ from sparsecse.sparsifier import (
     keep_top,
     select_kept,
 )
-from sparsecse.surgery import remove_pruned_units
 
 
 def test_counts_round_to_multiples_and_keep_the_total_nearest():

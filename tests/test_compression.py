@@ -6,13 +6,19 @@ import statistics
 import pytest
 
 from sparsecse.compression import (
+    RECIPES,
     Point,
     Row,
+    best_at,
     compression_tables,
     frontier,
+    interpolate,
+    margins,
     pareto_plot,
+    picks_table,
     read_points,
     summarise,
+    targets_table,
 )
 
 
@@ -99,3 +105,47 @@ def test_the_plot_is_written(tmp_path):
     write_study(tmp_path)
     path = pareto_plot(summarise(read_points(tmp_path)), tmp_path / "pareto.png")
     assert path.stat().st_size > 5000
+
+
+def test_the_pick_at_a_speed_is_the_best_score_at_least_that_fast():
+    rows = [row("a", 1.4, 79.0), row("b", 1.9, 78.0), row("c", 2.0, 77.0), row("d", 3.6, 72.0)]
+    assert best_at(rows, 1.3).recipe == "a"
+    assert best_at(rows, 1.8).recipe == "b"
+    assert best_at(rows, 1.8, ["c", "d"]).recipe == "c"
+    assert best_at(rows, 4.0) is None
+    assert picks_table(rows).splitlines()[2:] == [
+        "| 1.3x | a | - | 1.40x | 79.00 |",
+        "| 1.8x | b | - | 1.90x | 78.00 |",
+        "| 2.5x | d | - | 3.60x | 72.00 |",
+        "| 3.5x | d | - | 3.60x | 72.00 |",
+    ]
+
+
+def test_a_recipe_is_interpolated_between_its_nearest_levels_and_nowhere_else():
+    rows = [Row("r", "x", 3, 1.0, 0, 80.0, 0.2), Row("r", "y", 3, 2.0, 0, 76.0, 0.5), row("s", 1.5, 0)]
+    assert interpolate(rows, "r", 1.25) == pytest.approx((79.0, 0.5))
+    assert interpolate(rows, "r", 2.0) == pytest.approx((76.0, 0.5))
+    assert interpolate(rows, "r", 2.1) is None and interpolate(rows, "r", 0.9) is None
+    assert interpolate(rows, "s", 1.5) is None  # a single level is no line
+
+
+def test_margins_take_the_best_competitor_and_the_largest_spread():
+    rows = [Row("mine", "p", 3, 1.5, 0, 79.0, 0.3),
+            Row("a", "x", 3, 1.0, 0, 80.0, 0.1), Row("a", "y", 3, 2.0, 0, 76.0, 0.6),  # 78.0 at 1.5x
+            Row("b", "x", 3, 1.2, 0, 79.0, 0.1), Row("b", "y", 3, 1.8, 0, 77.0, 0.1),  # 78.0 at 1.5x
+            Row("mine", "q", 3, 3.0, 0, 70.0, 0.3)]  # fmt: skip
+    [(found, margin, spread)] = margins(rows, "mine", ["a", "b"])
+    assert found.level == "p" and margin == pytest.approx(1.0) and spread == pytest.approx(0.6)
+
+
+def test_the_targets_say_met_only_where_the_numbers_meet_them():
+    recovered, int8 = RECIPES["sparsecse", "after"], RECIPES["sparsecse", "int8"]
+    rows = [row(RECIPES["dense", "int8"], 1.6, 78.4),
+            Row(recovered, "p0.35", 3, 1.4, 0, 79.4, 0.1), Row(recovered, "p0.55", 3, 1.8, 0, 78.2, 0.1),
+            Row(int8, "p0.35", 3, 2.1, 0, 79.2, 0.1), Row(int8, "p0.85", 3, 3.9, 0, 72.5, 0.1),
+            Row(RECIPES["random", "after"], "p0.35", 3, 1.3, 0, 76.0, 0.3),
+            Row(RECIPES["random", "after"], "p0.55", 3, 1.9, 0, 78.0, 0.3)]  # fmt: skip
+    met = [line.rsplit("|", 2)[1].strip() for line in targets_table(rows).splitlines()[2:]]
+    # 78.8 at 1.6x; int8 reaches 2.1x only; 78.2 at 1.8x; 79.4 at 1.4x; random +3.07, +0.53; no layers
+    assert met == ["yes", "no", "yes", "yes", "yes", "no"]
+    assert "| 78.80, between" in targets_table(rows)

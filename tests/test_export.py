@@ -14,7 +14,7 @@ from sparsecse import surgery
 from sparsecse.encoder import POOLERS, SentenceEncoder
 from sparsecse.gates import UnitGates
 from sparsecse.model_io import load_encoder, save_sparse_encoder
-from sparsecse.surgery import remove_units, structure
+from sparsecse.removal import remove_units, structure
 
 TEXTS = ["A man is playing a guitar.", "The cat sat on the mat, quietly and alone.", "hello", "Two dogs run."]
 
@@ -172,11 +172,11 @@ def test_every_export_carries_a_model_card(make_encoder, tmp_path):
 
     encoder = prune(make_encoder("avg"))
     summary = {"prune/head_sparsity": 0.25, "prune/ffn_sparsity": 0.3}
-    made = ["Trained for 160 steps.", pruning_sentence("during training", "magnitude", "structured", summary,
-                                                       "4 batches")]  # fmt: skip
+    pruned = pruning_sentence("during training", "magnitude", "structured", summary, "4 batches")
+    provenance = ["Trained for 160 steps.", pruned]
     rows = {"before": {"stsb": 80.123, "sts_avg": 78.87}, "after": {"stsb": 79.5, "sts_avg": 77.0}}
     counts = {"parameters": 900, "dense_parameters": 1000}
-    save_sparse_encoder(encoder, tmp_path / "my-model", made, rows, counts)
+    save_sparse_encoder(encoder, tmp_path / "my-model", provenance, rows, counts)
     card = ModelCard.load(tmp_path / "my-model" / "README.md")  # the Hub's own reader of the metadata
     assert (
         card.data.library_name == "sentence-transformers" and card.data.pipeline_tag == "sentence-similarity"

@@ -54,7 +54,7 @@ def test_push_uploads_every_file_of_the_export_in_one_commit(export, recorder, m
         p.relative_to(export).as_posix() for p in export.rglob("*") if p.is_file() and ".cache" not in p.parts
     }
     assert set(files) == expected
-    assert {"README.md", "config.json", "model.safetensors", "surgery.py", "gates.py", "modules.json",
+    assert {"README.md", "config.json", "model.safetensors", "surgery.py", "layout.py", "modules.json",
             "tokenizer.json", "sparsecse.json", "1_Pooling/config.json"} <= set(files)  # fmt: skip
     assert all(files[name] == str(export / name) for name in files)
     assert "published as https://huggingface.co/me/sparse-minilm/commit/abc" in capsys.readouterr().out

@@ -13,7 +13,6 @@ from helpers import TEXTS, compose_prune
 from sparsecse.cli.prune import prune
 from sparsecse.data import ContrastiveCollator
 from sparsecse.errors import ConfigError
-from sparsecse.gates import encoder_layers
 from sparsecse.layers import (
     LayerDrop,
     _LayerGate,
@@ -22,6 +21,7 @@ from sparsecse.layers import (
     layer_importance,
     most_important,
 )
+from sparsecse.layout import encoder_layers
 from sparsecse.model_io import load_encoder, save_sparse_encoder
 
 OTHERS = ["a woman reads a book .", "the dog barks at night", "children play football in the rain"]

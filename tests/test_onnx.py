@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sparsecse.model_io import save_sparse_encoder
-from sparsecse.surgery import remove_units
+from sparsecse.removal import remove_units
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

@@ -17,8 +17,8 @@ from callbacks.pruning import (
 from sparsecse.encoder import SentenceEncoder
 from sparsecse.errors import ConfigError
 from sparsecse.gates import effective_parameters, sparsity_summary
+from sparsecse.removal import remove_pruned_units
 from sparsecse.sparsifier import PruningEvent, Sparsifier
-from sparsecse.surgery import remove_pruned_units
 
 
 def test_schedule_ramps_linearly_to_the_final_targets():

@@ -29,7 +29,7 @@ from sparsecse.loading import (
     load_tokenizer,
 )
 from sparsecse.model_io import load_encoder, save_sparse_encoder
-from sparsecse.surgery import remove_units
+from sparsecse.removal import remove_units
 
 REFUSED = r"is not a plain-tensor checkpoint and was refused \(torch\.load\(weights_only=True\)"
 CUSTOM_CODE = "import pathlib\npathlib.Path({marker!r}).touch()\n"

@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import TEXTS, compose_study, views, write_checkpoint
 
+from sparsecse.removal import remove_pruned_units
 from sparsecse.sparsifier import Sparsifier
 from sparsecse.study import event_at, pruned_copy, rankings, run_study, study_points
-from sparsecse.surgery import remove_pruned_units
 
 
 def batches(encoder):

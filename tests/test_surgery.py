@@ -7,15 +7,13 @@ import torch
 from helpers import tiny_bert
 from transformers import AutoModel, RobertaConfig, RobertaModel
 
+from sparsecse.removal import apply_gates, remove_units, structure
 from sparsecse.surgery import (
     SparseBertConfig,
     SparseBertModel,
     SparseRobertaModel,
-    apply_gates,
     check_structure,
-    remove_units,
     slice_linear,
-    structure,
 )
 
 TEXTS = ["a man is playing a guitar .", "the cat sat on the mat , quietly and alone ."]

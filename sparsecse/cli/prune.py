@@ -24,8 +24,8 @@ from sparsecse.model_card import base_model, plural, pruning_sentence, recovery_
 from sparsecse.model_io import load_encoder, save_sparse_encoder
 from sparsecse.onnx_export import OnnxExport, check_onnx_available
 from sparsecse.recovery import Recovery, corpus_sentences, recover, teacher_embeddings
+from sparsecse.removal import remove_pruned_units
 from sparsecse.sparsifier import TARGETS, Sparsifier, event_outcome, one_shot_event
-from sparsecse.surgery import remove_pruned_units
 from sparsecse.validation import check_value
 
 
@@ -124,15 +124,16 @@ def prune(cfg: DictConfig) -> dict:
     when = f"after training from `{base_model(str(cfg.model))}` (sparsecse-prune, one event)"
     scored_on = f"{plural(sparsifier.num_batches, 'batch')} of `{cfg.train_file}`"
     score, granularity = sparsifier.scorer.mode, sparsifier.granularity
-    made = [pruning_sentence(when, score, granularity, results["sparsity"], scored_on)]
+    provenance = [pruning_sentence(when, score, granularity, results["sparsity"], scored_on)]
     if "layers_kept" in results:
-        made.insert(0, f"Transformer layers kept: {results['layers_kept']} (chosen {layer_drop.choose}).")
+        kept = f"Transformer layers kept: {results['layers_kept']} (chosen {layer_drop.choose})."
+        provenance.insert(0, kept)
     if recovery.steps:
-        made.append(recovery_sentence(recovery, cfg.train_file))
+        provenance.append(recovery_sentence(recovery, cfg.train_file))
     rows = {name: results[name] for name in ("before", "after") if results[name]}
     what = "the model" + {"none": "", "fp32": " and its ONNX graph", "int8": " and its ONNX graphs"}[cfg.onnx]
     with stage(f"writing {what} to {cfg.output_dir}"):
-        save_sparse_encoder(encoder, Path(cfg.output_dir), made, rows, onnx=cfg.onnx)
+        save_sparse_encoder(encoder, Path(cfg.output_dir), provenance, rows, onnx=cfg.onnx)
         write_results(Path(cfg.output_dir) / "results.json", results)
     return results
 

@@ -114,7 +114,7 @@ def stage(name: str):
 def check_launch(trainer: L.Trainer) -> None:
     """Lightning's subprocess DDP launcher re-runs this script's command line for each extra device;
     inside a Hydra multirun that command is the whole sweep, so every job would start the sweep again."""
-    launcher = trainer.strategy.launcher
+    launcher = trainer.strategy.launcher  # no public way to ask whether it starts the other ranks itself
     in_multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     spawns = isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1
     if in_multirun and spawns and not launcher.cluster_environment.creates_processes_externally:

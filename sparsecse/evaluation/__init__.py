@@ -12,7 +12,7 @@ from sparsecse.evaluation.analysis import ANALYSIS_TASKS, stsb_alignment_uniform
 from sparsecse.evaluation.files import TASK_FILES, check_files, missing_files
 from sparsecse.evaluation.mteb_tasks import PREFIX, evaluate_mteb, is_mteb, load_tasks
 from sparsecse.evaluation.names import display_name
-from sparsecse.evaluation.sts import STS_TASKS, evaluate_sts, remembering
+from sparsecse.evaluation.sts import STS_TASKS, caching_encodings, evaluate_sts
 from sparsecse.evaluation.table import ANALYSIS_KEYS, format_table
 from sparsecse.evaluation.transfer import TRANSFER_TASKS, check_preset, evaluate_transfer
 
@@ -120,7 +120,7 @@ def evaluate_encoder(
     transfer = [t for t in names if t in TRANSFER_TASKS]
     # the STS tasks' sentences are encoded together, each distinct one once, and alignment/uniformity
     # reuses the STS-B test sentences among them (a tenth of the STS sentences)
-    sentences = remembering(encode)
+    sentences = caching_encodings(encode)
     sts_label = f"{'STS' if len(sts) > 1 else display_name(sts[0])} encode" if sts else ""
     results = evaluate_sts(partial(sentences, show_progress=sts_label), data_dir, sts) if sts else {}
     if transfer:

@@ -164,7 +164,7 @@ def encode_unique(encode: Encode, texts: Sequence[str]) -> dict[str, Tensor]:
     return dict(zip(unique, vectors))
 
 
-def remembering(encode: Callable[..., Tensor]) -> Callable[..., Tensor]:
+def caching_encodings(encode: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """`encode` that keeps every vector it made, so that a text another task asks for again is not
     encoded again: the STS tasks encode every STS-B test sentence alignment/uniformity needs."""
     vectors: dict[str, Tensor] = {}
