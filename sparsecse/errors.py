@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class ConfigError(ValueError):
     """A bad setting or input file, reported in one line that names the culprit.
@@ -38,3 +40,9 @@ class Preempted(RunStopped):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum  # the shell's convention for "killed by signal N"
+
+
+def first_few(items: Sequence[str], shown: int, separator: str = ", ") -> str:
+    """The first `shown` items, and how many more there are: a message names a few culprits, not all."""
+    more = f", and {len(items) - shown} more" if len(items) > shown else ""
+    return separator.join(items[:shown]) + more

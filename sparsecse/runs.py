@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from sparsecse.errors import ConfigError
+from sparsecse.errors import ConfigError, first_few
 
 RUN_CONFIG = "run_config.json"
 RESULTS = "results.json"
 # Keys that say where or how a run is watched, not what it computes: they may change between starts.
-NOT_COMPARED = (
+UNCOMPARED_RUN_KEYS = (
     "resume",
     "ckpt_path",
     "output_dir",
@@ -23,7 +23,7 @@ NOT_COMPARED = (
     "callbacks.last_checkpoint",
     "data.num_workers",
 )
-SHOWN = 4  # differing keys named in the error
+KEYS_NAMED = 4  # differing keys named in the error
 
 
 def flatten(config: Mapping, prefix: str = "") -> dict[str, Any]:
@@ -39,7 +39,7 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, Any]:
 
 
 def compared(key: str) -> bool:
-    return not any(key == k or key.startswith(f"{k}.") for k in NOT_COMPARED)
+    return not any(key == k or key.startswith(f"{k}.") for k in UNCOMPARED_RUN_KEYS)
 
 
 def differences(old: Mapping, new: Mapping) -> list[str]:
@@ -72,8 +72,7 @@ def check_run_folder(
         raise ConfigError("resume", f"{output_dir} {problem}; {ways_out}")
     changed = differences(json.loads(saved.read_text()), json.loads(json.dumps(config, default=str)))
     if changed:
-        more = f", and {len(changed) - SHOWN} more" if len(changed) > SHOWN else ""
-        problem = f"holds a run started with another config ({'; '.join(changed[:SHOWN])}{more})"
+        problem = f"holds a run started with another config ({first_few(changed, KEYS_NAMED, '; ')})"
         raise ConfigError("resume", f"{output_dir} {problem}; {ways_out}")
     return json.loads(results.read_text()) if results.is_file() else None
 

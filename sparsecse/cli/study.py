@@ -13,13 +13,13 @@ from sparsecse.cli import tool_main
 from sparsecse.cli.evaluate import model_key, pick_device
 from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import check_pooler
-from sparsecse.errors import ConfigError
+from sparsecse.errors import ConfigError, first_few
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, write_results
 from sparsecse.evaluation.table import headline
 from sparsecse.gates import counted_parameters
 from sparsecse.importance import check_architecture
 from sparsecse.model_io import load_encoder
-from sparsecse.runs import RESULTS, differences
+from sparsecse.runs import KEYS_NAMED, RESULTS, differences
 from sparsecse.sparsifier import Sparsifier
 from sparsecse.study import StudyPoint, run_study, study_points
 from sparsecse.validation import Fraction, check_value
@@ -29,7 +29,7 @@ DENSE = {"granularity": "dense", "score": "dense", "sparsity": "0"}
 STUDY_CONFIG = "study_config.json"
 # A restarted study may ask for more points than the first start, and find its data elsewhere;
 # everything else must be the same.
-NOT_COMPARED = ("granularities", "scores", "seeds", "sparsities", "output_dir", "data_dir")
+UNCOMPARED_STUDY_KEYS = ("granularities", "scores", "seeds", "sparsities", "output_dir", "data_dir")
 
 
 def point_dir(output_dir: Path, point: StudyPoint) -> Path:
@@ -40,12 +40,13 @@ def check_study_folder(output_dir: Path, config: dict) -> None:
     """Before anything loads: a folder with points of another study (another model, scoring or
     evaluation) is refused, so that a restart never mixes two studies; a new folder records `config`."""
     saved = output_dir / STUDY_CONFIG
-    kept = lambda c: {k: v for k, v in c.items() if k not in NOT_COMPARED}  # noqa: E731
+    kept = lambda c: {k: v for k, v in c.items() if k not in UNCOMPARED_STUDY_KEYS}  # noqa: E731
     if saved.is_file():
         changed = differences(kept(json.loads(saved.read_text())), kept(json.loads(json.dumps(config))))
         if changed:
-            raise ConfigError("output_dir", f"{output_dir} holds a study of another config "
-                              f"({'; '.join(changed[:4])}); choose another output_dir")  # fmt: skip
+            which = first_few(changed, KEYS_NAMED, "; ")
+            raise ConfigError("output_dir", f"{output_dir} holds a study of another config ({which}); "
+                              "choose another output_dir")  # fmt: skip
         return
     if any(output_dir.rglob(RESULTS)):
         raise ConfigError("output_dir", f"{output_dir} holds results with no record of their config "

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sparsecse.errors import ConfigError
+from sparsecse.errors import ConfigError, first_few
 from sparsecse.evaluation.sts import STS_YEARS
 from sparsecse.evaluation.transfer import BINARY_FILES
 
 STSB_DEV = "STS/STSBenchmark/sts-dev.csv"  # validation during training
 STSB_TEST = "STS/STSBenchmark/sts-test.csv"
 SNLI_FILES = tuple(f"SNLI/{name}.{split}" for split in ("dev", "test") for name in ("s1", "s2", "labels"))
-SHOWN = 8  # missing files named in the message; the rest are counted
+FILES_NAMED = 8  # missing files named in the message; the rest are counted
 
 
 def _sts_year(folder: str, subsets: Sequence[str]) -> tuple[str, ...]:
@@ -53,7 +53,7 @@ def check_files(data_dir: Path, needs: Mapping[str, Sequence[str]], noun: str = 
     files = list(dict.fromkeys(f for user_files in missing.values() for f in user_files))
     if not files:
         return
-    shown = ", ".join(files[:SHOWN]) + (f", and {len(files) - SHOWN} more" if len(files) > SHOWN else "")
+    shown = first_few(files, FILES_NAMED)
     users = ", ".join(missing)
     if noun:
         users = f"{noun}{'s' if len(missing) > 1 else ''} {users}"
