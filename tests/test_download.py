@@ -23,6 +23,7 @@ import huggingface_hub.constants
 import pytest
 
 from sparsecse import download as dl
+from sparsecse import sources
 from sparsecse.cli import data as data_cli
 from sparsecse.errors import ConfigError
 
@@ -37,7 +38,7 @@ SENTEVAL = {
     "MR/rt-polarity.pos": "good .\n",
 }
 FILES = tuple(SENTEVAL)
-RESOLVE = f"/datasets/{dl.HUB_REPO}/resolve/{dl.HUB_REVISION}/"
+RESOLVE = f"/datasets/{sources.HUB_REPO}/resolve/{sources.HUB_REVISION}/"
 
 
 def write_tar(path: Path, members: dict[str, str]) -> None:
@@ -159,16 +160,16 @@ def server(remote: Path) -> Iterator[Server]:
 
 
 @pytest.fixture
-def hub(server: Server, tmp_path: Path) -> dl.Hub:
-    return dl.Hub(endpoint=server.url, cache_dir=tmp_path / "hf-cache")
+def hub(server: Server, tmp_path: Path) -> sources.Hub:
+    return sources.Hub(endpoint=server.url, cache_dir=tmp_path / "hf-cache")
 
 
 @pytest.fixture(params=["hub", "plain"])
-def source(request: pytest.FixtureRequest, server: Server, tmp_path: Path) -> dl.Hub | dl.Mirror:
+def source(request: pytest.FixtureRequest, server: Server, tmp_path: Path) -> sources.Hub | sources.Mirror:
     """Each behaviour through both paths: huggingface_hub on the resolve endpoint, and plain HTTP."""
     if request.param == "hub":
-        return dl.Hub(endpoint=server.url, cache_dir=tmp_path / "hf-cache")
-    return dl.Mirror(server.url)
+        return sources.Hub(endpoint=server.url, cache_dir=tmp_path / "hf-cache")
+    return sources.Mirror(server.url)
 
 
 @pytest.fixture
@@ -185,7 +186,7 @@ def closed_port() -> int:
 
 def fetch_all(
     data_dir: Path,
-    source: dl.Hub | dl.Mirror,
+    source: sources.Hub | sources.Mirror,
     datasets: Sequence[str] = tuple(dl.DATASETS),
     force: bool = False,
 ) -> list[str]:
@@ -197,7 +198,7 @@ def cached_blobs(cache: Path) -> list[Path]:
     return [p for p in cache.glob("*/blobs/*") if p.is_file()]
 
 
-def test_download_places_files(source: dl.Hub | dl.Mirror, data_dir: Path) -> None:
+def test_download_places_files(source: sources.Hub | sources.Mirror, data_dir: Path) -> None:
     assert fetch_all(data_dir, source) == ["senteval", "wiki1m", "nli"]
     assert (data_dir / dl.WIKI1M).read_text() == WIKI
     assert (data_dir / dl.NLI).read_text() == NLI
@@ -208,41 +209,43 @@ def test_download_places_files(source: dl.Hub | dl.Mirror, data_dir: Path) -> No
     )
 
 
-def test_hub_download_fills_the_cache_and_leaves_a_real_file(hub: dl.Hub, data_dir: Path) -> None:
+def test_hub_download_fills_the_cache_and_leaves_a_real_file(hub: sources.Hub, data_dir: Path) -> None:
     fetch_all(data_dir, hub, datasets=["wiki1m"])
     assert [p.read_text() for p in cached_blobs(hub.cache_dir)] == [WIKI]
     assert not (data_dir / dl.WIKI1M).is_symlink()
 
 
 def test_hub_cache_serves_a_rerun_when_the_server_is_gone(
-    hub: dl.Hub, data_dir: Path, closed_port: int
+    hub: sources.Hub, data_dir: Path, closed_port: int
 ) -> None:
     fetch_all(data_dir, hub, datasets=["nli"])
     (data_dir / dl.NLI).unlink()
-    offline = dl.Hub(endpoint=f"http://127.0.0.1:{closed_port}", cache_dir=hub.cache_dir)
+    offline = sources.Hub(endpoint=f"http://127.0.0.1:{closed_port}", cache_dir=hub.cache_dir)
     assert fetch_all(data_dir, offline, datasets=["nli"]) == ["nli"]
     assert (data_dir / dl.NLI).read_text() == NLI
 
 
 def test_file_url(remote: Path, data_dir: Path) -> None:
-    fetch_all(data_dir, dl.Mirror(remote.as_uri()))
+    fetch_all(data_dir, sources.Mirror(remote.as_uri()))
     assert (data_dir / dl.NLI).read_text() == NLI
     assert (data_dir / "SNLI" / "s1.test").read_text() == SENTEVAL["SNLI/s1.test"]
 
 
 def test_present_files_are_skipped_unless_forced(
-    source: dl.Hub | dl.Mirror, remote: Path, data_dir: Path
+    source: sources.Hub | sources.Mirror, remote: Path, data_dir: Path
 ) -> None:
     fetch_all(data_dir, source)
     for path in remote.iterdir():
         path.unlink()
     assert fetch_all(data_dir, source) == []
-    with pytest.raises(dl.DownloadError, match="HTTP 404 Not Found"):
+    with pytest.raises(sources.DownloadError, match="HTTP 404 Not Found"):
         fetch_all(data_dir, source, datasets=["wiki1m"], force=True)
     assert (data_dir / dl.WIKI1M).read_text() == WIKI
 
 
-def test_line_count_mismatch_names_file_and_counts(source: dl.Hub | dl.Mirror, data_dir: Path) -> None:
+def test_line_count_mismatch_names_file_and_counts(
+    source: sources.Hub | sources.Mirror, data_dir: Path
+) -> None:
     with pytest.raises(ConfigError) as err:
         dl.download(data_dir, ["wiki1m"], source, line_counts={dl.WIKI1M: 6}, senteval_files=FILES)
     assert str(err.value) == f"{source.url(dl.WIKI1M)}: expected 6 lines, found 5"
@@ -250,7 +253,7 @@ def test_line_count_mismatch_names_file_and_counts(source: dl.Hub | dl.Mirror, d
 
 
 def test_hub_file_with_wrong_line_count_never_replaces_a_good_one(
-    hub: dl.Hub, remote: Path, data_dir: Path
+    hub: sources.Hub, remote: Path, data_dir: Path
 ) -> None:
     data_dir.mkdir()
     (data_dir / dl.WIKI1M).write_text(WIKI)
@@ -276,7 +279,7 @@ def test_check_reports_wrong_line_count_of_present_file(
     assert capsys.readouterr().out.startswith(f"bad      nli: {data_dir / dl.NLI}: expected 4")
 
 
-def test_check_names_missing_senteval_file(hub: dl.Hub, data_dir: Path) -> None:
+def test_check_names_missing_senteval_file(hub: sources.Hub, data_dir: Path) -> None:
     fetch_all(data_dir, hub, datasets=["senteval"])
     (data_dir / "SNLI" / "s1.test").unlink()
     with pytest.raises(ConfigError, match=r"SNLI/s1\.test: missing"):
@@ -285,7 +288,7 @@ def test_check_names_missing_senteval_file(hub: dl.Hub, data_dir: Path) -> None:
 
 @pytest.mark.parametrize("fault", ["cut off", "absent"])
 def test_failed_download_keeps_existing_file(
-    source: dl.Hub | dl.Mirror,
+    source: sources.Hub | sources.Mirror,
     server: Server,
     remote: Path,
     data_dir: Path,
@@ -298,17 +301,17 @@ def test_failed_download_keeps_existing_file(
         (remote / dl.WIKI1M).unlink()
     data_dir.mkdir()
     (data_dir / dl.WIKI1M).write_text("good\n")
-    with pytest.raises(dl.DownloadError, match=dl.WIKI1M):
+    with pytest.raises(sources.DownloadError, match=dl.WIKI1M):
         fetch_all(data_dir, source, datasets=["wiki1m"], force=True)
     assert (data_dir / dl.WIKI1M).read_text() == "good\n"
     assert [p.name for p in data_dir.iterdir()] == [dl.WIKI1M]
 
 
 def test_interrupted_hub_transfer_leaves_no_partial_file_and_a_rerun_completes(
-    hub: dl.Hub, server: Server, data_dir: Path, no_backoff: None
+    hub: sources.Hub, server: Server, data_dir: Path, no_backoff: None
 ) -> None:
     server.cuts[dl.WIKI1M] = itertools.repeat(8)
-    with pytest.raises(dl.DownloadError) as err:
+    with pytest.raises(sources.DownloadError) as err:
         fetch_all(data_dir, hub, datasets=["wiki1m"])
     assert str(err.value).startswith(f"cannot reach {hub.url(dl.WIKI1M)}: ")
     assert "peer closed connection without sending complete message body" in str(err.value)
@@ -322,7 +325,7 @@ def test_interrupted_hub_transfer_leaves_no_partial_file_and_a_rerun_completes(
 
 
 def test_hub_resumes_a_transfer_that_broke_off(
-    hub: dl.Hub, server: Server, data_dir: Path, no_backoff: None, monkeypatch: pytest.MonkeyPatch
+    hub: sources.Hub, server: Server, data_dir: Path, no_backoff: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(
         huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 4
@@ -359,7 +362,7 @@ def test_unreachable_server_is_one_line_on_stderr(
 
 @pytest.mark.parametrize("name", ["downstream/../../evil.txt", "/tmp/sparsecse-evil.txt"])
 def test_path_traversal_in_archive_is_refused(
-    source: dl.Hub | dl.Mirror, remote: Path, tmp_path: Path, data_dir: Path, name: str
+    source: sources.Hub | sources.Mirror, remote: Path, tmp_path: Path, data_dir: Path, name: str
 ) -> None:
     write_tar(remote / dl.SENTEVAL_TAR, {"downstream/STS/ok.txt": "ok\n", name: "boom\n"})
     with pytest.raises(ConfigError, match="unsafe member") as err:
@@ -371,7 +374,9 @@ def test_path_traversal_in_archive_is_refused(
     assert not Path("/tmp/sparsecse-evil.txt").exists()
 
 
-def test_corrupt_archive_is_one_line_error(source: dl.Hub | dl.Mirror, remote: Path, data_dir: Path) -> None:
+def test_corrupt_archive_is_one_line_error(
+    source: sources.Hub | sources.Mirror, remote: Path, data_dir: Path
+) -> None:
     (remote / dl.SENTEVAL_TAR).write_bytes(b"not a tar archive" * 100)
     with pytest.raises(ConfigError, match="unreadable tar archive") as err:
         fetch_all(data_dir, source, datasets=["senteval"])
@@ -475,7 +480,7 @@ NEEDED = ["STS/STSBenchmark/sts-test.csv", "SNLI/s1.test"]
 
 
 def test_auto_fetches_what_a_run_lacks_and_says_where(
-    hub: dl.Hub, server: Server, data_dir: Path, fixture_tables: None, capsys: pytest.CaptureFixture[str]
+    hub: sources.Hub, server: Server, data_dir: Path, fixture_tables: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert dl.fetch_missing(data_dir, NEEDED, "auto", source=hub) == ["senteval"]
     assert all((data_dir / name).read_text() == SENTEVAL[name] for name in NEEDED)
@@ -488,7 +493,7 @@ def test_auto_fetches_what_a_run_lacks_and_says_where(
     assert len(server.requests) == requests
 
 
-def test_never_fetches_nothing(hub: dl.Hub, server: Server, data_dir: Path) -> None:
+def test_never_fetches_nothing(hub: sources.Hub, server: Server, data_dir: Path) -> None:
     assert dl.fetch_missing(data_dir, NEEDED, "never", source=hub) == []
     assert not data_dir.exists() and server.requests == []
     with pytest.raises(ConfigError, match=r"^data.download: must be one of auto, never, got 'always'$"):
@@ -498,7 +503,7 @@ def test_never_fetches_nothing(hub: dl.Hub, server: Server, data_dir: Path) -> N
 def test_offline_auto_is_one_line_naming_the_folder_the_command_and_the_variable(
     closed_port: int, data_dir: Path, tmp_path: Path, no_backoff: None
 ) -> None:
-    hub = dl.Hub(endpoint=f"http://127.0.0.1:{closed_port}", cache_dir=tmp_path / "hf-cache")
+    hub = sources.Hub(endpoint=f"http://127.0.0.1:{closed_port}", cache_dir=tmp_path / "hf-cache")
     with pytest.raises(ConfigError) as err:
         dl.fetch_missing(data_dir, NEEDED, "auto", source=hub)
     message = str(err.value)
@@ -511,7 +516,7 @@ def test_offline_auto_is_one_line_naming_the_folder_the_command_and_the_variable
 
 
 def test_a_corrupted_file_is_never_used(
-    source: dl.Hub | dl.Mirror, remote: Path, data_dir: Path, fixture_tables: None
+    source: sources.Hub | sources.Mirror, remote: Path, data_dir: Path, fixture_tables: None
 ) -> None:
     corrupted = {**SENTEVAL, "SNLI/s1.test": "A man plays .\nA stray second line .\n"}
     write_tar(remote / dl.SENTEVAL_TAR, {f"downstream/{k}": v for k, v in corrupted.items()})
@@ -521,7 +526,7 @@ def test_a_corrupted_file_is_never_used(
 
 
 def test_an_interrupted_download_is_redone_and_no_half_file_is_used(
-    hub: dl.Hub, server: Server, data_dir: Path, fixture_tables: None, no_backoff: None
+    hub: sources.Hub, server: Server, data_dir: Path, fixture_tables: None, no_backoff: None
 ) -> None:
     server.cuts[dl.SENTEVAL_TAR] = itertools.repeat(100)  # every transfer breaks off after 100 bytes
     with pytest.raises(ConfigError, match="peer closed connection"):
@@ -534,7 +539,7 @@ def test_an_interrupted_download_is_redone_and_no_half_file_is_used(
 
 
 def test_simcse_training_files_are_fetched_by_name(
-    source: dl.Hub | dl.Mirror, data_dir: Path, fixture_tables: None
+    source: sources.Hub | sources.Mirror, data_dir: Path, fixture_tables: None
 ) -> None:
     from sparsecse.data import data_files
 
@@ -587,7 +592,9 @@ def test_the_main_job_with_no_data_folder_downloads_the_data_and_carries_on(
     thread = threading.Thread(target=httpd.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
-        monkeypatch.setattr(dl, "SIMCSE_HUB", dl.Hub(endpoint=httpd.url, cache_dir=tmp_path / "hf-cache"))
+        monkeypatch.setattr(
+            dl, "SIMCSE_HUB", sources.Hub(endpoint=httpd.url, cache_dir=tmp_path / "hf-cache")
+        )
         data_dir = tmp_path / "cache" / "sparsecse" / "data"
         overrides = cpu_overrides(tmp_path / "run", data_dir, tiny_model_dir) + [
             "data.download=auto", "data.batch_size=8", "trainer.max_steps=2", "trainer.val_check_interval=2",

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from sparsecse import download as dl
+from sparsecse import sources
 from sparsecse.console import failed
 from sparsecse.errors import ConfigError
 from sparsecse.paths import DATA_DIR_ENV, default_data_dir
@@ -77,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return report(data_dir, dl.DATASETS, dl.LINE_COUNTS, dl.SENTEVAL_FILES)
-        source = dl.Mirror(args.base_url) if args.base_url else dl.Hub(endpoint=args.endpoint)
-        with dl.hub_retries_unlogged():
+        source = sources.Mirror(args.base_url) if args.base_url else sources.Hub(endpoint=args.endpoint)
+        with sources.hub_retries_unlogged():
             fetched = dl.download(data_dir, args.only, source, args.force, dl.LINE_COUNTS, dl.SENTEVAL_FILES)
-    except dl.DownloadError as err:
+    except sources.DownloadError as err:
         hint = f"Put the files in {data_dir} yourself and point {DATA_DIR_ENV} there."
         return failed(f"{PROG}: {err}. {hint}", 1)
     except (ConfigError, OSError) as err:
