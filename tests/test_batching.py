@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from sparsecse.corpora import TextLines
-from sparsecse.data import ContrastiveDataModule, EpochShuffle, example_lengths
+from sparsecse.data import ContrastiveDataModule
+from sparsecse.sampling import EpochShuffle, example_lengths
 
 BATCH, RUN = 4, 3  # a run of 3 batches is sorted by length
 

@@ -246,7 +246,7 @@ def test_a_restarted_job_resumes_and_reuses_its_scores_before_training(
 
 
 def test_the_epoch_order_is_sharded_by_rank_and_resumes_mid_epoch():
-    from sparsecse.data import EpochShuffle
+    from sparsecse.sampling import EpochShuffle
 
     shares = [list(EpochShuffle(11, seed=3, rank=r, world_size=2)) for r in (0, 1)]
     assert [len(s) for s in shares] == [6, 6] and set(shares[0] + shares[1]) == set(range(11))
