@@ -19,8 +19,6 @@ from torch import Tensor, nn
 
 from sparsecse.errors import ConfigError
 from sparsecse.layout import (
-    SPARSE_PREFIX,
-    SUPPORTED_MODEL_TYPES,
     encoder_layers,
     head_size,
     linear_at,
@@ -132,13 +130,6 @@ def accumulate_gradients(
         raise ConfigError("num_batches", "no batches to score on: the corpus gave none")
     stats.all_reduce()
     return stats
-
-
-def check_architecture(config, key: str = "model") -> None:
-    """One line naming a model whose layers SparseCSE cannot find its units in, and those it can."""
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        supported = ", ".join(t for t in SUPPORTED_MODEL_TYPES if not t.startswith(SPARSE_PREFIX))
-        raise ConfigError(key, f"{config.model_type} models cannot be sparsified yet; supported: {supported}")
 
 
 @dataclass

@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 
 from sparsecse.errors import ConfigError
-from sparsecse.layout import SUPPORTED_MODEL_TYPES, architecture
+from sparsecse.layout import SPARSE_PREFIX, SUPPORTED_MODEL_TYPES, architecture
 from sparsecse.paths import resolve_model_path
 from sparsecse.surgery import DENSE_CLASSES, SPARSE_CLASSES, pooling_layer_kwargs, register
 
@@ -25,6 +25,15 @@ register()  # AutoConfig/AutoModel know the sparsecse_* model types
 OWN_MODEL_TYPES = tuple(config_class.model_type for config_class, _ in SPARSE_CLASSES.values())
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_SUFFIXES = (".bin", ".bin.index.json", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def check_supported(config, key: str = "name_or_path") -> None:
+    """The one check of the model type: a model whose layers SparseCSE cannot find its units in is one
+    line naming it and the types it can."""
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        supported = ", ".join(t for t in SUPPORTED_MODEL_TYPES if not t.startswith(SPARSE_PREFIX))
+        name = getattr(config, "name_or_path", "") or "the model"
+        raise ConfigError(key, f"{name!r} is a {config.model_type!r} model; supported: {supported}")
 
 
 def load_config(name_or_path: str):
@@ -43,12 +52,7 @@ def load_config(name_or_path: str):
             f"cannot load model {name_or_path!r}: not a local model directory, and not on the "
             f"Hugging Face hub (or the hub is unreachable) [{type(err).__name__}]",
         ) from None
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise ConfigError(
-            "name_or_path",
-            f"model {name_or_path!r} is a {config.model_type!r} model; "
-            f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}",
-        )
+    check_supported(config)
     check_no_custom_code(name_or_path, config)
     check_safetensors(name_or_path, config)
     return config

@@ -17,11 +17,11 @@ from sparsecse.importance import (
     ScoreMode,
     Scorer,
     accumulate_gradients,
-    check_architecture,
     derived_seed,
     normalize_per_layer,
     weight_magnitude_scores,
 )
+from sparsecse.loading import check_supported
 from sparsecse.validation import Fraction, PositiveInt, check_value, checked
 
 
@@ -155,7 +155,7 @@ class Sparsifier:
 
     def check_model(self, config) -> None:
         """Settings that depend on the model, checked on its config before any weights load."""
-        check_architecture(config)
+        check_supported(config, "model")
         if self.granularity == "structured" and self.min_heads_per_layer > config.num_attention_heads:
             raise ConfigError("min_heads_per_layer", f"{self.min_heads_per_layer} is more than the model's "
                               f"{config.num_attention_heads} heads per layer")  # fmt: skip

@@ -17,7 +17,6 @@ from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
-from sparsecse.importance import check_architecture
 from sparsecse.layers import LayerDrop, drop_layers
 from sparsecse.loading import load_config
 from sparsecse.model_card import base_model, plural, pruning_sentence, recovery_sentence
@@ -37,7 +36,6 @@ def build_sparsifier(options: dict, model_config):
     """(Sparsifier, its one event), checked against the model before anything loads."""
     names = [name for targets in TARGETS.values() for name in targets]  # of either granularity
     targets = {k: options.pop(k) for k in names if k in options}
-    check_architecture(model_config)
     try:
         sparsifier = Sparsifier(**options)
         event = one_shot_event(sparsifier.granularity, **targets)

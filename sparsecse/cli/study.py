@@ -17,7 +17,6 @@ from sparsecse.errors import ConfigError, first_few
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, write_results
 from sparsecse.evaluation.table import headline
 from sparsecse.gates import counted_parameters
-from sparsecse.importance import check_architecture
 from sparsecse.model_io import load_encoder
 from sparsecse.runs import KEYS_NAMED, RESULTS, differences
 from sparsecse.sparsifier import Sparsifier
@@ -95,7 +94,6 @@ def study(cfg: DictConfig) -> dict:
     # The encoder's own name: a checkpoint (*.ckpt) records the model its tokenizer comes from.
     tokenizer = dense.name_or_path
     data = ContrastiveDataModule(tokenizer, cfg.data_dir, cfg.train_file, cfg.batch_size, cfg.max_length)
-    check_architecture(dense.backbone.config)
     evaluate = partial(evaluate_encoder, data_dir=data.data_dir, tasks=tasks, batch_size=cfg.eval_batch_size,
                        transfer_preset=cfg.transfer_preset)  # fmt: skip
     timing = {"dense": 0.0, "scoring": 0.0, "evaluation": 0.0}

@@ -34,7 +34,6 @@ from sparsecse.evaluation import (
     task_files,
     write_results,
 )
-from sparsecse.importance import check_architecture
 from sparsecse.loading import load_checkpoint_file, load_config
 from sparsecse.model_card import plural, pruning_sentence, recovery_sentence
 from sparsecse.model_io import encoder_from_checkpoint, save_sparse_encoder
@@ -195,7 +194,6 @@ def build_pruning(cfg: DictConfig, model_config):
     """The pruning callback (None under `pruning=none`), checked against the model and the run."""
     if not cfg.get("pruning"):
         return None
-    check_architecture(model_config, "model.encoder.name_or_path")
     pruning = instantiate_group(cfg, "pruning")
     try:
         pruning.check(model_config, cfg.trainer.get("max_epochs"), cfg.trainer.get("max_steps"))
