@@ -40,10 +40,10 @@ from sparsecse.cli.training import (
 from sparsecse.gates import counted_parameters, pruned_any, sparsity_summary
 from sparsecse.loading import load_checkpoint_file
 from sparsecse.removal import remove_pruned_units
-from sparsecse.runs import RESULTS, check_run_folder, record_config
+from sparsecse.runs import RESULTS, TrainingResults, check_run_folder, record_config
 
 
-def train(cfg: DictConfig) -> dict:
+def train(cfg: DictConfig) -> TrainingResults:
     """Evaluate, fit, evaluate again; returns {"before": ..., "after": ..., "val": ...}."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -69,7 +69,7 @@ def train(cfg: DictConfig) -> dict:
     for logger in loggers:
         logger.log_hyperparams(resolved)
 
-    results: dict = {}
+    results: TrainingResults = {}
     evaluate = partial(
         evaluate_on_training_device, trainer, settings=cfg.evaluate, data_dir=datamodule.data_dir
     )

@@ -2,6 +2,7 @@
 about 1.3x, 1.8x, 2.5x and 3.5x its dense encode speed, with its STS avg over the 7 tasks.
 
     python bench/compression_study.py --out DIR                 # every point, seed by seed
+    python bench/compression_study.py --out DIR --int8 layers layers-importance   # int8 graphs afterwards
     python bench/compression_study.py --out DIR --speed         # then every model's speed, one run
     python bench/compression_study.py --out DIR --table         # the tables of docs/compression.md
     python bench/compression_study.py --out DIR --publish docs/compression   # its numbers and plot
@@ -141,11 +142,25 @@ def measure_speed(out: Path, rounds: int) -> dict:
     return speed
 
 
+def export_int8(out: Path, series: list[str]) -> None:
+    """The int8 ONNX graph of every model of `series` written without one (`onnx=int8` is otherwise
+    given to `sparsecse-prune` with the point)."""
+    from sparsecse.model_io import load_encoder
+    from sparsecse.onnx_export import export_onnx
+
+    for name in series:
+        for directory in sorted(path.parent for path in (out / name).rglob(RESULTS)):
+            if not (directory / "onnx" / "model_qint8.onnx").is_file():
+                export_onnx(load_encoder(str(directory)), directory, "int8")
+                print(f"{directory}: int8 ONNX written", flush=True)
+
+
 def publish(out: Path, dest: Path) -> None:
-    """The study's numbers without its models, as docs/compression/ holds them, and its plot."""
+    """The study's numbers without its models, as docs/compression/ holds them (with the driver's log
+    of each point's wall time, `study.log`, where it was kept), and its plot."""
     from sparsecse.compression import pareto_plot, read_points, summarise
 
-    for path in [*out.rglob(RESULTS), out / SPEED]:
+    for path in [*out.rglob(RESULTS), out / SPEED, *out.glob("study.log")]:
         target = dest / path.relative_to(out)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
@@ -158,6 +173,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--steps", type=int, default=500, help="recovery steps of every point")
     parser.add_argument("--series", nargs="+", default=list(SERIES), choices=list(SERIES))
+    parser.add_argument("--int8", nargs="+", default=[], choices=list(SERIES),
+                        help="export the int8 ONNX graph of these series' models that lack one")  # fmt: skip
     parser.add_argument("--speed", action="store_true", help="measure every model written so far")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--table", action="store_true", help="print docs/compression.md's tables")
@@ -165,7 +182,9 @@ def main() -> None:
                         "there, and draw the Pareto plot")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
-    if args.publish:
+    if args.int8:
+        export_int8(args.out, args.int8)
+    elif args.publish:
         publish(args.out, args.publish)
     elif args.table:
         from sparsecse.compression import compression_tables

@@ -8,10 +8,35 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from typing_extensions import TypedDict
+
 from sparsecse.errors import ConfigError, first_few
 
 RUN_CONFIG = "run_config.json"
 RESULTS = "results.json"
+
+
+# What `train()` returns and writes to results.json; a key is there when its step ran.
+TrainingResults = TypedDict(
+    "TrainingResults",
+    {
+        "before": dict[str, float],  # scores of the encoder before training (`evaluate.before`)
+        "after": dict[str, float],  # after training: the best checkpoint's encoder, pruned units sliced out
+        "final": dict[str, float],  # of the final step's encoder (`evaluate.final_step`)
+        "val": dict[str, float],  # the last validation's `val/...` metrics
+        "val_history": list[dict[str, float]],  # every validation: its step and metrics
+        "steps": int,  # optimizer steps trained
+        "best_step": int,  # the step of the best checkpoint
+        "best_val/stsb_spearman": float,  # its STS-B dev score
+        "checkpoints": dict[str, Any],  # best, last, best_before_final_pruning: their paths
+        "parameters": int,  # parameters that still count (gated-off units excluded)
+        "dense_parameters": int,
+        "parameter_sparsity": float,  # 1 - parameters / dense_parameters
+        "sparsity": dict[str, float],  # the pruning callback's `prune/...` summary, if anything was removed
+        "recovery": list[dict],  # one record per recovery after an event
+    },
+    total=False,
+)
 # Keys that say where or how a run is watched, not what it computes: they may change between starts.
 UNCOMPARED_RUN_KEYS = (
     "resume",

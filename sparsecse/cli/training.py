@@ -39,7 +39,7 @@ from sparsecse.model_card import plural, pruning_sentence, recovery_sentence
 from sparsecse.model_io import encoder_from_checkpoint, save_sparse_encoder
 from sparsecse.onnx_export import check_onnx_available
 from sparsecse.plots import align_uniform_path
-from sparsecse.runs import RESULTS
+from sparsecse.runs import RESULTS, TrainingResults
 
 
 def preflight(cfg: DictConfig):
@@ -85,7 +85,7 @@ def check_optimized_metric(name: str, evaluate: DictConfig) -> None:
         raise ConfigError("optimized_metric", f"{name!r} is not a metric this run measures ({shown})")
 
 
-def optimized_value(results: dict, name: str) -> float:
+def optimized_value(results: TrainingResults, name: str) -> float:
     """The value of `name` (as `optimizable_metrics` names it) in a run's results."""
     phase, key = name.split("/", 1)
     found = results.get(phase, {}).get(key) if phase in ("before", "after") else results.get(name)
@@ -179,7 +179,7 @@ def evaluate_on_training_device(trainer: L.Trainer, encoder, settings: DictConfi
         )
 
 
-def evaluate_final_step(results: dict, evaluate: Callable[[SentenceEncoder], dict]) -> dict:
+def evaluate_final_step(results: TrainingResults, evaluate: Callable[[SentenceEncoder], dict]) -> dict:
     """Scores of the model of the last step ("final"): those of "after" when the best checkpoint is
     that step, else the encoder read back from `last.ckpt` by the loader `sparsecse-eval` uses. A
     study reports both, because arms that select among different steps are not comparable by "after"
@@ -217,7 +217,7 @@ def checkpoint_files(trainer: L.Trainer, callbacks: list, pruning) -> dict:
     return files
 
 
-def final_metrics(results: dict) -> dict[str, float]:
+def final_metrics(results: TrainingResults) -> dict[str, float]:
     """results.json flattened to `after/sts_avg`-style keys, the numbers only."""
     flat: dict[str, float] = {}
     for key, value in results.items():
@@ -229,7 +229,9 @@ def final_metrics(results: dict) -> dict[str, float]:
     return flat
 
 
-def publish(loggers: list[Logger], results: dict, rows: dict, plots: list[Path], step: int) -> None:
+def publish(
+    loggers: list[Logger], results: TrainingResults, rows: dict, plots: list[Path], step: int
+) -> None:
     """Final numbers to every logger; for wandb also the results table (`rows`: model -> metrics)
     and the run's plots."""
     metrics = final_metrics(results)
@@ -246,7 +248,7 @@ def publish(loggers: list[Logger], results: dict, rows: dict, plots: list[Path],
         logger.save()
 
 
-def how_trained(cfg: DictConfig, results: dict) -> list[str]:
+def how_trained(cfg: DictConfig, results: TrainingResults) -> list[str]:
     """The model card's account of the run: its training, and its pruning if any."""
     data, model = cfg.data, cfg.model
     lines = [
@@ -265,7 +267,7 @@ def how_trained(cfg: DictConfig, results: dict) -> list[str]:
     return lines
 
 
-def report(cfg: DictConfig, module, results: dict, rows: dict) -> list[Path]:
+def report(cfg: DictConfig, module, results: TrainingResults, rows: dict) -> list[Path]:
     """Print the evaluation rows side by side; save the encoder, results.json and the run's plots
     in the run directory; returns the plots."""
     if rows:
