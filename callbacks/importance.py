@@ -54,7 +54,7 @@ class ImportanceScoring(L.Callback):
     ) -> dict[str, list[torch.Tensor]]:
         batches = scoring_batches(trainer, self.sparsifier.seed)
         scores = self.sparsifier.importance(
-            pl_module.encoder, batches, trainer.global_step, trainer.global_rank
+            pl_module.encoder, batches, scoring=trainer.global_step, rank=trainer.global_rank
         )
         if trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -189,7 +189,7 @@ class ScheduledPruning(L.Callback):
             "weight_sparsity": weight_sparsity,
         }
         self.events = build_schedule(schedule, self.sparsifier.granularity, **targets)
-        self.done = 0  # events carried out; saved in checkpoints
+        self.events_done = 0  # events carried out; saved in checkpoints
         self.earlier_best: list[str] = []  # best checkpoints from before the last event, renamed
         self.last_importance: dict[str, list[torch.Tensor]] = {}
         self.recoveries: list[dict] = []  # one record per recovery; saved in checkpoints
@@ -228,18 +228,18 @@ class ScheduledPruning(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         now = {"epoch": trainer.current_epoch, "step": trainer.global_step}
         self._run_due(trainer, pl_module, self.events[0].unit, now[self.events[0].unit])
-        if self.done < len(self.events):
-            rank_zero_warn(f"training ended before pruning event {self.events[self.done]} could run")
+        if self.events_done < len(self.events):
+            rank_zero_warn(f"training ended before pruning event {self.events[self.events_done]} could run")
 
     def _run_due(self, trainer, pl_module, unit: str, now: int) -> None:
-        while self.done < len(self.events) and self.events[self.done].unit == unit:
-            if self.events[self.done].at > now:
+        while self.events_done < len(self.events) and self.events[self.events_done].unit == unit:
+            if self.events[self.events_done].at > now:
                 return
-            self._run(trainer, pl_module, self.events[self.done])
+            self._run(trainer, pl_module, self.events[self.events_done])
 
     def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, event: PruningEvent) -> None:
-        encoder, index = pl_module.encoder, self.done
-        self.done += 1
+        encoder, index = pl_module.encoder, self.events_done
+        self.events_done += 1
         if not any(self.sparsifier.removals(encoder, event).values()):
             return  # a no-op: nothing scored, and the best checkpoint stands (a sparsity-0 baseline)
         if self.recovery is not None:  # the encoder before the event is the teacher
@@ -252,7 +252,7 @@ class ScheduledPruning(L.Callback):
             say(f"{when}: scoring {plural(self.sparsifier.num_batches, 'batch')} ...")
         started = time.perf_counter()
         batches = scoring_batches(trainer, self.sparsifier.seed + index)
-        importance = self.sparsifier.importance(encoder, batches, index, trainer.global_rank)
+        importance = self.sparsifier.importance(encoder, batches, scoring=index, rank=trainer.global_rank)
         self.last_importance = importance  # for inspection and tests
         summary = self.sparsifier.apply(encoder, event, importance)
         log_metrics(trainer, summary)
@@ -288,9 +288,14 @@ class ScheduledPruning(L.Callback):
                   f"{record['seconds']:.0f} s, loss {losses[0]:.5f} -> {losses[-1]:.5f}")  # fmt: skip
 
     def state_dict(self) -> dict:
-        return {"done": self.done, "earlier_best": self.earlier_best, "recoveries": self.recoveries}
+        return {
+            "events_done": self.events_done,
+            "earlier_best": self.earlier_best,
+            "recoveries": self.recoveries,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.done = state_dict["done"]
+        # "done": the same count, as checkpoints of earlier versions name it
+        self.events_done = state_dict["events_done"] if "events_done" in state_dict else state_dict["done"]
         self.earlier_best = list(state_dict.get("earlier_best", []))
         self.recoveries = list(state_dict.get("recoveries", []))

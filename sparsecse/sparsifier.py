@@ -177,20 +177,21 @@ class Sparsifier:
             encoder.masks = WeightMasks(encoder.backbone).to(encoder.device)
 
     def importance(
-        self, encoder, batches: Iterable[dict[str, Tensor]], event: int = 0, rank: int = 0
+        self, encoder, batches: Iterable[dict[str, Tensor]], scoring: int = 0, rank: int = 0
     ) -> dict[str, list[Tensor]]:
         """{"heads": [(H_l,)], "neurons": [(F_l,)]} or {"weights": [(out, in) per Linear]}.
 
         Scored in float32, whatever autocast the caller runs under (training under bf16/fp16 and
-        `sparsecse-prune` select the same units). Randomness is drawn afresh for each event: dropout
-        from (seed, event, rank), random scores from (seed, event), the same on every rank. So a run
-        resumed before an event scores exactly as the uninterrupted run did.
+        `sparsecse-prune` select the same units). Randomness is drawn afresh for each `scoring` of a
+        run (a pruning event's index; the step of an importance picture): dropout from (seed, scoring,
+        rank), random scores from (seed, scoring), the same on every rank. So a run resumed before an
+        event scores exactly as the uninterrupted run did.
         """
-        generator = torch.Generator().manual_seed(derived_seed(self.seed, event))
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, scoring))
         device = encoder.device
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda), torch.autocast(device.type, enabled=False):
-            torch.manual_seed(derived_seed(self.seed, event, rank))
+            torch.manual_seed(derived_seed(self.seed, scoring, rank))
             return self._importance(encoder, islice(batches, self.num_batches), generator)
 
     def _importance(self, encoder, batches, generator: torch.Generator) -> dict[str, list[Tensor]]:

@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from transformers import BertConfig
 
 from callbacks.pruning import (
+    ScheduledPruning,
     build_schedule,
     check_events_reached,
     check_schedule_fits,
@@ -136,8 +137,8 @@ def test_effective_parameters_match_the_physically_pruned_model(make_encoder):
     torch.testing.assert_close(encoder.encode(TEXTS), before, atol=1e-5, rtol=1e-5)
 
 
-def scores_of(sparsifier: Sparsifier, encoder, batches, **where) -> list[torch.Tensor]:
-    importance = sparsifier.importance(encoder, iter(batches), **where)
+def scores_of(sparsifier: Sparsifier, encoder, batches, **options) -> list[torch.Tensor]:
+    importance = sparsifier.importance(encoder, iter(batches), **options)
     return [t for kind in sorted(importance) for t in importance[kind]]
 
 
@@ -149,12 +150,12 @@ def test_scores_ignore_the_callers_random_state_and_autocast(make_encoder):
     sparsifier.attach(encoder)
     batches = [views(encoder)] * 2
     torch.manual_seed(1)
-    reference = scores_of(sparsifier, encoder, batches, event=3, rank=1)
+    reference = scores_of(sparsifier, encoder, batches, scoring=3, rank=1)
     torch.manual_seed(2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        again = scores_of(sparsifier, encoder, batches, event=3, rank=1)
+        again = scores_of(sparsifier, encoder, batches, scoring=3, rank=1)
     assert all(torch.equal(a, b) for a, b in zip(reference, again))
-    other_event = scores_of(sparsifier, encoder, batches, event=4, rank=1)
+    other_event = scores_of(sparsifier, encoder, batches, scoring=4, rank=1)
     assert not all(torch.equal(a, b) for a, b in zip(reference, other_event)), "fresh dropout per event"
 
 
@@ -162,9 +163,11 @@ def test_random_scores_depend_on_the_event_and_not_on_the_rank(make_encoder):
     encoder = make_encoder("avg")
     sparsifier = Sparsifier(score="random", seed=7)
     sparsifier.attach(encoder)
-    first = scores_of(sparsifier, encoder, [], event=1, rank=0)
-    assert all(torch.equal(a, b) for a, b in zip(first, scores_of(sparsifier, encoder, [], event=1, rank=1)))
-    assert not torch.equal(first[0], scores_of(sparsifier, encoder, [], event=2, rank=0)[0])
+    first = scores_of(sparsifier, encoder, [], scoring=1, rank=0)
+    assert all(
+        torch.equal(a, b) for a, b in zip(first, scores_of(sparsifier, encoder, [], scoring=1, rank=1))
+    )
+    assert not torch.equal(first[0], scores_of(sparsifier, encoder, [], scoring=2, rank=0)[0])
 
 
 def test_scoring_leaves_the_global_random_state_alone(make_encoder):
@@ -221,3 +224,13 @@ def test_an_event_restarts_early_stopping_at_the_pruned_model():
     assert stopping[0].best_score == -torch.inf and stopping[1].best_score == torch.inf
     should_stop, _ = stopping[0]._evaluate_stopping_criteria(torch.tensor(70.0))
     assert not should_stop and stopping[0].best_score == 70.0, "the first pruned score is the new best"
+
+
+def test_the_pruning_state_round_trips_and_reads_the_earlier_key():
+    pruning = ScheduledPruning(schedule=[{"epoch": 1}, {"epoch": 2}], head_sparsity=0.5)
+    pruning.events_done, pruning.earlier_best = 1, ["a.ckpt"]
+    resumed = ScheduledPruning(schedule=[{"epoch": 1}, {"epoch": 2}], head_sparsity=0.5)
+    resumed.load_state_dict(pruning.state_dict())
+    assert (resumed.events_done, resumed.earlier_best) == (1, ["a.ckpt"])
+    resumed.load_state_dict({"done": 2})  # the key checkpoints of earlier versions hold
+    assert resumed.events_done == 2

@@ -171,7 +171,7 @@ def test_a_resumed_run_removes_the_same_units_and_ends_equal_to_the_uninterrupte
     score = f"pruning.score={score}"
     whole = run_for(tmp_path / "whole", toy_senteval_dir, tiny_model_dir, corpus, 3, score, schedule=schedule)
     midway = tmp_path / "whole" / "checkpoints" / resume_from
-    assert torch.load(midway, weights_only=True)["callbacks"]["ScheduledPruning"]["done"] == done
+    assert torch.load(midway, weights_only=True)["callbacks"]["ScheduledPruning"]["events_done"] == done
     resumed = run_for(tmp_path / "resumed", toy_senteval_dir, tiny_model_dir, corpus, 3, score,
                       f"ckpt_path={midway}", schedule=schedule)  # fmt: skip
     assert resumed["global_step"] == whole["global_step"] == 6
@@ -204,7 +204,7 @@ def test_pruning_under_bf16_autocast_selects_the_units_sparsecse_prune_selects(
     )
     sparsifier = Sparsifier(num_batches=2, seed=cfg.seed)
     sparsifier.attach(encoder)
-    importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(cfg.seed)), event=0, rank=0)
+    importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(cfg.seed)), scoring=0, rank=0)
     sparsifier.apply(encoder, PruningEvent("step", 0, 0.5, 0.5), importance)
     for key, gate in zip(GATES, encoder.gates.heads + encoder.gates.neurons):
         assert torch.equal(trained[key], gate), key

@@ -175,7 +175,7 @@ def test_killed_mid_epoch_after_pruning_then_restarted_equals_the_uninterrupted_
         assert log[-1].endswith("[sparsecse.run][ERROR] " + stopped.stderr.strip().splitlines()[-1])
     at_stop = torch.load(broken / "checkpoints" / "last.ckpt", weights_only=True)
     assert at_stop["global_step"] == saved_step
-    assert at_stop["callbacks"]["ScheduledPruning"]["done"] == 1
+    assert at_stop["callbacks"]["ScheduledPruning"]["events_done"] == 1
     resumed = run_script(overrides, broken)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     (expected, expected_history), (got, got_history) = final_state(whole), final_state(broken)
