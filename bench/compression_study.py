@@ -165,6 +165,19 @@ def publish(out: Path, dest: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
     print(pareto_plot(summarise(read_points(dest)), dest / "pareto.png"))
+    doc = dest.parent / f"{dest.name}.md"  # docs/compression.md beside docs/compression/
+    if doc.is_file():
+        doc.write_text(with_tables(doc.read_text(), dest))
+        print(f"{doc}: tables rewritten")
+
+
+def with_tables(text: str, dest: Path) -> str:
+    """The doc with its generated block (between the two markers) made from the study folder."""
+    from sparsecse.compression import TABLES_BEGIN, TABLES_END, compression_tables
+
+    before, rest = text.split(TABLES_BEGIN)
+    after = rest.split(TABLES_END)[1]
+    return f"{before}{TABLES_BEGIN}\n{compression_tables(dest)}\n{TABLES_END}{after}"
 
 
 def main() -> None:

@@ -16,6 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# docs/compression.md's generated block lies between these lines
+TABLES_BEGIN = "<!-- tables made by compression_tables(docs/compression): do not edit -->"
+TABLES_END = "<!-- end of the generated tables -->"
 SPEED = "speed.json"
 RESULTS = "results.json"
 # row label of each (series, variant); variant: "pruned" (before recovery), "after", or "int8"
