@@ -288,11 +288,8 @@ class ScheduledPruning(L.Callback):
                   f"{record['seconds']:.0f} s, loss {losses[0]:.5f} -> {losses[-1]:.5f}")  # fmt: skip
 
     def state_dict(self) -> dict:
-        return {
-            "events_done": self.events_done,
-            "earlier_best": self.earlier_best,
-            "recoveries": self.recoveries,
-        }
+        state = {"events_done": self.events_done, "earlier_best": self.earlier_best}
+        return {**state, "recoveries": self.recoveries}
 
     def load_state_dict(self, state_dict: dict) -> None:
         # "done": the same count, as checkpoints of earlier versions name it
