@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from sparsecse.compression import TABLES_BEGIN, TABLES_END
+
 SPARSITIES = (0.35, 0.55, 0.75, 0.85)  # about 1.3x, 1.8x, 2.5x and 3.5x through encode on 2 cores
 LAYERS = (5, 4, 3, 2)  # of MiniLM's 6
 UNITS = lambda p: [f"pruning.head_sparsity={p}", f"pruning.ffn_sparsity={p}"]  # noqa: E731
@@ -127,10 +129,15 @@ def measure_speed(out: Path, rounds: int) -> dict:
                 seconds[name].append(time.perf_counter() - start)
             print(f"speed: round {index + 1} of {rounds}", flush=True)
     dense = statistics.median(seconds["dense PyTorch"])
-    speed = {
+    run = {
+        "date": time.strftime("%Y-%m-%d"),
         "threads": threads,
         "rounds": rounds,
+        "models": len(encoders),
         "dense_sentences_per_second": round(len(sentences) / dense, 1),
+    }
+    speed = {
+        "runs": [run],
         "speedup": {name: round(dense / statistics.median(s), 3) for name, s in seconds.items()},
         "int8_sts": {},
     }
@@ -156,14 +163,22 @@ def export_int8(out: Path, series: list[str]) -> None:
 
 
 def publish(out: Path, dest: Path) -> None:
-    """The study's numbers without its models, as docs/compression/ holds them (with the driver's log
-    of each point's wall time, `study.log`, where it was kept), and its plot."""
-    from sparsecse.compression import pareto_plot, read_points, summarise
+    """The study's numbers without its models, as docs/compression/ holds them, and its plot. What
+    `dest` holds already is kept: its speed.json is merged with this study's (seeds run at different
+    times, each measured against the dense model of its own speed run), and the driver's log of each
+    point's wall time, `study.log`, where it was kept, goes to logs/<date>.log."""
+    from sparsecse.compression import merge_speed, pareto_plot, read_points, summarise
 
-    for path in [*out.rglob(RESULTS), out / SPEED, *out.glob("study.log")]:
+    for path in out.rglob(RESULTS):
         target = dest / path.relative_to(out)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
+    earlier = json.loads((dest / SPEED).read_text()) if (dest / SPEED).is_file() else {}
+    speed = merge_speed(earlier, json.loads((out / SPEED).read_text()))
+    (dest / SPEED).write_text(json.dumps(speed, indent=2) + "\n")
+    if (out / "study.log").is_file():
+        (dest / "logs").mkdir(exist_ok=True)
+        shutil.copyfile(out / "study.log", dest / "logs" / f"{time.strftime('%Y-%m-%d')}.log")
     print(pareto_plot(summarise(read_points(dest)), dest / "pareto.png"))
     doc = dest.parent / f"{dest.name}.md"  # docs/compression.md beside docs/compression/
     if doc.is_file():
@@ -173,7 +188,7 @@ def publish(out: Path, dest: Path) -> None:
 
 def with_tables(text: str, dest: Path) -> str:
     """The doc with its generated block (between the two markers) made from the study folder."""
-    from sparsecse.compression import TABLES_BEGIN, TABLES_END, compression_tables
+    from sparsecse.compression import compression_tables
 
     before, rest = text.split(TABLES_BEGIN)
     after = rest.split(TABLES_END)[1]

@@ -3,8 +3,8 @@ encode speed-up over the dense model, mean ± std over seeds, and the Pareto fro
 
 A study folder (bench/compression_study.py) holds `<series>/<level>/seed<S>/results.json` (one
 `sparsecse-prune` run each), `dense/results.json`, and `speed.json`: the speed-up of every model
-directory (`"<series>/<level>/seed<S> PyTorch"`, `"... int8"`) over the dense PyTorch model of one
-run, and the int8 graphs' STS scores.
+directory (`"<series>/<level>/seed<S> PyTorch"`, `"... int8"`) over the dense PyTorch model of the
+speed run that measured it, the int8 graphs' STS scores, and one record per speed run (`runs`).
 """
 
 from __future__ import annotations
@@ -66,6 +66,19 @@ class Row:
     speedup_std: float
     sts_avg: float
     sts_std: float
+
+
+def merge_speed(earlier: dict, later: dict) -> dict:
+    """Two speed.json records as one: the runs of both (a run published twice is kept once), and for a
+    model both measured, the later run's figures. Each speed-up stays a ratio against the dense model
+    of its own run, so models measured in different runs (seeds run at different times) sit side by
+    side."""
+    runs = earlier.get("runs", [])
+    return {
+        "runs": [*runs, *(run for run in later.get("runs", []) if run not in runs)],
+        "speedup": {**earlier.get("speedup", {}), **later.get("speedup", {})},
+        "int8_sts": {**earlier.get("int8_sts", {}), **later.get("int8_sts", {})},
+    }
 
 
 def read_points(root: str | Path) -> list[Point]:

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from sparsecse.compression import (
     frontier,
     interpolate,
     margins,
+    merge_speed,
     pareto_plot,
     picks_table,
     read_points,
@@ -149,3 +152,42 @@ def test_the_targets_say_met_only_where_the_numbers_meet_them():
     # 78.8 at 1.6x; int8 reaches 2.1x only; 78.2 at 1.8x; 79.4 at 1.4x; random +3.07, +0.53; no layers
     assert met == ["yes", "no", "yes", "yes", "yes", "no"]
     assert "| 78.80, between" in targets_table(rows)
+
+
+def test_speed_runs_merge_with_the_later_run_winning_and_each_run_kept_once():
+    earlier = {"runs": [{"date": "a"}], "speedup": {"dense PyTorch": 1.0, "x/p1/seed1 PyTorch": 1.4,
+               "dense int8": 1.6}, "int8_sts": {"dense int8": {"sts_avg": 78.4}}}  # fmt: skip
+    later = {"runs": [{"date": "b"}], "speedup": {"dense PyTorch": 1.0, "x/p1/seed2 PyTorch": 1.5,
+             "dense int8": 1.7}, "int8_sts": {"dense int8": {"sts_avg": 78.4}}}  # fmt: skip
+    merged = merge_speed(earlier, later)
+    assert merged["speedup"] == {"dense PyTorch": 1.0, "x/p1/seed1 PyTorch": 1.4, "dense int8": 1.7,
+                                 "x/p1/seed2 PyTorch": 1.5}  # fmt: skip
+    assert merged["runs"] == [{"date": "a"}, {"date": "b"}]
+    assert merge_speed(merged, later) == merged
+    assert merge_speed({}, later) == later
+
+
+def study_driver():
+    path = Path(__file__).parents[1] / "bench" / "compression_study.py"
+    spec = importlib.util.spec_from_file_location("compression_study", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_publishing_a_later_seed_keeps_what_was_published_and_rewrites_the_tables(tmp_path):
+    driver = study_driver()
+    write_study(tmp_path / "first", seeds=(1, 2))
+    write_study(tmp_path / "later", seeds=(3,))
+    (tmp_path / "later" / "study.log").write_text("sparsecse 0.5 seed 3: STS avg 81.00, 300 s\n")
+    dest = tmp_path / "docs" / "compression"
+    doc = tmp_path / "docs" / "compression.md"
+    dest.mkdir(parents=True)
+    doc.write_text(f"# prose\n\n{driver.TABLES_BEGIN}\nstale\n{driver.TABLES_END}\n\nmore prose\n")
+    driver.publish(tmp_path / "first", dest)
+    driver.publish(tmp_path / "later", dest)
+    assert {p.seed for p in read_points(dest) if p.level == "p0.5"} == {1, 2, 3}
+    assert (dest / "pareto.png").is_file() and len(list((dest / "logs").glob("*.log"))) == 1
+    text = doc.read_text()
+    assert text.startswith("# prose") and text.endswith("more prose\n") and "stale" not in text
+    assert compression_tables(dest) in text
