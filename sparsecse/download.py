@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Literal, get_args
 
-from sparsecse.errors import ConfigError
+from sparsecse.errors import ConfigError, first_few
 from sparsecse.paths import DATA_DIR_ENV
 from sparsecse.sources import CHUNK_BYTES, SIMCSE_HUB, DownloadError, Hub, Mirror, hub_retries_unlogged
 
@@ -257,5 +257,4 @@ def _wait_for(data_dir: Path, files: Sequence[str], what: str, ways_out: str) ->
 
 
 def listing(paths: Sequence[Path], shown: int = 3) -> str:
-    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
-    return ", ".join(str(p) for p in paths[:shown]) + more
+    return first_few([str(path) for path in paths], shown)

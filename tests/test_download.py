@@ -485,7 +485,7 @@ def test_auto_fetches_what_a_run_lacks_and_says_where(
     assert dl.fetch_missing(data_dir, NEEDED, "auto", source=hub) == ["senteval"]
     assert all((data_dir / name).read_text() == SENTEVAL[name] for name in NEEDED)
     out = capsys.readouterr().out
-    lacking = f"{data_dir} lacks the senteval data (STS/STSBenchmark/sts-test.csv and 1 more)"
+    lacking = f"{data_dir} lacks the senteval data (STS/STSBenchmark/sts-test.csv, and 1 more)"
     assert f"{lacking}: downloading" in out
     assert re.search(f"senteval data downloaded, checked and placed in {data_dir} in [0-9.]+ s", out)
     requests = len(server.requests)
