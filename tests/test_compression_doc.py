@@ -8,7 +8,6 @@ import json
 import re
 import statistics
 from functools import cache
-from pathlib import Path
 
 import pytest
 
@@ -22,8 +21,10 @@ from sparsecse.compression import (
     Row,
     best_at,
     compression_tables,
+    frontier,
     read_points,
     summarise,
+    targets_table,
 )
 
 STUDY = REPO_ROOT / "docs" / "compression"
@@ -93,6 +94,23 @@ def test_layers_chosen_by_importance_against_even_spacing():
         for k in ("keep4", "keep3", "keep2")
     ]
     assert f"by importance scores {signed(differences)} against evenly spaced layers" in doc()
+    chosen, evenly = recipe_row("layers-importance", "int8", "keep2"), recipe_row("layers", "int8", "keep2")
+    assert f"In int8 at keep2 it scores {chosen.sts_avg:.2f} against {evenly.sts_avg:.2f}" in doc()
+    chosen, evenly = recipe_row("layers-importance", "after", "keep2"), recipe_row("layers", "after", "keep2")
+    assert f"measured {chosen.speedup:.2f}x (by importance) and {evenly.speedup:.2f}x (evenly)" in doc()
+
+
+def test_what_int8_adds_over_the_same_models():
+    def gains(series: str, levels: tuple[str, ...]) -> str:
+        return ", ".join(
+            f"{recipe_row(series, 'int8', level).speedup / recipe_row(series, 'after', level).speedup:.2f}x"
+            for level in levels
+        )
+
+    layers = gains("layers", ("keep5", "keep4", "keep3", "keep2"))
+    sparsecse = gains("sparsecse", ("p0.35", "p0.55", "p0.75", "p0.85"))
+    assert f"int8 is {layers} faster for layers dropped evenly" in doc()
+    assert f"and {sparsecse} for recovered SparseCSE" in doc()
 
 
 @pytest.mark.parametrize("speedup", SPEEDUPS)
@@ -102,15 +120,39 @@ def test_the_pick_at_each_speed(speedup):
     assert f"at {speedup}x or faster: {pick}" in doc()
 
 
+def test_a_layer_dropped_int8_model_is_the_pick_at_every_speed():
+    picks = [best_at(list(rows().values()), speedup).recipe for speedup in SPEEDUPS]
+    assert all(pick.startswith("layers dropped") and pick.endswith("int8 ONNX") for pick in picks), picks
+    assert "layers dropped and distilled, exported to int8 ONNX**. It is the pick at every speed" in doc()
+
+
+def test_where_recovered_sparsecse_is_on_the_frontier():
+    on_it = [row for row in frontier(list(rows().values())) if row.recipe.startswith("SparseCSE")]
+    named = "; ".join(f"{r.recipe} ({r.level}), {r.sts_avg:.2f} at {r.speedup:.2f}x" for r in on_it)
+    assert f"Recovered SparseCSE is on the Pareto frontier at {len(on_it)} points: {named}." in doc()
+    layers = sorted(
+        (r for r in rows().values() if r.recipe.startswith("layers dropped")), key=lambda r: r.speedup
+    )
+
+    def at(row: Row | None) -> str:
+        return "none faster" if row is None else f"{row.sts_avg:.2f} at {row.speedup:.2f}x"
+
+    gaps = "; ".join(
+        f"{at([r for r in layers if r.speedup < row.speedup][-1])} and "
+        f"{at(next((r for r in layers if r.speedup > row.speedup), None))}"
+        for row in on_it
+    )
+    assert f"layer-dropped models (the nearest slower and faster one: {gaps})" in doc()
+
+
 def test_how_many_targets_are_met():
-    table = compression_tables(STUDY).split("The targets:")[1]
-    met = [line.rsplit("|", 2)[1].strip() for line in table.strip().splitlines()[2:]]
+    met = [line.rsplit("|", 2)[1].strip() for line in targets_table(list(rows().values())).splitlines()[2:]]
     assert f"{met.count('yes')} of the {len(met)} targets are met" in doc()
 
 
 def test_the_seeds_each_row_holds():
-    seeds = sorted({row.seeds for row in rows().values() if row.recipe != RECIPES["dense", "after"]
-                    and row.recipe != RECIPES["dense", "int8"]})  # fmt: skip
+    dense = {RECIPES["dense", "after"], RECIPES["dense", "int8"]}
+    seeds = sorted({row.seeds for row in rows().values() if row.recipe not in dense})
     held = f"{seeds[0]} seed" if len(seeds) == 1 else f"{seeds[0]} to {seeds[-1]} seeds"
     assert f"each row of a recipe holds {held}" in doc()
 
@@ -134,4 +176,4 @@ def test_the_log_line_pattern_reads_the_drivers_lines():
 
 
 def test_the_study_folder_holds_no_weights():
-    assert not [p for p in Path(STUDY).rglob("*") if p.suffix in {".safetensors", ".onnx", ".bin", ".ckpt"}]
+    assert not [p for p in STUDY.rglob("*") if p.suffix in {".safetensors", ".onnx", ".bin", ".ckpt"}]
