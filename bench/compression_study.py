@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import statistics
 import subprocess
@@ -51,6 +52,7 @@ LEVEL_NAME = {"sparsecse": "p{}", "random": "p{}", "layers": "keep{}", "layers-i
               "dense-distilled": "p{}"}  # fmt: skip
 RESULTS = "results.json"
 SPEED = "speed.json"
+STAND_INS = "stand-ins"  # models cut to the shapes of points timed elsewhere
 
 
 def point_dir(out: Path, series: str, level: float, seed: int) -> Path:
@@ -94,12 +96,50 @@ def run_points(out: Path, seeds: list[int], steps: int, series: list[str]) -> No
 
 
 def model_dirs(out: Path) -> list[Path]:
-    return sorted(path.parent for path in out.rglob(RESULTS))
+    return sorted(path.parent for path in out.rglob(RESULTS) if STAND_INS not in path.parts)
 
 
-def measure_speed(out: Path, rounds: int) -> dict:
+def build_stand_ins(out: Path, published: Path | None, checks: list[str]) -> dict[str, Path]:
+    """Models with the recorded shapes of points whose weights are not in `out` (published ones from
+    other machines), cut from the dense model, so that every model is timed in one run; and for each
+    point of `checks`, a stand-in beside the real model, timed too, to show that the shapes alone set
+    the speed. Name -> model directory, under out/stand-ins/ (the checks under check/)."""
+    from sparsecse.compression import recorded_structure
+    from sparsecse.model_io import load_encoder, save_sparse_encoder
+    from sparsecse.removal import cut_to_structure
+
+    int8 = set(json.loads((published / SPEED).read_text())["speedup"]) if published else set()
+    wanted = {}
+    if published:
+        for path in sorted(published.rglob(RESULTS)):
+            name = str(path.parent.relative_to(published))
+            if not (out / name / RESULTS).is_file():
+                wanted[name] = (path, f"{name} int8" in int8)
+    for name in checks:
+        wanted[f"check/{name}"] = (out / name / RESULTS, (out / name / "onnx" / "model_qint8.onnx").is_file())
+    made = {}
+    for name, (results, with_int8) in wanted.items():
+        directory = out / STAND_INS / name
+        if not (directory / "sparsecse.json").is_file():
+            encoder = load_encoder(str(out / "dense"))
+            cut_to_structure(encoder, *recorded_structure(json.loads(results.read_text())))
+            save_sparse_encoder(encoder, directory, onnx="int8" if with_int8 else "none")
+            print(f"{directory}: stand-in written", flush=True)
+        made[name] = directory
+    return made
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def measure_speed(out: Path, rounds: int, published: Path | None = None, checks: list[str] = ()) -> dict:
     """Every model of the study in one process: encode speed-up over the dense PyTorch model of this
-    run (PyTorch, and int8 ONNX where exported), and the int8 graphs' STS avg."""
+    run (PyTorch, and int8 ONNX where exported), and the int8 graphs' STS avg. With `published`, the
+    published points whose weights are not here are timed through stand-ins of their shapes."""
     import torch
     from onnx_serving import OnnxEncoder  # bench/, beside this script
     from sentence_transformers import SentenceTransformer
@@ -111,14 +151,17 @@ def measure_speed(out: Path, rounds: int) -> dict:
     stsb = read_stsb(data_dir, "dev")
     sentences = stsb.sent1 + stsb.sent2
     threads = torch.get_num_threads()
-    encoders = {}
-    for directory in model_dirs(out):
-        name = str(directory.relative_to(out))
+    stand_ins = build_stand_ins(out, published, list(checks))
+    directories = {str(d.relative_to(out)): d for d in model_dirs(out)} | stand_ins
+    encoders, scored = {}, []
+    for name, directory in directories.items():
         encoders[f"{name} PyTorch"] = SentenceTransformer(
             str(directory), device="cpu", trust_remote_code=True
         ).encode
         if (directory / "onnx" / "model_qint8.onnx").is_file():
             encoders[f"{name} int8"] = OnnxEncoder(directory, "onnx/model_qint8.onnx", threads).encode
+            if name not in stand_ins:  # a stand-in's weights are the dense model's, cut: no score
+                scored.append(f"{name} int8")
     seconds = {name: [] for name in encoders}
     with torch.no_grad():
         for index in range(rounds):  # interleaved, so that drifts in the machine's speed hit every model
@@ -131,9 +174,11 @@ def measure_speed(out: Path, rounds: int) -> dict:
     dense = statistics.median(seconds["dense PyTorch"])
     run = {
         "date": time.strftime("%Y-%m-%d"),
+        "cpu": cpu_name(),
         "threads": threads,
         "rounds": rounds,
         "models": len(encoders),
+        "stand_ins": sorted(stand_ins),
         "dense_sentences_per_second": round(len(sentences) / dense, 1),
     }
     speed = {
@@ -141,10 +186,9 @@ def measure_speed(out: Path, rounds: int) -> dict:
         "speedup": {name: round(dense / statistics.median(s), 3) for name, s in seconds.items()},
         "int8_sts": {},
     }
-    for name, encode in encoders.items():
-        if name.endswith(" int8"):
-            embed = lambda texts, e=encode: torch.from_numpy(e(texts, batch_size=128))  # noqa: E731
-            speed["int8_sts"][name] = evaluate_sts(embed, data_dir)
+    for name in scored:
+        embed = lambda texts, e=encoders[name]: torch.from_numpy(e(texts, batch_size=128))  # noqa: E731
+        speed["int8_sts"][name] = evaluate_sts(embed, data_dir)
     (out / SPEED).write_text(json.dumps(speed, indent=2) + "\n")
     return speed
 
@@ -205,6 +249,10 @@ def main() -> None:
                         help="export the int8 ONNX graph of these series' models that lack one")  # fmt: skip
     parser.add_argument("--speed", action="store_true", help="measure every model written so far")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stand-ins-for", type=Path, help="with --speed: time the points published "
+                        "there whose weights are not in --out through stand-ins of their shapes")  # fmt: skip
+    parser.add_argument("--check-stand-ins", nargs="+", default=[], metavar="POINT",
+                        help="with --speed: time stand-ins of these points of --out beside them")  # fmt: skip
     parser.add_argument("--table", action="store_true", help="print docs/compression.md's tables")
     parser.add_argument("--publish", type=Path, help="copy every results.json and speed.json (no weights) "
                         "there, and draw the Pareto plot")  # fmt: skip
@@ -219,7 +267,7 @@ def main() -> None:
 
         print(compression_tables(args.out))
     elif args.speed:
-        speed = measure_speed(args.out, args.rounds)
+        speed = measure_speed(args.out, args.rounds, args.stand_ins_for, args.check_stand_ins)
         print(json.dumps(speed["speedup"], indent=2))
     else:
         start = time.perf_counter()

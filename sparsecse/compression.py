@@ -81,6 +81,17 @@ def merge_speed(earlier: dict, later: dict) -> dict:
     }
 
 
+def recorded_structure(results: dict) -> tuple[list[int], list[int]]:
+    """A point's model shape from its results.json (`sparsity`'s per-layer counts, which
+    `sparsecse-prune` records): (heads, FFN neurons), one entry per layer."""
+    counts = results["sparsity"]
+    layers = range(sum(key.startswith("prune/heads_layer") for key in counts))
+    return (
+        [int(counts[f"prune/heads_layer{i}"]) for i in layers],
+        [int(counts[f"prune/neurons_layer{i}"]) for i in layers],
+    )
+
+
 def read_points(root: str | Path) -> list[Point]:
     """Every (recipe, level, seed) of a study folder that has both a result and a speed."""
     root = Path(root)

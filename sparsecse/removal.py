@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
+from sparsecse.layers import drop_layers
 from sparsecse.layout import encoder_layers, ffn_size, layer_structure
 from sparsecse.surgery import (
     DENSE_CLASSES,
@@ -102,6 +104,28 @@ def remove_units(
     config.check_kept_units()
     check_structure(backbone)
     return backbone
+
+
+def cut_to_structure(encoder: nn.Module, heads: Sequence[int], ffn: Sequence[int]) -> None:
+    """Cut a dense encoder to a given structure (`structure`'s "heads" and "ffn": per layer, the heads
+    and FFN neurons kept), keeping its first layers and each layer's first units.
+
+    Why: the stand-in of a pruned model whose weights are gone, to time it again on another machine;
+    encode time depends on the shapes alone, not on which units were kept or their values.
+    """
+    layers = encoder_layers(encoder.backbone)
+    if len(heads) != len(ffn) or not 0 < len(heads) <= len(layers):
+        raise ValueError(f"need 1 to {len(layers)} layers of heads and FFN widths, got {heads} and {ffn}")
+    current = [layer_structure(layer) for layer in layers[: len(heads)]]
+    for i, ((h, n), (h_now, n_now)) in enumerate(zip(zip(heads, ffn), current)):
+        if not (0 < h <= h_now and 0 <= n <= n_now):
+            raise ValueError(f"layer {i}: cannot cut {h_now} heads and {n_now} neurons to {h} and {n}")
+    drop_layers(encoder, range(len(heads)))
+    remove_units(
+        encoder.backbone,
+        [(torch.arange(h_now) < h).float() for h, (h_now, _) in zip(heads, current)],
+        [(torch.arange(n_now) < n).float() for n, (_, n_now) in zip(ffn, current)],
+    )
 
 
 def apply_gates(encoder: nn.Module) -> None:

@@ -20,9 +20,11 @@ from sparsecse.compression import (
     pareto_plot,
     picks_table,
     read_points,
+    recorded_structure,
     summarise,
     targets_table,
 )
+from sparsecse.model_io import save_sparse_encoder
 
 
 def write_study(root, seeds=(1, 2)) -> None:
@@ -191,3 +193,34 @@ def test_publishing_a_later_seed_keeps_what_was_published_and_rewrites_the_table
     text = doc.read_text()
     assert text.startswith("# prose") and text.endswith("more prose\n") and "stale" not in text
     assert compression_tables(dest) in text
+
+
+def counts(heads: list[int], ffn: list[int]) -> dict:
+    """results.json's `sparsity` record of a model of these shapes, as sparsecse-prune writes it."""
+    record = {"prune/encoder_parameters": 1.0, "prune/head_sparsity": 0.5}
+    for i, (h, n) in enumerate(zip(heads, ffn)):
+        record |= {f"prune/heads_layer{i}": float(h), f"prune/neurons_layer{i}": float(n)}
+    return record
+
+
+def test_a_points_shapes_are_read_from_its_results():
+    assert recorded_structure({"sparsity": counts([3, 1, 4], [64, 0, 128])}) == ([3, 1, 4], [64, 0, 128])
+
+
+def test_stand_ins_take_the_recorded_shapes_of_points_timed_elsewhere(make_encoder, tmp_path):
+    driver = study_driver()
+    out, published = tmp_path / "out", tmp_path / "published"
+    save_sparse_encoder(make_encoder(num_hidden_layers=3), out / "dense")
+    (out / "dense" / "results.json").write_text(json.dumps({"sparsity": counts([4] * 3, [64] * 3)}))
+    shapes = {"sparsecse/p0.5/seed1": ([2, 1, 3], [32, 16, 48]), "layers/keep2/seed1": ([4, 4], [64, 64]),
+              "dense": ([4] * 3, [64] * 3)}  # fmt: skip
+    for name, shape in shapes.items():
+        (published / name).mkdir(parents=True, exist_ok=True)
+        (published / name / "results.json").write_text(json.dumps({"sparsity": counts(*shape)}))
+    (published / "speed.json").write_text(json.dumps({"speedup": {}}))
+    made = driver.build_stand_ins(out, published, checks=["dense"])
+    assert set(made) == {"sparsecse/p0.5/seed1", "layers/keep2/seed1", "check/dense"}  # dense is in out
+    for name, directory in made.items():
+        written = json.loads((directory / "sparsecse.json").read_text())["structure"]
+        assert (written["heads"], written["ffn"]) == shapes[name.removeprefix("check/")]
+    assert [d.name for d in driver.model_dirs(out)] == ["dense"]  # a stand-in is not a point

@@ -7,7 +7,7 @@ import torch
 from helpers import tiny_bert
 from transformers import AutoModel, RobertaConfig, RobertaModel
 
-from sparsecse.removal import apply_gates, remove_units, structure
+from sparsecse.removal import apply_gates, cut_to_structure, remove_units, structure
 from sparsecse.surgery import (
     SparseBertConfig,
     SparseBertModel,
@@ -216,3 +216,15 @@ def test_apply_gates_makes_gated_encoder_physical(make_encoder):
     assert structure(encoder.backbone)["heads"] == [2, 4] and structure(encoder.backbone)["ffn"] == [64, 54]
     assert not any(m._forward_pre_hooks for m in encoder.backbone.modules())
     assert (encoder.encode(TEXTS) - gated).abs().max() < 1e-5
+
+
+def test_a_dense_encoder_is_cut_to_a_recorded_structure(make_encoder):
+    encoder = make_encoder(num_hidden_layers=3)
+    cut_to_structure(encoder, [2, 4], [0, 48])
+    assert structure(encoder.backbone)["heads"] == [2, 4] and structure(encoder.backbone)["ffn"] == [0, 48]
+    assert encoder.encode(["a cat"]).shape == (1, 32)
+    with pytest.raises(ValueError, match="layer 0: cannot cut 2 heads"):
+        cut_to_structure(encoder, [3], [8])
+    with pytest.raises(ValueError, match="need 1 to 2 layers"):
+        cut_to_structure(encoder, [1, 1, 1], [8, 8, 8])
+    assert structure(encoder.backbone)["heads"] == [2, 4]  # a refused cut changes nothing
