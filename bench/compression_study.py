@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
@@ -165,7 +166,10 @@ def measure_speed(out: Path, rounds: int, published: Path | None = None, checks:
     seconds = {name: [] for name in encoders}
     with torch.no_grad():
         for index in range(rounds):  # interleaved, so that drifts in the machine's speed hit every model
-            for name, encode in encoders.items():
+            order = list(encoders)  # and shuffled: a drift within a round hits no model more than another
+            random.Random(index).shuffle(order)
+            for name in order:
+                encode = encoders[name]
                 encode(sentences[:256], batch_size=64)  # warm-up
                 start = time.perf_counter()
                 encode(sentences, batch_size=64)
