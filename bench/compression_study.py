@@ -26,6 +26,7 @@ the dense PyTorch model of the same run; int8 graphs run in ONNX Runtime and are
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from sparsecse.compression import TABLES_BEGIN, TABLES_END
@@ -100,34 +102,38 @@ def model_dirs(out: Path) -> list[Path]:
     return sorted(path.parent for path in out.rglob(RESULTS) if STAND_INS not in path.parts)
 
 
-def build_stand_ins(out: Path, published: Path | None, checks: list[str]) -> dict[str, Path]:
+def build_stand_ins(out: Path, published: Path | None, checks: Sequence[str]) -> dict[str, Path]:
     """Models with the recorded shapes of points whose weights are not in `out` (published ones from
     other machines), cut from the dense model, so that every model is timed in one run; and for each
-    point of `checks`, a stand-in beside the real model, timed too, to show that the shapes alone set
-    the speed. Name -> model directory, under out/stand-ins/ (the checks under check/)."""
+    point of `checks`, a stand-in beside the real model, timed too, to compare the two speeds.
+    Name -> model directory, under out/stand-ins/ (the checks under check/)."""
     from sparsecse.compression import recorded_structure
     from sparsecse.model_io import load_encoder, save_sparse_encoder
     from sparsecse.removal import cut_to_structure
 
-    int8 = set(json.loads((published / SPEED).read_text())["speedup"]) if published else set()
+    timed = set(json.loads((published / SPEED).read_text())["speedup"]) if published else set()
     wanted = {}
     if published:
         for path in sorted(published.rglob(RESULTS)):
             name = str(path.parent.relative_to(published))
             if not (out / name / RESULTS).is_file():
-                wanted[name] = (path, f"{name} int8" in int8)
+                wanted[name] = (path, f"{name} int8" in timed)
     for name in checks:
+        if not (out / name / RESULTS).is_file():
+            raise SystemExit(f"--check-stand-ins: {out / name} holds no {RESULTS}")
         wanted[f"check/{name}"] = (out / name / RESULTS, (out / name / "onnx" / "model_qint8.onnx").is_file())
-    made = {}
-    for name, (results, with_int8) in wanted.items():
-        directory = out / STAND_INS / name
-        if not (directory / "sparsecse.json").is_file():
-            encoder = load_encoder(str(out / "dense"))
-            cut_to_structure(encoder, *recorded_structure(json.loads(results.read_text())))
-            save_sparse_encoder(encoder, directory, onnx="int8" if with_int8 else "none")
-            print(f"{directory}: stand-in written", flush=True)
-        made[name] = directory
-    return made
+    missing = {
+        name: spec
+        for name, spec in wanted.items()
+        if not (out / STAND_INS / name / "sparsecse.json").is_file()
+    }
+    dense = load_encoder(str(out / "dense")) if missing else None
+    for name, (results, with_int8) in missing.items():
+        encoder = copy.deepcopy(dense)
+        cut_to_structure(encoder, *recorded_structure(json.loads(results.read_text())))
+        save_sparse_encoder(encoder, out / STAND_INS / name, onnx="int8" if with_int8 else "none")
+        print(f"{out / STAND_INS / name}: stand-in written", flush=True)
+    return {name: out / STAND_INS / name for name in wanted}
 
 
 def cpu_name() -> str:
@@ -137,7 +143,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def measure_speed(out: Path, rounds: int, published: Path | None = None, checks: list[str] = ()) -> dict:
+def measure_speed(out: Path, rounds: int, published: Path | None = None, checks: Sequence[str] = ()) -> dict:
     """Every model of the study in one process: encode speed-up over the dense PyTorch model of this
     run (PyTorch, and int8 ONNX where exported), and the int8 graphs' STS avg. With `published`, the
     published points whose weights are not here are timed through stand-ins of their shapes."""
@@ -152,7 +158,7 @@ def measure_speed(out: Path, rounds: int, published: Path | None = None, checks:
     stsb = read_stsb(data_dir, "dev")
     sentences = stsb.sent1 + stsb.sent2
     threads = torch.get_num_threads()
-    stand_ins = build_stand_ins(out, published, list(checks))
+    stand_ins = build_stand_ins(out, published, checks)
     directories = {str(d.relative_to(out)): d for d in model_dirs(out)} | stand_ins
     encoders, scored = {}, []
     for name, directory in directories.items():

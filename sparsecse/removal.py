@@ -111,7 +111,8 @@ def cut_to_structure(encoder: nn.Module, heads: Sequence[int], ffn: Sequence[int
     and FFN neurons kept), keeping its first layers and each layer's first units.
 
     Why: the stand-in of a pruned model whose weights are gone, to time it again on another machine;
-    encode time depends on the shapes alone, not on which units were kept or their values.
+    encode time should depend on the shapes alone, not on which units were kept or their values
+    (docs/compression.md reports a stand-in timed beside its model).
     """
     layers = encoder_layers(encoder.backbone)
     if len(heads) != len(ffn) or not 0 < len(heads) <= len(layers):

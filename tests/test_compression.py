@@ -224,3 +224,9 @@ def test_stand_ins_take_the_recorded_shapes_of_points_timed_elsewhere(make_encod
         written = json.loads((directory / "sparsecse.json").read_text())["structure"]
         assert (written["heads"], written["ffn"]) == shapes[name.removeprefix("check/")]
     assert [d.name for d in driver.model_dirs(out)] == ["dense"]  # a stand-in is not a point
+
+
+def test_a_stand_in_check_of_a_missing_point_is_refused_before_any_model_is_cut(tmp_path):
+    with pytest.raises(SystemExit, match="--check-stand-ins: .*nowhere/seed1 holds no results.json"):
+        study_driver().build_stand_ins(tmp_path, None, checks=["nowhere/seed1"])
+    assert not (tmp_path / "stand-ins").exists()

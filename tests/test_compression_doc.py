@@ -195,7 +195,7 @@ def test_every_model_was_timed_in_the_last_speed_run():
     )
 
 
-def test_a_stand_in_runs_at_its_models_speed():
+def test_the_stand_in_check_is_quoted_from_the_speed_run():
     speedup = json.loads((STUDY / SPEED).read_text())["speedup"]
     (checked,) = {name.split(" ")[0].removeprefix("check/") for name in speedup if name.startswith("check/")}
     pairs = "; ".join(

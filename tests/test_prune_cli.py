@@ -7,8 +7,10 @@ import torch
 from helpers import TEXTS, compose_prune
 
 from sparsecse.cli.prune import prune
+from sparsecse.compression import recorded_structure
 from sparsecse.errors import ConfigError
 from sparsecse.model_io import load_encoder
+from sparsecse.removal import structure
 
 
 def test_post_hoc_sparsification_writes_a_loadable_model(tmp_path, toy_senteval_dir, tiny_model_dir):
@@ -27,6 +29,8 @@ def test_post_hoc_sparsification_writes_a_loadable_model(tmp_path, toy_senteval_
     assert f"| after | {results['after']['stsb']:.2f} | {results['after']['sts_avg']:.2f} |" in card
     loaded = load_encoder(str(out), "avg")
     assert sum(layer.attention.self.query.out_features // 8 for layer in loaded.backbone.encoder.layer) == 4
+    units = structure(loaded.backbone)  # the shapes a stand-in of this point is cut to
+    assert recorded_structure(results) == (units["heads"], units["ffn"])
     overrides = [
         f"model={out}",
         "tasks=[stsb]",
