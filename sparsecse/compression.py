@@ -4,7 +4,8 @@ encode speed-up over the dense model, mean ± std over seeds, and the Pareto fro
 A study folder (bench/compression_study.py) holds `<series>/<level>/seed<S>/results.json` (one
 `sparsecse-prune` run each), `dense/results.json`, and `speed.json`: the speed-up of every model
 directory (`"<series>/<level>/seed<S> PyTorch"`, `"... int8"`) over the dense PyTorch model of the
-speed run that measured it, the int8 graphs' STS scores, and one record per speed run (`runs`).
+speed run that measured it, the int8 graphs' STS scores, and one record per speed run (`runs`,
+with the speed-ups that run measured).
 """
 
 from __future__ import annotations
@@ -92,10 +93,13 @@ def recorded_structure(results: dict) -> tuple[list[int], list[int]]:
     )
 
 
-def read_points(root: str | Path) -> list[Point]:
-    """Every (recipe, level, seed) of a study folder that has both a result and a speed."""
+def read_points(root: str | Path, run: int | None = None) -> list[Point]:
+    """Every (recipe, level, seed) of a study folder that has both a result and a speed: the latest
+    speed-up of each model, or with `run`, the speed-ups that speed run measured (`runs[run]`)."""
     root = Path(root)
     speed = json.loads((root / SPEED).read_text())
+    if run is not None:
+        speed["speedup"] = speed["runs"][run]["speedup"]
     points = []
     for path in sorted(root.rglob(RESULTS)):
         name = str(path.parent.relative_to(root))

@@ -69,6 +69,21 @@ def test_a_model_without_a_measured_speed_is_left_out(tmp_path):
     assert {p.seed for p in read_points(tmp_path) if p.level == "keep3"} == {1}
 
 
+def test_points_of_one_speed_run_take_that_runs_speed_ups(tmp_path):
+    write_study(tmp_path)
+    speed = json.loads((tmp_path / "speed.json").read_text())
+    earlier = {"dense PyTorch": 1.0, "sparsecse/p0.5/seed1 PyTorch": 1.5}  # timed fewer models, slower
+    speed["runs"] = [
+        {"date": "2026-01-01", "speedup": earlier},
+        {"date": "2026-01-02", "speedup": speed["speedup"]},
+    ]
+    (tmp_path / "speed.json").write_text(json.dumps(speed))
+    assert {(p.recipe, p.speedup) for p in read_points(tmp_path, run=0)} == {
+        ("dense", 1.0), ("SparseCSE, no recovery", 1.5), ("SparseCSE + recovery", 1.5)
+    }  # fmt: skip
+    assert read_points(tmp_path, run=1) == read_points(tmp_path)
+
+
 def test_rows_are_means_and_sample_stds_over_seeds(tmp_path):
     write_study(tmp_path, seeds=(1, 2, 3))
     rows = {row.recipe: row for row in summarise(read_points(tmp_path))}

@@ -195,11 +195,64 @@ def test_every_model_was_timed_in_the_last_speed_run():
     )
 
 
-def test_the_stand_in_check_is_quoted_from_the_speed_run():
+def test_the_stand_in_checks_are_quoted_from_the_speed_run():
     speedup = json.loads((STUDY / SPEED).read_text())["speedup"]
-    (checked,) = {name.split(" ")[0].removeprefix("check/") for name in speedup if name.startswith("check/")}
+    checks = [name.split(" ")[0] for name in speedup if name.startswith("check/")]
+    checked = sorted({name.removeprefix("check/") for name in checks})
+    assert checked, "the last speed run timed no stand-in beside its model"
     pairs = "; ".join(
-        f"{speedup[f'check/{checked} {kind}']:.2f}x against {speedup[f'{checked} {kind}']:.2f}x ({kind})"
-        for kind in ("PyTorch", "int8")
+        f"{point}: "
+        + ", ".join(
+            f"{speedup[f'check/{point} {kind}']:.2f}x against {speedup[f'{point} {kind}']:.2f}x ({kind})"
+            for kind in ("PyTorch", "int8")
+        )
+        for point in checked
     )
-    assert f"a stand-in of {checked} timed beside the model itself ran {pairs}" in doc()
+    assert f"stand-ins of {len(checked)} points timed beside the models themselves ran {pairs}" in doc()
+    gaps = {
+        kind: max(abs(speedup[f"check/{p} {kind}"] / speedup[f"{p} {kind}"] - 1) for p in checked)
+        for kind in ("PyTorch", "int8")
+    }
+    assert (
+        f"a stand-in's speed-up was within {gaps['PyTorch']:.0%} of its model's in PyTorch and "
+        f"{gaps['int8']:.0%} in int8" in doc()
+    )
+    assert f"ran within {gaps['PyTorch']:.0%} of them; in int8" in doc()
+    faster = [speedup[f"check/{p} int8"] > speedup[f"{p} int8"] for p in checked]
+    assert faster.count(True) == faster.count(False) == 1  # "one ran faster and one slower than its model"
+    assert f"one ran faster and one slower than its model, by up to {gaps['int8']:.0%}" in doc()
+    earlier, last = json.loads((STUDY / SPEED).read_text())["runs"][-2:]
+    shifts = [
+        abs(last["speedup"][n] / earlier["speedup"][n] - 1)
+        for n in earlier["speedup"]
+        if n in last["speedup"]
+    ]
+    assert max(gaps.values()) <= max(shifts)  # "no more than the shifts between two speed runs"
+
+
+def test_the_last_two_speed_runs_are_compared():
+    """How far a speed-up repeats: the models both of the last two speed runs timed, on one CPU."""
+    earlier, last = json.loads((STUDY / SPEED).read_text())["runs"][-2:]
+    assert earlier["cpu"] == last["cpu"] and earlier["threads"] == last["threads"]
+    shifts = {}
+    for kind in ("PyTorch", "int8"):
+        both = [name for name in earlier["speedup"] if name.endswith(f" {kind}") and name in last["speedup"]]
+        ratios = [
+            last["speedup"][name] / earlier["speedup"][name] - 1 for name in both if name != "dense PyTorch"
+        ]
+        shifts[kind] = (
+            f"{len(ratios)} {kind} models by a median {statistics.median(ratios):+.0%} "
+            f"({min(ratios):+.0%} to {max(ratios):+.0%})"
+        )
+    assert f"for the {shifts['PyTorch']} and for the {shifts['int8']}" in doc()
+    assert (
+        f"the dense model encoded {earlier['dense_sentences_per_second']} and "
+        f"{last['dense_sentences_per_second']} sentences a second" in doc()
+    )
+    picks = [[best_at(summarise(read_points(STUDY, run=run)), s) for s in SPEEDUPS] for run in (-2, -1)]
+    same = [f"{s}x" for s, a, b in zip(SPEEDUPS, *picks) if (a.recipe, a.level) == (b.recipe, b.level)]
+    changed = [f"{s}x" for s, a, b in zip(SPEEDUPS, *picks) if (a.recipe, a.level) != (b.recipe, b.level)]
+    assert f"the picks at {' and '.join(same)} are the same in both runs" in doc()
+    before = " and ".join(f"{a.recipe} ({a.level}) at {s}x" for s, a, b in zip(SPEEDUPS, *picks)
+                          if (a.recipe, a.level) != (b.recipe, b.level))  # fmt: skip
+    assert f"those at {' and '.join(changed)} are not: the run before picked {before}." in doc()
