@@ -117,15 +117,24 @@ def quality_against_speed(
     """One line per recipe through its (speed-up, its std, STS avg, its std) points, with error bars;
     the Pareto frontier's (speed-up, STS avg) points joined by a dashed line."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
-    for i, (label, points) in enumerate(lines.items()):
+    for color, (label, points) in zip(line_colors(len(lines)), lines.items(), strict=True):
         x, x_err, y, y_err = zip(*points)
-        ax.errorbar(x, y, xerr=x_err, yerr=y_err, fmt="-o", color=f"C{i % 10}", markersize=4, capsize=2,
+        ax.errorbar(x, y, xerr=x_err, yerr=y_err, fmt="-o", color=color, markersize=4, capsize=2,
                     label=label)  # fmt: skip
     ax.plot(*zip(*frontier), "--", color="black", alpha=0.5, label="Pareto frontier")
     ax.set(xlabel="encode speed-up over dense PyTorch (STS-B dev, batch 64)", ylabel="STS avg (7 tasks)",
            title="quality against speed (mean ± std over seeds)")  # fmt: skip
     ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def line_colors(count: int) -> list[tuple[float, ...]]:
+    """`count` distinct colours: matplotlib's 10-colour cycle repeats after 10 lines, so more take
+    the 20 of tab20."""
+    cmap = plt.get_cmap("tab10" if count <= 10 else "tab20")
+    if count > cmap.N:
+        raise ValueError(f"{count} lines: at most {cmap.N} distinct colours")
+    return [cmap(i) for i in range(count)]
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:

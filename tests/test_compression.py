@@ -127,6 +127,15 @@ def test_the_plot_is_written(tmp_path):
     assert path.stat().st_size > 5000
 
 
+def test_every_recipe_of_the_plot_has_its_own_colour():
+    from sparsecse.plots import line_colors
+
+    for count in (3, 10, 11, 20):  # the study draws 11 recipes: past 10, the default cycle repeats
+        assert len(set(line_colors(count))) == count
+    with pytest.raises(ValueError, match="21 lines"):
+        line_colors(21)
+
+
 def test_the_pick_at_a_speed_is_the_best_score_at_least_that_fast():
     rows = [row("a", 1.4, 79.0), row("b", 1.9, 78.0), row("c", 2.0, 77.0), row("d", 3.6, 72.0)]
     assert best_at(rows, 1.3).recipe == "a"
