@@ -254,3 +254,36 @@ def test_a_stand_in_check_of_a_missing_point_is_refused_before_any_model_is_cut(
     with pytest.raises(SystemExit, match="--check-stand-ins: .*nowhere/seed1 holds no results.json"):
         study_driver().build_stand_ins(tmp_path, None, checks=["nowhere/seed1"])
     assert not (tmp_path / "stand-ins").exists()
+
+
+@pytest.mark.slow
+def test_a_speed_run_times_every_model_and_keeps_its_own_figures(make_encoder, tmp_path, toy_senteval_dir,
+                                                                   monkeypatch):  # fmt: skip
+    driver = study_driver()
+    monkeypatch.setenv("SPARSECSE_DATA_DIR", str(toy_senteval_dir))
+    monkeypatch.syspath_prepend(str(Path(driver.__file__).parent))  # its onnx_serving, beside it
+    out, published = tmp_path / "out", tmp_path / "published"
+    full = counts([4] * 3, [64] * 3)
+    save_sparse_encoder(make_encoder(num_hidden_layers=3), out / "dense", onnx="int8")
+    (out / "dense" / "results.json").write_text(json.dumps({"sparsity": full}))
+    point = out / "sparsecse" / "p0.5" / "seed1"
+    save_sparse_encoder(make_encoder(num_hidden_layers=3, seed=1), point, onnx="int8")
+    (point / "results.json").write_text(json.dumps({"sparsity": full, "after": {"sts_avg": 70.0}}))
+    (published / "layers" / "keep2" / "seed1").mkdir(parents=True)
+    (published / "layers" / "keep2" / "seed1" / "results.json").write_text(
+        json.dumps({"sparsity": counts([4, 4], [64, 64])})
+    )
+    (published / "speed.json").write_text(json.dumps({"speedup": {"layers/keep2/seed1 PyTorch": 1.4}}))
+
+    speed = driver.measure_speed(out, rounds=2, published=published, checks=["sparsecse/p0.5/seed1"])
+
+    assert speed == json.loads((out / "speed.json").read_text())
+    (run,) = speed["runs"]
+    models = ["dense", "sparsecse/p0.5/seed1", "check/sparsecse/p0.5/seed1", "layers/keep2/seed1"]
+    kinds = {"dense": "PyTorch int8", "layers/keep2/seed1": "PyTorch"}  # published without int8
+    names = {f"{m} {k}" for m in models for k in kinds.get(m, "PyTorch int8").split()}
+    assert set(speed["speedup"]) == names and run["models"] == len(names)
+    assert run["speedup"] == speed["speedup"] and speed["speedup"]["dense PyTorch"] == 1.0
+    assert run["stand_ins"] == ["check/sparsecse/p0.5/seed1", "layers/keep2/seed1"]
+    assert set(speed["int8_sts"]) == {"dense int8", "sparsecse/p0.5/seed1 int8"}  # stand-ins are not scored
+    assert run["cpu"] and run["rounds"] == 2
