@@ -109,6 +109,7 @@ def build_stand_ins(out: Path, published: Path | None, checks: Sequence[str]) ->
     Name -> model directory, under out/stand-ins/ (the checks under check/)."""
     from sparsecse.compression import recorded_structure
     from sparsecse.model_io import load_encoder, save_sparse_encoder
+    from sparsecse.onnx_export import INT8_FILE
     from sparsecse.removal import cut_to_structure
 
     timed = set(json.loads((published / SPEED).read_text())["speedup"]) if published else set()
@@ -121,7 +122,7 @@ def build_stand_ins(out: Path, published: Path | None, checks: Sequence[str]) ->
     for name in checks:
         if not (out / name / RESULTS).is_file():
             raise SystemExit(f"--check-stand-ins: {out / name} holds no {RESULTS}")
-        wanted[f"check/{name}"] = (out / name / RESULTS, (out / name / "onnx" / "model_qint8.onnx").is_file())
+        wanted[f"check/{name}"] = (out / name / RESULTS, (out / name / INT8_FILE).is_file())
     missing = {
         name: spec
         for name, spec in wanted.items()
@@ -152,6 +153,7 @@ def measure_speed(out: Path, rounds: int, published: Path | None = None, checks:
     from sentence_transformers import SentenceTransformer
 
     from sparsecse.evaluation.sts import evaluate_sts, read_stsb
+    from sparsecse.onnx_export import INT8_FILE
     from sparsecse.paths import default_data_dir
 
     data_dir = Path(default_data_dir())
@@ -165,8 +167,8 @@ def measure_speed(out: Path, rounds: int, published: Path | None = None, checks:
         encoders[f"{name} PyTorch"] = SentenceTransformer(
             str(directory), device="cpu", trust_remote_code=True
         ).encode
-        if (directory / "onnx" / "model_qint8.onnx").is_file():
-            encoders[f"{name} int8"] = OnnxEncoder(directory, "onnx/model_qint8.onnx", threads).encode
+        if (directory / INT8_FILE).is_file():
+            encoders[f"{name} int8"] = OnnxEncoder(directory, INT8_FILE, threads).encode
             if name not in stand_ins:  # a stand-in's weights are the dense model's, cut: no score
                 scored.append(f"{name} int8")
     seconds = {name: [] for name in encoders}
@@ -204,11 +206,11 @@ def export_int8(out: Path, series: list[str]) -> None:
     """The int8 ONNX graph of every model of `series` written without one (`onnx=int8` is otherwise
     given to `sparsecse-prune` with the point)."""
     from sparsecse.model_io import load_encoder
-    from sparsecse.onnx_export import export_onnx
+    from sparsecse.onnx_export import INT8_FILE, export_onnx
 
     for name in series:
         for directory in sorted(path.parent for path in (out / name).rglob(RESULTS)):
-            if not (directory / "onnx" / "model_qint8.onnx").is_file():
+            if not (directory / INT8_FILE).is_file():
                 export_onnx(load_encoder(str(directory)), directory, "int8")
                 print(f"{directory}: int8 ONNX written", flush=True)
 

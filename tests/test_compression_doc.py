@@ -49,6 +49,18 @@ def results() -> dict[str, dict]:
     return {str(p.parent.relative_to(STUDY)): json.loads(p.read_text()) for p in STUDY.rglob("results.json")}
 
 
+@cache
+def speed() -> dict:
+    return json.loads((STUDY / SPEED).read_text())
+
+
+def shifts_between_the_last_two_runs() -> dict[str, float]:
+    """For each model both of the last two speed runs timed, how far its speed-up moved (last /
+    earlier - 1)."""
+    earlier, last = (run["speedup"] for run in speed()["runs"][-2:])
+    return {name: last[name] / earlier[name] - 1 for name in earlier if name in last}
+
+
 def recipe_row(series: str, variant: str, level: str) -> Row:
     return rows()[RECIPES[series, variant], level]
 
@@ -63,7 +75,7 @@ def test_the_generated_block_is_the_tables_of_the_published_study():
 
 
 def test_every_published_model_has_its_speed_and_the_plot_is_there():
-    speedup = json.loads((STUDY / SPEED).read_text())["speedup"]
+    speedup = speed()["speedup"]
     for name in results():
         assert f"{name} PyTorch" in speedup, name
         if name.split("/")[0] in INT8:
@@ -185,9 +197,8 @@ def test_the_study_folder_holds_no_weights():
 
 
 def test_every_model_was_timed_in_the_last_speed_run():
-    speed = json.loads((STUDY / SPEED).read_text())
-    last = speed["runs"][-1]
-    assert last["models"] == len(speed["speedup"])  # the earlier runs' figures are all replaced
+    last = speed()["runs"][-1]
+    assert last["models"] == len(speed()["speedup"])  # the earlier runs' figures are all replaced
     stand_ins = [name for name in last["stand_ins"] if not name.startswith("check/")]
     assert (
         f"all {last['models']} models in one speed run, on {last['date']} on a {last['threads']}-thread "
@@ -196,7 +207,7 @@ def test_every_model_was_timed_in_the_last_speed_run():
 
 
 def test_the_stand_in_checks_are_quoted_from_the_speed_run():
-    speedup = json.loads((STUDY / SPEED).read_text())["speedup"]
+    speedup = speed()["speedup"]
     checks = [name.split(" ")[0] for name in speedup if name.startswith("check/")]
     checked = sorted({name.removeprefix("check/") for name in checks})
     assert checked, "the last speed run timed no stand-in beside its model"
@@ -221,25 +232,18 @@ def test_the_stand_in_checks_are_quoted_from_the_speed_run():
     faster = [speedup[f"check/{p} int8"] > speedup[f"{p} int8"] for p in checked]
     assert faster.count(True) == faster.count(False) == 1  # "one ran faster and one slower than its model"
     assert f"one ran faster and one slower than its model, by up to {gaps['int8']:.0%}" in doc()
-    earlier, last = json.loads((STUDY / SPEED).read_text())["runs"][-2:]
-    shifts = [
-        abs(last["speedup"][n] / earlier["speedup"][n] - 1)
-        for n in earlier["speedup"]
-        if n in last["speedup"]
-    ]
-    assert max(gaps.values()) <= max(shifts)  # "no more than the shifts between two speed runs"
+    shifts = shifts_between_the_last_two_runs().values()
+    assert max(gaps.values()) <= max(map(abs, shifts))  # "no more than the shifts between two speed runs"
 
 
 def test_the_last_two_speed_runs_are_compared():
     """How far a speed-up repeats: the models both of the last two speed runs timed, on one CPU."""
-    earlier, last = json.loads((STUDY / SPEED).read_text())["runs"][-2:]
+    earlier, last = speed()["runs"][-2:]
     assert earlier["cpu"] == last["cpu"] and earlier["threads"] == last["threads"]
     shifts = {}
     for kind in ("PyTorch", "int8"):
-        both = [name for name in earlier["speedup"] if name.endswith(f" {kind}") and name in last["speedup"]]
-        ratios = [
-            last["speedup"][name] / earlier["speedup"][name] - 1 for name in both if name != "dense PyTorch"
-        ]
+        ratios = [s for name, s in shifts_between_the_last_two_runs().items()
+                  if name.endswith(f" {kind}") and name != "dense PyTorch"]  # fmt: skip
         shifts[kind] = (
             f"{len(ratios)} {kind} models by a median {statistics.median(ratios):+.0%} "
             f"({min(ratios):+.0%} to {max(ratios):+.0%})"
@@ -249,10 +253,13 @@ def test_the_last_two_speed_runs_are_compared():
         f"the dense model encoded {earlier['dense_sentences_per_second']} and "
         f"{last['dense_sentences_per_second']} sentences a second" in doc()
     )
-    picks = [[best_at(summarise(read_points(STUDY, run=run)), s) for s in SPEEDUPS] for run in (-2, -1)]
-    same = [f"{s}x" for s, a, b in zip(SPEEDUPS, *picks) if (a.recipe, a.level) == (b.recipe, b.level)]
-    changed = [f"{s}x" for s, a, b in zip(SPEEDUPS, *picks) if (a.recipe, a.level) != (b.recipe, b.level)]
+    before, after = (
+        [best_at(summarise(read_points(STUDY, run=run)), s) for s in SPEEDUPS] for run in (-2, -1)
+    )
+    changed = {s: a for s, a, b in zip(SPEEDUPS, before, after) if (a.recipe, a.level) != (b.recipe, b.level)}
+    same = [f"{s}x" for s in SPEEDUPS if s not in changed]
     assert f"the picks at {' and '.join(same)} are the same in both runs" in doc()
-    before = " and ".join(f"{a.recipe} ({a.level}) at {s}x" for s, a, b in zip(SPEEDUPS, *picks)
-                          if (a.recipe, a.level) != (b.recipe, b.level))  # fmt: skip
-    assert f"those at {' and '.join(changed)} are not: the run before picked {before}." in doc()
+    picked = " and ".join(f"{a.recipe} ({a.level}) at {s}x" for s, a in changed.items())
+    assert (
+        f"those at {' and '.join(f'{s}x' for s in changed)} are not: the run before picked {picked}." in doc()
+    )
