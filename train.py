@@ -10,9 +10,9 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from sparsecse.cli import CONFIG_DIR, run_checked
+from sparsecse.cli import CONFIG_DIR, resolved, run_checked
 from sparsecse.cli.config import check_config
 from sparsecse.cli.jobs import (
     check_sweep_configs,
@@ -36,7 +36,9 @@ from sparsecse.cli.training import (
     report,
     resume_from,
     stage,
+    where_written,
 )
+from sparsecse.console import say
 from sparsecse.gates import counted_parameters, pruned_any, sparsity_summary
 from sparsecse.loading import load_checkpoint_file
 from sparsecse.removal import remove_pruned_units
@@ -45,21 +47,21 @@ from sparsecse.runs import RESULTS, TrainingResults, check_run_folder, record_co
 
 def train(cfg: DictConfig) -> TrainingResults:
     """Evaluate, fit, evaluate again; returns {"before": ..., "after": ..., "val": ...}."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    config = resolved(cfg)
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         check_sweep_configs(Path(HydraConfig.get().sweep.dir), Path(CONFIG_DIR))
-    check_config(resolved)  # every key, type and range, in a second
+    check_config(config)  # every key, type and range, in a second
     check_warning_signal(cfg.get("callbacks"))
     model_config = preflight(cfg)
     pruning = build_pruning(cfg, model_config)
     callbacks = instantiate_dict(cfg.get("callbacks")) + ([pruning] if pruning else [])
-    finished = check_run_folder(Path(cfg.output_dir), resolved, cfg.resume, last_checkpoint(callbacks))
+    finished = check_run_folder(Path(cfg.output_dir), config, cfg.resume, last_checkpoint(callbacks))
     if finished is not None:
         print(f"{cfg.output_dir} already finished with this config; its results are in "
               f"{Path(cfg.output_dir) / RESULTS} (resume=false trains it again)")  # fmt: skip
         return finished
     if rank_zero_only.rank == 0:
-        record_config(Path(cfg.output_dir), resolved)
+        record_config(Path(cfg.output_dir), config)
     loggers = instantiate_loggers(cfg)
     trainer = build_trainer(cfg, callbacks, loggers)
     ckpt_path = resume_from(cfg, callbacks)
@@ -67,7 +69,7 @@ def train(cfg: DictConfig) -> TrainingResults:
     datamodule = instantiate_group(cfg, "data")
     module = instantiate_group(cfg, "model")
     for logger in loggers:
-        logger.log_hyperparams(resolved)
+        logger.log_hyperparams(config)
 
     results: TrainingResults = {}
     evaluate = partial(
@@ -112,6 +114,8 @@ def train(cfg: DictConfig) -> TrainingResults:
     with stage("writing results" + (", the model" if cfg.save_model else "") + " and plots"):
         plots = report(cfg, module, results, rows)
     publish(loggers, results, rows, plots, trainer.global_step)
+    for line in where_written(Path(cfg.output_dir), results, cfg.save_model):
+        say(line)
     return results
 
 

@@ -17,9 +17,10 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from sparsecse.errors import CheckpointWriteError, Preempted
+from sparsecse.errors import CheckpointWriteError, OutputWriteError, Preempted
 from sparsecse.loading import load_checkpoint_file
 from sparsecse.validation import NonNegativeInt, checked, passes_options_to
+from sparsecse.writing import written_whole
 
 # what a job may be told to stop by: SLURM's time-limit warning, preemption, a user's kill or Ctrl-C
 StopSignal = Literal["SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT"]
@@ -37,20 +38,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         path = Path(path)
-        temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temporary, path)  # atomic on POSIX within one file system
-        except OSError as err:
-            temporary.unlink(missing_ok=True)
+            with written_whole(path) as temporary:
+                with open(temporary, "wb") as f:  # a file object: torch keeps the OSError of a failed write
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+        except OutputWriteError as err:
             kept = "the previous checkpoint is intact" if path.exists() else "no earlier checkpoint there"
-            raise CheckpointWriteError(
-                f"cannot write checkpoint {path}: {err.strerror or err}; {kept}"
-            ) from None
+            raise CheckpointWriteError(path, err.reason, kept, what="checkpoint ") from None
 
     def load_checkpoint(
         self, path, map_location: Any | None = None, weights_only: bool | None = None

@@ -30,8 +30,17 @@ class TrainingDiverged(RunStopped):
     """The loss became NaN or infinite; raised before the update, so no checkpoint holds the fault."""
 
 
-class CheckpointWriteError(RunStopped):
-    """A checkpoint could not be written (disk full, read-only folder); the previous one is intact."""
+class OutputWriteError(RunStopped):
+    """A file or folder could not be written (disk full, read-only folder); nothing half-written is
+    left, and what was there before is intact (`kept` says so)."""
+
+    def __init__(self, path: object, reason: str, kept: str, what: str = ""):
+        self.path, self.reason = path, reason
+        super().__init__(f"cannot write {what}{path}: {reason}; {kept}")
+
+
+class CheckpointWriteError(OutputWriteError):
+    """A checkpoint could not be written; the previous one is intact."""
 
 
 class Preempted(RunStopped):

@@ -32,22 +32,41 @@ class LayerDrop:
     def __init__(self, keep: PositiveInt | None = None, choose: LayerChoice = "evenly"):
         self.keep, self.choose = keep, choose
 
+    def check_model(self, config) -> None:
+        """Before anything loads: the model's architecture can lose layers, and has `keep` of them."""
+        if self.keep is None:
+            return
+        check_droppable(config, "keep")
+        check_keep(config.num_hidden_layers, self.keep)
+
     def kept(
         self, encoder: nn.Module, batches: Iterable[dict[str, Tensor]], score: str, uniformity_weight: float
     ) -> list[int]:
         """The layer indices to keep; `batches` are read only to choose by importance."""
         total = len(encoder_layers(encoder.backbone))
-        if self.keep is None or self.keep >= total:
+        if self.keep is not None:
+            check_keep(total, self.keep)
+        if self.keep is None or self.keep == total:
             return list(range(total))
         if self.choose == "evenly":
             return evenly_spaced(total, self.keep)
         return most_important(layer_importance(encoder, batches, score, uniformity_weight), self.keep)
 
 
-def evenly_spaced(total: int, keep: int) -> list[int]:
-    """`keep` of `total` layer indices spread evenly, the first and last included (keep >= 2)."""
+def check_droppable(config, key: str) -> None:
+    kind = architecture(config)
+    if kind not in DROPPABLE:
+        raise ConfigError(key, f"dropping layers of {kind} models is not supported; supported: {DROPPABLE}")
+
+
+def check_keep(total: int, keep: int) -> None:
     if not 1 <= keep <= total:
         raise ConfigError("keep", f"must be between 1 and the model's {total} layers, got {keep}")
+
+
+def evenly_spaced(total: int, keep: int) -> list[int]:
+    """`keep` of `total` layer indices spread evenly, the first and last included (keep >= 2)."""
+    check_keep(total, keep)
     if keep == 1:
         return [total - 1]
     return sorted({round(i * (total - 1) / (keep - 1)) for i in range(keep)})
@@ -96,11 +115,7 @@ def drop_layers(encoder: nn.Module, kept: Sequence[int]) -> None:
     backbone stays its own class: a dense BERT stays a BERT that loads without this project; a
     sliced one keeps its kept heads and neurons for the layers that remain."""
     backbone = encoder.backbone
-    kind = architecture(backbone.config)
-    if kind not in DROPPABLE:
-        raise ConfigError(
-            "model", f"dropping layers of {kind} models is not supported; supported: {DROPPABLE}"
-        )
+    check_droppable(backbone.config, "model")
     layers = encoder_layers(backbone)
     kept = sorted(set(kept))
     if not kept or kept[0] < 0 or kept[-1] >= len(layers):

@@ -103,6 +103,23 @@ def test_bad_layer_settings():
 
 
 @pytest.mark.parametrize("choose", ["evenly", "importance"])
+def test_keeping_more_layers_than_the_model_has_is_refused_before_anything_runs(
+    choose, tmp_path, toy_senteval_dir, tiny_model_dir, deep
+):
+    """`keep >= total` once returned every layer and ran the whole job; the tiny model has 2 layers."""
+    out = tmp_path / "out"
+    cfg = compose_prune([f"model={tiny_model_dir}", "layers.keep=3", f"layers.choose={choose}",
+                         f"output_dir={out}", f"data_dir={toy_senteval_dir}"])  # fmt: skip
+    message = r"^layers\.keep: must be between 1 and the model's 2 layers, got 3$"
+    with pytest.raises(ConfigError, match=message):
+        prune(cfg)
+    assert not out.exists(), "refused before anything is written"
+    with pytest.raises(ConfigError, match="keep: must be between 1 and the model's 4 layers, got 5"):
+        LayerDrop(keep=5, choose=choose).kept(deep, [], "magnitude", 1.0)
+    assert LayerDrop(keep=4, choose="evenly").kept(deep, [], "magnitude", 1.0) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("choose", ["evenly", "importance"])
 def test_sparsecse_prune_drops_layers_then_prunes_units(tmp_path, toy_senteval_dir, tiny_model_dir, choose):
     out = tmp_path / "shallow"
     cfg = compose_prune([f"model={tiny_model_dir}", "pooler=avg", "layers.keep=1", f"layers.choose={choose}",

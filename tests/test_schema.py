@@ -12,11 +12,15 @@ import pytest
 from bad_inputs import BAD_INPUTS, FOUND_AFTER_THE_CONFIG_CHECK
 from helpers import EXPERIMENTS, compose_prune, compose_train, cpu_overrides
 from omegaconf import OmegaConf
+from transformers import BertConfig
 
 from callbacks import ScheduledPruning
+from sparsecse.cli import resolved as resolved_config
 from sparsecse.cli.config import GROUPS, check_config, top_level_keys
+from sparsecse.cli.training import build_pruning
 from sparsecse.data import ContrastiveDataModule
 from sparsecse.errors import ConfigError
+from sparsecse.loading import load_config
 from sparsecse.validation import Fraction, PositiveInt, check_value
 from train import CONFIG_DIR
 
@@ -27,14 +31,34 @@ OPTIONS = [f"{g}={p.stem}" for g in OPTION_GROUPS for p in sorted((Path(CONFIG_D
 def resolved(tmp_path: Path, overrides: list[str]) -> dict:
     """The plain mapping train() checks: the composed config, resolved, without `hydra`."""
     cfg = compose_train([f"output_dir={tmp_path}", f"data_dir={tmp_path}", *overrides])
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = resolved_config(cfg)
     config.pop("hydra", None)
     return config
 
 
 @pytest.mark.parametrize("override", OPTIONS + [f"experiment={e}" for e in EXPERIMENTS])
 def test_every_shipped_config_passes(override, tmp_path):
-    check_config(resolved(tmp_path, [override]))
+    """With the defaults, each config passes the checks train() makes before any data loads: the
+    config check, then the pruning schedule against the model and the run's length (`debug=cpu_smoke`
+    once stopped there: the demo's event at step 80 of a 20-step run)."""
+    cfg = compose_train([f"output_dir={tmp_path}", f"data_dir={tmp_path}", override])
+    check_config(resolved_config(cfg))
+    name = cfg.model.encoder.name_or_path
+    model_config = load_config(name) if name == "minilm" else BertConfig()  # bert-base's shape, offline
+    pruning = build_pruning(cfg, model_config)
+    assert (pruning is None) == (not cfg.pruning)
+
+
+@pytest.mark.parametrize("max_steps, step", [(20, 10), (160, 80), (41, 20)])
+def test_the_demo_prunes_halfway_through_the_run(max_steps, step, tmp_path):
+    config = resolved(tmp_path, [f"trainer.max_steps={max_steps}"])
+    assert config["pruning"]["schedule"] == [{"step": step}]
+
+
+def test_the_demo_in_a_run_without_a_step_limit_is_one_line(tmp_path):
+    cfg = compose_train([f"output_dir={tmp_path}", "trainer.max_steps=-1"])
+    with pytest.raises(ConfigError, match=r"^trainer\.max_steps: is -1, and pruning=demo prunes halfway"):
+        resolved_config(cfg)
 
 
 def test_the_top_level_schema_is_train_yaml(tmp_path):

@@ -126,7 +126,9 @@ def test_validation_is_float32_under_mixed_precision(make_encoder, tokenizer):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("train_file", ["snli_sentences", "csv"])
-def test_fast_dev_run_writes_results(tmp_path, toy_senteval_dir, tiny_model_dir, corpus_files, train_file):
+def test_fast_dev_run_writes_results(
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus_files, train_file, capsys
+):
     corpus = corpus_files.get(train_file, train_file)
     cfg = compose_train(
         cpu_overrides(tmp_path, toy_senteval_dir, tiny_model_dir)
@@ -143,6 +145,12 @@ def test_fast_dev_run_writes_results(tmp_path, toy_senteval_dir, tiny_model_dir,
     assert json.loads((tmp_path / "results.json").read_text())["after"] == results["after"]
     assert (tmp_path / "model" / "model.safetensors").is_file()
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists(), "a wiring check leaves nothing to resume"
+    folder = tmp_path.resolve()
+    ending = (
+        f"sparsecse-train: run folder {folder}\n  results: {folder / 'results.json'}\n"
+        f"  model: {folder / 'model'}\n"
+    )
+    assert capsys.readouterr().out.endswith(ending), "the run ends with where it wrote"
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from sparsecse.console import say
 from sparsecse.errors import ConfigError, Preempted, RunStopped
@@ -41,6 +42,33 @@ def gpus_to_ask(accelerator: str, devices) -> int:
     """GPUs a SLURM job asks for: the trainer's devices when it trains on GPUs, else none (sbatch
     refuses `--gpus-per-node` on a cluster without GPUs)."""
     return int(devices) if accelerator in ("gpu", "cuda") else 0
+
+
+def halfway(max_steps: int) -> int:
+    """The step halfway through a run of `max_steps` (pruning/demo.yaml's event): the demo prunes
+    halfway however long the run is, so that `debug=cpu_smoke` or `trainer.max_steps=40` keep it."""
+    if int(max_steps) < 2:
+        way_out = "set trainer.max_steps >= 2, or pruning.schedule=[{step: N}]"
+        raise ConfigError("trainer.max_steps", f"is {max_steps}, and pruning=demo prunes halfway through a "
+                          f"bounded run: {way_out}")  # fmt: skip
+    return int(max_steps) // 2
+
+
+OmegaConf.register_new_resolver("sparsecse_halfway", halfway, replace=True)
+
+
+def resolved(cfg: DictConfig) -> dict:
+    """`cfg` as a plain mapping, every interpolation resolved; a ConfigError raised by one of our
+    resolvers comes out as itself (OmegaConf wraps it in a message of several lines)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError as err:
+        cause: BaseException | None = err
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 # hydra/launcher/slurm.yaml: `gpus_per_node: ${sparsecse_gpus:${trainer.accelerator},${trainer.devices}}`

@@ -46,6 +46,13 @@ def build_sparsifier(options: dict, model_config):
     return sparsifier, event
 
 
+def check_layers(layer_drop: LayerDrop, model_config) -> None:
+    try:
+        layer_drop.check_model(model_config)
+    except ConfigError as err:
+        raise err.under("layers") from None
+
+
 def prune(cfg: DictConfig) -> dict:
     """Score, sparsify, evaluate before and after; returns {"before", "after", "sparsity"}."""
     if OmegaConf.is_missing(cfg, "output_dir"):
@@ -67,12 +74,15 @@ def prune(cfg: DictConfig) -> dict:
     except ConfigError as err:
         raise err.under("layers") from None
     sparsifier, event = build_sparsifier(options, model_config) if model_config else (None, None)
+    if model_config is not None:
+        check_layers(layer_drop, model_config)
     with model_key():
         data = ContrastiveDataModule(cfg.model, cfg.data_dir, cfg.train_file, cfg.batch_size, cfg.max_length,
                                      seed=options["seed"])  # fmt: skip
         encoder = load_encoder(cfg.model, cfg.pooler).to(pick_device(cfg.device))
     if sparsifier is None:  # a checkpoint: its config is known only now
         sparsifier, event = build_sparsifier(options, encoder.backbone.config)
+        check_layers(layer_drop, encoder.backbone.config)
     evaluate = partial(
         evaluate_encoder, encoder, data.data_dir, tasks, cfg.eval_batch_size, cfg.transfer_preset
     )

@@ -248,6 +248,18 @@ def publish(
         logger.save()
 
 
+def where_written(output_dir: Path, results: TrainingResults, saved_model: bool) -> list[str]:
+    """The lines that end a run: its folder, and where its results, model and checkpoints are (with
+    overrides, a run folder's name cannot be guessed)."""
+    folder = output_dir.resolve()
+    lines = [f"sparsecse-train: run folder {folder}", f"  results: {folder / RESULTS}"]
+    if saved_model:
+        lines.append(f"  model: {folder / 'model'}")
+    checkpoints = results.get("checkpoints", {})
+    lines += [f"  {name} checkpoint: {checkpoints[name]}" for name in ("best", "last") if name in checkpoints]
+    return lines
+
+
 def how_trained(cfg: DictConfig, results: TrainingResults) -> list[str]:
     """The model card's account of the run: its training, and its pruning if any."""
     data, model = cfg.data, cfg.model
