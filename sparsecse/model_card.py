@@ -5,6 +5,7 @@ counts, its evaluation and how to load it."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -16,6 +17,8 @@ from sparsecse.paths import MINILM
 UNRECORDED = "Exported by SparseCSE; no training or pruning was recorded."
 HUB_NAMES = {MINILM: "sentence-transformers/all-MiniLM-L6-v2"}  # the embedded default, as the Hub names it
 CARD = "README.md"
+# the snippets' paths are relative to the model's folder, wherever it was written from
+MODEL_DIR = 'model_dir = "."  # this folder: run from inside it, or give its path (or its Hub name)'
 
 
 def base_model(name_or_path: str) -> str:
@@ -68,6 +71,43 @@ def recovery_sentence(recovery, corpus: str, teacher: str = "the encoder before 
     return f"Recovered by distillation from {teacher}: {steps}, loss {' + '.join(terms)}."
 
 
+def what_is_left(
+    base: str, structure: Mapping, dense_heads: int, dense_ffn: int, dense_layers: int | None = None
+) -> str:
+    """The card's first sentence: what the encoder keeps of its base model, layers, heads and neurons."""
+    layers = len(structure["heads"])
+    heads, ffn = sum(structure["heads"]), sum(structure["ffn"])
+    kept = []
+    if dense_layers is not None and layers < dense_layers:
+        kept.append(f"{layers} of its {dense_layers} transformer layers")
+    if heads < layers * dense_heads or ffn < layers * dense_ffn:
+        where = " in them" if kept else ""
+        kept.append(f"{heads} of {layers * dense_heads} attention heads and {ffn} of {layers * dense_ffn} "
+                    f"FFN neurons{where}")  # fmt: skip
+    made = f"A sentence encoder made with [SparseCSE](https://arxiv.org/abs/2311.03881) from `{base}`"
+    if not kept:
+        return f"{made}, with all of its {layers} layers, {heads} attention heads and {ffn} FFN neurons."
+    return f"{made}: it keeps {' and '.join(kept)}."
+
+
+def graph_choice(onnx_files: Sequence[str]) -> str:
+    """The snippet's `graph = ...` line: the int8 graph where there is one (faster on a CPU), the
+    others named in its comment."""
+    described = [f"{f!r}: {'int8, faster on a CPU' if 'qint8' in f else 'float32'}" for f in onnx_files]
+    shown = max(range(len(onnx_files)), key=lambda i: "qint8" in onnx_files[i])
+    return f"graph = {onnx_files[shown]!r}  # " + "; ".join(described)
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """What a card tells of how its model was made, besides the model itself."""
+
+    provenance: Sequence[str] = ()  # sentences on how it was trained and pruned
+    evaluation: Mapping[str, Mapping[str, float]] | None = None  # rows of scores, by model
+    parameters: Mapping[str, int] | None = None  # {"parameters": counted, "dense_parameters": ...}
+    dense_layers: int | None = None  # the base model's layer count, where layers were dropped
+
+
 def model_card(
     name: str,
     base: str,
@@ -75,27 +115,22 @@ def model_card(
     structure: Mapping,
     dense_heads: int,
     dense_ffn: int,
-    provenance: Sequence[str] = (),
-    evaluation: Mapping[str, Mapping[str, float]] | None = None,
-    parameters: Mapping[str, int] | None = None,
+    facts: CardFacts = CardFacts(),
     remote_code: bool = True,
     onnx_files: Sequence[str] = (),
 ) -> str:
-    """The card's text. `provenance`: sentences on how it was trained and pruned; `evaluation`: rows of
-    scores; `parameters`: {"parameters": counted, "dense_parameters": ...} as results.json has them."""
+    """The card's text."""
+    provenance, evaluation, parameters = facts.provenance, facts.evaluation, facts.parameters
     metadata = {
         "library_name": "sentence-transformers",
         "pipeline_tag": "sentence-similarity",
         "base_model": base,
         "tags": ["sentence-transformers", "sentence-similarity", "feature-extraction", "sparsecse", "pruned"],
     }
-    heads, ffn = sum(structure["heads"]), sum(structure["ffn"])
-    layers = len(structure["heads"])
     lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "", f"# {name}", ""]
     lines += [
-        f"A sentence encoder sparsified with [SparseCSE](https://arxiv.org/abs/2311.03881) from `{base}`:",
-        f"{heads} of {layers * dense_heads} attention heads and {ffn} of {layers * dense_ffn} FFN neurons",
-        f"are left, and the sentence embedding is the `{pooler}` pooling of its last layer.",
+        what_is_left(base, structure, dense_heads, dense_ffn, facts.dense_layers),
+        f"The sentence embedding is the `{pooler}` pooling of its last layer.",
         "",
         "## How it was made",
         "",
@@ -130,7 +165,8 @@ def model_card(
         "```python",
         "from sentence_transformers import SentenceTransformer",
         "",
-        f'model = SentenceTransformer("{name}"{trust})',
+        MODEL_DIR,
+        f"model = SentenceTransformer(model_dir{trust})",
         'embeddings = model.encode(["A man is playing a guitar.", "Someone plays an instrument."])',
         "```",
         "",
@@ -140,8 +176,9 @@ def model_card(
         "import torch",
         "from transformers import AutoModel, AutoTokenizer",
         "",
-        f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
-        f'model = AutoModel.from_pretrained("{name}"{trust})',
+        MODEL_DIR,
+        f"tokenizer = AutoTokenizer.from_pretrained(model_dir{trust})",
+        f"model = AutoModel.from_pretrained(model_dir{trust})",
         'batch = tokenizer(["A man is playing a guitar."], padding=True, return_tensors="pt")',
         "hidden = model(**batch).last_hidden_state",
         'mask = batch["attention_mask"].unsqueeze(-1)',
@@ -155,17 +192,20 @@ def model_card(
             "(`trust_remote_code=True`), or by the `sparsecse` package when it is installed.",
         ]
     if onnx_files:
-        graphs = ", ".join(f"`{f}`" for f in onnx_files)
+        graphs = " or ".join(f"`{f}`" for f in onnx_files)
         lines += [
             "",
             f"With ONNX Runtime alone ({graphs}: token embeddings, to pool as above):",
             "",
             "```python",
+            "import os",
             "import numpy as np, onnxruntime",
             "from transformers import AutoTokenizer",
             "",
-            f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
-            f'session = onnxruntime.InferenceSession("{name}/{onnx_files[0]}")',
+            MODEL_DIR,
+            graph_choice(onnx_files),
+            f"tokenizer = AutoTokenizer.from_pretrained(model_dir{trust})",
+            "session = onnxruntime.InferenceSession(os.path.join(model_dir, graph))",
             'batch = tokenizer(["A man is playing a guitar."], padding=True, return_tensors="np")',
             "feeds = {i.name: batch[i.name].astype(np.int64) for i in session.get_inputs()}",
             '(hidden,) = session.run(["last_hidden_state"], feeds)',

@@ -24,21 +24,21 @@ from transformers import AutoConfig, AutoModel
 
 from sparsecse import layout, surgery
 from sparsecse.encoder import CHECKPOINT_KEY, Pooler, SentenceEncoder, check_pooler
-from sparsecse.errors import ConfigError
+from sparsecse.errors import ConfigError, first_few
 from sparsecse.gates import UnitGates, WeightMasks
 from sparsecse.layout import ARCHITECTURES, SUPPORTED_MODEL_TYPES, architecture, ffn_size, has_pooler
 from sparsecse.loading import (
-    PICKLE_SUFFIXES,
     attention_for,
     load_backbone,
     load_checkpoint_file,
     load_config,
     load_tokenizer,
 )
-from sparsecse.model_card import base_model, model_card, write_model_card
+from sparsecse.model_card import CardFacts, base_model, model_card, write_model_card
 from sparsecse.onnx_export import OnnxExport, export_onnx
 from sparsecse.removal import apply_gates, remove_pruned_units, structure
 from sparsecse.surgery import SPARSE_CLASSES, is_sparse, pooling_layer_kwargs
+from sparsecse.writing import written_whole
 
 SPARSECSE_FILE = "sparsecse.json"
 # the model code an export carries: the sparse classes and the layer layout they slice by
@@ -137,12 +137,14 @@ def add_remote_code(directory: Path, model_type: str) -> None:
     _write_json(directory / "config.json", config)
 
 
-def check_no_pickles(directory: Path) -> None:
-    """An export holds safetensors weights only: refuse a directory with pickle files from elsewhere."""
-    files = [*directory.glob("*"), *directory.glob("*/*")]  # the layout is at most one folder deep
-    pickles = sorted(str(p.relative_to(directory)) for p in files if p.name.endswith(PICKLE_SUFFIXES))
-    if pickles:
-        raise ConfigError("output_dir", f"{directory} already holds pickle files ({', '.join(pickles)})")
+def check_replaceable(directory: Path) -> None:
+    """An export replaces its folder whole: refuse a folder that holds anything but an earlier export
+    (pickle files or a user's own files), which would be lost."""
+    if not directory.is_dir() or (directory / SPARSECSE_FILE).is_file():
+        return
+    if held := sorted(p.name for p in directory.iterdir()):
+        raise ConfigError("output_dir", f"{directory} holds files that are not an export of this project "
+                          f"({first_few(held, 3)}); choose a new or empty folder")  # fmt: skip
 
 
 def save_sparse_encoder(
@@ -152,20 +154,30 @@ def save_sparse_encoder(
     evaluation: Mapping[str, Mapping[str, float]] | None = None,
     parameters: Mapping[str, int] | None = None,
     onnx: OnnxExport = "none",
+    dense_layers: int | None = None,
 ) -> Path:
-    """Write the encoder as a Hugging Face + sentence-transformers model directory, with its model
-    card (`README.md`: `provenance`, sentences on how it was trained and pruned; `evaluation`, rows of
-    scores; `parameters`, the counts results.json holds) and, with `onnx`, its ONNX graphs.
+    """Write the encoder as a Hugging Face + sentence-transformers model directory, whole or not at
+    all (`sparsecse.writing.written_whole`: a full disk leaves no half-written folder, and an earlier
+    export there is replaced only once the new one is complete). The model card tells `provenance`,
+    sentences on how it was trained and pruned; `evaluation`, rows of scores; `parameters`, the counts
+    results.json holds; `dense_layers`, the base model's layer count where layers were dropped."""
+    directory = Path(directory)
+    check_replaceable(directory)
+    facts = CardFacts(provenance, evaluation, parameters, dense_layers)
+    with written_whole(directory) as temporary:
+        graphs = write_export(encoder, temporary, onnx)
+        write_card(encoder, temporary, directory.name, facts, graphs)
+    return directory
 
-    Gates still attached to the encoder are made physical first (the encoder is changed in place;
-    its embeddings do not change).
-    """
-    check_no_pickles(Path(directory))
+
+def write_export(encoder: SentenceEncoder, directory: Path, onnx: OnnxExport = "none") -> list[str]:
+    """The export's files in `directory`, and with `onnx` its ONNX graphs, whose paths (relative to
+    `directory`) it returns; the model card is `write_card`'s. Gates still attached to the encoder
+    are made physical first (the encoder is changed in place; its embeddings do not change)."""
     apply_gates(encoder)
     directory = encoder.save_pretrained(directory)
     backbone = encoder.backbone
-    sparse = is_sparse(backbone.config)
-    if sparse:
+    if is_sparse(backbone.config):
         add_remote_code(directory, backbone.config.model_type)
     write_sentence_transformers(encoder, directory)
     meta = {
@@ -173,15 +185,19 @@ def save_sparse_encoder(
         "mlp_only_train": encoder.mlp_only_train,
         "name_or_path": encoder.name_or_path,
     }
-    units = structure(backbone)
-    _write_json(directory / SPARSECSE_FILE, {**meta, "structure": units})
-    graphs = [str(path.relative_to(directory)) for path in export_onnx(encoder, directory, onnx)]
-    config = backbone.config
-    card = model_card(directory.name, base_model(encoder.name_or_path), encoder.pooler, units,
-                      config.num_attention_heads, ffn_size(config), provenance, evaluation, parameters,
-                      remote_code=sparse, onnx_files=graphs)  # fmt: skip
+    _write_json(directory / SPARSECSE_FILE, {**meta, "structure": structure(backbone)})
+    return [str(path.relative_to(directory)) for path in export_onnx(encoder, directory, onnx)]
+
+
+def write_card(
+    encoder: SentenceEncoder, directory: Path, name: str, facts: CardFacts, graphs: Sequence[str] = ()
+) -> None:
+    """The export's model card (`README.md`, titled `name`)."""
+    config = encoder.backbone.config
+    card = model_card(name, base_model(encoder.name_or_path), encoder.pooler, structure(encoder.backbone),
+                      config.num_attention_heads, ffn_size(config), facts,
+                      remote_code=is_sparse(config), onnx_files=graphs)  # fmt: skip
     write_model_card(directory, card)
-    return directory
 
 
 def load_encoder(

@@ -4,7 +4,7 @@ requeued job (same config: resume, or report it finished) from an edited one (re
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +63,14 @@ def flatten(config: Mapping, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def compared(key: str) -> bool:
-    return not any(key == k or key.startswith(f"{k}.") for k in UNCOMPARED_RUN_KEYS)
+def compared(key: str, uncompared: Sequence[str] = UNCOMPARED_RUN_KEYS) -> bool:
+    return not any(key == k or key.startswith(f"{k}.") for k in uncompared)
 
 
-def differences(old: Mapping, new: Mapping) -> list[str]:
+def differences(old: Mapping, new: Mapping, uncompared: Sequence[str] = UNCOMPARED_RUN_KEYS) -> list[str]:
     """`key: old -> new` for every compared key whose value differs, in key order."""
     old_flat, new_flat = flatten(old), flatten(new)
-    keys = sorted(k for k in old_flat.keys() | new_flat.keys() if compared(k))
+    keys = sorted(k for k in old_flat.keys() | new_flat.keys() if compared(k, uncompared))
     missing = "(absent)"
     return [
         f"{k}: {old_flat.get(k, missing)!r} -> {new_flat.get(k, missing)!r}"
@@ -100,6 +100,28 @@ def check_run_folder(
         problem = f"holds a run started with another config ({first_few(changed, KEYS_NAMED, '; ')})"
         raise ConfigError("resume", f"{output_dir} {problem}; {ways_out}")
     return json.loads(results.read_text()) if results.is_file() else None
+
+
+def check_finished_output(
+    output_dir: Path, config: Mapping, overwrite: bool, uncompared: Sequence[str]
+) -> dict | None:
+    """A tool's output folder, before anything runs (sparsecse-prune's): the results it holds when
+    they were computed with the same config (`config` is recorded as their "config"), None to go on
+    (nothing there yet, or `overwrite`). A result of another config, or one without a record of
+    its config, is refused unless `overwrite`."""
+    results_path = output_dir / RESULTS
+    if overwrite or not results_path.is_file():
+        return None
+    results = json.loads(results_path.read_text())
+    ways_out = "overwrite=true replaces it; another output_dir keeps both"
+    if "config" not in results:
+        raise ConfigError("output_dir", f"{output_dir} holds an earlier result with no record of its config; "
+                          f"{ways_out}")  # fmt: skip
+    changed = differences(results["config"], json.loads(json.dumps(config, default=str)), uncompared)
+    if changed:
+        problem = f"holds a result of another config ({first_few(changed, KEYS_NAMED, '; ')})"
+        raise ConfigError("output_dir", f"{output_dir} {problem}; {ways_out}")
+    return results
 
 
 def record_config(output_dir: Path, config: Mapping) -> None:

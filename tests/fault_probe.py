@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -33,3 +34,25 @@ class PoisonAt(L.Callback):
         if trainer.global_step == self.step:
             with torch.no_grad():
                 next(pl_module.encoder.parameters()).fill_(float("nan"))
+
+
+class DiskFullAt(L.Callback):
+    """From optimizer step `step` on, every checkpoint write fails as torch reports a full disk: a
+    RuntimeError raised while handling the file's OSError, after part of the file was written."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step != self.step:
+            return
+        import callbacks.checkpointing
+
+        def full_disk(obj, f):
+            f.write(b"partial bytes")
+            try:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError:
+                raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")  # noqa: B904
+
+        callbacks.checkpointing.torch.save = full_disk

@@ -194,8 +194,11 @@ def test_every_export_carries_a_model_card(make_encoder, tmp_path):
     assert f"Parameters of the encoder: {kept['params']:,}" in text
     assert "900 of the dense 1,000, 10.0% removed" in text
     assert "| model | STS-B | STS avg |" in text and "| before | 80.12 | 78.87 |" in text
-    assert 'SentenceTransformer("my-model", trust_remote_code=True)' in text
-    assert 'AutoModel.from_pretrained("my-model", trust_remote_code=True)' in text
+    assert f"it keeps {sum(kept['heads'])} of {2 * heads} attention heads and {sum(kept['ffn'])} of " in text
+    # the snippets' paths are the model folder's own, wherever the export was written from
+    assert 'model_dir = "."' in text and "my-model" not in text.split("## Usage")[1]
+    assert "SentenceTransformer(model_dir, trust_remote_code=True)" in text
+    assert "AutoModel.from_pretrained(model_dir, trust_remote_code=True)" in text
 
 
 def test_a_dense_export_card_needs_no_remote_code_and_names_the_hub_model(make_encoder, tmp_path):
@@ -207,3 +210,35 @@ def test_a_dense_export_card_needs_no_remote_code_and_names_the_hub_model(make_e
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
     assert "trust_remote_code" not in card.text and "no training or pruning was recorded" in card.text
+
+
+def test_an_export_is_written_whole_or_not_at_all(make_encoder, tmp_path, monkeypatch):
+    """A full disk while writing the weights: one OutputWriteError naming the folder, nothing of the
+    new export left, and an earlier export there intact (here: the same folder written before)."""
+    import sparsecse.model_io
+    from sparsecse.errors import OutputWriteError
+
+    encoder = make_encoder("avg")
+    out = save_sparse_encoder(encoder, tmp_path / "export")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def full_disk(directory, text):  # the card is written last, after the weights
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sparsecse.model_io, "write_model_card", full_disk)
+    for target in (out, tmp_path / "new"):
+        with pytest.raises(OutputWriteError, match=rf"^cannot write {target}: No space left on device; "):
+            save_sparse_encoder(make_encoder("avg", seed=1), target)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["export"], "no temporary folder left"
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_an_export_replaces_an_earlier_one_whole(make_encoder, tmp_path):
+    """Files of the earlier export that the new one lacks (an ONNX graph) do not stay beside it."""
+    out = tmp_path / "export"
+    save_sparse_encoder(make_encoder("avg"), out)
+    (out / "onnx").mkdir()
+    (out / "onnx" / "model_qint8.onnx").write_bytes(b"an earlier graph")
+    save_sparse_encoder(make_encoder("avg", seed=1), out)
+    assert not (out / "onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]

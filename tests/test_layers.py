@@ -136,7 +136,7 @@ def test_sparsecse_prune_drops_layers_then_prunes_units(tmp_path, toy_senteval_d
         and len(config["kept_heads"][0]) == 2
     )
     assert (
-        f"Transformer layers kept: {results['layers_kept']} (chosen {choose})."
+        f"Transformer layers kept: {results['layers_kept']} of the 2 of `{tiny_model_dir}` (chosen {choose})."
         in (out / "README.md").read_text()
     )
     loaded = load_encoder(str(out), "avg")

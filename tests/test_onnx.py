@@ -5,6 +5,7 @@ included; int8 dynamic quantisation as an option."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -106,18 +107,41 @@ def test_int8_is_an_option_and_stays_close(make_encoder, tmp_path):
     assert cosine.min() > 0.95 and not torch.equal(hidden, expected)  # quantised, and still the same vectors
 
 
-def test_sparsecse_prune_writes_the_graphs_and_the_card_says_how_to_run_them(
-    tmp_path, toy_senteval_dir, tiny_model_dir
+def test_sparsecse_prune_scores_its_int8_graph_and_the_card_says_how_to_run_it(
+    tmp_path, toy_senteval_dir, tiny_model_dir, capsys
 ):
+    """With onnx=int8 the command prints and records the int8 graph's scores, as ONNX Runtime serves
+    it; the card's ONNX snippet runs as written, from the model's folder, without this package."""
     from helpers import compose_prune
 
     from sparsecse.cli.prune import prune
+    from sparsecse.evaluation import evaluate_encoder
+    from sparsecse.onnx_encoder import OnnxEncoder
+    from sparsecse.onnx_export import INT8_FILE
 
     out = tmp_path / "sparse"
-    prune(compose_prune([f"model={tiny_model_dir}", "pooler=avg", "pruning.head_sparsity=0.5",
-                         "pruning.num_batches=1", "tasks=[]", f"output_dir={out}",
-                         f"data_dir={toy_senteval_dir}", "batch_size=8", "onnx=int8"]))  # fmt: skip
-    assert (out / "onnx" / "model.onnx").is_file() and (out / "onnx" / "model_qint8.onnx").is_file()
+    results = prune(compose_prune([f"model={tiny_model_dir}", "pooler=avg", "pruning.head_sparsity=0.5",
+                                   "pruning.num_batches=1", "tasks=[stsb]", f"output_dir={out}",
+                                   f"data_dir={toy_senteval_dir}", "batch_size=8", "onnx=int8"]))  # fmt: skip
+    assert (out / "onnx" / "model.onnx").is_file() and (out / INT8_FILE).is_file()
+    assert results["int8"] == evaluate_encoder(OnnxEncoder(out, INT8_FILE), toy_senteval_dir, ["stsb"])
+    assert results["int8"]["stsb"] != results["after"]["stsb"], "the quantised graph, scored on its own"
+    assert json.loads((out / "results.json").read_text())["int8"] == results["int8"]
+    printed = capsys.readouterr().out
+    assert re.search(rf"^after, int8 ONNX \|\s+{results['int8']['stsb']:.2f}$", printed, re.MULTILINE), (
+        printed
+    )
     card = (out / "README.md").read_text()
-    assert "With ONNX Runtime alone (`onnx/model.onnx`, `onnx/model_qint8.onnx`" in card
-    assert 'onnxruntime.InferenceSession("sparse/onnx/model.onnx")' in card
+    assert f"| after, int8 ONNX | {results['int8']['stsb']:.2f} |" in card
+    assert "With ONNX Runtime alone (`onnx/model.onnx` or `onnx/model_qint8.onnx`" in card
+    snippets = [block.split("```")[0] for block in card.split("```python\n")[1:]]
+    assert len(snippets) == 3 and "graph = 'onnx/model_qint8.onnx'" in snippets[2]
+    for snippet in snippets:  # sentence-transformers, transformers, ONNX Runtime
+        script = (
+            'import sys\nsys.modules["sparsecse"] = None\n' + snippet + "\nprint(tuple(embeddings.shape))"
+        )
+        ran = subprocess.run(
+            [sys.executable, "-c", script], cwd=out, capture_output=True, text=True, timeout=300
+        )
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        assert ran.stdout.strip().splitlines()[-1] in ("(1, 32)", "(2, 32)"), snippet

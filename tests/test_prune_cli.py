@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -123,3 +124,111 @@ def test_a_seed_scores_alike_in_prune_and_in_the_study(
     assert json.loads((tmp_path / "2" / "results.json").read_text())["seed"] == 2
     assert point["after"]["stsb"] == pruned[2]["after"]["stsb"]
     assert pruned[3]["after"]["stsb"] != pruned[2]["after"]["stsb"], "the seed decides the ranking"
+
+
+def prune_overrides(out, data_dir, model, *extra: str) -> list[str]:
+    return [f"model={model}", "pooler=avg", "pruning.num_batches=1", "tasks=[stsb]", f"output_dir={out}",
+            f"data_dir={data_dir}", "batch_size=8", *extra]  # fmt: skip
+
+
+def test_an_output_dir_with_a_result_is_finished_or_refused_and_overwrite_replaces_it_whole(
+    tmp_path, toy_senteval_dir, tiny_model_dir, capsys, monkeypatch
+):
+    out = tmp_path / "sparse"
+    first = prune(
+        compose_prune(prune_overrides(out, toy_senteval_dir, tiny_model_dir, "pruning.head_sparsity=0.5"))
+    )
+    written = (out / "model.safetensors").read_bytes()
+    import sparsecse.cli.prune
+
+    monkeypatch.setattr(sparsecse.cli.prune, "load_encoder", lambda *a: pytest.fail("computed again"))
+    moved = tmp_path / "moved"
+    out.rename(moved)  # a result moved elsewhere is still the same result
+    again = prune(
+        compose_prune(prune_overrides(moved, toy_senteval_dir, tiny_model_dir, "pruning.head_sparsity=0.5"))
+    )
+    assert again == json.loads((moved / "results.json").read_text()) and again["after"] == first["after"]
+    assert f"{moved} already finished with this config; its results are in {moved / 'results.json'}" in (
+        capsys.readouterr().out
+    )
+    other = prune_overrides(moved, toy_senteval_dir, tiny_model_dir, "pruning.head_sparsity=0.25")
+    with pytest.raises(ConfigError) as refused:
+        prune(compose_prune(other))
+    assert str(refused.value) == (
+        f"output_dir: {moved} holds a result of another config (pruning.head_sparsity: 0.5 -> 0.25); "
+        "overwrite=true replaces it; another output_dir keeps both"
+    )
+    assert (moved / "model.safetensors").read_bytes() == written, "nothing written by the refused run"
+    monkeypatch.undo()
+    (moved / "onnx").mkdir()
+    (moved / "onnx" / "model_qint8.onnx").write_bytes(b"the earlier result's graph")
+    replaced = prune(compose_prune([*other, "overwrite=true"]))
+    assert replaced["sparsity"]["prune/head_sparsity"] == 0.25
+    assert not (moved / "onnx").exists(), "an overwrite removes what it replaces"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moved"], "no temporary folder left"
+
+
+def test_an_output_dir_from_elsewhere_is_refused_before_anything_runs(
+    tmp_path, toy_senteval_dir, tiny_model_dir
+):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("a user's own file")
+    for extra in ([], ["overwrite=true"]):
+        with pytest.raises(
+            ConfigError, match=r"^output_dir: .*mine holds files that are not an export of this "
+        ):
+            prune(compose_prune(prune_overrides(out, toy_senteval_dir, tiny_model_dir, *extra)))
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    earlier = tmp_path / "earlier"  # a result written before results.json recorded its config
+    prune(compose_prune(prune_overrides(earlier, toy_senteval_dir, tiny_model_dir)))
+    results = json.loads((earlier / "results.json").read_text())
+    del results["config"]
+    (earlier / "results.json").write_text(json.dumps(results))
+    with pytest.raises(
+        ConfigError, match="holds an earlier result with no record of its config; overwrite=true"
+    ):
+        prune(compose_prune(prune_overrides(earlier, toy_senteval_dir, tiny_model_dir)))
+
+
+def test_a_full_disk_leaves_no_half_written_model(tmp_path, toy_senteval_dir, tiny_model_dir, monkeypatch):
+    """safetensors reports a full disk in its own exception; the output folder is not created."""
+    import sparsecse.encoder
+    from sparsecse.errors import OutputWriteError
+
+    class SafetensorError(Exception):
+        pass
+
+    def full_disk(self, directory, **kwargs):
+        Path(directory).mkdir(parents=True)
+        (Path(directory) / "config.json").write_text("{}")  # what was written before the weights
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(sparsecse.encoder.SentenceEncoder, "save_pretrained", full_disk)
+    out = tmp_path / "sparse"
+    with pytest.raises(OutputWriteError) as stopped:
+        prune(
+            compose_prune(prune_overrides(out, toy_senteval_dir, tiny_model_dir, "pruning.head_sparsity=0.5"))
+        )
+    assert str(stopped.value) == f"cannot write {out}: No space left on device; nothing was written to {out}"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_layer_dropped_distilled_model_s_card_says_so(tmp_path, toy_senteval_dir, tiny_model_dir, capsys):
+    """No units removed: no scoring, no "0.0% removed" sentence; the layers kept and the distillation."""
+    out = tmp_path / "shallow"
+    cfg = compose_prune(prune_overrides(out, toy_senteval_dir, tiny_model_dir, "layers.keep=1",
+                                        "pruning.head_sparsity=0", "pruning.ffn_sparsity=0",
+                                        "recovery.steps=2", "recovery.batch_size=4",
+                                        f"recovery.cache_dir={tmp_path / 'cache'}"))  # fmt: skip
+    results = prune(cfg)
+    assert "scoring" not in capsys.readouterr().out
+    assert results["layers_kept"] == [1] and results["sparsity"]["prune/head_sparsity"] == 0.0
+    card = (out / "README.md").read_text()
+    assert f"from `{tiny_model_dir}`: it keeps 1 of its 2 transformer layers." in card
+    assert f"- Transformer layers kept: [1] of the 2 of `{tiny_model_dir}` (chosen evenly)." in card
+    assert (
+        f"- Recovered by distillation from `{tiny_model_dir}` as it was before anything was removed: 2 steps"
+        in card
+    )
+    assert "removed." not in card and "Pruned" not in card

@@ -294,3 +294,31 @@ def test_the_study_figure_draws_one_line_per_score_mode_and_dense(study_dir, mon
     (axes,) = drawn["sparsity_lines_sts_avg.png"].axes
     assert axes.get_legend_handles_labels()[1] == ["dense", "magnitude", "random"]
     assert [list(line.get_ydata()) for line in axes.get_lines()[1:]] == [[72.0, 65.0], [69.0]]
+
+
+def test_averages_over_other_tasks_are_not_put_in_one_column(tmp_path, capsys):
+    """A run scored on STS-B alone once showed its "STS avg" (its STS-B score) beside seven-task
+    averages, in the table and in sparsity_sts.png."""
+    seven = {task: 70.0 + i for i, task in enumerate(["sts12", "sts13", "sts14", "sts15", "sts16", "stsb",
+                                                          "sickr"])}  # fmt: skip
+    root = tmp_path / "sweep"
+    for seed, sts_avg in ((1, 73.0), (2, 75.0)):
+        write_run(root / f"seed={seed}", [f"seed={seed}"], {"after": {**seven, "sts_avg": sts_avg}})
+    write_run(
+        root / "stsb_only", ["seed=3", "evaluate.tasks=[stsb]"], {"after": {"stsb": 90.0, "sts_avg": 90.0}}
+    )
+    sweep = load_sweep(root)
+    assert sweep.averaged == {"sts_avg": ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr")}
+    stsb_only = next(run for run in sweep.runs if run.path.name == "stsb_only")
+    assert stsb_only.metrics == {"stsb": 90.0} and stsb_only.left_out == {"sts_avg"}
+    report = format_report(sweep)
+    (row,) = [line for line in report.split("## STS")[1].splitlines() if "evaluate.tasks=[stsb]" in line]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[-3:] == ["90.00", "", ""], "its STS-B score, no SICK-R and no STS avg"
+    assert (
+        "STS avg is the mean of STS12, STS13, STS14, STS15, STS16, STS-B, SICK-R. Left out of that column, "
+        f"as the mean of other tasks: `{root / 'stsb_only'}` (STS-B)."
+    ) in report
+    main([str(root)])
+    printed = capsys.readouterr().out
+    assert f"wrote {root / 'sparsity_sts.png'}" in printed and f"wrote {root / 'report.md'}" in printed

@@ -138,11 +138,30 @@ def test_unwritable_checkpoint_is_one_line_and_the_previous_one_survives(
     assert sorted(p.name for p in checkpoints.iterdir() if "tmp" in p.name) == []
 
 
-def run_script(overrides: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+@pytest.mark.slow
+def test_a_full_disk_stops_the_job_at_once_with_one_line(tmp_path, toy_senteval_dir, tiny_model_dir, corpus):
+    """With DataLoader workers (which ignore stop signals), a failed checkpoint write once left the
+    process waiting for them after its traceback, until the cluster's time limit killed it."""
+    fault = ["+callbacks.fault._target_=fault_probe.DiskFullAt", "+callbacks.fault.step=2"]
+    overrides = fault_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus, "data.num_workers=1", *fault)
+    stopped = run_script(overrides, tmp_path, timeout=120)
+    assert stopped.returncode == 1, stopped.stderr[-2000:]
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"sparsecse-train: cannot write checkpoint {tmp_path}/checkpoints/best.ckpt: No space left on "
+        "device; no earlier checkpoint there"
+    )
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if "tmp" in p.name] == []
+
+
+def run_script(
+    overrides: list[str], tmp_path: Path, timeout: float = 600, **env: str
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", **env,
            "PYTHONPATH": f"{REPO_ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}  # fmt: skip
-    return subprocess.run([sys.executable, "train.py", *overrides, f"hydra.run.dir={tmp_path}"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    command = [sys.executable, "train.py", *overrides, f"hydra.run.dir={tmp_path}"]
+    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def final_state(run_dir: Path) -> tuple[dict, list]:

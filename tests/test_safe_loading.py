@@ -264,10 +264,10 @@ def test_export_is_safetensors_only_and_loads_without_its_code(tmp_path, make_en
 def test_export_refuses_a_directory_with_pickles(tmp_path, make_encoder):
     (tmp_path / "export").mkdir()
     (tmp_path / "export" / "pytorch_model.bin").write_bytes(b"")
-    with pytest.raises(
-        ConfigError, match=r"^output_dir: .*export already holds pickle files \(pytorch_model.bin\)$"
-    ):
+    message = r"^output_dir: .*export holds files that are not an export of this project \(pytorch_model.bin"
+    with pytest.raises(ConfigError, match=message):
         save_sparse_encoder(make_encoder("avg"), tmp_path / "export")
+    assert [p.name for p in (tmp_path / "export").iterdir()] == ["pytorch_model.bin"], "left as it was"
 
 
 # the planted last.ckpt is refused by the checkpoint restore inside Trainer.fit: a fit, so slow

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import uuid
 from collections.abc import Iterator
@@ -195,6 +197,19 @@ def discard_unused_run_folder() -> None:
         shutil.rmtree(folder)
 
 
+def stop_worker_processes() -> None:
+    """DataLoader workers ignore the job's stop signals (`sparsecse.data.ignore_stop_signals`), and
+    Lightning shuts them down only when training ends normally: after an error, Python's exit would
+    wait for them forever (multiprocessing terminates daemon children, then joins them), keeping a
+    failed job on the cluster until its time limit. They are killed instead."""
+    workers = [child for child in multiprocessing.active_children() if child.daemon]
+    if workers:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would report each as a crash
+    for worker in workers:
+        worker.kill()
+        worker.join(timeout=10)
+
+
 @contextmanager
 def job_exit(program: str) -> Iterator[None]:
     """One line for a ConfigError or a stopped run (with its exit status; in a multirun the job fails
@@ -220,3 +235,5 @@ def job_exit(program: str) -> Iterator[None]:
         import wandb
 
         wandb.finish(exit_code=exit_code)
+        if exit_code:
+            stop_worker_processes()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from sparsecse.cli import tool_main
+from sparsecse.cli import resolved, tool_main
 from sparsecse.cli.evaluate import model_key, pick_device
 from sparsecse.console import say
 from sparsecse.console import stage as console_stage
@@ -17,15 +18,24 @@ from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
+from sparsecse.gates import sparsity_summary
 from sparsecse.layers import LayerDrop, drop_layers
 from sparsecse.loading import load_config
-from sparsecse.model_card import base_model, plural, pruning_sentence, recovery_sentence
-from sparsecse.model_io import load_encoder, save_sparse_encoder
-from sparsecse.onnx_export import OnnxExport, check_onnx_available
+from sparsecse.model_card import CardFacts, base_model, plural, pruning_sentence, recovery_sentence
+from sparsecse.model_io import check_replaceable, load_encoder, write_card, write_export
+from sparsecse.onnx_encoder import OnnxEncoder, token_pooling
+from sparsecse.onnx_export import INT8_FILE, OnnxExport, check_onnx_available
 from sparsecse.recovery import Recovery, corpus_sentences, recover, teacher_embeddings
 from sparsecse.removal import remove_pruned_units
-from sparsecse.sparsifier import TARGETS, Sparsifier, event_outcome, one_shot_event
+from sparsecse.runs import RESULTS, check_finished_output
+from sparsecse.sparsifier import TARGETS, PruningEvent, Sparsifier, event_outcome, one_shot_event
 from sparsecse.validation import check_value
+from sparsecse.writing import written_whole
+
+# Keys that say where a result is written or read from, not what it computes: a result moved to
+# another folder, or computed again with overwrite=true, is the same result.
+UNCOMPARED_KEYS = ("output_dir", "data_dir", "overwrite", "recovery.cache_dir")
+INT8_ROW = "after, int8 ONNX"  # the row of the results table (and results.json key `int8`)
 
 
 def stage(name: str):
@@ -46,15 +56,34 @@ def build_sparsifier(options: dict, model_config):
     return sparsifier, event
 
 
-def check_layers(layer_drop: LayerDrop, model_config) -> None:
+def under(group: str, build, *args, **kwargs):
+    """`build(...)`, a ConfigError from it named under the config group `group`."""
     try:
-        layer_drop.check_model(model_config)
+        return build(*args, **kwargs)
     except ConfigError as err:
-        raise err.under("layers") from None
+        raise err.under(group) from None
 
 
-def prune(cfg: DictConfig) -> dict:
-    """Score, sparsify, evaluate before and after; returns {"before", "after", "sparsity"}."""
+@dataclass
+class PruneJob:
+    """The checked settings of one run: what to evaluate, remove and recover."""
+
+    tasks: tuple[str, ...]
+    recovery: Recovery
+    layer_drop: LayerDrop
+    options: dict  # the Sparsifier's options and the event's targets, until the model is known
+    sparsifier: Sparsifier | None = None
+    event: PruningEvent | None = None
+    dense_layers: int | None = None
+
+    def check_model(self, model_config) -> None:
+        self.sparsifier, self.event = build_sparsifier(dict(self.options), model_config)
+        under("layers", self.layer_drop.check_model, model_config)
+        self.dense_layers = model_config.num_hidden_layers
+
+
+def check_job(cfg: DictConfig) -> PruneJob:
+    """Every setting, before any data or weights load (a checkpoint's model only once it has loaded)."""
     if OmegaConf.is_missing(cfg, "output_dir"):
         raise ConfigError("output_dir", "is required: where to write the sparsified model")
     tasks = check_evaluation(cfg.tasks, cfg.transfer_preset) if cfg.tasks else ()
@@ -62,87 +91,145 @@ def prune(cfg: DictConfig) -> dict:
     check_value("onnx", cfg.onnx, OnnxExport)
     if cfg.onnx != "none":
         check_onnx_available()
-    with model_key():
-        model_config = load_config(cfg.model) if not str(cfg.model).endswith(".ckpt") else None
-    options = OmegaConf.to_container(cfg.pruning, resolve=True)
-    try:
-        recovery = Recovery(**OmegaConf.to_container(cfg.recovery, resolve=True))
-    except ConfigError as err:
-        raise err.under("recovery") from None
-    try:
-        layer_drop = LayerDrop(**OmegaConf.to_container(cfg.layers, resolve=True))
-    except ConfigError as err:
-        raise err.under("layers") from None
-    sparsifier, event = build_sparsifier(options, model_config) if model_config else (None, None)
-    if model_config is not None:
-        check_layers(layer_drop, model_config)
+    job = PruneJob(
+        tasks,
+        under("recovery", Recovery, **OmegaConf.to_container(cfg.recovery, resolve=True)),
+        under("layers", LayerDrop, **OmegaConf.to_container(cfg.layers, resolve=True)),
+        OmegaConf.to_container(cfg.pruning, resolve=True),
+    )
+    if not str(cfg.model).endswith(".ckpt"):
+        with model_key():
+            job.check_model(load_config(cfg.model))
+    return job
+
+
+def removes_units(event: PruningEvent) -> bool:
+    return any(target > 0 for target in event.targets)
+
+
+def prune_units(encoder, data, job: PruneJob, cfg: DictConfig, results: dict) -> None:
+    """Drop layers, then score and remove units (scoring skipped when the event removes none)."""
+    sparsifier, event = job.sparsifier, job.event
+    if job.layer_drop.keep is not None:
+        batches = islice(data.scoring_dataloader(sparsifier.seed), sparsifier.num_batches)
+        kept = job.layer_drop.kept(
+            encoder, batches, sparsifier.scorer.mode, sparsifier.scorer.uniformity_weight
+        )
+        under("layers", drop_layers, encoder, kept)
+        results["layers_kept"] = kept
+        say(f"sparsecse-prune: kept layers {kept} of {job.dense_layers} ({job.layer_drop.choose})")
+    sparsifier.attach(encoder)
+    if removes_units(event):
+        scoring = (
+            f"scoring {plural(sparsifier.num_batches, 'batch')} of {cfg.train_file}, seed {sparsifier.seed}"
+        )
+        with stage(scoring):
+            importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(sparsifier.seed)))
+        results["sparsity"] = sparsifier.apply(encoder, event, importance)
+        say(
+            f"sparsecse-prune: {event_outcome(event, results['sparsity'], sparsifier.ffn_alignment(encoder))}"
+        )
+    else:
+        results["sparsity"] = sparsity_summary(encoder)
+    remove_pruned_units(encoder)
+
+
+def provenance(cfg: DictConfig, job: PruneJob, results: dict) -> list[str]:
+    """The model card's account: the layers kept, the units removed, the distillation."""
+    base = base_model(str(cfg.model))
+    lines = []
+    if "layers_kept" in results:
+        lines.append(f"Transformer layers kept: {results['layers_kept']} of the {job.dense_layers} of "
+                     f"`{base}` (chosen {job.layer_drop.choose}).")  # fmt: skip
+    if removes_units(job.event):
+        when = f"after training from `{base}` (sparsecse-prune, one event)"
+        scored_on = f"{plural(job.sparsifier.num_batches, 'batch')} of `{cfg.train_file}`"
+        lines.append(pruning_sentence(when, job.sparsifier.scorer.mode, job.sparsifier.granularity,
+                                      results["sparsity"], scored_on))  # fmt: skip
+    if job.recovery.steps:
+        teacher = f"`{base}` as it was before anything was removed"
+        lines.append(recovery_sentence(job.recovery, cfg.train_file, teacher))
+    return lines
+
+
+def score_int8_graph(encoder, directory: Path, job: PruneJob, cfg: DictConfig, data_dir: Path) -> dict | None:
+    """The scores of the int8 graph just written to `directory`, through ONNX Runtime as it serves
+    (None, with a line saying why, when the encoder's pooler needs more than the graph's last layer)."""
+    if token_pooling(encoder.pooler, encoder.mlp_only_train) is None:
+        say(f"sparsecse-prune: the int8 graph is not scored: its pooler, {encoder.pooler}, needs more than "
+            "the graph's last layer")  # fmt: skip
+        return None
+    with stage("evaluation of the int8 ONNX graph"):
+        graph = OnnxEncoder(directory, INT8_FILE)
+        return evaluate_encoder(graph, data_dir, job.tasks, cfg.eval_batch_size, cfg.transfer_preset)
+
+
+def write_output(encoder, cfg: DictConfig, job: PruneJob, results: dict, data_dir: Path) -> None:
+    """The model, its graphs, card and results.json, written whole into output_dir (or not at all)."""
+    out = Path(cfg.output_dir)
+    what = "the model" + {"none": "", "fp32": " and its ONNX graph", "int8": " and its ONNX graphs"}[cfg.onnx]
+    with stage(f"writing {what} to {out}"), written_whole(out) as temporary:
+        graphs = write_export(encoder, temporary, cfg.onnx)
+        if cfg.onnx == "int8" and job.tasks:
+            if (scores := score_int8_graph(encoder, temporary, job, cfg, data_dir)) is not None:
+                results["int8"] = scores
+                print(format_table({INT8_ROW: scores}))
+        rows = {name: results[name] for name in ("before", "after") if results.get(name)}
+        rows |= {INT8_ROW: results["int8"]} if "int8" in results else {}
+        facts = CardFacts(provenance(cfg, job, results), rows, dense_layers=job.dense_layers)
+        write_card(encoder, temporary, out.name, facts, graphs)
+        write_results(temporary / RESULTS, results)
+
+
+def prune(cfg: DictConfig) -> dict:
+    """Score, sparsify, evaluate before and after; returns {"before", "after", "sparsity"}. An
+    output_dir that holds this config's result is reported finished; one of another config is
+    refused unless `overwrite`."""
+    job = check_job(cfg)
+    config = {k: v for k, v in resolved(cfg).items() if k != "hydra"}
+    out = Path(cfg.output_dir)
+    check_replaceable(out)
+    if (finished := check_finished_output(out, config, cfg.overwrite, UNCOMPARED_KEYS)) is not None:
+        print(f"{out} already finished with this config; its results are in {out / RESULTS} "
+              "(overwrite=true computes it again)")  # fmt: skip
+        return finished
     with model_key():
         data = ContrastiveDataModule(cfg.model, cfg.data_dir, cfg.train_file, cfg.batch_size, cfg.max_length,
-                                     seed=options["seed"])  # fmt: skip
+                                     seed=job.options["seed"])  # fmt: skip
         encoder = load_encoder(cfg.model, cfg.pooler).to(pick_device(cfg.device))
-    if sparsifier is None:  # a checkpoint: its config is known only now
-        sparsifier, event = build_sparsifier(options, encoder.backbone.config)
-        check_layers(layer_drop, encoder.backbone.config)
+    if job.sparsifier is None:  # a checkpoint: its config is known only now
+        job.check_model(encoder.backbone.config)
     evaluate = partial(
-        evaluate_encoder, encoder, data.data_dir, tasks, cfg.eval_batch_size, cfg.transfer_preset
+        evaluate_encoder, encoder, data.data_dir, job.tasks, cfg.eval_batch_size, cfg.transfer_preset
     )
     # One seed draws the scoring batches, their dropout and random scores, as sparsecse-study's
     # `seeds` and a training run's pruning.seed do: the same seed gives the same ranking in each tool.
-    results = {"seed": sparsifier.seed, "before": {}}
-    if cfg.evaluate_before and tasks:
+    results = {"seed": job.sparsifier.seed, "config": config, "before": {}}
+    if cfg.evaluate_before and job.tasks:
         with stage("evaluation before pruning"):
             results["before"] = evaluate()
-    if recovery.steps:  # the encoder before the event is the teacher
+    if job.recovery.steps:  # the encoder before anything is removed is the teacher
         sentences = corpus_sentences(data.train_set)
         with stage(f"teacher embeddings of {len(sentences)} sentences (cached)"):
-            teacher = teacher_embeddings(encoder, sentences, recovery.max_length, recovery.cache_dir)
-    if layer_drop.keep is not None:
-        batches = islice(data.scoring_dataloader(sparsifier.seed), sparsifier.num_batches)
-        results["layers_kept"] = layer_drop.kept(encoder, batches, sparsifier.scorer.mode,
-                                                 sparsifier.scorer.uniformity_weight)  # fmt: skip
-        try:
-            drop_layers(encoder, results["layers_kept"])
-        except ConfigError as err:
-            raise err.under("layers") from None
-        say(f"sparsecse-prune: kept layers {results['layers_kept']} ({layer_drop.choose})")
-    sparsifier.attach(encoder)
-    with stage(
-        f"scoring {plural(sparsifier.num_batches, 'batch')} of {cfg.train_file}, seed {sparsifier.seed}"
-    ):
-        importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(sparsifier.seed)))
-    results["sparsity"] = sparsifier.apply(encoder, event, importance)
-    say(f"sparsecse-prune: {event_outcome(event, results['sparsity'], sparsifier.ffn_alignment(encoder))}")
-    remove_pruned_units(encoder)
-    if recovery.steps:
-        if tasks:
+            teacher = teacher_embeddings(encoder, sentences, job.recovery.max_length, job.recovery.cache_dir)
+    prune_units(encoder, data, job, cfg, results)
+    if job.recovery.steps:
+        if job.tasks:
             with stage("evaluation of the pruned model, before recovery"):
                 results["pruned"] = evaluate()
         start = time.perf_counter()
-        with stage(f"recovery, {recovery.steps} steps of distillation from the encoder before pruning"):
-            losses = recover(encoder, sentences, teacher, recovery)
-        results["recovery"] = {"steps": recovery.steps, "seconds": round(time.perf_counter() - start, 1),
+        with stage(f"recovery, {job.recovery.steps} steps of distillation from the encoder before pruning"):
+            losses = recover(encoder, sentences, teacher, job.recovery)
+        results["recovery"] = {"steps": job.recovery.steps, "seconds": round(time.perf_counter() - start, 1),
                                "first_loss": losses[0], "last_loss": losses[-1]}  # fmt: skip
         say(f"sparsecse-prune: distillation loss {losses[0]:.5f} -> {losses[-1]:.5f}")
     results["after"] = {}
-    if tasks:
-        with stage("evaluation of the " + ("recovered" if recovery.steps else "pruned") + " model"):
+    if job.tasks:
+        with stage("evaluation of the " + ("recovered" if job.recovery.steps else "pruned") + " model"):
             results["after"] = evaluate()
-        shown = ("before", "pruned", "after") if recovery.steps else ("before", "after")
+        shown = ("before", "pruned", "after") if job.recovery.steps else ("before", "after")
         print(format_table({name: results[name] for name in shown if results.get(name)}))
-    when = f"after training from `{base_model(str(cfg.model))}` (sparsecse-prune, one event)"
-    scored_on = f"{plural(sparsifier.num_batches, 'batch')} of `{cfg.train_file}`"
-    score, granularity = sparsifier.scorer.mode, sparsifier.granularity
-    provenance = [pruning_sentence(when, score, granularity, results["sparsity"], scored_on)]
-    if "layers_kept" in results:
-        kept = f"Transformer layers kept: {results['layers_kept']} (chosen {layer_drop.choose})."
-        provenance.insert(0, kept)
-    if recovery.steps:
-        provenance.append(recovery_sentence(recovery, cfg.train_file))
-    rows = {name: results[name] for name in ("before", "after") if results[name]}
-    what = "the model" + {"none": "", "fp32": " and its ONNX graph", "int8": " and its ONNX graphs"}[cfg.onnx]
-    with stage(f"writing {what} to {cfg.output_dir}"):
-        save_sparse_encoder(encoder, Path(cfg.output_dir), provenance, rows, onnx=cfg.onnx)
-        write_results(Path(cfg.output_dir) / "results.json", results)
+    write_output(encoder, cfg, job, results, data.data_dir)
     return results
 
 

@@ -15,6 +15,7 @@ from sparsecse.evaluation.names import display_name
 from sparsecse.evaluation.sts import STS_TASKS, caching_encodings, evaluate_sts
 from sparsecse.evaluation.table import ANALYSIS_KEYS, format_table
 from sparsecse.evaluation.transfer import TRANSFER_TASKS, check_preset, evaluate_transfer
+from sparsecse.writing import write_text
 
 TASK_SETS = {"sts": STS_TASKS, "transfer": TRANSFER_TASKS, "analysis": ANALYSIS_TASKS}
 ALL_TASKS = STS_TASKS + TRANSFER_TASKS + ANALYSIS_TASKS
@@ -134,7 +135,5 @@ def evaluate_encoder(
 
 
 def write_results(path: str | Path, results: Mapping) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    return path
+    """`results` as JSON, written whole or not at all (a full disk leaves no truncated file)."""
+    return write_text(Path(path), json.dumps(results, indent=2) + "\n")

@@ -24,7 +24,14 @@ from sparsecse.report.sweep import (
     sort_key,
     varying_keys,
 )
-from sparsecse.report.tables import SECTIONS, failed_section, markdown_table, write_csv
+from sparsecse.report.tables import (
+    SECTIONS,
+    average_label,
+    average_notes,
+    failed_section,
+    markdown_table,
+    write_csv,
+)
 
 __all__ = [
     "BETTER", "Row", "Run", "Sweep", "format_report", "group_rows", "load_sweep", "run_metrics",
@@ -43,8 +50,12 @@ def format_report(sweep: Sweep) -> str:
         "Cells are mean ± sample std over the runs (n); just the mean when n = 1.",
     ]
     parts += filter(None, [study_section(sweep)])
-    tables = [(title, markdown_table(sweep.rows, keys)) for title, keys in SECTIONS]
-    parts += [f"## {title}\n\n{table}" for title, table in tables if table] or ["No finished runs."]
+    tables = [(title, markdown_table(sweep.rows, keys), keys) for title, keys in SECTIONS]
+    parts += [
+        "\n\n".join([f"## {title}", table, *average_notes(sweep, keys)])
+        for title, table, keys in tables
+        if table
+    ] or ["No finished runs."]
     return "\n\n".join([*parts, failed_section(sweep)]) + "\n"
 
 
@@ -64,13 +75,15 @@ def write_figures(sweep: Sweep, output_dir: Path) -> tuple[list[Path], list[str]
     sparsity = attrgetter("sparsity")
     measured = all("parameter_sparsity" in run.metrics for row in sweep.rows for run in row.runs)
     xlabel = "parameter sparsity" if measured else "sparsity (parameter_sparsity, else prune/head_sparsity)"
+    label = lambda average: average_label(average, sweep.averaged.get(average, ()))  # noqa: E731
+    score = partial(plots.score_vs_sparsity, xlabel=xlabel)
     figures = {  # file -> (what it needs, x, y, drawing)
         "align_uniform.png": ("alignment and uniformity", _metric("uniformity"), _metric("alignment"),
                               plots.align_uniform),
         "sparsity_sts.png": ("sts_avg", sparsity, _metric("sts_avg"),
-                             partial(plots.score_vs_sparsity, ylabel="STS avg", xlabel=xlabel)),
+                             partial(score, ylabel=label("sts_avg"))),
         "sparsity_transfer.png": ("transfer_avg", sparsity, _metric("transfer_avg"),
-                                  partial(plots.score_vs_sparsity, ylabel="transfer avg", xlabel=xlabel)),
+                                  partial(score, ylabel=label("transfer_avg"))),
     }  # fmt: skip
     written, notes = [], []
     for name, (needs, x, y, draw) in figures.items():

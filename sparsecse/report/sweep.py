@@ -7,6 +7,7 @@ import json
 import math
 import re
 import statistics
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,7 +16,9 @@ from pathlib import Path
 import yaml
 
 from sparsecse.errors import ConfigError
+from sparsecse.evaluation.sts import STS_TASKS
 from sparsecse.evaluation.table import ANALYSIS_KEYS, EVALUATION_KEYS
+from sparsecse.evaluation.transfer import TRANSFER_TASKS
 
 SIZE_KEYS = ("parameters", "parameter_sparsity")
 # A run with `evaluate.final_step` also scored its last step's model ("final" in results.json) and
@@ -24,6 +27,8 @@ FINAL_PREFIX = "final/"
 FINAL_KEYS = tuple(FINAL_PREFIX + k for k in ("sts_avg", "transfer_avg", *ANALYSIS_KEYS))
 METRICS = (*EVALUATION_KEYS, *SIZE_KEYS, "best_step", *FINAL_KEYS)
 RUN_DEPTH = 3  # Hydra puts runs one level below the sweep dir; custom subdirs may nest them deeper
+# An average and the tasks it may average: runs that averaged other tasks are not put in one column.
+AVERAGES = {"sts_avg": STS_TASKS, "transfer_avg": TRANSFER_TASKS}
 
 
 @dataclass
@@ -32,10 +37,20 @@ class Run:
     overrides: dict[str, str]
     results: dict | None  # None: the job did not finish, see `reason`
     reason: str = ""
+    # averages over other tasks than the sweep's column holds (set by load_sweep before `metrics`)
+    left_out: set[str] = field(default_factory=set)
 
     @cached_property
     def metrics(self) -> dict[str, float]:
-        return run_metrics(self.results or {})
+        metrics = run_metrics(self.results or {})
+        return {k: v for k, v in metrics.items() if k.removeprefix(FINAL_PREFIX) not in self.left_out}
+
+    def averaged(self, average: str) -> tuple[str, ...] | None:
+        """The tasks this run's `average` (sts_avg, transfer_avg) is the mean of; None without it."""
+        block = evaluated_block(self.results or {})
+        if average not in block:
+            return None
+        return tuple(task for task in AVERAGES[average] if task in block)
 
     @cached_property
     def sparsity(self) -> float:
@@ -71,6 +86,7 @@ class Sweep:
     varying: list[str]
     constant: dict[str, str]
     rows: list[Row]
+    averaged: dict[str, tuple[str, ...]] = field(default_factory=dict)  # average -> its column's tasks
 
     @property
     def failed(self) -> list[Run]:
@@ -171,10 +187,15 @@ def _is_number(value) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def evaluated_block(results: Mapping) -> dict:
+    """The scores of the evaluated model: the "after" block, else "before"."""
+    return dict(results.get("after") or results.get("before") or {})
+
+
 def run_metrics(results: Mapping) -> dict[str, float]:
-    """The evaluated model's scores (the "after" block, else "before"), its size, the best
-    checkpoint's step and the final step's scores (`final/...`); numbers only."""
-    block = dict(results.get("after") or results.get("before") or {})
+    """The evaluated model's scores (`evaluated_block`), its size, the best checkpoint's step and
+    the final step's scores (`final/...`); numbers only."""
+    block = evaluated_block(results)
     final = {FINAL_PREFIX + k: v for k, v in (results.get("final") or {}).items()}
     found = {**block, **final, **{k: results[k] for k in (*SIZE_KEYS, "best_step") if k in results}}
     return {k: float(found[k]) for k in METRICS if _is_number(found.get(k))}
@@ -216,5 +237,24 @@ def load_sweep(sweep_dir: str | Path, seed_key: str = "seed") -> Sweep:
     settings = [{k: v for k, v in run.overrides.items() if k != seed_key} for run in runs]
     varying = varying_keys(settings)
     constant = {k: v for k, v in settings[0].items() if k not in varying}
-    rows = group_rows([run for run in runs if run.results is not None], varying, seed_key)
-    return Sweep(root, seed_key, runs, varying, constant, rows)
+    finished = [run for run in runs if run.results is not None]
+    averaged = leave_out_other_averages(finished)
+    rows = group_rows(finished, varying, seed_key)
+    return Sweep(root, seed_key, runs, varying, constant, rows, averaged)
+
+
+def leave_out_other_averages(runs: Sequence[Run]) -> dict[str, tuple[str, ...]]:
+    """Per average, the tasks its column averages: those most runs averaged (the more tasks, on a
+    tie). A run whose average is over other tasks is left out of that column (an STS-B-only run's
+    "STS avg" is not the seven tasks' average); returns average -> tasks."""
+    averaged = {}
+    for average in AVERAGES:
+        tasks = {id(run): run.averaged(average) for run in runs}
+        counts = Counter(t for t in tasks.values() if t is not None)
+        if not counts:
+            continue
+        averaged[average] = max(counts, key=lambda t: (counts[t], len(t)))
+        for run in runs:
+            if tasks[id(run)] not in (None, averaged[average]):
+                run.left_out.add(average)
+    return averaged

@@ -6,6 +6,7 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
+from sparsecse.evaluation.names import display_name
 from sparsecse.evaluation.table import ANALYSIS_KEYS, COLUMN_NAMES, DECIMALS, STS_KEYS, TRANSFER_KEYS
 from sparsecse.report.sweep import FINAL_KEYS, FINAL_PREFIX, METRICS, SIZE_KEYS, Row, Sweep
 
@@ -55,6 +56,31 @@ def _table_line(cells: Sequence[str], widths: Sequence[int]) -> str:
     """The setting left-aligned, the numbers right-aligned, so that the table reads as plain text too."""
     padded = [cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))]
     return "| " + " | ".join(padded) + " |"
+
+
+def task_names(tasks: Sequence[str]) -> str:
+    return ", ".join(display_name(task) for task in tasks)
+
+
+def average_label(average: str, tasks: Sequence[str]) -> str:
+    """A figure's axis label for an average that names what it averages: `STS avg (7 tasks)`."""
+    what = f"{len(tasks)} tasks" if len(tasks) > 2 else task_names(tasks)
+    return f"{LABELS[average]} ({what})"
+
+
+def average_notes(sweep: Sweep, keys: Sequence[str]) -> list[str]:
+    """For each average among `keys`: the tasks its column is the mean of, and the runs left out of
+    it because they averaged other tasks."""
+    notes = []
+    for average in (k for k in keys if k in sweep.averaged):
+        label = LABELS[average]
+        note = f"{label[0].upper()}{label[1:]} is the mean of {task_names(sweep.averaged[average])}."
+        left = [run for run in sweep.runs if average in run.left_out]
+        if left:
+            named = "; ".join(f"`{run.path}` ({task_names(run.averaged(average))})" for run in left)
+            note += f" Left out of that column, as the mean of other tasks: {named}."
+        notes.append(note)
+    return notes
 
 
 def failed_section(sweep: Sweep) -> str:
