@@ -3,7 +3,7 @@ the progress bar."""
 
 from callbacks.checkpointing import AtomicCheckpointIO, BestCheckpoint, LastCheckpoint
 from callbacks.importance import ImportanceScoring
-from callbacks.progress import StepProgressBar
+from callbacks.progress import ParameterSummary, StepProgressBar
 from callbacks.pruning import ScheduledPruning
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "BestCheckpoint",
     "ImportanceScoring",
     "LastCheckpoint",
+    "ParameterSummary",
     "ScheduledPruning",
     "StepProgressBar",
 ]

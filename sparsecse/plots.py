@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
@@ -115,26 +117,39 @@ def quality_against_speed(
     path: str | Path,
 ) -> Path:
     """One line per recipe through its (speed-up, its std, STS avg, its std) points, with error bars;
-    the Pareto frontier's (speed-up, STS avg) points joined by a dashed line."""
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for color, (label, points) in zip(line_colors(len(lines)), lines.items(), strict=True):
+    the Pareto frontier's (speed-up, STS avg) points joined by a dashed line; the legend beside the
+    axes, where it hides no point."""
+    return _save(quality_against_speed_figure(lines, frontier), path)
+
+
+def quality_against_speed_figure(
+    lines: Mapping[str, Sequence[tuple[float, float, float, float]]], frontier: Sequence[tuple[float, float]]
+):
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    styles = zip(line_colors(len(lines)), itertools.cycle(MARKERS))
+    for (color, marker), (label, points) in zip(styles, lines.items()):
         x, x_err, y, y_err = zip(*points)
-        ax.errorbar(x, y, xerr=x_err, yerr=y_err, fmt="-o", color=color, markersize=4, capsize=2,
+        ax.errorbar(x, y, xerr=x_err, yerr=y_err, fmt=f"-{marker}", color=color, markersize=5, capsize=2,
                     label=label)  # fmt: skip
     ax.plot(*zip(*frontier), "--", color="black", alpha=0.5, label="Pareto frontier")
     ax.set(xlabel="encode speed-up over dense PyTorch (STS-B dev, batch 64)", ylabel="STS avg (7 tasks)",
            title="quality against speed (mean ± std over seeds)")  # fmt: skip
-    ax.legend(fontsize="small")
-    return _save(fig, path)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    return fig
+
+
+# Beyond tab10's ten colours, six more that are far from those and from each other (no light and dark
+# pair of one hue, as tab20 has): blue, navy, magenta, green, maroon, olive.
+EXTRA_COLORS = ("#0000ff", "#000075", "#ff00ff", "#00ff00", "#800000", "#808000")
+MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")  # a second cue beside the colour
 
 
 def line_colors(count: int) -> list[tuple[float, ...]]:
-    """`count` distinct colours: matplotlib's 10-colour cycle repeats after 10 lines, so more take
-    the 20 of tab20."""
-    cmap = plt.get_cmap("tab10" if count <= 10 else "tab20")
-    if count > cmap.N:
-        raise ValueError(f"{count} lines: at most {cmap.N} distinct colours")
-    return [cmap(i) for i in range(count)]
+    """`count` distinct colours, tab10's first (matplotlib's cycle repeats after 10 lines)."""
+    palette = [*(plt.get_cmap("tab10")(i) for i in range(10)), *map(to_rgba, EXTRA_COLORS)]
+    if count > len(palette):
+        raise ValueError(f"{count} lines: at most {len(palette)} distinct colours")
+    return palette[:count]
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -144,6 +159,6 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # a legend beside the axes stays in the picture
     plt.close(fig)
     return path

@@ -127,13 +127,32 @@ def test_the_plot_is_written(tmp_path):
     assert path.stat().st_size > 5000
 
 
-def test_every_recipe_of_the_plot_has_its_own_colour():
+def test_every_recipe_of_the_plot_has_a_colour_far_from_the_others():
+    """tab20, once used past 10 lines, drew light and dark pairs of one hue that readers confused."""
+    from itertools import combinations
+
     from sparsecse.plots import line_colors
 
-    for count in (3, 10, 11, 20):  # the study draws 11 recipes: past 10, the default cycle repeats
-        assert len(set(line_colors(count))) == count
-    with pytest.raises(ValueError, match="21 lines"):
-        line_colors(21)
+    for count in (3, 10, 11, 16):  # the study draws 11 recipes: past 10, the default cycle repeats
+        colors = [color[:3] for color in line_colors(count)]
+        distance = min(sum((a - b) ** 2 for a, b in zip(x, y)) ** 0.5 for x, y in combinations(colors, 2))
+        assert distance > 0.25, count  # tab10's closest pair (orange and grey) is 0.26 apart
+    with pytest.raises(ValueError, match="17 lines"):
+        line_colors(17)
+
+
+def test_the_legend_sits_beside_the_axes(tmp_path):
+    """Inside the axes it covered two of the study's points."""
+    from sparsecse.plots import quality_against_speed_figure
+
+    write_study(tmp_path)
+    rows = summarise(read_points(tmp_path))
+    lines = {row.recipe: [(row.speedup, row.speedup_std, row.sts_avg, row.sts_std)] for row in rows}
+    fig = quality_against_speed_figure(lines, [(1.0, 78.0), (2.0, 77.0)])
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 > axes.x1, "entirely to the right of the axes"
 
 
 def test_the_pick_at_a_speed_is_the_best_score_at_least_that_fast():

@@ -62,7 +62,8 @@ def test_third_party_noise_is_silenced_and_real_warnings_are_not(caplog):
 
     noise = ["The `srun` command is available on your system but is not used. HINT: ...",
              "Metric `SpearmanCorrcoef` will save all targets and predictions in the buffer.",
-             "`isinstance(treespec, LeafSpec)` is deprecated, use ..."]  # fmt: skip
+             "`isinstance(treespec, LeafSpec)` is deprecated, use ...",
+             "Checkpoint directory /runs/x/checkpoints exists and is not empty."]  # fmt: skip
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         silence_third_party_noise()
@@ -76,5 +77,8 @@ def test_third_party_noise_is_silenced_and_real_warnings_are_not(caplog):
         tips.info(
             "💡 Tip: For seamless cloud logging, try installing [litlogger](https://pypi.org/project/litlogger/)"
         )
+        tips.info("Loading `train_dataloader` to estimate number of stepping batches.")
+        tips.info("Trainer already configured with model summary callbacks: [<class 'callbacks.progress."
+                  "ParameterSummary'>]. Skipping setting a default `ModelSummary` callback.")  # fmt: skip
         tips.info("GPU available: False, used: False")
     assert caplog.messages == ["GPU available: False, used: False"]

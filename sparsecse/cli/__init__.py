@@ -207,22 +207,44 @@ NOISE_WARNINGS = (
     r"Metric `SpearmanCorrcoef` will save all targets and predictions",
     # Lightning's own use of a torch API; nothing in this project calls it
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # a resumed run's checkpoint folder holds its own earlier checkpoints: runs.check_run_folder has
+    # refused a folder that holds another run's
+    r"Checkpoint directory .* exists and is not empty",
 )
+# Log lines of other packages nobody can act on, by logger: (part of the message, why it is noise).
+NOISE_LOGS = {
+    "lightning.pytorch.utilities.rank_zero": (
+        "litlogger",  # Lightning's advertisement for its cloud logger, at every start
+        "to estimate number of stepping batches",  # the scheduler's length, asked of every run
+        "Skipping setting a default `ModelSummary`",  # callbacks.ParameterSummary is the default's
+    ),
+    # the ONNX exporter looks up torchvision's operators, which no encoder uses
+    "torch.onnx._internal.exporter._registration": ("torchvision is not installed",),
+    # ONNX Runtime's quantiser suggests shape pre-processing for image models; transformer encoders
+    # export with their shapes
+    "root": ("Please consider to run pre-processing before quantization",),
+}
 
 
-class LightningTips(logging.Filter):
-    """Lightning's advertisement for its cloud logger, printed at every start."""
+class DropLines(logging.Filter):
+    """Drops the records whose message holds one of `parts`."""
+
+    def __init__(self, parts: tuple[str, ...]):
+        super().__init__()
+        self.parts = parts
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
+        message = record.getMessage()
+        return not any(part in message for part in self.parts)
 
 
 def silence_third_party_noise() -> None:
     for message in NOISE_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
-    lightning = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, LightningTips) for f in lightning.filters):
-        lightning.addFilter(LightningTips())
+    for name, parts in NOISE_LOGS.items():
+        logger = logging.getLogger() if name == "root" else logging.getLogger(name)
+        if not any(isinstance(f, DropLines) for f in logger.filters):
+            logger.addFilter(DropLines(parts))
 
 
 def run_checked(program: str, config_dir: str, config_name: str, hydra_main: Callable[[], None]) -> None:

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -164,7 +164,13 @@ def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
         return instantiate_dict(entries)
     identity = sweep_identity(cfg.task_name)
     identity |= {"id": wandb_run_id(Path(cfg.output_dir)), "resume": "allow"}
-    return instantiate_dict(entries, WandbLogger=identity)
+    loggers = instantiate_dict(entries, WandbLogger=identity)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            # Lightning always passes anonymous=None, which wandb warns "has no effect": only the
+            # logger's own init arguments can leave it out (no public way)
+            logger._wandb_init.pop("anonymous", None)
+    return loggers
 
 
 def submitit_warning() -> str | None:
