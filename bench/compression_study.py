@@ -47,8 +47,11 @@ UNITS = lambda p: [f"pruning.head_sparsity={p}", f"pruning.ffn_sparsity={p}"]  #
 SERIES = {
     "sparsecse": (SPARSITIES, lambda p: [*UNITS(p), "onnx=int8"]),
     "random": (SPARSITIES, lambda p: [*UNITS(p), "pruning.score=random"]),
-    "layers": (LAYERS, lambda k: [f"layers.keep={k}", "layers.choose=evenly", *UNITS(0)]),
-    "layers-importance": (LAYERS[1:], lambda k: [f"layers.keep={k}", "layers.choose=importance", *UNITS(0)]),
+    "layers": (LAYERS, lambda k: [f"layers.keep={k}", "layers.choose=evenly", *UNITS(0), "onnx=int8"]),
+    "layers-importance": (
+        LAYERS[1:],
+        lambda k: [f"layers.keep={k}", "layers.choose=importance", *UNITS(0), "onnx=int8"],
+    ),
     "dense-distilled": ((0,), lambda p: UNITS(p)),  # the control: the same distillation, nothing removed
 }
 LEVEL_NAME = {"sparsecse": "p{}", "random": "p{}", "layers": "keep{}", "layers-importance": "keep{}",
@@ -149,10 +152,11 @@ def measure_speed(out: Path, rounds: int, published: Path | None = None, checks:
     run (PyTorch, and int8 ONNX where exported), and the int8 graphs' STS avg. With `published`, the
     published points whose weights are not here are timed through stand-ins of their shapes."""
     import torch
-    from onnx_serving import OnnxEncoder  # bench/, beside this script
     from sentence_transformers import SentenceTransformer
 
-    from sparsecse.evaluation.sts import evaluate_sts, read_stsb
+    from sparsecse.evaluation import evaluate_encoder
+    from sparsecse.evaluation.sts import read_stsb
+    from sparsecse.onnx_encoder import OnnxEncoder
     from sparsecse.onnx_export import INT8_FILE
     from sparsecse.paths import default_data_dir
 
@@ -162,13 +166,14 @@ def measure_speed(out: Path, rounds: int, published: Path | None = None, checks:
     threads = torch.get_num_threads()
     stand_ins = build_stand_ins(out, published, checks)
     directories = {str(d.relative_to(out)): d for d in model_dirs(out)} | stand_ins
-    encoders, scored = {}, []
+    encoders, graphs, scored = {}, {}, []
     for name, directory in directories.items():
         encoders[f"{name} PyTorch"] = SentenceTransformer(
             str(directory), device="cpu", trust_remote_code=True
         ).encode
         if (directory / INT8_FILE).is_file():
-            encoders[f"{name} int8"] = OnnxEncoder(directory, INT8_FILE, threads).encode
+            graphs[f"{name} int8"] = OnnxEncoder(directory, INT8_FILE, threads)
+            encoders[f"{name} int8"] = graphs[f"{name} int8"].encode
             if name not in stand_ins:  # a stand-in's weights are the dense model's, cut: no score
                 scored.append(f"{name} int8")
     seconds = {name: [] for name in encoders}
@@ -196,8 +201,8 @@ def measure_speed(out: Path, rounds: int, published: Path | None = None, checks:
     run["speedup"] = {name: round(dense / statistics.median(s), 3) for name, s in seconds.items()}
     speed = {"runs": [run], "speedup": dict(run["speedup"]), "int8_sts": {}}
     for name in scored:
-        embed = lambda texts, e=encoders[name]: torch.from_numpy(e(texts, batch_size=128))  # noqa: E731
-        speed["int8_sts"][name] = evaluate_sts(embed, data_dir)
+        # scored as `sparsecse-prune onnx=int8` scores it (dynamic int8 depends on how sentences are batched)
+        speed["int8_sts"][name] = evaluate_encoder(graphs[name], data_dir, ["sts"], batch_size=128)
     (out / SPEED).write_text(json.dumps(speed, indent=2) + "\n")
     return speed
 

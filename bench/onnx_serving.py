@@ -23,49 +23,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-import numpy as np
-import onnxruntime
 import torch
 from sentence_transformers import SentenceTransformer
-from transformers import AutoTokenizer
 
 from sparsecse.evaluation.sts import evaluate_sts, read_stsb
+from sparsecse.onnx_encoder import OnnxEncoder
 from sparsecse.paths import default_data_dir, resolve_model_path
-
-
-class OnnxEncoder:
-    """A sentence encoder from an export's ONNX graph, with what users need besides it: the
-    tokenizer, and mean pooling over the real tokens (the export's `avg` pooler)."""
-
-    def __init__(self, directory: Path, graph: str, threads: int):
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(
-            str(directory / graph), options, providers=["CPUExecutionProvider"]
-        )
-        self.names = [i.name for i in self.session.get_inputs()]
-        self.tokenizer = AutoTokenizer.from_pretrained(directory)
-
-    def forward(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(["last_hidden_state"], {n: feeds[n] for n in self.names})[0]
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        order = np.argsort([-len(t) for t in texts], kind="stable")  # as SentenceTransformer.encode
-        chunks = []
-        for start in range(0, len(texts), batch_size):
-            batch = [texts[i] for i in order[start : start + batch_size]]
-            feeds = self.tokenizer(batch, padding=True, truncation=True, return_tensors="np")
-            feeds = {k: v.astype(np.int64) for k, v in feeds.items()}
-            hidden = self.forward(feeds)  # (B, T, H)
-            mask = feeds["attention_mask"][..., None].astype(np.float32)  # (B, T, 1)
-            chunks.append((hidden * mask).sum(1) / mask.sum(1))
-        out = np.concatenate(chunks)
-        unsorted = np.empty_like(out)
-        unsorted[order] = out
-        return unsorted
 
 
 class StageClock:
@@ -139,7 +106,7 @@ def main() -> None:
 
     def fixed(name: str) -> Callable[[], object]:
         if name in onnx:
-            return lambda: onnx[name].forward(feeds)
+            return lambda: onnx[name].run(feeds)
         model = pytorch[name][0].auto_model
 
         def forward():
@@ -173,8 +140,10 @@ def main() -> None:
     sts = {}
     if not args.no_sts:
         for name in names:
-            encode = onnx[name].encode if name in onnx else pytorch[name].encode
-            embed = lambda texts, e=encode: torch.from_numpy(e(texts, batch_size=128))  # noqa: E731
+            if name in onnx:
+                embed = partial(onnx[name].encode, batch_size=128)
+            else:
+                embed = lambda texts, e=pytorch[name].encode: torch.from_numpy(e(texts, batch_size=128))  # noqa: E731
             sts[name] = evaluate_sts(embed, data_dir)
 
     base_fixed = statistics.median(fixed_s["dense PyTorch"])

@@ -115,7 +115,9 @@ def read_points(root: str | Path, run: int | None = None) -> list[Point]:
             kind = "int8" if variant == "int8" else "PyTorch"
             if f"{name} {kind}" not in speed["speedup"]:
                 continue
-            scores = speed["int8_sts"][f"{name} int8"] if variant == "int8" else results.get(variant)
+            # an int8 graph's scores: those its `sparsecse-prune onnx=int8` run printed, else the speed run's
+            int8 = results.get("int8") or speed["int8_sts"].get(f"{name} int8")
+            scores = int8 if variant == "int8" else results.get(variant)
             if scores:
                 points.append(
                     Point(recipe, level, seed, speed["speedup"][f"{name} {kind}"], scores["sts_avg"])
@@ -248,17 +250,37 @@ def targets_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+PICKS = "picks"  # <root>/picks/<level>/seed<S>/results.json: the picks, each run as the one command
+
+
+def pick_runs_table(root: str | Path) -> str | None:
+    """What each pick's `sparsecse-prune ... onnx=int8` run printed, seed by seed: its STS avg in
+    PyTorch and as the int8 graph (None without a picks folder)."""
+    found = sorted((Path(root) / PICKS).glob(f"*/seed*/{RESULTS}"))
+    if not found:
+        return None
+    lines = ["| level | seed | STS avg, PyTorch | STS avg, int8 ONNX |", "| --- | --: | --: | --: |"]
+    for path in found:
+        results = json.loads(path.read_text())
+        level, seed = path.parent.parent.name, results["seed"]
+        lines.append(
+            f"| {level} | {seed} | {results['after']['sts_avg']:.2f} | {results['int8']['sts_avg']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def compression_tables(root: str | Path) -> str:
     """The tables of docs/compression.md: every (recipe, level), the frontier, the pick at each speed,
-    and the targets."""
+    the targets, and what the picks' own commands printed."""
     rows = summarise(read_points(root))
     parts = {
         "All recipes:": rows_table(rows),
         "The Pareto frontier:": rows_table(frontier(rows)),
         "The pick at each speed:": picks_table(rows),
         "The targets:": targets_table(rows),
+        "Each pick as its own command printed it, seed by seed:": pick_runs_table(root),
     }
-    return "\n\n".join(f"{title}\n\n{table}" for title, table in parts.items())
+    return "\n\n".join(f"{title}\n\n{table}" for title, table in parts.items() if table is not None)
 
 
 def pareto_plot(rows: Sequence[Row], path: str | Path) -> Path:

@@ -39,28 +39,36 @@ class OnnxEncoder:
     PyTorch's thread count, so that both backends are timed alike)."""
 
     def __init__(self, directory: str | Path, graph: str, threads: int | None = None):
-        import onnxruntime  # the [onnx] extra
-
         directory = Path(directory)
         settings = exported_settings(str(directory))
         self.pooling = token_pooling(settings.get("pooler", "avg"), settings.get("mlp_only_train", False))
         if self.pooling is None:
             needs = f"{settings['pooler']!r} needs more than the ONNX graph's last layer"
             raise ConfigError("pooler", f"{needs}; a graph is pooled as one of {POOLED_FROM_TOKENS}")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        self.session = onnxruntime.InferenceSession(
-            str(directory / graph), options, providers=["CPUExecutionProvider"]
-        )
-        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.inputs = self.load(directory / graph, threads or torch.get_num_threads())
         self.tokenizer = AutoTokenizer.from_pretrained(directory)
         self.name_or_path = str(directory / graph)
+
+    def load(self, path: Path, threads: int) -> list[str]:
+        """Open the graph in the runtime, on `threads` threads; returns the names of its inputs."""
+        import onnxruntime  # the [onnx] extra
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1  # one graph at a time: its operators run in order
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return [i.name for i in self.session.get_inputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The graph alone: (B, T) int64 inputs (those it takes, of `feeds`) -> (B, T, H) token embeddings."""
+        (hidden,) = self.session.run([OUTPUT], {name: feeds[name] for name in self.inputs})
+        return hidden
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         """(B,) texts -> (B, H) float32 embeddings."""
         feeds = self.tokenizer(texts, padding=True, return_tensors="np")
         feeds = {name: feeds[name].astype(np.int64) for name in self.inputs}
-        (hidden,) = self.session.run([OUTPUT], feeds)  # (B, T, H)
+        hidden = self.run(feeds)  # (B, T, H)
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = feeds["attention_mask"][..., None].astype(np.float32)  # (B, T, 1)

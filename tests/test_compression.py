@@ -280,7 +280,6 @@ def test_a_speed_run_times_every_model_and_keeps_its_own_figures(make_encoder, t
                                                                    monkeypatch):  # fmt: skip
     driver = study_driver()
     monkeypatch.setenv("SPARSECSE_DATA_DIR", str(toy_senteval_dir))
-    monkeypatch.syspath_prepend(str(Path(driver.__file__).parent))  # its onnx_serving, beside it
     out, published = tmp_path / "out", tmp_path / "published"
     full = counts([4] * 3, [64] * 3)
     save_sparse_encoder(make_encoder(num_hidden_layers=3), out / "dense", onnx="int8")

@@ -13,6 +13,7 @@ import pytest
 
 from sparsecse.cli import REPO_ROOT
 from sparsecse.compression import (
+    PICKS,
     RECIPES,
     SPEED,
     SPEEDUPS,
@@ -46,7 +47,9 @@ def rows() -> dict[tuple[str, str], Row]:
 
 @cache
 def results() -> dict[str, dict]:
-    return {str(p.parent.relative_to(STUDY)): json.loads(p.read_text()) for p in STUDY.rglob("results.json")}
+    """The study's points (the picks, run again each as its own command, are not points of it)."""
+    found = {str(p.parent.relative_to(STUDY)): json.loads(p.read_text()) for p in STUDY.rglob("results.json")}
+    return {name: point for name, point in found.items() if not name.startswith(f"{PICKS}/")}
 
 
 @cache
