@@ -30,9 +30,7 @@ import copy
 import json
 import os
 import platform
-import random
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -147,7 +145,9 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def measure_speed(out: Path, rounds: int, published: Path | None = None, checks: Sequence[str] = ()) -> dict:
+def measure_speed(
+    out: Path, rounds: int, published: Path | None = None, checks: Sequence[str] = (), every: int = 1
+) -> dict:
     """Every model of the study in one process: encode speed-up over the dense PyTorch model of this
     run (PyTorch, and int8 ONNX where exported), and the int8 graphs' STS avg. With `published`, the
     published points whose weights are not here are timed through stand-ins of their shapes."""
@@ -159,6 +159,7 @@ def measure_speed(out: Path, rounds: int, published: Path | None = None, checks:
     from sparsecse.onnx_encoder import OnnxEncoder
     from sparsecse.onnx_export import INT8_FILE
     from sparsecse.paths import default_data_dir
+    from sparsecse.speed import measure
 
     data_dir = Path(default_data_dir())
     stsb = read_stsb(data_dir, "dev")
@@ -168,37 +169,26 @@ def measure_speed(out: Path, rounds: int, published: Path | None = None, checks:
     directories = {str(d.relative_to(out)): d for d in model_dirs(out)} | stand_ins
     encoders, graphs, scored = {}, {}, []
     for name, directory in directories.items():
-        encoders[f"{name} PyTorch"] = SentenceTransformer(
-            str(directory), device="cpu", trust_remote_code=True
-        ).encode
+        model = SentenceTransformer(str(directory), device="cpu", trust_remote_code=True)
+        encoders[f"{name} PyTorch"] = lambda texts, m=model: m.encode(list(texts), batch_size=64)
         if (directory / INT8_FILE).is_file():
-            graphs[f"{name} int8"] = OnnxEncoder(directory, INT8_FILE, threads)
-            encoders[f"{name} int8"] = graphs[f"{name} int8"].encode
+            graphs[f"{name} int8"] = graph = OnnxEncoder(directory, INT8_FILE, threads)
+            encoders[f"{name} int8"] = lambda texts, g=graph: g.encode(texts, batch_size=64)
             if name not in stand_ins:  # a stand-in's weights are the dense model's, cut: no score
                 scored.append(f"{name} int8")
-    seconds = {name: [] for name in encoders}
-    with torch.no_grad():
-        for index in range(rounds):  # interleaved, so that drifts in the machine's speed hit every model
-            order = list(encoders)  # and shuffled: a drift within a round hits no model more than another
-            random.Random(index).shuffle(order)
-            for name in order:
-                encode = encoders[name]
-                encode(sentences[:256], batch_size=64)  # warm-up
-                start = time.perf_counter()
-                encode(sentences, batch_size=64)
-                seconds[name].append(time.perf_counter() - start)
-            print(f"speed: round {index + 1} of {rounds}", flush=True)
-    dense = statistics.median(seconds["dense PyTorch"])
+    with torch.inference_mode():
+        timings = measure(encoders, sentences, "dense PyTorch", rounds, every, progress=print)
     run = {
         "date": time.strftime("%Y-%m-%d"),
         "cpu": cpu_name(),
         "threads": threads,
         "rounds": rounds,
+        "protocol": f"dense timed around every {every} model(s), each ratio against those timings",
         "models": len(encoders),
         "stand_ins": sorted(stand_ins),
-        "dense_sentences_per_second": round(len(sentences) / dense, 1),
+        "dense_sentences_per_second": round(timings.reference_per_second(len(sentences)), 1),
     }
-    run["speedup"] = {name: round(dense / statistics.median(s), 3) for name, s in seconds.items()}
+    run["speedup"] = {name: round(value, 3) for name, value in timings.speedups().items()}
     speed = {"runs": [run], "speedup": dict(run["speedup"]), "int8_sts": {}}
     for name in scored:
         # scored as `sparsecse-prune onnx=int8` scores it (dynamic int8 depends on how sentences are batched)
@@ -263,6 +253,8 @@ def main() -> None:
                         help="export the int8 ONNX graph of these series' models that lack one")  # fmt: skip
     parser.add_argument("--speed", action="store_true", help="measure every model written so far")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--every", type=int, default=1, help="with --speed: time the dense model again after "
+                        "every this many models (sparsecse.speed)")  # fmt: skip
     parser.add_argument("--stand-ins-for", type=Path, help="with --speed: time the points published "
                         "there whose weights are not in --out through stand-ins of their shapes")  # fmt: skip
     parser.add_argument("--check-stand-ins", nargs="+", default=[], metavar="POINT",
@@ -281,7 +273,7 @@ def main() -> None:
 
         print(compression_tables(args.out))
     elif args.speed:
-        speed = measure_speed(args.out, args.rounds, args.stand_ins_for, args.check_stand_ins)
+        speed = measure_speed(args.out, args.rounds, args.stand_ins_for, args.check_stand_ins, args.every)
         print(json.dumps(speed["speedup"], indent=2))
     else:
         start = time.perf_counter()

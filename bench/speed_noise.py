@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import time
@@ -64,24 +65,17 @@ def encoders(folders: dict[str, Path], threads: int) -> dict:
     return found
 
 
-def half(run: SpeedRun, rounds: range) -> SpeedRun:
-    pick = lambda values: [values[i] for i in rounds]  # noqa: E731
-    return SpeedRun(
-        run.reference,
-        {n: pick(v) for n, v in run.seconds.items()},
-        {n: pick(v) for n, v in run.reference_seconds.items()},
-        pick(run.rounds_of_reference),
-    )
-
-
 def protocols(run: SpeedRun) -> dict[str, dict[str, float]]:
     """The same timings, three ways of taking the ratio."""
-    first = {n: statistics.median(r[0] / s for r, s in zip(run.rounds_of_reference, secs))
-             for n, secs in run.seconds.items()}  # fmt: skip
-    median = {n: statistics.median(statistics.median(r) / s for r, s in zip(run.rounds_of_reference, secs))
-              for n, secs in run.seconds.items()}  # fmt: skip
-    return {"one dense timing per round": first, "the round's median dense timing": median,
-            "the dense timings around each model": run.speedups()}  # fmt: skip
+    starts = run.round_starts
+    first = {name: statistics.median(sum(run.reference_seconds[r]) / sum(t) for r, t in zip(starts, rounds))
+             for name, rounds in run.seconds.items()}  # fmt: skip
+    around = {name: statistics.median(run.round_ratios(name)) for name in run.seconds}
+    return {
+        "whole calls, one dense timing per round": first,
+        "whole calls, the dense timings around it": around,
+        "each batch's fastest time, summed": run.speedups(),
+    }
 
 
 def steal_ticks() -> int:
@@ -93,8 +87,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, required=True, help="where the models are written once")
     parser.add_argument("--study", type=Path, default=Path("docs/compression"))
-    parser.add_argument("--rounds", type=int, default=8, help="split in two halves, one per 'run'")
+    parser.add_argument("--rounds", type=int, default=6, help="split in two halves, one per 'run'")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--raw", type=Path, help="also write every timing here (JSON)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     folders = build_models(args.models, args.study)
@@ -102,28 +97,27 @@ def main() -> None:
     sentences = stsb.sent1 + stsb.sent2
     steal, start = steal_ticks(), time.perf_counter()
     with torch.inference_mode():
-        run = measure(
-            encoders(folders, args.threads), sentences, REFERENCE, args.rounds, every=1, progress=print
-        )
+        models = encoders(folders, args.threads)
+        run = measure(models, sentences, REFERENCE, args.rounds, every=1, progress=print)
     minutes = (time.perf_counter() - start) / 60
-    stolen, dense = (steal_ticks() - steal) / 100, run.reference_per_second(len(sentences))
+    if args.raw:
+        args.raw.write_text(json.dumps(dataclasses.asdict(run)))
+    stolen = (steal_ticks() - steal) / 100
     print(f"{args.rounds} rounds in {minutes:.1f} min, {args.threads} threads; steal time {stolen:.1f} s; "
-          f"dense {dense:.1f} sentences/s")  # fmt: skip
-    every_dense = [t for round_ in run.rounds_of_reference for t in round_]
-    print(
-        f"dense timings: {min(every_dense):.2f} to {max(every_dense):.2f} s, "
-        f"spread {(max(every_dense) - min(every_dense)) / statistics.median(every_dense):.0%}"
-    )
-    halves = (half(run, range(0, args.rounds // 2)), half(run, range(args.rounds // 2, args.rounds)))
-    first, second = protocols(halves[0]), protocols(halves[1])
-    print("| protocol | median abs shift | largest shift |")
+          f"dense {run.reference_per_second():.1f} sentences/s at its fastest")  # fmt: skip
+    calls = [sum(timing) for timing in run.reference_seconds]
+    print(f"dense, whole calls: {min(calls):.2f} to {max(calls):.2f} s, spread "
+          f"{(max(calls) - min(calls)) / statistics.median(calls):.0%}")  # fmt: skip
+    half = args.rounds // 2
+    first, second = (protocols(run.rounds(range(0, half))), protocols(run.rounds(range(half, 2 * half))))
+    print("| protocol | median abs shift between the halves | largest shift |")
     print("| --- | --: | --: |")
     for name in first:
         moved = shift(first[name], second[name])
         moved.pop(REFERENCE, None)
         print(f"| {name} | {median_abs(list(moved.values())):.1%} | {max(moved.values(), key=abs):+.1%} |")
     print()
-    print("| model | speed-up (all rounds) | spread of its rounds |")
+    print("| model | speed-up (all rounds) | spread of its whole-call rounds |")
     print("| --- | --: | --: |")
     for name, value in run.speedups().items():
         spread = "" if name == REFERENCE else f"{run.spread(name):.0%}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import statistics
 from functools import cache
 
@@ -266,3 +267,51 @@ def test_the_last_two_speed_runs_are_compared():
     assert (
         f"those at {' and '.join(f'{s}x' for s in changed)} are not: the run before picked {picked}." in doc()
     )
+
+
+def pick_section() -> str:
+    return DOC.read_text().split("## The picks, each as one command")[1].split("## Results")[0]
+
+
+@cache
+def picks() -> dict[tuple[int, int], dict]:
+    """(layers kept, seed) -> the results.json of the pick's own command."""
+    return {
+        (int(p.parent.parent.name.removeprefix("keep")), int(p.parent.name.removeprefix("seed"))): json.loads(
+            p.read_text()
+        )
+        for p in sorted((STUDY / PICKS).glob("*/seed*/results.json"))
+    }
+
+
+def test_each_pick_was_run_as_the_command_the_doc_gives():
+    """The command, with the pick's layers and seed, composes to the config its run recorded."""
+    from helpers import compose_prune
+
+    from sparsecse.cli import resolved
+    from sparsecse.cli.prune import UNCOMPARED_KEYS
+    from sparsecse.runs import differences
+
+    block = pick_section().split("```bash\n")[1].split("```")[0].replace("\\\n", " ")
+    program, *overrides = shlex.split(block)
+    assert program == "sparsecse-prune"
+    assert {(5, 1), (3, 1)} <= set(picks()), "the pick at 2.5x and the pick at 3.5x, seed 1"
+    for (keep, seed), results in picks().items():
+        mine = [o for o in overrides if not o.startswith(("layers.keep=", "seed="))]
+        config = resolved(compose_prune([*mine, f"layers.keep={keep}", f"seed={seed}"]))
+        assert differences(results["config"], config, UNCOMPARED_KEYS) == [], (keep, seed)
+        assert results["seed"] == seed
+        assert results["layers_kept"] == {5: [0, 1, 2, 4, 5], 3: [0, 2, 5]}[keep]
+
+
+def test_what_the_picks_commands_printed_against_the_study():
+    int8_gaps, pytorch_gaps = [], []
+    for (keep, seed), run in picks().items():
+        name = f"layers/keep{keep}/seed{seed}"
+        int8_gaps.append(abs(run["int8"]["sts_avg"] - speed()["int8_sts"][f"{name} int8"]["sts_avg"]))
+        pytorch_gaps.append(abs(run["after"]["sts_avg"] - results()[name]["after"]["sts_avg"]))
+    assert (
+        f"the commands' int8 scores differ from the speed run's for the same seed by at most "
+        f"{max(int8_gaps):.2f} points, and their PyTorch scores from the study's by at most "
+        f"{max(pytorch_gaps):.2f}."
+    ) in doc()
