@@ -37,7 +37,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sparsecse.compression import TABLES_BEGIN, TABLES_END
+from sparsecse.compression import PICKS, TABLES_BEGIN, TABLES_END
+from sparsecse.onnx_export import INT8_FILE
 
 SPARSITIES = (0.35, 0.55, 0.75, 0.85)  # about 1.3x, 1.8x, 2.5x and 3.5x through encode on 2 cores
 LAYERS = (5, 4, 3, 2)  # of MiniLM's 6
@@ -118,6 +119,8 @@ def build_stand_ins(out: Path, published: Path | None, checks: Sequence[str]) ->
     if published:
         for path in sorted(published.rglob(RESULTS)):
             name = str(path.parent.relative_to(published))
+            if name.split("/")[0] in (STATIC, PICKS):  # no transformer; runs again of points
+                continue
             if not (out / name / RESULTS).is_file():
                 wanted[name] = (path, f"{name} int8" in timed)
     for name in checks:
@@ -138,6 +141,20 @@ def build_stand_ins(out: Path, published: Path | None, checks: Sequence[str]) ->
     return {name: out / STAND_INS / name for name in wanted}
 
 
+def same_shapes(directories: dict[str, Path], checks: Sequence[str]) -> dict[str, str]:
+    """Each model -> the model timed for it: the first of those with its shapes (per layer, the heads
+    and FFN neurons kept; the layers left), since encode time depends on the shapes alone (a stand-in
+    timed beside its model measures that: `checks`, which are timed on their own)."""
+    first: dict[str, str] = {}
+    timed_as = {}
+    for name, directory in directories.items():
+        units = json.loads((directory / "sparsecse.json").read_text())["structure"]
+        shape = json.dumps([units["heads"], units["ffn"], (directory / INT8_FILE).is_file()])
+        own = name.startswith("check/") or name in checks
+        timed_as[name] = name if own else first.setdefault(shape, name)
+    return timed_as
+
+
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
         if line.startswith("model name"):
@@ -145,8 +162,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+SPEED_SENTENCES = 1000  # the first of STS-B dev's sentences, per call: short calls, many rounds
+
+
 def measure_speed(
-    out: Path, rounds: int, published: Path | None = None, checks: Sequence[str] = (), every: int = 1
+    out: Path,
+    rounds: int,
+    published: Path | None = None,
+    checks: Sequence[str] = (),
+    every: int = 5,
+    threads: int = 1,
 ) -> dict:
     """Every model of the study in one process: encode speed-up over the dense PyTorch model of this
     run (PyTorch, and int8 ONNX where exported), and the int8 graphs' STS avg. With `published`, the
@@ -159,42 +184,79 @@ def measure_speed(
     from sparsecse.onnx_encoder import OnnxEncoder
     from sparsecse.onnx_export import INT8_FILE
     from sparsecse.paths import default_data_dir
-    from sparsecse.speed import measure
+    from sparsecse.speed import measure, pin
 
     data_dir = Path(default_data_dir())
     stsb = read_stsb(data_dir, "dev")
-    sentences = stsb.sent1 + stsb.sent2
-    threads = torch.get_num_threads()
+    sentences = (stsb.sent1 + stsb.sent2)[:SPEED_SENTENCES]
+    pinned = pin(threads)
     stand_ins = build_stand_ins(out, published, checks)
-    directories = {str(d.relative_to(out)): d for d in model_dirs(out)} | stand_ins
+    directories = {str(d.relative_to(out)): d for d in model_dirs(out) if d.name != STATIC} | stand_ins
+    timed_as = same_shapes(directories, checks)
     encoders, graphs, scored = {}, {}, []
     for name, directory in directories.items():
-        model = SentenceTransformer(str(directory), device="cpu", trust_remote_code=True)
-        encoders[f"{name} PyTorch"] = lambda texts, m=model: m.encode(list(texts), batch_size=64)
+        if timed_as[name] == name:
+            model = SentenceTransformer(str(directory), device="cpu", trust_remote_code=True)
+            encoders[f"{name} PyTorch"] = lambda texts, m=model: m.encode(list(texts), batch_size=64)
         if (directory / INT8_FILE).is_file():
             graphs[f"{name} int8"] = graph = OnnxEncoder(directory, INT8_FILE, threads)
-            encoders[f"{name} int8"] = lambda texts, g=graph: g.encode(texts, batch_size=64)
+            if timed_as[name] == name:
+                encoders[f"{name} int8"] = lambda texts, g=graph: g.encode(texts, batch_size=64)
             if name not in stand_ins:  # a stand-in's weights are the dense model's, cut: no score
                 scored.append(f"{name} int8")
+    if (out / STATIC / RESULTS).is_file():
+        from static_embedding import StaticEncoder  # bench/, beside this script
+
+        static = StaticEncoder(out / STATIC)
+        encoders[f"{STATIC} static"] = lambda texts: static.encode(texts, batch_size=64)
     with torch.inference_mode():
         timings = measure(encoders, sentences, "dense PyTorch", rounds, every, progress=print)
     run = {
         "date": time.strftime("%Y-%m-%d"),
         "cpu": cpu_name(),
-        "threads": threads,
+        "threads": pinned,
         "rounds": rounds,
-        "protocol": f"dense timed around every {every} model(s), each ratio against those timings",
+        "sentences": len(sentences),
+        "protocol": f"dense timed around every {every} model(s); each ratio against those timings, the "
+        "median over rounds",
         "models": len(encoders),
         "stand_ins": sorted(stand_ins),
         "dense_sentences_per_second": round(timings.reference_per_second(), 1),
     }
-    run["speedup"] = {name: round(value, 3) for name, value in timings.speedups().items()}
+    measured = timings.speedups()
+    run["speedup"] = {
+        f"{name} {kind}": round(measured[f"{timed_as[name]} {kind}"], 3)
+        for name in directories
+        for kind in ("PyTorch", "int8")
+        if f"{timed_as[name]} {kind}" in measured and (kind == "PyTorch" or f"{name} int8" in graphs)
+    }
+    run["speedup"] |= {name: round(value, 3) for name, value in measured.items() if name.startswith(STATIC)}
+    run["shapes_timed"] = len({timed_as[name] for name in directories})
     speed = {"runs": [run], "speedup": dict(run["speedup"]), "int8_sts": {}}
     for name in scored:
         # scored as `sparsecse-prune onnx=int8` scores it (dynamic int8 depends on how sentences are batched)
         speed["int8_sts"][name] = evaluate_encoder(graphs[name], data_dir, ["sts"], batch_size=128)
     (out / SPEED).write_text(json.dumps(speed, indent=2) + "\n")
     return speed
+
+
+STATIC = "model2vec"  # the static-embedding reference's folder under the study's
+
+
+def write_static_reference(out: Path) -> None:
+    """model2vec distilled from the embedded MiniLM (bench/static_embedding.py) into out/model2vec/,
+    with its results.json: the 7 STS tasks through this project's evaluator."""
+    from static_embedding import StaticEncoder, distilled  # bench/, beside this script
+
+    from sparsecse.evaluation import evaluate_encoder
+    from sparsecse.paths import default_data_dir
+
+    if (out / STATIC / RESULTS).is_file():
+        return
+    path, seconds = distilled(out / STATIC)
+    scores = evaluate_encoder(StaticEncoder(path), default_data_dir(), ["sts"], 128)
+    (out / STATIC / RESULTS).write_text(json.dumps({"after": scores, "distill_seconds": round(seconds, 1)}))
+    print(f"{STATIC}: STS avg {scores['sts_avg']:.2f}, distilled in {seconds:.0f} s", flush=True)
 
 
 def export_int8(out: Path, series: list[str]) -> None:
@@ -252,19 +314,23 @@ def main() -> None:
     parser.add_argument("--int8", nargs="+", default=[], choices=list(SERIES),
                         help="export the int8 ONNX graph of these series' models that lack one")  # fmt: skip
     parser.add_argument("--speed", action="store_true", help="measure every model written so far")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--every", type=int, default=1, help="with --speed: time the dense model again after "
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--every", type=int, default=5, help="with --speed: time the dense model again after "
                         "every this many models (sparsecse.speed)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=1, help="with --speed: 1 runs on one core")
     parser.add_argument("--stand-ins-for", type=Path, help="with --speed: time the points published "
                         "there whose weights are not in --out through stand-ins of their shapes")  # fmt: skip
     parser.add_argument("--check-stand-ins", nargs="+", default=[], metavar="POINT",
                         help="with --speed: time stand-ins of these points of --out beside them")  # fmt: skip
+    parser.add_argument("--static", action="store_true", help="the static-embedding reference (model2vec)")
     parser.add_argument("--table", action="store_true", help="print docs/compression.md's tables")
     parser.add_argument("--publish", type=Path, help="copy every results.json and speed.json (no weights) "
                         "there, and draw the Pareto plot")  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
-    if args.int8:
+    if args.static:
+        write_static_reference(args.out)
+    elif args.int8:
         export_int8(args.out, args.int8)
     elif args.publish:
         publish(args.out, args.publish)
@@ -273,7 +339,9 @@ def main() -> None:
 
         print(compression_tables(args.out))
     elif args.speed:
-        speed = measure_speed(args.out, args.rounds, args.stand_ins_for, args.check_stand_ins, args.every)
+        speed = measure_speed(
+            args.out, args.rounds, args.stand_ins_for, args.check_stand_ins, args.every, args.threads
+        )
         print(json.dumps(speed["speedup"], indent=2))
     else:
         start = time.perf_counter()

@@ -4,7 +4,7 @@ OpenVINO reading the float32 ONNX graph, as it is and quantised by NNCF (static,
 same sentences). Each variant's encode speed-up over the dense PyTorch model (sparsecse.speed: the
 dense model timed around every model) and its STS avg over the 7 tasks. Prints figures; not a test.
 
-    python bench/int8_backends.py --model /work/picks/keep5/seed1 ... --rounds 4
+    python bench/int8_backends.py --model DENSE_EXPORT PRUNED_EXPORT ... --rounds 8
 
 Every model folder needs `onnx/model.onnx` (an export with `onnx=fp32` or `int8`); the variants are
 written beside it (`onnx/model_static_qint8.onnx`, `openvino/`) once. `--no-sts` skips the scores
@@ -25,7 +25,7 @@ from sparsecse.evaluation.sts import read_stsb
 from sparsecse.onnx_encoder import OnnxEncoder
 from sparsecse.onnx_export import INT8_FILE, MODEL_FILE
 from sparsecse.paths import default_data_dir
-from sparsecse.speed import measure
+from sparsecse.speed import measure, pin
 
 STATIC_FILE = "onnx/model_static_qint8.onnx"
 OPENVINO_INT8 = "openvino/model_nncf_int8.xml"
@@ -120,11 +120,12 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, nargs="+", required=True, help="exports with onnx/model.onnx")
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--no-sts", action="store_true")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=1, help="1: on one core (sparsecse.speed.pin)")
+    parser.add_argument("--sentences", type=int, default=1000, help="of STS-B dev's 3,000, per call")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    pinned = pin(args.threads)
     data_dir = Path(default_data_dir())
     calibration = corpus_sentences(load_corpus("snli_sentences", data_dir))[:CALIBRATION]
     dense = SentenceTransformer(resolve_model_path("minilm"), device="cpu")
@@ -139,9 +140,11 @@ def main() -> None:
             graphs[f"{directory} {name}"] = graph
             encoders[f"{directory} {name}"] = lambda texts, g=graph: g.encode(texts, batch_size=64)
     stsb = read_stsb(data_dir, "dev")
+    sentences = (stsb.sent1 + stsb.sent2)[: args.sentences]
     with torch.inference_mode():
-        run = measure(encoders, stsb.sent1 + stsb.sent2, "dense PyTorch", args.rounds, progress=print)
-    print(f"CPU, {args.threads} threads; median of {args.rounds} rounds, dense timed around each model")
+        run = measure(encoders, sentences, "dense PyTorch", args.rounds, progress=print)
+    print(f"CPU, {pinned}; {len(sentences)} sentences a call; median of {args.rounds} rounds, dense timed "
+          "around each model")  # fmt: skip
     print("| model | speed-up | STS avg (7 tasks) |")
     print("| --- | --: | --: |")
     for name, speedup in run.speedups().items():

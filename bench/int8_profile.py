@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
-import torch
 
 from sparsecse.evaluation.sts import read_stsb
 from sparsecse.onnx_encoder import OnnxEncoder
 from sparsecse.paths import default_data_dir
+from sparsecse.speed import pin
 
 MATMULS = ("MatMulInteger", "MatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearMatMul")
 
@@ -38,12 +38,13 @@ class ProfiledEncoder(OnnxEncoder):
 
 
 def flops(event: dict) -> float:
-    """2 m n k of a matrix product, from the shapes the profiler recorded."""
-    shapes = [next(iter(s.values())) for s in event["args"].get("input_type_shape", [])]
-    if len(shapes) < 2 or not shapes[0] or not shapes[1] or len(shapes[1]) != 2:
+    """2 m k n of a matrix product: m k from its first input's shape, n from its output's (the
+    profiler records no shape for weights)."""
+    first = next(iter(event["args"]["input_type_shape"][0].values()))
+    output = next(iter(event["args"]["output_type_shape"][0].values()))
+    if len(first) < 2 or len(output) < 2:
         return 0.0
-    rows = math.prod(shapes[0][:-1])
-    return 2.0 * rows * shapes[1][0] * shapes[1][1]
+    return 2.0 * math.prod(first[:-1]) * first[-1] * output[-1]
 
 
 def profile(directory: Path, graph: str, sentences: list[str], threads: int) -> tuple[dict, float, float]:
@@ -73,8 +74,9 @@ def main() -> None:
     parser.add_argument("--model", type=Path, nargs="+", required=True)
     parser.add_argument("--graph", nargs="+", default=["onnx/model_qint8.onnx", "onnx/model.onnx"])
     parser.add_argument("--sentences", type=int, default=1024)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=1, help="1: on one core (sparsecse.speed.pin)")
     args = parser.parse_args()
+    pin(args.threads)
     stsb = read_stsb(Path(default_data_dir()), "dev")
     sentences = (stsb.sent1 + stsb.sent2)[: args.sentences]
     rows = {}

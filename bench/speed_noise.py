@@ -3,7 +3,7 @@ ratio against the dense model: one dense timing per round (the earlier protocol)
 timing of the round, and the dense timings just before and after each model (sparsecse.speed).
 Prints figures; not a test.
 
-    python bench/speed_noise.py --models /tmp/speed-models --rounds 8
+    python bench/speed_noise.py --models /tmp/speed-models --rounds 10 --threads 1 --sentences 1000
 
 The models: dense MiniLM and stand-ins cut to the shapes of published compression-study points
 (docs/compression), each in PyTorch (`SentenceTransformer.encode`) and as its int8 ONNX graph, all
@@ -31,7 +31,7 @@ from sparsecse.onnx_encoder import OnnxEncoder
 from sparsecse.onnx_export import INT8_FILE
 from sparsecse.paths import default_data_dir
 from sparsecse.removal import cut_to_structure
-from sparsecse.speed import SpeedRun, measure, median_abs, shift
+from sparsecse.speed import SpeedRun, measure, median_abs, pin, shift
 
 POINTS = ("sparsecse/p0.55/seed1", "sparsecse/p0.85/seed1", "layers/keep5/seed1", "layers/keep3/seed1")
 REFERENCE = "dense PyTorch"
@@ -67,14 +67,14 @@ def encoders(folders: dict[str, Path], threads: int) -> dict:
 
 def protocols(run: SpeedRun) -> dict[str, dict[str, float]]:
     """The same timings, three ways of taking the ratio."""
-    starts = run.round_starts
-    first = {name: statistics.median(sum(run.reference_seconds[r]) / sum(t) for r, t in zip(starts, rounds))
-             for name, rounds in run.seconds.items()}  # fmt: skip
-    around = {name: statistics.median(run.round_ratios(name)) for name in run.seconds}
+    first = {name: statistics.median(r[0] / s for r, s in zip(run.rounds_of_reference, secs))
+             for name, secs in run.seconds.items()}  # fmt: skip
+    median = {name: statistics.median(statistics.median(r) / s for r, s in zip(run.rounds_of_reference, secs))
+              for name, secs in run.seconds.items()}  # fmt: skip
     return {
-        "whole calls, one dense timing per round": first,
-        "whole calls, the dense timings around it": around,
-        "each batch's fastest time, summed": run.speedups(),
+        "one dense timing per round": first,
+        "the round's median dense timing": median,
+        "the dense timings around each model": run.speedups(),
     }
 
 
@@ -87,14 +87,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, required=True, help="where the models are written once")
     parser.add_argument("--study", type=Path, default=Path("docs/compression"))
-    parser.add_argument("--rounds", type=int, default=6, help="split in two halves, one per 'run'")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--rounds", type=int, default=10, help="split in two halves, one per 'run'")
+    parser.add_argument("--threads", type=int, default=1, help="1: on one core (sparsecse.speed.pin)")
+    parser.add_argument("--sentences", type=int, default=1000, help="of STS-B dev's 3,000, per call")
     parser.add_argument("--raw", type=Path, help="also write every timing here (JSON)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    pinned = pin(args.threads)
     folders = build_models(args.models, args.study)
     stsb = read_stsb(Path(default_data_dir()), "dev")
-    sentences = stsb.sent1 + stsb.sent2
+    sentences = (stsb.sent1 + stsb.sent2)[: args.sentences]
     steal, start = steal_ticks(), time.perf_counter()
     with torch.inference_mode():
         models = encoders(folders, args.threads)
@@ -103,10 +104,10 @@ def main() -> None:
     if args.raw:
         args.raw.write_text(json.dumps(dataclasses.asdict(run)))
     stolen = (steal_ticks() - steal) / 100
-    print(f"{args.rounds} rounds in {minutes:.1f} min, {args.threads} threads; steal time {stolen:.1f} s; "
-          f"dense {run.reference_per_second():.1f} sentences/s at its fastest")  # fmt: skip
-    calls = [sum(timing) for timing in run.reference_seconds]
-    print(f"dense, whole calls: {min(calls):.2f} to {max(calls):.2f} s, spread "
+    print(f"{args.rounds} rounds of {len(sentences)} sentences in {minutes:.1f} min, {pinned}; steal time "
+          f"{stolen:.1f} s; dense {run.reference_per_second():.1f} sentences/s")  # fmt: skip
+    calls = [t for calls in run.rounds_of_reference for t in calls]
+    print(f"dense calls: {min(calls):.2f} to {max(calls):.2f} s, spread "
           f"{(max(calls) - min(calls)) / statistics.median(calls):.0%}")  # fmt: skip
     half = args.rounds // 2
     first, second = (protocols(run.rounds(range(0, half))), protocols(run.rounds(range(half, 2 * half))))
@@ -117,7 +118,7 @@ def main() -> None:
         moved.pop(REFERENCE, None)
         print(f"| {name} | {median_abs(list(moved.values())):.1%} | {max(moved.values(), key=abs):+.1%} |")
     print()
-    print("| model | speed-up (all rounds) | spread of its whole-call rounds |")
+    print("| model | speed-up (all rounds) | spread of its rounds |")
     print("| --- | --: | --: |")
     for name, value in run.speedups().items():
         spread = "" if name == REFERENCE else f"{run.spread(name):.0%}"

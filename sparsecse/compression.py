@@ -35,7 +35,10 @@ RECIPES = {
     ("dense-distilled", "after"): "dense + the same distillation (nothing removed)",
     ("dense", "after"): "dense",
     ("dense", "int8"): "dense, int8 ONNX",
+    ("model2vec", "after"): "static embeddings (model2vec, 256 dims)",
 }
+# how each series' models run, as speed.json names their timings (`<model> <runtime>`)
+RUNTIMES = {"model2vec": "static"}
 SPEEDUPS = (1.3, 1.8, 2.5, 3.5)  # the speed-ups over dense PyTorch the study aims at
 FLOORS = ((1.8, 77.9), (1.3, 78.6))  # (speed-up, the STS avg recovered SparseCSE should keep there)
 COMPETITORS = {  # the same recovery, other ways to remove the same compute
@@ -112,7 +115,7 @@ def read_points(root: str | Path, run: int | None = None) -> list[Point]:
             recipe = RECIPES.get((series, variant))
             if recipe is None:
                 continue
-            kind = "int8" if variant == "int8" else "PyTorch"
+            kind = "int8" if variant == "int8" else RUNTIMES.get(series, "PyTorch")
             if f"{name} {kind}" not in speed["speedup"]:
                 continue
             # an int8 graph's scores: those its `sparsecse-prune onnx=int8` run printed, else the speed run's
@@ -178,14 +181,45 @@ def best_at(rows: Sequence[Row], speedup: float, recipes: Sequence[str] | None =
     return max(fast, key=lambda r: r.sts_avg, default=None)
 
 
-def picks_table(rows: Sequence[Row]) -> str:
-    """Which recipe a user should pick for each speed-up the study aims at: the best STS avg there."""
-    lines = ["| at least | pick | level | encode speed-up | STS avg |", "| --: | --- | --- | --: | --: |"]
+@dataclass(frozen=True)
+class Pick:
+    """The recipe to pick at a speed, and the rows this study cannot tell from it."""
+
+    speedup: float  # the target: at least this much faster than dense PyTorch
+    best: Row
+    tied: tuple[Row, ...]
+
+
+def pick_at(rows: Sequence[Row], speedup: float, noise: float = 0.0) -> Pick | None:
+    """The best row at `speedup` or faster (`best_at`), and its ties: rows within the speed `noise`
+    (a relative shift of the speed-ups between two runs) of being that fast whose STS avg is no
+    more than the larger seed spread of the two below the best's; and, when the best itself is
+    within the noise of the target, the best row clearly that fast."""
+    best = best_at(rows, speedup)
+    if best is None:
+        return None
+    close = [r for r in rows if r != best and r.speedup >= speedup / (1 + noise)]
+    tied = [r for r in close if r.sts_avg >= best.sts_avg - max(r.sts_std, best.sts_std)]
+    if best.speedup < speedup * (1 + noise):
+        sure = best_at([r for r in rows if r.speedup >= speedup * (1 + noise)], speedup)
+        tied += [sure] if sure is not None and sure not in tied else []
+    return Pick(speedup, best, tuple(sorted(tied, key=lambda r: -r.sts_avg)))
+
+
+def _named(row: Row) -> str:
+    return f"{row.recipe} ({row.level}, {row.sts_avg:.2f} at {row.speedup:.2f}x)"
+
+
+def picks_table(rows: Sequence[Row], noise: float = 0.0) -> str:
+    """Which recipe a user should pick for each speed-up the study aims at: the best STS avg there,
+    and what the study cannot tell from it (`pick_at`)."""
+    lines = ["| at least | pick | level | encode speed-up | STS avg | not told apart from it |",
+             "| --: | --- | --- | --: | --: | --- |"]  # fmt: skip
     for speedup in SPEEDUPS:
-        if (row := best_at(rows, speedup)) is not None:
-            lines.append(
-                f"| {speedup}x | {row.recipe} | {row.level} | {row.speedup:.2f}x | {row.sts_avg:.2f} |"
-            )
+        if (pick := pick_at(rows, speedup, noise)) is not None:
+            row, tied = pick.best, "; ".join(map(_named, pick.tied)) or "-"
+            cells = [f"{speedup}x", row.recipe, row.level, f"{row.speedup:.2f}x", f"{row.sts_avg:.2f}", tied]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -250,6 +284,19 @@ def targets_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def speed_noise(root: str | Path) -> float:
+    """How far the speed-ups moved between the last two speed runs of a study folder: the median of
+    |later / earlier - 1| over the models both timed (0 with fewer than two runs)."""
+    from sparsecse.speed import median_abs, shift
+
+    runs = [run for run in json.loads((Path(root) / SPEED).read_text()).get("runs", []) if "speedup" in run]
+    if len(runs) < 2:
+        return 0.0
+    moved = shift(runs[-2]["speedup"], runs[-1]["speedup"])
+    moved.pop("dense PyTorch", None)
+    return median_abs(list(moved.values()))
+
+
 PICKS = "picks"  # <root>/picks/<level>/seed<S>/results.json: the picks, each run as the one command
 
 
@@ -273,10 +320,12 @@ def compression_tables(root: str | Path) -> str:
     """The tables of docs/compression.md: every (recipe, level), the frontier, the pick at each speed,
     the targets, and what the picks' own commands printed."""
     rows = summarise(read_points(root))
+    noise = speed_noise(root)
     parts = {
         "All recipes:": rows_table(rows),
         "The Pareto frontier:": rows_table(frontier(rows)),
-        "The pick at each speed:": picks_table(rows),
+        f"The pick at each speed (speed noise {noise:.1%}: the median shift between the last two speed "
+        "runs):": picks_table(rows, noise),
         "The targets:": targets_table(rows),
         "Each pick as its own command printed it, seed by seed:": pick_runs_table(root),
     }

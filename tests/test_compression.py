@@ -18,6 +18,7 @@ from sparsecse.compression import (
     margins,
     merge_speed,
     pareto_plot,
+    pick_at,
     picks_table,
     read_points,
     recorded_structure,
@@ -162,11 +163,32 @@ def test_the_pick_at_a_speed_is_the_best_score_at_least_that_fast():
     assert best_at(rows, 1.8, ["c", "d"]).recipe == "c"
     assert best_at(rows, 4.0) is None
     assert picks_table(rows).splitlines()[2:] == [
-        "| 1.3x | a | - | 1.40x | 79.00 |",
-        "| 1.8x | b | - | 1.90x | 78.00 |",
-        "| 2.5x | d | - | 3.60x | 72.00 |",
-        "| 3.5x | d | - | 3.60x | 72.00 |",
+        "| 1.3x | a | - | 1.40x | 79.00 | - |",
+        "| 1.8x | b | - | 1.90x | 78.00 | - |",
+        "| 2.5x | d | - | 3.60x | 72.00 | - |",
+        "| 3.5x | d | - | 3.60x | 72.00 | - |",
     ]
+
+
+def test_a_pick_the_noise_cannot_tell_from_another_is_a_tie():
+    """Speed noise 5%: a row 4% short of the target that scores better may be the pick in another
+    run; so may the best row clearly that fast when the pick itself is within 5% of the target; and
+    a row whose score is within the seed spread is not told apart either."""
+    rows = [Row("short", "-", 3, 1.75, 0, 80.0, 0.1), Row("just", "-", 3, 1.85, 0, 79.0, 0.1),
+            Row("sure", "-", 3, 2.2, 0, 77.0, 0.1), Row("close", "-", 3, 2.3, 0, 78.95, 0.1),
+            Row("far", "-", 3, 1.6, 0, 81.0, 0.1)]  # fmt: skip
+    pick = pick_at(rows, 1.8, noise=0.05)
+    assert pick.best.recipe == "just"
+    assert [r.recipe for r in pick.tied] == ["short", "close"]
+    assert pick_at(rows, 1.8, noise=0.0).tied == (rows[3],), "with no speed noise, the seed spread alone"
+    without_close = [r for r in rows if r.recipe != "close"]
+    assert [r.recipe for r in pick_at(without_close, 1.8, noise=0.05).tied] == ["short", "sure"]
+    clear = pick_at(rows, 2.0, noise=0.05)
+    assert clear.best.recipe == "close" and clear.tied == ()
+    table = picks_table(rows, noise=0.05)
+    assert (
+        "| 1.8x | just | - | 1.85x | 79.00 | short (-, 80.00 at 1.75x); close (-, 78.95 at 2.30x) |" in table
+    )
 
 
 def test_a_recipe_is_interpolated_between_its_nearest_levels_and_nowhere_else():
