@@ -41,6 +41,7 @@ from sparsecse.cli.training import (
 from sparsecse.console import say
 from sparsecse.gates import counted_parameters, pruned_any, sparsity_summary
 from sparsecse.loading import load_checkpoint_file
+from sparsecse.recovery import corpus_sentences
 from sparsecse.removal import remove_pruned_units
 from sparsecse.runs import RESULTS, TrainingResults, check_run_folder, record_config
 
@@ -112,7 +113,8 @@ def train(cfg: DictConfig) -> TrainingResults:
         results["final"] = evaluate_final_step(results, evaluate)
     rows = {name: results[name] for name in ("before", "after") if name in results}
     with stage("writing results" + (", the model" if cfg.save_model else "") + " and plots"):
-        plots = report(cfg, module, results, rows)
+        calibration = corpus_sentences(datamodule.train_set) if cfg.onnx == "openvino-int8" else ()
+        plots = report(cfg, module, results, rows, calibration)
     publish(loggers, results, rows, plots, trainer.global_step)
     for line in where_written(Path(cfg.output_dir), results, cfg.save_model):
         say(line)

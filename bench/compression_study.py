@@ -219,7 +219,6 @@ def measure_speed(
         "sentences": len(sentences),
         "protocol": f"dense timed around every {every} model(s); each ratio against those timings, the "
         "median over rounds",
-        "models": len(encoders),
         "stand_ins": sorted(stand_ins),
         "dense_sentences_per_second": round(timings.reference_per_second(), 1),
     }
@@ -231,7 +230,8 @@ def measure_speed(
         if f"{timed_as[name]} {kind}" in measured and (kind == "PyTorch" or f"{name} int8" in graphs)
     }
     run["speedup"] |= {name: round(value, 3) for name, value in measured.items() if name.startswith(STATIC)}
-    run["shapes_timed"] = len({timed_as[name] for name in directories})
+    run["models"] = len(run["speedup"])
+    run["timed"] = len(encoders)  # one per shape and runtime: models of one shape share a timing
     speed = {"runs": [run], "speedup": dict(run["speedup"]), "int8_sts": {}}
     for name in scored:
         # scored as `sparsecse-prune onnx=int8` scores it (dynamic int8 depends on how sentences are batched)

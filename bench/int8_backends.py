@@ -22,28 +22,14 @@ import torch
 
 from sparsecse.evaluation import evaluate_encoder
 from sparsecse.evaluation.sts import read_stsb
-from sparsecse.onnx_encoder import OnnxEncoder
-from sparsecse.onnx_export import INT8_FILE, MODEL_FILE
+from sparsecse.onnx_encoder import OnnxEncoder, OpenVinoEncoder
+from sparsecse.onnx_export import CALIBRATION_SENTENCES as CALIBRATION
+from sparsecse.onnx_export import INT8_FILE, MODEL_FILE, quantize_openvino
+from sparsecse.onnx_export import OPENVINO_INT8_FILE as OPENVINO_INT8
 from sparsecse.paths import default_data_dir
 from sparsecse.speed import measure, pin
 
 STATIC_FILE = "onnx/model_static_qint8.onnx"
-OPENVINO_INT8 = "openvino/model_nncf_int8.xml"
-CALIBRATION = 300  # sentences, as NNCF's default subset
-
-
-class OpenVinoEncoder(OnnxEncoder):
-    """The same encode, on OpenVINO's CPU plug-in: an ONNX graph read as it is, or its IR (.xml)."""
-
-    def load(self, path: Path, threads: int) -> list[str]:
-        import openvino as ov
-
-        core = ov.Core()
-        self.compiled = core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
-        return [port.get_any_name() for port in self.compiled.inputs]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.compiled({name: feeds[name] for name in self.inputs})[0]
 
 
 def calibration_feeds(
@@ -83,26 +69,14 @@ def write_static_int8(directory: Path, feeds: list[dict[str, np.ndarray]]) -> No
     prepared.unlink()
 
 
-def write_openvino_int8(directory: Path, feeds: list[dict[str, np.ndarray]]) -> None:
-    """NNCF's post-training int8 of the OpenVINO model read from the float32 graph (transformer
-    preset: LayerNorm, softmax and the residual adds stay in floating point)."""
-    import nncf
-    import openvino as ov
-
-    model = ov.Core().read_model(str(directory / MODEL_FILE))
-    names = [port.get_any_name() for port in model.inputs]
-    dataset = nncf.Dataset(feeds, lambda f: {n: f[n] for n in names})
-    quantised = nncf.quantize(model, dataset, model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds))
-    (directory / "openvino").mkdir(exist_ok=True)
-    ov.save_model(quantised, str(directory / OPENVINO_INT8))
-
-
-def variants(directory: Path, feeds, threads: int) -> dict:
+def variants(directory: Path, sentences: Sequence[str], threads: int) -> dict:
     """name -> encode of each backend of one export, the int8 ones written first where missing."""
+    from transformers import AutoTokenizer
+
     if not (directory / STATIC_FILE).is_file():
-        write_static_int8(directory, feeds)
+        write_static_int8(directory, calibration_feeds(directory, sentences))
     if not (directory / OPENVINO_INT8).is_file():
-        write_openvino_int8(directory, feeds)
+        quantize_openvino(directory, AutoTokenizer.from_pretrained(directory), sentences)
     return {
         "ORT dynamic int8": OnnxEncoder(directory, INT8_FILE, threads),
         "ORT static int8": OnnxEncoder(directory, STATIC_FILE, threads),
@@ -134,9 +108,7 @@ def main() -> None:
     for directory in args.model:
         model = SentenceTransformer(str(directory), device="cpu", trust_remote_code=True)
         encoders[f"{directory} PyTorch"] = lambda texts, m=model: m.encode(list(texts), batch_size=64)
-        for name, graph in variants(
-            directory, calibration_feeds(directory, calibration), args.threads
-        ).items():
+        for name, graph in variants(directory, calibration, args.threads).items():
             graphs[f"{directory} {name}"] = graph
             encoders[f"{directory} {name}"] = lambda texts, g=graph: g.encode(texts, batch_size=64)
     stsb = read_stsb(data_dir, "dev")

@@ -155,22 +155,26 @@ def save_sparse_encoder(
     parameters: Mapping[str, int] | None = None,
     onnx: OnnxExport = "none",
     dense_layers: int | None = None,
+    calibration: Sequence[str] = (),
 ) -> Path:
     """Write the encoder as a Hugging Face + sentence-transformers model directory, whole or not at
     all (`sparsecse.writing.written_whole`: a full disk leaves no half-written folder, and an earlier
     export there is replaced only once the new one is complete). The model card tells `provenance`,
     sentences on how it was trained and pruned; `evaluation`, rows of scores; `parameters`, the counts
-    results.json holds; `dense_layers`, the base model's layer count where layers were dropped."""
+    results.json holds; `dense_layers`, the base model's layer count where layers were dropped.
+    `calibration`: training sentences, for `onnx=openvino-int8`."""
     directory = Path(directory)
     check_replaceable(directory)
     facts = CardFacts(provenance, evaluation, parameters, dense_layers)
     with written_whole(directory) as temporary:
-        graphs = write_export(encoder, temporary, onnx)
+        graphs = write_export(encoder, temporary, onnx, calibration)
         write_card(encoder, temporary, directory.name, facts, graphs)
     return directory
 
 
-def write_export(encoder: SentenceEncoder, directory: Path, onnx: OnnxExport = "none") -> list[str]:
+def write_export(
+    encoder: SentenceEncoder, directory: Path, onnx: OnnxExport = "none", calibration: Sequence[str] = ()
+) -> list[str]:
     """The export's files in `directory`, and with `onnx` its ONNX graphs, whose paths (relative to
     `directory`) it returns; the model card is `write_card`'s. Gates still attached to the encoder
     are made physical first (the encoder is changed in place; its embeddings do not change)."""
@@ -186,7 +190,8 @@ def write_export(encoder: SentenceEncoder, directory: Path, onnx: OnnxExport = "
         "name_or_path": encoder.name_or_path,
     }
     _write_json(directory / SPARSECSE_FILE, {**meta, "structure": structure(backbone)})
-    return [str(path.relative_to(directory)) for path in export_onnx(encoder, directory, onnx)]
+    written = export_onnx(encoder, directory, onnx, calibration)
+    return [str(path.relative_to(directory)) for path in written if path.suffix != ".bin"]
 
 
 def write_card(

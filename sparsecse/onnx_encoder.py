@@ -1,5 +1,6 @@
-"""Sentence embeddings from an export's ONNX graph in ONNX Runtime: the path that serves without
-PyTorch or this package's model code, so that a graph is scored (and timed) as users will run it.
+"""Sentence embeddings from an export's graphs, as they serve without PyTorch or this package's model
+code: its ONNX graphs in ONNX Runtime, its OpenVINO model in OpenVINO; so that a graph is scored
+(and timed) as users will run it.
 
 The graph gives token embeddings (`last_hidden_state`); the sentence embedding is pooled from them
 as the export's pooler does it, for the poolers that need nothing else: `avg`, `cls_before_pooler`,
@@ -93,3 +94,22 @@ class OnnxEncoder:
         out = torch.empty_like(embeddings)
         out[order] = embeddings
         return out
+
+
+class OpenVinoEncoder(OnnxEncoder):
+    """The same encode on OpenVINO's CPU plug-in: an export's OpenVINO model (.xml), or an ONNX graph."""
+
+    def load(self, path: Path, threads: int) -> list[str]:
+        import openvino as ov  # the [openvino] extra
+
+        self.compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+        return [port.get_any_name() for port in self.compiled.inputs]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.compiled({name: feeds[name] for name in self.inputs})[0]
+
+
+def graph_encoder(directory: str | Path, graph: str, threads: int | None = None) -> OnnxEncoder:
+    """The encoder of an export's graph by its file: OpenVINO for `.xml`, ONNX Runtime for `.onnx`."""
+    kind = OpenVinoEncoder if graph.endswith(".xml") else OnnxEncoder
+    return kind(directory, graph, threads)

@@ -32,7 +32,10 @@ BAD_INPUTS = {
         ["data_dir={tmp}"],
         r"^data_dir: \S+ lacks 50 files needed by tasks sts12, sts13",
     ),
-    "unknown onnx export": (["onnx=yes"], "^onnx: must be 'none', 'fp32' or 'int8', got 'yes'$"),
+    "unknown onnx export": (
+        ["onnx=yes"],
+        "^onnx: must be 'none', 'fp32', 'int8' or 'openvino-int8', got 'yes'$",
+    ),
     "unknown bad-line policy": (
         ["data.on_bad_line=warn"],
         "data.on_bad_line: must be 'fail' or 'skip', got 'warn'",

@@ -107,47 +107,53 @@ def test_int8_is_an_option_and_stays_close(make_encoder, tmp_path):
     assert cosine.min() > 0.95 and not torch.equal(hidden, expected)  # quantised, and still the same vectors
 
 
+# onnx= -> (its int8 graph, the row it is printed as, the graphs the card names, the card's last snippet)
+INT8_EXPORTS = {
+    "int8": ("onnx/model_qint8.onnx", "after, int8 ONNX",
+             "With ONNX Runtime alone (`onnx/model.onnx` or `onnx/model_qint8.onnx`", "onnxruntime"),
+    "openvino-int8": ("openvino/openvino_model_qint8_quantized.xml", "after, int8 OpenVINO",
+                      "With OpenVINO alone (`openvino/openvino_model_qint8_quantized.xml`", "openvino"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", INT8_EXPORTS)
 def test_sparsecse_prune_scores_its_int8_graph_and_the_card_says_how_to_run_it(
-    tmp_path, toy_senteval_dir, tiny_model_dir, capsys, caplog
+    mode, tmp_path, toy_senteval_dir, tiny_model_dir, capsys, caplog
 ):
-    """With onnx=int8 the command prints and records the int8 graph's scores, as ONNX Runtime serves
-    it; the card's ONNX snippet runs as written, from the model's folder, without this package. The
-    exporter's and quantiser's notes, which nobody can act on, are not shown."""
+    """With onnx=int8 (ONNX Runtime) or openvino-int8 the command prints and records the int8
+    graph's scores, as its runtime serves it; each of the card's snippets runs as written, from the
+    model's folder, without this package. The exporter's and quantiser's notes, which nobody can act
+    on, are not shown."""
     from helpers import compose_prune
 
     from sparsecse.cli import silence_third_party_noise
     from sparsecse.cli.prune import prune
+    from sparsecse.evaluation import evaluate_encoder
+    from sparsecse.onnx_encoder import graph_encoder
 
     silence_third_party_noise()
-    from sparsecse.evaluation import evaluate_encoder
-    from sparsecse.onnx_encoder import OnnxEncoder
-    from sparsecse.onnx_export import INT8_FILE
-
+    graph, row, named, runtime = INT8_EXPORTS[mode]
     out = tmp_path / "sparse"
-    results = prune(compose_prune([f"model={tiny_model_dir}", "pooler=avg", "pruning.head_sparsity=0.5",
-                                   "pruning.num_batches=1", "tasks=[stsb]", f"output_dir={out}",
-                                   f"data_dir={toy_senteval_dir}", "batch_size=8", "onnx=int8"]))  # fmt: skip
-    assert (out / "onnx" / "model.onnx").is_file() and (out / INT8_FILE).is_file()
+    overrides = [f"model={tiny_model_dir}", "pooler=avg", "pruning.head_sparsity=0.5",
+                 "pruning.num_batches=1", "tasks=[stsb]", f"output_dir={out}", f"data_dir={toy_senteval_dir}",
+                 "batch_size=8"]  # fmt: skip
+    results = prune(compose_prune([*overrides, f"onnx={mode}"]))
+    assert (out / "onnx" / "model.onnx").is_file() and (out / graph).is_file()
     noise = ("torchvision is not installed", "Please consider to run pre-processing")
     assert not [r.getMessage() for r in caplog.records if r.getMessage().startswith(noise)]
-    assert results["int8"] == evaluate_encoder(OnnxEncoder(out, INT8_FILE), toy_senteval_dir, ["stsb"])
+    assert results["int8"] == evaluate_encoder(graph_encoder(out, graph), toy_senteval_dir, ["stsb"])
     assert results["int8"]["stsb"] != results["after"]["stsb"], "the quantised graph, scored on its own"
     assert json.loads((out / "results.json").read_text())["int8"] == results["int8"]
     printed = capsys.readouterr().out
-    assert re.search(rf"^after, int8 ONNX \|\s+{results['int8']['stsb']:.2f}$", printed, re.MULTILINE), (
-        printed
-    )
+    assert re.search(rf"^{row} \|\s+{results['int8']['stsb']:.2f}$", printed, re.MULTILINE), printed
     card = (out / "README.md").read_text()
-    assert f"| after, int8 ONNX | {results['int8']['stsb']:.2f} |" in card
-    assert "With ONNX Runtime alone (`onnx/model.onnx` or `onnx/model_qint8.onnx`" in card
+    assert f"| {row} | {results['int8']['stsb']:.2f} |" in card and named in card
     snippets = [block.split("```")[0] for block in card.split("```python\n")[1:]]
-    assert len(snippets) == 3 and "graph = 'onnx/model_qint8.onnx'" in snippets[2]
-    for snippet in snippets:  # sentence-transformers, transformers, ONNX Runtime
-        script = (
-            'import sys\nsys.modules["sparsecse"] = None\n' + snippet + "\nprint(tuple(embeddings.shape))"
-        )
-        ran = subprocess.run(
-            [sys.executable, "-c", script], cwd=out, capture_output=True, text=True, timeout=300
-        )
+    # sentence-transformers, transformers, ONNX Runtime, and OpenVINO where its model was written
+    assert len(snippets) == 3 + (runtime == "openvino") and f"import numpy as np, {runtime}" in snippets[-1]
+    for snippet in snippets:
+        script = f'import sys\nsys.modules["sparsecse"] = None\n{snippet}\nprint(tuple(embeddings.shape))'
+        command = [sys.executable, "-c", script]
+        ran = subprocess.run(command, cwd=out, capture_output=True, text=True, timeout=300)
         assert ran.returncode == 0, ran.stderr[-2000:]
         assert ran.stdout.strip().splitlines()[-1] in ("(1, 32)", "(2, 32)"), snippet

@@ -75,7 +75,10 @@ def test_evaluate_before_false_evaluates_only_the_pruned_model(
         (["output_dir=x", "pruning.head_sparsity=1.5"], "head_sparsity: must be less than 1, got 1.5"),
         (["output_dir=x", "pooler=mean"], "pooler: must be 'cls', .*, got 'mean'"),
         (["output_dir=x", "model=/no/such/model"], "model: cannot load model"),
-        (["output_dir=x", "onnx=yes"], "^onnx: must be 'none', 'fp32' or 'int8', got 'yes'$"),
+        (
+            ["output_dir=x", "onnx=yes"],
+            "^onnx: must be 'none', 'fp32', 'int8' or 'openvino-int8', got 'yes'$",
+        ),
     ],
 )
 def test_bad_prune_settings(overrides, message, toy_senteval_dir, monkeypatch):

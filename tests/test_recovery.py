@@ -183,5 +183,5 @@ def test_sparsecse_prune_recovers_and_reports_both_models(tmp_path, toy_senteval
     assert json.loads((out / "results.json").read_text())["recovery"] == results["recovery"]
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
     card = (out / "README.md").read_text()
-    assert ("Recovered by distillation from the encoder before pruning: 3 steps of batch 8 on "
-            "`snli_sentences`, lr 0.0001, loss 1 x MSE.") in card  # fmt: skip
+    assert (f"Recovered by distillation from `{tiny_model_dir}` as it was before anything was removed: 3 "
+            "steps of batch 8 on `snli_sentences`, lr 0.0001, loss 1 x MSE.") in card  # fmt: skip

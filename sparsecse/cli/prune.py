@@ -23,8 +23,8 @@ from sparsecse.layers import LayerDrop, drop_layers
 from sparsecse.loading import load_config
 from sparsecse.model_card import CardFacts, base_model, plural, pruning_sentence, recovery_sentence
 from sparsecse.model_io import check_replaceable, load_encoder, write_card, write_export
-from sparsecse.onnx_encoder import OnnxEncoder, token_pooling
-from sparsecse.onnx_export import INT8_FILE, OnnxExport, check_onnx_available
+from sparsecse.onnx_encoder import graph_encoder, token_pooling
+from sparsecse.onnx_export import INT8_GRAPHS, OnnxExport, check_onnx_available
 from sparsecse.recovery import Recovery, corpus_sentences, recover, teacher_embeddings
 from sparsecse.removal import remove_pruned_units
 from sparsecse.runs import RESULTS, check_finished_output
@@ -35,7 +35,8 @@ from sparsecse.writing import written_whole
 # Keys that say where a result is written or read from, not what it computes: a result moved to
 # another folder, or computed again with overwrite=true, is the same result.
 UNCOMPARED_KEYS = ("output_dir", "data_dir", "overwrite", "recovery.cache_dir")
-INT8_ROW = "after, int8 ONNX"  # the row of the results table (and results.json key `int8`)
+# the int8 graph's row in the results table (results.json: `int8`), by `onnx=` option
+INT8_ROWS = {"int8": "after, int8 ONNX", "openvino-int8": "after, int8 OpenVINO"}
 
 
 def stage(name: str):
@@ -90,7 +91,7 @@ def check_job(cfg: DictConfig) -> PruneJob:
     check_pooler(cfg.pooler)
     check_value("onnx", cfg.onnx, OnnxExport)
     if cfg.onnx != "none":
-        check_onnx_available()
+        check_onnx_available(cfg.onnx)
     job = PruneJob(
         tasks,
         under("recovery", Recovery, **OmegaConf.to_container(cfg.recovery, resolve=True)),
@@ -153,29 +154,31 @@ def provenance(cfg: DictConfig, job: PruneJob, results: dict) -> list[str]:
 
 
 def score_int8_graph(encoder, directory: Path, job: PruneJob, cfg: DictConfig, data_dir: Path) -> dict | None:
-    """The scores of the int8 graph just written to `directory`, through ONNX Runtime as it serves
-    (None, with a line saying why, when the encoder's pooler needs more than the graph's last layer)."""
+    """The scores of the int8 graph just written to `directory`, in the runtime it serves in (None,
+    with a line saying why, when the encoder's pooler needs more than the graph's last layer)."""
     if token_pooling(encoder.pooler, encoder.mlp_only_train) is None:
         say(f"sparsecse-prune: the int8 graph is not scored: its pooler, {encoder.pooler}, needs more than "
             "the graph's last layer")  # fmt: skip
         return None
-    with stage("evaluation of the int8 ONNX graph"):
-        graph = OnnxEncoder(directory, INT8_FILE)
+    with stage(f"evaluation of the int8 graph ({INT8_GRAPHS[cfg.onnx]})"):
+        graph = graph_encoder(directory, INT8_GRAPHS[cfg.onnx])
         return evaluate_encoder(graph, data_dir, job.tasks, cfg.eval_batch_size, cfg.transfer_preset)
 
 
-def write_output(encoder, cfg: DictConfig, job: PruneJob, results: dict, data_dir: Path) -> None:
+def write_output(encoder, cfg: DictConfig, job: PruneJob, results: dict, data) -> None:
     """The model, its graphs, card and results.json, written whole into output_dir (or not at all)."""
     out = Path(cfg.output_dir)
-    what = "the model" + {"none": "", "fp32": " and its ONNX graph", "int8": " and its ONNX graphs"}[cfg.onnx]
+    what = "the model" + ("" if cfg.onnx == "none" else " and its graphs")
+    calibration = corpus_sentences(data.train_set) if cfg.onnx == "openvino-int8" else ()
     with stage(f"writing {what} to {out}"), written_whole(out) as temporary:
-        graphs = write_export(encoder, temporary, cfg.onnx)
-        if cfg.onnx == "int8" and job.tasks:
-            if (scores := score_int8_graph(encoder, temporary, job, cfg, data_dir)) is not None:
+        graphs = write_export(encoder, temporary, cfg.onnx, calibration)
+        row = INT8_ROWS.get(cfg.onnx)
+        if row and job.tasks:
+            if (scores := score_int8_graph(encoder, temporary, job, cfg, data.data_dir)) is not None:
                 results["int8"] = scores
-                print(format_table({INT8_ROW: scores}))
+                print(format_table({row: scores}))
         rows = {name: results[name] for name in ("before", "after") if results.get(name)}
-        rows |= {INT8_ROW: results["int8"]} if "int8" in results else {}
+        rows |= {row: results["int8"]} if "int8" in results else {}
         facts = CardFacts(provenance(cfg, job, results), rows, dense_layers=job.dense_layers)
         write_card(encoder, temporary, out.name, facts, graphs)
         write_results(temporary / RESULTS, results)
@@ -229,7 +232,7 @@ def prune(cfg: DictConfig) -> dict:
             results["after"] = evaluate()
         shown = ("before", "pruned", "after") if job.recovery.steps else ("before", "after")
         print(format_table({name: results[name] for name in shown if results.get(name)}))
-    write_output(encoder, cfg, job, results, data.data_dir)
+    write_output(encoder, cfg, job, results, data)
     return results
 
 

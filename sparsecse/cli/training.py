@@ -4,7 +4,7 @@ device, and the results a run writes and publishes."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -55,7 +55,7 @@ def preflight(cfg: DictConfig):
         raise ConfigError("evaluate.final_step", "needs callbacks.last_checkpoint, whose last.ckpt holds the "
                           "final step")  # fmt: skip
     if cfg.save_model and cfg.get("onnx", "none") != "none":
-        check_onnx_available()
+        check_onnx_available(cfg.onnx)
     try:
         check_pooler(cfg.model.encoder.pooler)
         model_config = load_config(cfg.model.encoder.name_or_path)
@@ -279,17 +279,19 @@ def how_trained(cfg: DictConfig, results: TrainingResults) -> list[str]:
     return lines
 
 
-def report(cfg: DictConfig, module, results: TrainingResults, rows: dict) -> list[Path]:
-    """Print the evaluation rows side by side; save the encoder, results.json and the run's plots
-    in the run directory; returns the plots."""
+def report(
+    cfg: DictConfig, module, results: TrainingResults, rows: dict, calibration: Sequence[str] = ()
+) -> list[Path]:
+    """Print the evaluation rows side by side; save the encoder (`calibration`: training sentences,
+    for `onnx=openvino-int8`), results.json and the run's plots in the run directory; returns the
+    plots."""
     if rows:
         print(format_table(rows))
     output_dir = Path(cfg.output_dir)
     if cfg.save_model:
         counts = {k: results[k] for k in ("parameters", "dense_parameters")}
-        save_sparse_encoder(
-            module.encoder, output_dir / "model", how_trained(cfg, results), rows, counts, cfg.onnx
-        )
+        save_sparse_encoder(module.encoder, output_dir / "model", how_trained(cfg, results), rows, counts,
+                            cfg.onnx, calibration=calibration)  # fmt: skip
     write_results(output_dir / RESULTS, results)
     if len(results["val_history"]) < 2:
         return []
