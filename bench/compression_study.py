@@ -3,6 +3,7 @@ about 1.3x, 1.8x, 2.5x and 3.5x its dense encode speed, with its STS avg over th
 
     python bench/compression_study.py --out DIR                 # every point, seed by seed
     python bench/compression_study.py --out DIR --int8 layers layers-importance   # int8 graphs afterwards
+    python bench/compression_study.py --out DIR --static        # the model2vec reference
     python bench/compression_study.py --out DIR --speed         # then every model's speed, one run
     python bench/compression_study.py --out DIR --table         # the tables of docs/compression.md
     python bench/compression_study.py --out DIR --publish docs/compression   # its numbers and plot
@@ -18,9 +19,12 @@ it stopped. Series (METHOD.md sections 3 and 7):
 - dense-distilled: the control, the same distillation with nothing removed (does recovery gain
   by distilling on the corpus alone?);
 - dense: the dense encoder, exported to int8 ONNX (the recovered sparsecse points are exported too).
+- model2vec: the static-embedding reference, distilled from the same MiniLM (`--static`).
 Speed is measured afterwards for every model in one process (`--speed`), through
-`SentenceTransformer.encode` on STS-B dev, batch 64, median of interleaved rounds, ratios against
-the dense PyTorch model of the same run; int8 graphs run in ONNX Runtime and are scored there.
+`SentenceTransformer.encode` on the first 1,000 sentences of STS-B dev, batch 64, with
+sparsecse.speed's protocol (one thread on one core, the dense PyTorch model timed around every few
+models, each ratio against those timings, the median over rounds); int8 graphs run in ONNX Runtime
+and are scored there.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sparsecse.compression import PICKS, TABLES_BEGIN, TABLES_END
+from sparsecse.compression import CHECK, PICKS, TABLES_BEGIN, TABLES_END
 from sparsecse.onnx_export import INT8_FILE
 
 SPARSITIES = (0.35, 0.55, 0.75, 0.85)  # about 1.3x, 1.8x, 2.5x and 3.5x through encode on 2 cores
@@ -126,7 +130,7 @@ def build_stand_ins(out: Path, published: Path | None, checks: Sequence[str]) ->
     for name in checks:
         if not (out / name / RESULTS).is_file():
             raise SystemExit(f"--check-stand-ins: {out / name} holds no {RESULTS}")
-        wanted[f"check/{name}"] = (out / name / RESULTS, (out / name / INT8_FILE).is_file())
+        wanted[f"{CHECK}{name}"] = (out / name / RESULTS, (out / name / INT8_FILE).is_file())
     missing = {
         name: spec
         for name, spec in wanted.items()
@@ -150,7 +154,7 @@ def same_shapes(directories: dict[str, Path], checks: Sequence[str]) -> dict[str
     for name, directory in directories.items():
         units = json.loads((directory / "sparsecse.json").read_text())["structure"]
         shape = json.dumps([units["heads"], units["ffn"], (directory / INT8_FILE).is_file()])
-        own = name.startswith("check/") or name in checks
+        own = name.startswith(CHECK) or name in checks
         timed_as[name] = name if own else first.setdefault(shape, name)
     return timed_as
 
@@ -202,8 +206,8 @@ def measure_speed(
             graphs[f"{name} int8"] = graph = OnnxEncoder(directory, INT8_FILE, threads)
             if timed_as[name] == name:
                 encoders[f"{name} int8"] = lambda texts, g=graph: g.encode(texts, batch_size=64)
-            if name not in stand_ins:  # a stand-in's weights are the dense model's, cut: no score
-                scored.append(f"{name} int8")
+            if name not in stand_ins and name not in checks:  # a stand-in's weights are the dense
+                scored.append(f"{name} int8")  # model's, cut: no score; a check's point is a re-run
     if (out / STATIC / RESULTS).is_file():
         from static_embedding import StaticEncoder  # bench/, beside this script
 
@@ -220,6 +224,7 @@ def measure_speed(
         "protocol": f"dense timed around every {every} model(s); each ratio against those timings, the "
         "median over rounds",
         "stand_ins": sorted(stand_ins),
+        "checked": sorted(checks),  # re-runs of published points, timed beside their stand-ins
         "dense_sentences_per_second": round(timings.reference_per_second(), 1),
     }
     measured = timings.speedups()
@@ -279,12 +284,16 @@ def publish(out: Path, dest: Path) -> None:
     point's wall time, `study.log`, where it was kept, goes to logs/<date>.log."""
     from sparsecse.compression import merge_speed, pareto_plot, read_points, summarise
 
+    later = json.loads((out / SPEED).read_text())
+    checked = {name for run in later.get("runs", []) for name in run.get("checked", [])}
     for path in out.rglob(RESULTS):
         target = dest / path.relative_to(out)
+        if str(path.parent.relative_to(out)) in checked and target.is_file():
+            continue  # a re-run timed beside its stand-in: the published point keeps its results
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
     earlier = json.loads((dest / SPEED).read_text()) if (dest / SPEED).is_file() else {}
-    speed = merge_speed(earlier, json.loads((out / SPEED).read_text()))
+    speed = merge_speed(earlier, later)
     (dest / SPEED).write_text(json.dumps(speed, indent=2) + "\n")
     if (out / "study.log").is_file():
         (dest / "logs").mkdir(exist_ok=True)

@@ -272,10 +272,12 @@ class ScheduledPruning(L.Callback):
         device = encoder.device
         # Dropout draws from (seed, event), not from the process's random state, as scoring does: a
         # run resumed before the event recovers exactly as the uninterrupted one.
+        shown = trainer.is_global_zero and trainer.progress_bar_callback is not None
         with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
             torch.manual_seed(derived_seed(self.recovery.seed, index))
             losses = recover(encoder, sentences, teacher, self.recovery, seed=self.recovery.seed + index,
-                             after_step=masks.apply_masks if masks is not None else None)  # fmt: skip
+                             after_step=masks.apply_masks if masks is not None else None,
+                             show_progress=shown)  # fmt: skip
         if trainer.world_size > 1:  # dropout draws differ between ranks; DDP needs equal replicas
             for tensor in encoder.state_dict().values():
                 torch.distributed.broadcast(tensor, src=0)

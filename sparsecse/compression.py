@@ -72,15 +72,21 @@ class Row:
     sts_std: float
 
 
+CHECK = "check/"  # speed.json's prefix of a stand-in timed beside the model it stands in for
+
+
 def merge_speed(earlier: dict, later: dict) -> dict:
     """Two speed.json records as one: the runs of both (a run published twice is kept once), and for a
     model both measured, the later run's figures. Each speed-up stays a ratio against the dense model
     of its own run, so models measured in different runs (seeds run at different times) sit side by
     side."""
     runs = earlier.get("runs", [])
+    # a stand-in timed beside its model (`check/...`) checks the run that timed both: the later's only
+    kept = {name: value for name, value in earlier.get("speedup", {}).items()
+            if not (name.startswith(CHECK) and later.get("speedup"))}  # fmt: skip
     return {
         "runs": [*runs, *(run for run in later.get("runs", []) if run not in runs)],
-        "speedup": {**earlier.get("speedup", {}), **later.get("speedup", {})},
+        "speedup": {**kept, **later.get("speedup", {})},
         "int8_sts": {**earlier.get("int8_sts", {}), **later.get("int8_sts", {})},
     }
 
@@ -316,6 +322,24 @@ def pick_runs_table(root: str | Path) -> str | None:
     return "\n".join(lines)
 
 
+BACKENDS = "backends.json"  # bench/int8_backends.py's figures: each model through each runtime
+
+
+def backends_table(root: str | Path) -> str | None:
+    """Each model through each runtime (bench/int8_backends.py, one speed run): encode speed-up over
+    dense PyTorch and STS avg, as `1.23x, 78.90` (None without a backends.json)."""
+    path = Path(root) / BACKENDS
+    if not path.is_file():
+        return None
+    variants = json.loads(path.read_text())["variants"]
+    runtimes = list(next(iter(variants.values())))
+    lines = [f"| model | {' | '.join(runtimes)} |", f"| --- |{' --: |' * len(runtimes)}"]
+    for model, figures in variants.items():
+        cells = [f"{figures[r]['speedup']:.2f}x, {figures[r]['sts_avg']:.2f}" for r in runtimes]
+        lines.append(f"| {model} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def compression_tables(root: str | Path) -> str:
     """The tables of docs/compression.md: every (recipe, level), the frontier, the pick at each speed,
     the targets, and what the picks' own commands printed."""
@@ -328,6 +352,8 @@ def compression_tables(root: str | Path) -> str:
         "runs):": picks_table(rows, noise),
         "The targets:": targets_table(rows),
         "Each pick as its own command printed it, seed by seed:": pick_runs_table(root),
+        "The int8 backends (bench/int8_backends.py), each model's speed-up over dense PyTorch and STS "
+        "avg:": backends_table(root),
     }
     return "\n\n".join(f"{title}\n\n{table}" for title, table in parts.items() if table is not None)
 

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
@@ -132,10 +133,17 @@ def quality_against_speed_figure(
         ax.errorbar(x, y, xerr=x_err, yerr=y_err, fmt=f"-{marker}", color=color, markersize=5, capsize=2,
                     label=label)  # fmt: skip
     ax.plot(*zip(*frontier), "--", color="black", alpha=0.5, label="Pareto frontier")
+    speedups = [point[0] for points in lines.values() for point in points]
+    if max(speedups) / min(speedups) > LOG_SPAN:  # a static-embedding model at 100x+ squeezes the rest
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
     ax.set(xlabel="encode speed-up over dense PyTorch (STS-B dev, batch 64)", ylabel="STS avg (7 tasks)",
            title="quality against speed (mean ± std over seeds)")  # fmt: skip
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     return fig
+
+
+LOG_SPAN = 20  # speed-ups spanning more than this factor are drawn on a log axis
 
 
 # Beyond tab10's ten colours, six more that are far from those and from each other (no light and dark

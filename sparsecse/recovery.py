@@ -180,12 +180,16 @@ def recover(
     log_every: int = 50,
     seed: int | None = None,
     after_step: Callable[[], None] | None = None,
+    show_progress: bool = False,
 ) -> list[float]:
     """Train `student` in place to match `teacher` ((N, H) embeddings of `sentences`) for
     config.steps steps of AdamW with linear warm-up and decay; returns the loss of every step.
     Dropout stays on, as in SimCSE training; the student's embedding is its test-time one, and it
     is left in the mode it came in. `seed` (default config.seed) orders the sentences; `after_step`
-    runs after each optimizer step (e.g. re-applying unstructured masks)."""
+    runs after each optimizer step (e.g. re-applying unstructured masks); `show_progress` draws a bar
+    of the steps with the last loss."""
+    from tqdm.auto import tqdm
+
     if len(sentences) != len(teacher):
         raise ValueError(f"{len(sentences)} sentences, {len(teacher)} teacher embeddings")
     device, was_training = student.device, student.training
@@ -197,6 +201,7 @@ def recover(
     order = sentence_order(
         len(sentences), config.steps, config.batch_size, config.seed if seed is None else seed
     )
+    bar = tqdm(total=config.steps, desc="recovery", unit="step", disable=not show_progress)
     for step, index in enumerate(order):
         tokens = student.tokenize([sentences[i] for i in index], config.max_length)
         tokens = {k: v.to(device) for k, v in tokens.items()}
@@ -215,8 +220,11 @@ def recover(
         if after_step is not None:
             after_step()
         losses.append(loss.item())
+        bar.update()
+        bar.set_postfix(loss=f"{losses[-1]:.5f}", refresh=False)
         if log_every and (step + 1) % log_every == 0:
             log.info(f"recovery step {step + 1}/{config.steps}: loss {losses[-1]:.5f}, "
                      f"{time.perf_counter() - start:.0f} s")  # fmt: skip
+    bar.close()
     student.train(was_training)
     return losses

@@ -156,6 +156,16 @@ def test_the_legend_sits_beside_the_axes(tmp_path):
     assert legend.x0 > axes.x1, "entirely to the right of the axes"
 
 
+@pytest.mark.parametrize(("fastest", "scale"), [(3.0, "linear"), (138.0, "log")])
+def test_a_static_model_far_faster_than_the_rest_puts_the_speed_axis_on_a_log_scale(fastest, scale):
+    """On a linear axis, model2vec at 138x squeezed every transformer into the first tenth."""
+    from sparsecse.plots import quality_against_speed_figure
+
+    lines = {"a": [(1.0, 0.0, 78.0, 0.0), (2.0, 0.0, 77.0, 0.0)], "b": [(fastest, 0.0, 67.0, 0.0)]}
+    fig = quality_against_speed_figure(lines, [(1.0, 78.0), (fastest, 67.0)])
+    assert fig.axes[0].get_xscale() == scale
+
+
 def test_the_pick_at_a_speed_is_the_best_score_at_least_that_fast():
     rows = [row("a", 1.4, 79.0), row("b", 1.9, 78.0), row("c", 2.0, 77.0), row("d", 3.6, 72.0)]
     assert best_at(rows, 1.3).recipe == "a"
@@ -234,6 +244,17 @@ def test_speed_runs_merge_with_the_later_run_winning_and_each_run_kept_once():
     assert merge_speed({}, later) == later
 
 
+def test_a_later_speed_run_replaces_the_stand_in_checks_of_earlier_ones():
+    earlier = {"runs": [{"date": "a"}], "speedup": {"dense PyTorch": 1.0, "check/x/p1/seed3 PyTorch": 1.3,
+               "x/p1/seed3 PyTorch": 1.4}, "int8_sts": {}}  # fmt: skip
+    later = {"runs": [{"date": "b"}], "speedup": {"dense PyTorch": 1.0, "check/x/p1/seed1 PyTorch": 1.5,
+             "x/p1/seed1 PyTorch": 1.5}, "int8_sts": {}}  # fmt: skip
+    expected = {"dense PyTorch": 1.0, "x/p1/seed3 PyTorch": 1.4, "check/x/p1/seed1 PyTorch": 1.5,
+                "x/p1/seed1 PyTorch": 1.5}  # fmt: skip
+    assert merge_speed(earlier, later)["speedup"] == expected
+    assert merge_speed(earlier, {})["speedup"] == earlier["speedup"]
+
+
 def study_driver():
     path = Path(__file__).parents[1] / "bench" / "compression_study.py"
     spec = importlib.util.spec_from_file_location("compression_study", path)
@@ -258,6 +279,24 @@ def test_publishing_a_later_seed_keeps_what_was_published_and_rewrites_the_table
     text = doc.read_text()
     assert text.startswith("# prose") and text.endswith("more prose\n") and "stale" not in text
     assert compression_tables(dest) in text
+
+
+def test_a_re_run_timed_beside_its_stand_in_leaves_the_published_point_as_it_was(tmp_path):
+    driver = study_driver()
+    write_study(tmp_path / "first", seeds=(1,))
+    dest = tmp_path / "docs" / "compression"
+    driver.publish(tmp_path / "first", dest)
+    published = (dest / "sparsecse" / "p0.5" / "seed1" / "results.json").read_text()
+    rerun = tmp_path / "rerun"
+    write_study(rerun, seeds=(1, 2))
+    speed = json.loads((rerun / "speed.json").read_text())
+    (rerun / "speed.json").write_text(json.dumps({**speed, "runs": [{"checked": ["sparsecse/p0.5/seed1"]}]}))
+    (rerun / "sparsecse" / "p0.5" / "seed1" / "results.json").write_text(
+        json.dumps({"after": {"sts_avg": 1.0}})
+    )
+    driver.publish(rerun, dest)
+    assert (dest / "sparsecse" / "p0.5" / "seed1" / "results.json").read_text() == published
+    assert (dest / "sparsecse" / "p0.5" / "seed2" / "results.json").is_file()  # the others are copied
 
 
 def counts(heads: list[int], ffn: list[int]) -> dict:
@@ -325,5 +364,6 @@ def test_a_speed_run_times_every_model_and_keeps_its_own_figures(make_encoder, t
     assert set(speed["speedup"]) == names and run["models"] == len(names)
     assert run["speedup"] == speed["speedup"] and speed["speedup"]["dense PyTorch"] == 1.0
     assert run["stand_ins"] == ["check/sparsecse/p0.5/seed1", "layers/keep2/seed1"]
-    assert set(speed["int8_sts"]) == {"dense int8", "sparsecse/p0.5/seed1 int8"}  # stand-ins are not scored
+    # neither a stand-in nor a re-run timed beside its stand-in is scored: the published point keeps its own
+    assert set(speed["int8_sts"]) == {"dense int8"} and run["checked"] == ["sparsecse/p0.5/seed1"]
     assert run["cpu"] and run["rounds"] == 2

@@ -137,6 +137,18 @@ def test_recover_leaves_the_mode_and_runs_after_step_every_step(teacher, trainin
     assert student.training is training and calls == [True, True, True]
 
 
+@pytest.mark.parametrize("shown", [True, False])
+def test_recovery_shows_its_steps_and_loss_only_when_asked(teacher, capsys, shown):
+    """A recovery of hundreds of steps runs for minutes: its bar counts the steps and shows the loss."""
+    losses = recover(copy.deepcopy(teacher), SENTENCES, teacher.encode(SENTENCES, max_length=32),
+                     Recovery(steps=3, batch_size=4), show_progress=shown)  # fmt: skip
+    bar = capsys.readouterr().err
+    if shown:
+        assert "recovery" in bar and "3/3" in bar and f"loss={losses[-1]:.5f}" in bar, bar
+    else:
+        assert bar == ""
+
+
 def test_sentences_are_drawn_in_seeded_permutations():
     order = sentence_order(10, steps=3, batch_size=4, seed=0)
     assert order.shape == (3, 4) and sorted(order.flatten()[:10].tolist()) == list(range(10))

@@ -222,7 +222,7 @@ def prune(cfg: DictConfig) -> dict:
                 results["pruned"] = evaluate()
         start = time.perf_counter()
         with stage(f"recovery, {job.recovery.steps} steps of distillation from the encoder before pruning"):
-            losses = recover(encoder, sentences, teacher, job.recovery)
+            losses = recover(encoder, sentences, teacher, job.recovery, show_progress=True)
         results["recovery"] = {"steps": job.recovery.steps, "seconds": round(time.perf_counter() - start, 1),
                                "first_loss": losses[0], "last_loss": losses[-1]}  # fmt: skip
         say(f"sparsecse-prune: distillation loss {losses[0]:.5f} -> {losses[-1]:.5f}")

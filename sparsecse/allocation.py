@@ -1,0 +1,129 @@
+"""Joint depth and width pruning to a speed target: which layers, heads and FFN neurons to remove so
+that the latency model (sparsecse.latency) predicts the asked-for speed-up, keeping the most
+importance.
+
+The three kinds of unit are put on one scale by what they cost: each candidate removal (a whole
+layer, a layer's least important head, a layer's least important block of FFN neurons) is valued
+at its importance per unit of encode time it saves, and the cheapest-per-time removal goes first,
+until the predicted time reaches the target. The importances themselves must be comparable across
+kinds (the caller's: first-order alignment/uniformity estimates of the loss change when the unit's
+gate goes from 1 to 0, METHOD.md section 4, normalised once for all kinds). A layer's saving is its
+fixed cost and the cost of every unit still in it, so a layer already thinned is cheap to drop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from sparsecse.errors import ConfigError
+from sparsecse.latency import LatencyModel, Shape
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """What a joint pruning event keeps: the layers (indices of the model's), and in each of the
+    model's layers, 0/1 keep masks of its heads and FFN neurons (those of a dropped layer are
+    whatever they were: the layer goes whole)."""
+
+    layers: list[int]
+    heads: list[Tensor]
+    neurons: list[Tensor]
+    predicted_speedup: float
+
+    def shape(self) -> Shape:
+        return Shape(
+            tuple(int(self.heads[i].sum()) for i in self.layers),
+            tuple(int(self.neurons[i].sum()) for i in self.layers),
+        )
+
+
+def allocate(
+    heads: Sequence[Tensor],
+    neurons: Sequence[Tensor],
+    layers: Tensor,
+    latency: LatencyModel,
+    target_speedup: float,
+    min_heads_per_layer: int = 1,
+    ffn_multiple_of: int = 1,
+    alive_heads: Sequence[Tensor] | None = None,
+    alive_neurons: Sequence[Tensor] | None = None,
+) -> Allocation:
+    """The removals that reach `target_speedup` (predicted by `latency`) at the least importance
+    removed per unit of time saved. heads: per layer (H_l,) importance; neurons: per layer (F_l,);
+    layers: (L,); `alive_*`: keep masks of units already removed (default: all alive). Each kept
+    layer keeps at least `min_heads_per_layer` heads and one block of `ffn_multiple_of` neurons, and
+    its FFN width stays a multiple of `ffn_multiple_of` (METHOD.md section 5)."""
+    keep_heads = alive_masks(heads, alive_heads)
+    keep_neurons = alive_masks(neurons, alive_neurons)
+    kept = list(range(len(layers)))
+    budget = latency.time(latency.dense) / target_speedup
+
+    def shape() -> Shape:
+        return Shape(
+            tuple(int(keep_heads[i].sum()) for i in kept), tuple(int(keep_neurons[i].sum()) for i in kept)
+        )
+
+    block_saving = ffn_multiple_of * latency.per_neuron
+    while latency.time(shape()) > budget:
+        best: tuple[float, str, int] | None = None
+        for i in kept:
+            options = [  # (kind, importance removed, time saved)
+                ("layer", float(layers[i]) if len(kept) > 1 else None,
+                 layer_saving(latency, keep_heads[i], keep_neurons[i])),
+                ("head", weakest_head(heads[i], keep_heads[i], min_heads_per_layer), latency.per_head),
+                ("neurons", weakest_block(neurons[i], keep_neurons[i], ffn_multiple_of), block_saving),
+            ]  # fmt: skip
+            for kind, value, saving in options:
+                if value is not None and saving > 0 and (best is None or value / saving < best[0]):
+                    best = (value / saving, kind, i)
+        if best is None:
+            fastest = latency.speedup(shape())
+            why = (
+                f"the latency model predicts at most {fastest:.2f}x with one layer and the fewest units kept"
+            )
+            raise ConfigError("target_speedup", f"{target_speedup}x is out of reach: {why}")
+        _, kind, i = best
+        if kind == "layer":
+            kept.remove(i)
+        elif kind == "head":
+            keep_heads[i][lowest(heads[i], keep_heads[i], 1)] = False
+        else:
+            keep_neurons[i][lowest(neurons[i], keep_neurons[i], ffn_multiple_of)] = False
+    return Allocation(kept, keep_heads, keep_neurons, latency.speedup(shape()))
+
+
+def alive_masks(importance: Sequence[Tensor], alive: Sequence[Tensor] | None) -> list[Tensor]:
+    """Boolean keep masks to edit: copies of `alive`, or all ones."""
+    if alive is None:
+        return [torch.ones_like(scores, dtype=torch.bool) for scores in importance]
+    return [mask.bool().clone() for mask in alive]
+
+
+def layer_saving(latency: LatencyModel, heads: Tensor, neurons: Tensor) -> float:
+    """The time a layer's removal saves: its fixed cost and its remaining units'."""
+    return latency.per_layer + latency.per_head * int(heads.sum()) + latency.per_neuron * int(neurons.sum())
+
+
+def lowest(importance: Tensor, alive: Tensor, count: int) -> Tensor:
+    """Indices of the `count` alive units of lowest importance."""
+    ranked = importance.float().masked_fill(~alive, float("inf"))
+    return torch.sort(ranked, stable=True).indices[:count]
+
+
+def weakest_head(importance: Tensor, alive: Tensor, floor: int) -> float | None:
+    """The importance of the layer's least important head, or None where only `floor` are left."""
+    if int(alive.sum()) <= floor:
+        return None
+    return float(importance[lowest(importance, alive, 1)].sum())
+
+
+def weakest_block(importance: Tensor, alive: Tensor, block: int) -> float | None:
+    """The summed importance of the layer's `block` least important neurons, or None where one block
+    or less is left (a layer's FFN goes whole, with its layer)."""
+    if int(alive.sum()) <= block:
+        return None
+    return float(importance[lowest(importance, alive, block)].sum())

@@ -1,0 +1,86 @@
+"""Joint pruning to a speed target: the allocation reaches the predicted speed-up and no more than it
+needs, removes the least importance per unit of time saved, and keeps every layer's floors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparsecse.allocation import allocate
+from sparsecse.errors import ConfigError
+from sparsecse.latency import LatencyModel, Shape
+
+DENSE = Shape.dense(4, 4, 64)
+
+
+def latency(fixed=0.1, per_layer=0.05, per_head=0.01, per_neuron=0.0005) -> LatencyModel:
+    return LatencyModel(fixed, per_layer, per_head, per_neuron, dense=DENSE, measured={}, machine={})
+
+
+def scores(seed=0, layers=4):
+    generator = torch.Generator().manual_seed(seed)
+    heads = [torch.rand(4, generator=generator) + 0.5 for _ in range(layers)]
+    neurons = [torch.rand(64, generator=generator) * 0.02 for _ in range(layers)]
+    return heads, neurons, torch.full((layers,), 100.0)
+
+
+@pytest.mark.parametrize("target", [1.2, 1.5, 2.0, 3.0])
+def test_the_target_is_reached_and_not_overshot_by_more_than_one_removal(target):
+    model = latency()
+    heads, neurons, layers = scores()
+    allocation = allocate(heads, neurons, layers, model, target, ffn_multiple_of=8)
+    assert allocation.predicted_speedup >= target
+    assert allocation.predicted_speedup == pytest.approx(model.speedup(allocation.shape()))
+    largest_step = max(model.per_layer + 4 * model.per_head + 64 * model.per_neuron, 8 * model.per_neuron)
+    assert model.time(allocation.shape()) > model.time(DENSE) / target - largest_step
+
+
+def test_floors_and_aligned_widths_are_kept():
+    heads, neurons, layers = scores()
+    allocation = allocate(heads, neurons, layers, latency(), 3.0, min_heads_per_layer=2, ffn_multiple_of=16)
+    shape = allocation.shape()
+    assert all(h >= 2 for h in shape.heads)
+    assert all(f >= 16 and f % 16 == 0 for f in shape.ffn)
+
+
+def test_a_useless_layer_goes_whole_before_any_unit():
+    heads, neurons, layers = scores()
+    layers[2] = 0.0
+    allocation = allocate(heads, neurons, layers, latency(), 1.2)
+    assert allocation.layers == [0, 1, 3]
+    assert all(bool(m.all()) for m in allocation.heads) and all(bool(m.all()) for m in allocation.neurons)
+
+
+def test_removals_go_by_importance_per_time_saved():
+    """Per unit of time saved: a block of 8 cheap neurons is worth 6.25 (0.025 for 0.004), a head 60
+    (0.6 for 0.01), a block of costly neurons 2000: the cheap neurons go first, then heads."""
+    heads = [torch.full((4,), 0.6) for _ in range(4)]
+    neurons = [torch.cat([torch.full((32,), 0.025 / 8), torch.full((32,), 1.0)]) for _ in range(4)]
+    allocation = allocate(heads, neurons, torch.full((4,), 100.0), latency(), 1.3, ffn_multiple_of=8)
+    assert [int(m.sum()) for m in allocation.neurons] == [32, 32, 32, 32]  # the cheap half, gone first
+    assert sum(int(m.sum()) for m in allocation.heads) < 16  # then heads, before the costly neurons
+    weakest = allocate(heads, neurons, torch.full((4,), 100.0), latency(), 1.05, ffn_multiple_of=8)
+    assert all(bool(m.all()) for m in weakest.heads)
+
+
+def test_the_weakest_units_of_a_layer_go_first():
+    heads, neurons, layers = scores(seed=3)
+    allocation = allocate(heads, neurons, layers, latency(per_layer=1.0), 1.4)
+    for importance, kept in zip(heads + neurons, allocation.heads + allocation.neurons):
+        if not kept.all() and kept.any():
+            assert importance[~kept].max() <= importance[kept].min()
+
+
+def test_units_already_removed_stay_removed_and_count():
+    heads, neurons, layers = scores()
+    alive = [torch.tensor([1, 1, 0, 0]).bool() for _ in range(4)]
+    allocation = allocate(heads, neurons, layers, latency(), 1.1, alive_heads=alive)
+    assert all(not m[2:].any() for m in allocation.heads)
+    fresh = allocate(heads, neurons, layers, latency(), 1.1)
+    assert sum(int(m.sum()) for m in fresh.heads) > sum(int(m.sum()) for m in allocation.heads)
+
+
+def test_a_target_out_of_reach_is_refused_with_the_fastest_reachable():
+    heads, neurons, layers = scores()
+    with pytest.raises(ConfigError, match=r"target_speedup: 50.0x is out of reach: .* at most \d+\.\d\dx"):
+        allocate(heads, neurons, layers, latency(), 50.0, ffn_multiple_of=8)
