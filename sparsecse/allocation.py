@@ -13,14 +13,36 @@ fixed cost and the cost of every unit still in it, so a layer already thinned is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from sparsecse.errors import ConfigError
+from sparsecse.importance import Scorer, accumulate_gradients
 from sparsecse.latency import LatencyModel, Shape
+from sparsecse.layers import layer_gates
+
+
+def joint_importance(
+    encoder: nn.Module,
+    batches: Iterable[dict[str, Tensor]],
+    scorer: Scorer,
+    generator: torch.Generator | None = None,
+) -> tuple[list[Tensor], list[Tensor], Tensor]:
+    """(heads: per layer (H_l,), neurons: per layer (F_l,), layers: (L,)) importance from one pass over
+    `batches`: the alignment/uniformity gradients of every head, neuron and layer gate, scored by one
+    `scorer` call over all three kinds. So `magnitude` normalises each criterion once for every unit,
+    and each score stays a first-order estimate of the loss change its gate's removal brings: the
+    kinds are on one scale. The encoder carries its unit gates (`Sparsifier.attach`)."""
+    gates = encoder.gates
+    with layer_gates(encoder) as per_layer:
+        units = [*gates.heads, *gates.neurons, *per_layer]
+        stats = accumulate_gradients(encoder, batches, units) if scorer.needs_gradients() else None
+    scores = scorer(stats, units, generator)
+    n = gates.num_layers
+    return scores[:n], scores[n : 2 * n], torch.stack(scores[2 * n :])
 
 
 @dataclass(frozen=True)

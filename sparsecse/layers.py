@@ -9,7 +9,8 @@ anchor does this; docs/compression.md says whether it helps).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 import torch
@@ -94,15 +95,23 @@ def layer_importance(
 ) -> Tensor:
     """(L,) importance of each transformer layer from alignment/uniformity gradients of a gate on
     its residual update, accumulated over `batches` of (V, B, T) positive pairs (METHOD.md 4)."""
+    with layer_gates(encoder) as gates:
+        stats = accumulate_gradients(encoder, batches, gates)
+    return torch.stack(Scorer(score, uniformity_weight)(stats, gates))
+
+
+@contextmanager
+def layer_gates(encoder: nn.Module) -> Iterator[list[Tensor]]:
+    """One gate per transformer layer on its residual update (all 1: the model unchanged), hooked on
+    while the block runs: the units whose gradients score whole layers."""
     layers = encoder_layers(encoder.backbone)
     gates = [torch.ones((), device=encoder.device) for _ in layers]
     hooks = [layer.register_forward_hook(_LayerGate(g), with_kwargs=True) for layer, g in zip(layers, gates)]
     try:
-        stats = accumulate_gradients(encoder, batches, gates)
+        yield gates
     finally:
         for hook in hooks:
             hook.remove()
-    return torch.stack(Scorer(score, uniformity_weight)(stats, gates))
 
 
 def most_important(importance: Tensor, keep: int) -> list[int]:

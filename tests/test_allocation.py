@@ -84,3 +84,27 @@ def test_a_target_out_of_reach_is_refused_with_the_fastest_reachable():
     heads, neurons, layers = scores()
     with pytest.raises(ConfigError, match=r"target_speedup: 50.0x is out of reach: .* at most \d+\.\d\dx"):
         allocate(heads, neurons, layers, latency(), 50.0, ffn_multiple_of=8)
+
+
+def test_joint_scores_are_each_kinds_gradients_on_one_scale(make_encoder, tokenizer):
+    """`alignment` scores (no normalisation) from the joint pass equal the scores of each kind on its
+    own; `magnitude` divides every kind by the same constants, so the ratios between kinds stay."""
+    from helpers import TEXTS, views
+
+    from sparsecse.allocation import joint_importance
+    from sparsecse.importance import Scorer
+    from sparsecse.layers import layer_importance
+    from sparsecse.sparsifier import Sparsifier
+
+    encoder = make_encoder(num_hidden_layers=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    sparsifier = Sparsifier(score="alignment")
+    sparsifier.attach(encoder)
+    batch = views(encoder, TEXTS, ["a woman reads a book .", "the dog barks", "children play in the rain"])
+    heads, neurons, layers = joint_importance(encoder, [batch], Scorer("alignment"))
+    alone = sparsifier.importance(encoder, [batch])
+    for joint, own in zip(heads + neurons, alone["heads"] + alone["neurons"]):
+        torch.testing.assert_close(joint, own)
+    torch.testing.assert_close(layers, layer_importance(encoder, [batch], score="alignment"))
+    magnitude = joint_importance(encoder, [batch], Scorer("magnitude", uniformity_weight=0.0))
+    ratio = magnitude[2] / layers
+    torch.testing.assert_close(magnitude[0][0] / heads[0], ratio[:1].expand(4), rtol=1e-4, atol=0)
