@@ -427,7 +427,11 @@ def test_hf_endpoint_names_the_mirror(server: Server, remote: Path, tmp_path: Pa
     """The console script, in a process of its own, takes the Hub endpoint from $HF_ENDPOINT."""
     (remote / dl.NLI).write_text("sent0,sent1,hard_neg\n" + "a,b,c\n" * (dl.LINE_COUNTS[dl.NLI] - 1))
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_ENDPOINT": server.url, "HF_HOME": str(tmp_path / "hf")}
-    env.pop("HF_HUB_OFFLINE", None)
+    for offline in (
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+    ):  # huggingface_hub honours either; clusters set them
+        env.pop(offline, None)
     cmd = [
         sys.executable,
         "-m",
