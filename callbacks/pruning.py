@@ -1,5 +1,5 @@
-"""Scheduled sparsification during training: the Lightning glue of the method (`sparsecse.gates`,
-`sparsecse.importance`, `sparsecse.surgery`), and the schedule of its events."""
+"""Scheduled sparsification during training: the Lightning glue of the method (`sparsecse.sparsifier`
+and its gates and scores, `sparsecse.recovery`), and the schedule of its events."""
 
 from __future__ import annotations
 

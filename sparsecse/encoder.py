@@ -1,4 +1,5 @@
-"""The sentence encoder: a BERT/RoBERTa backbone, a SimCSE pooler and the training-time MLP."""
+"""The sentence encoder: a transformer backbone (BERT, RoBERTa, DistilBERT, MPNet or ModernBERT), a
+SimCSE pooler and the training-time MLP."""
 
 from __future__ import annotations
 

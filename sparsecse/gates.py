@@ -108,7 +108,7 @@ def prunable_linears(backbone: nn.Module) -> dict[str, nn.Linear]:
 
 class WeightMasks(nn.Module):
     """A 0/1 mask per prunable weight. Masked weights are zeroed now and again after every optimizer
-    step (`apply`), which also undoes what weight decay and Adam's momentum would put back."""
+    step (`apply_masks`), which also undoes what weight decay and Adam's momentum would put back."""
 
     def __init__(self, backbone: nn.Module):
         super().__init__()

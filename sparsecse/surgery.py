@@ -7,8 +7,8 @@ config as `kept_heads` / `kept_neurons`, and the backbone becomes a `SparseBertM
 dense architecture built from the config, then sliced to that structure, so that `from_pretrained`
 finds weights of matching shapes.
 
-Standalone (torch, transformers and `gates.py` beside it): the export copies this file and
-`gates.py` next to the weights, layout `trust_remote_code=True` loads them without the sparsecse
+Standalone (torch, transformers and `layout.py` beside it): the export copies this file and
+`layout.py` next to the weights, where `trust_remote_code=True` loads them without the sparsecse
 package; this package loads exports with the same classes, registered, and never runs those copies.
 """
 
