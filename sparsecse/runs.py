@@ -68,15 +68,15 @@ def compared(key: str, uncompared: Sequence[str] = UNCOMPARED_RUN_KEYS) -> bool:
 
 
 def differences(old: Mapping, new: Mapping, uncompared: Sequence[str] = UNCOMPARED_RUN_KEYS) -> list[str]:
-    """`key: old -> new` for every compared key whose value differs, in key order."""
+    """`key: old -> new` for every compared key whose value differs, in key order. A key one record
+    lacks and the other holds at null is no difference: an option added since, at its default of
+    null (off), leaves a run recorded before it the same run."""
     old_flat, new_flat = flatten(old), flatten(new)
     keys = sorted(k for k in old_flat.keys() | new_flat.keys() if compared(k, uncompared))
     missing = "(absent)"
-    return [
-        f"{k}: {old_flat.get(k, missing)!r} -> {new_flat.get(k, missing)!r}"
-        for k in keys
-        if old_flat.get(k, missing) != new_flat.get(k, missing)
-    ]
+    pairs = {k: (old_flat.get(k, missing), new_flat.get(k, missing)) for k in keys}
+    unset = ((missing, None), (None, missing))
+    return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in pairs.items() if a != b and (a, b) not in unset]
 
 
 def check_run_folder(
