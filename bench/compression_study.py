@@ -33,7 +33,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -159,13 +158,6 @@ def same_shapes(directories: dict[str, Path], checks: Sequence[str]) -> dict[str
     return timed_as
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 SPEED_SENTENCES = 1000  # the first of STS-B dev's sentences, per call: short calls, many rounds
 
 
@@ -188,7 +180,7 @@ def measure_speed(
     from sparsecse.onnx_encoder import OnnxEncoder
     from sparsecse.onnx_export import INT8_FILE
     from sparsecse.paths import default_data_dir
-    from sparsecse.speed import measure, pin
+    from sparsecse.speed import cpu_name, measure, pin
 
     data_dir = Path(default_data_dir())
     stsb = read_stsb(data_dir, "dev")

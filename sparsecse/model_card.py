@@ -108,6 +108,19 @@ class CardFacts:
     dense_layers: int | None = None  # the base model's layer count, where layers were dropped
 
 
+def speed_target_sentence(
+    base: str, speed: dict, layers_kept: list[int], dense_layers: int, score: str
+) -> str:
+    """The card's account of `sparsecse-prune pruning.target_speedup=X`: the speed asked, predicted and
+    measured, and what was removed."""
+    return (
+        f"Pruned to an encode speed-up of {speed['asked']:g}x over `{base}` in {speed['runtime']} "
+        f"(predicted {speed['predicted']:.2f}x, measured {speed['measured']:.2f}x): transformer layers "
+        f"{layers_kept} kept of {dense_layers}, and the heads and FFN neurons of least alignment/uniformity "
+        f"importance ({score} scores) per unit of encode time saved removed."
+    )
+
+
 def model_card(
     name: str,
     base: str,

@@ -15,15 +15,26 @@ ratios repeat (docs/compression.md gives the figures):
 from __future__ import annotations
 
 import os
+import platform
 import random
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 Encode = Callable[[Sequence[str]], object]  # encode(texts): a model's batched encode, its batch fixed
 Clock = Callable[[], float]
 WARMUP_SENTENCES = 64  # one warm-up call before each timing: first-call allocations, lazy set-ups
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform says."""
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def pin(threads: int = 1, core: int | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -21,14 +22,22 @@ from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_tabl
 from sparsecse.gates import sparsity_summary
 from sparsecse.layers import LayerDrop, drop_layers
 from sparsecse.loading import load_config
-from sparsecse.model_card import CardFacts, base_model, plural, pruning_sentence, recovery_sentence
+from sparsecse.model_card import (
+    CardFacts,
+    base_model,
+    plural,
+    pruning_sentence,
+    recovery_sentence,
+    speed_target_sentence,
+)
 from sparsecse.model_io import check_replaceable, load_encoder, write_card, write_export
 from sparsecse.onnx_encoder import graph_encoder, token_pooling
 from sparsecse.onnx_export import INT8_GRAPHS, OnnxExport, check_onnx_available
-from sparsecse.recovery import Recovery, corpus_sentences, recover, teacher_embeddings
+from sparsecse.recovery import Recovery, corpus_sentences, default_cache_dir, recover, teacher_embeddings
 from sparsecse.removal import remove_pruned_units
 from sparsecse.runs import RESULTS, check_finished_output
 from sparsecse.sparsifier import TARGETS, PruningEvent, Sparsifier, event_outcome, one_shot_event
+from sparsecse.speed_target import SpeedTarget, speed_target_from
 from sparsecse.validation import check_value
 from sparsecse.writing import written_whole
 
@@ -47,6 +56,7 @@ def build_sparsifier(options: dict, model_config):
     """(Sparsifier, its one event), checked against the model before anything loads."""
     names = [name for targets in TARGETS.values() for name in targets]  # of either granularity
     targets = {k: options.pop(k) for k in names if k in options}
+    options.pop(TARGET_SPEEDUP, None)
     try:
         sparsifier = Sparsifier(**options)
         event = one_shot_event(sparsifier.granularity, **targets)
@@ -73,6 +83,7 @@ class PruneJob:
     recovery: Recovery
     layer_drop: LayerDrop
     options: dict  # the Sparsifier's options and the event's targets, until the model is known
+    speed_target: SpeedTarget | None = None
     sparsifier: Sparsifier | None = None
     event: PruningEvent | None = None
     dense_layers: int | None = None
@@ -98,18 +109,54 @@ def check_job(cfg: DictConfig) -> PruneJob:
         under("layers", LayerDrop, **OmegaConf.to_container(cfg.layers, resolve=True)),
         OmegaConf.to_container(cfg.pruning, resolve=True),
     )
+    job.speed_target = check_speed_target(job, cfg)
     if not str(cfg.model).endswith(".ckpt"):
         with model_key():
             job.check_model(load_config(cfg.model))
     return job
 
 
+TARGET_SPEEDUP = "target_speedup"
+
+
+def check_speed_target(job: PruneJob, cfg: DictConfig) -> SpeedTarget | None:
+    """pruning.target_speedup, checked against the options it replaces."""
+    if job.options.get(TARGET_SPEEDUP) is None:
+        return None
+    return under(
+        "pruning", speed_target_from, job.options, job.layer_drop.keep, cfg.onnx, cfg.recovery.cache_dir
+    )
+
+
 def removes_units(event: PruningEvent) -> bool:
     return any(target > 0 for target in event.targets)
 
 
+def prune_to_speed(encoder, data, job: PruneJob, cfg: DictConfig, results: dict) -> None:
+    """The latency model (timed once per machine), then layers and units removed to the target."""
+    target, sparsifier = job.speed_target, job.sparsifier
+    corpus = corpus_sentences(data.train_set)
+    with stage(f"latency model of the encoder in {target.runtime} (timed once on this machine, cached)"):
+        latency, _ = target.latency(encoder, corpus, default_cache_dir().parent)
+    sparsifier.attach(encoder)
+    batches = islice(data.scoring_dataloader(sparsifier.seed), sparsifier.num_batches)
+    with stage(f"scoring layers, heads and FFN neurons on {plural(sparsifier.num_batches, 'batch')} of "
+               f"{cfg.train_file}, seed {sparsifier.seed}"):  # fmt: skip
+        allocation = target.prune(encoder, batches, sparsifier, latency)
+    results["layers_kept"] = allocation.layers
+    results["sparsity"] = sparsity_summary(encoder)
+    results[TARGET_SPEEDUP] = {"asked": target.speedup, "runtime": target.runtime,
+                               "predicted": round(allocation.predicted_speedup, 3)}  # fmt: skip
+    shape = allocation.shape()
+    predicted = allocation.predicted_speedup
+    say(f"sparsecse-prune: kept layers {allocation.layers} of {job.dense_layers}, with heads "
+        f"{list(shape.heads)} and FFN neurons {list(shape.ffn)}; predicted {predicted:.2f}x")  # fmt: skip
+
+
 def prune_units(encoder, data, job: PruneJob, cfg: DictConfig, results: dict) -> None:
     """Drop layers, then score and remove units (scoring skipped when the event removes none)."""
+    if job.speed_target is not None:
+        return prune_to_speed(encoder, data, job, cfg, results)
     sparsifier, event = job.sparsifier, job.event
     if job.layer_drop.keep is not None:
         batches = islice(data.scoring_dataloader(sparsifier.seed), sparsifier.num_batches)
@@ -139,7 +186,10 @@ def provenance(cfg: DictConfig, job: PruneJob, results: dict) -> list[str]:
     """The model card's account: the layers kept, the units removed, the distillation."""
     base = base_model(str(cfg.model))
     lines = []
-    if "layers_kept" in results:
+    if TARGET_SPEEDUP in results:
+        lines.append(speed_target_sentence(base, results[TARGET_SPEEDUP], results["layers_kept"],
+                                           job.dense_layers, job.sparsifier.scorer.mode))  # fmt: skip
+    elif "layers_kept" in results:
         lines.append(f"Transformer layers kept: {results['layers_kept']} of the {job.dense_layers} of "
                      f"`{base}` (chosen {job.layer_drop.choose}).")  # fmt: skip
     if removes_units(job.event):
@@ -215,6 +265,7 @@ def prune(cfg: DictConfig) -> dict:
         sentences = corpus_sentences(data.train_set)
         with stage(f"teacher embeddings of {len(sentences)} sentences (cached)"):
             teacher = teacher_embeddings(encoder, sentences, job.recovery.max_length, job.recovery.cache_dir)
+    dense = copy.deepcopy(encoder) if job.speed_target else None  # to time the result against
     prune_units(encoder, data, job, cfg, results)
     if job.recovery.steps:
         if job.tasks:
@@ -226,6 +277,12 @@ def prune(cfg: DictConfig) -> dict:
         results["recovery"] = {"steps": job.recovery.steps, "seconds": round(time.perf_counter() - start, 1),
                                "first_loss": losses[0], "last_loss": losses[-1]}  # fmt: skip
         say(f"sparsecse-prune: distillation loss {losses[0]:.5f} -> {losses[-1]:.5f}")
+    if dense is not None:
+        with stage(f"the speed-up reached, in {job.speed_target.runtime}"):
+            measured = job.speed_target.measured(dense, encoder, corpus_sentences(data.train_set))
+        results[TARGET_SPEEDUP]["measured"] = round(measured, 3)
+        say(f"sparsecse-prune: asked {job.speed_target.speedup:g}x, predicted "
+            f"{results[TARGET_SPEEDUP]['predicted']:.2f}x, measured {measured:.2f}x")  # fmt: skip
     results["after"] = {}
     if job.tasks:
         with stage("evaluation of the " + ("recovered" if job.recovery.steps else "pruned") + " model"):

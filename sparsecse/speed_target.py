@@ -1,0 +1,167 @@
+"""Pruning to a speed target: the encoder's latency model in the runtime that will serve it (measured
+once per machine and cached, sparsecse.latency), the layers, heads and FFN neurons that reach the
+asked-for speed-up at the least alignment/uniformity importance (sparsecse.allocation), removed from
+the encoder; and the speed-up measured afterwards, to print beside the predicted one.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from sparsecse.allocation import Allocation, allocate, joint_importance
+from sparsecse.errors import ConfigError
+from sparsecse.latency import (
+    LatencyModel,
+    Runtime,
+    Shape,
+    cached_latency,
+    measure_latency,
+    shape_key,
+    time_shapes,
+)
+from sparsecse.layers import drop_layers
+from sparsecse.layout import encoder_layers, layer_structure
+from sparsecse.removal import remove_pruned_units
+from sparsecse.speed import cpu_name, measure
+from sparsecse.validation import PositiveInt, checked
+
+SpeedRuntime = Literal["PyTorch", "int8"]
+Speedup = Annotated[float, Field(gt=1.0)]
+ENCODE_BATCH = 64  # the batch users time (docs/compression.md)
+
+
+def encoder_shape(encoder: nn.Module) -> Shape:
+    layers = [layer_structure(layer) for layer in encoder_layers(encoder.backbone)]
+    return Shape(tuple(h for h, _ in layers), tuple(f for _, f in layers))
+
+
+def runtime_encode(runtime: SpeedRuntime, scratch: Path) -> Runtime:
+    """An encoder -> its encode(texts) as it will serve: PyTorch, or its int8 ONNX graph (exported
+    under `scratch`) in ONNX Runtime."""
+    if runtime == "PyTorch":
+        return lambda encoder: lambda texts: encoder.encode(list(texts), batch_size=ENCODE_BATCH)
+
+    def int8(encoder):
+        from sparsecse.model_io import save_sparse_encoder  # export level: only for int8
+        from sparsecse.onnx_encoder import OnnxEncoder
+        from sparsecse.onnx_export import INT8_FILE
+
+        folder = Path(tempfile.mkdtemp(dir=scratch))
+        save_sparse_encoder(encoder, folder, onnx="int8")
+        graph = OnnxEncoder(folder, INT8_FILE, torch.get_num_threads())
+        return lambda texts: graph.encode(texts, batch_size=ENCODE_BATCH)
+
+    return int8
+
+
+class SpeedTarget:
+    """Remove layers, heads and FFN neurons until the latency model predicts `target_speedup` over the
+    encoder as given, in `runtime`; the latency model is timed on `rounds` rounds of `sentences`
+    training sentences and cached under `cache_dir`/latency."""
+
+    @checked
+    def __init__(
+        self,
+        target_speedup: Speedup,
+        runtime: SpeedRuntime = "PyTorch",
+        rounds: PositiveInt = 5,
+        sentences: PositiveInt = 500,
+        cache_dir: str | None = None,
+    ):
+        self.speedup, self.runtime, self.rounds, self.sentences = target_speedup, runtime, rounds, sentences
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+
+    def machine(self, encoder: nn.Module) -> dict[str, str]:
+        """What the latency model depends on: the cache key."""
+        return {
+            "cpu": cpu_name(),
+            "threads": str(torch.get_num_threads()),
+            "device": str(encoder.device),
+            "runtime": self.runtime,
+            "torch": torch.__version__,
+            "model": shape_key(encoder_shape(encoder)),
+        }
+
+    def latency(
+        self, encoder: nn.Module, corpus: Sequence[str], cache_dir: Path
+    ) -> tuple[LatencyModel, bool]:
+        """The encoder's latency model (and whether it came from the cache)."""
+        sentences = list(corpus)[: self.sentences]
+        dense = encoder_shape(encoder)
+
+        def timed(shapes: Sequence[Shape]) -> dict[Shape, float]:
+            with tempfile.TemporaryDirectory() as scratch:
+                runtime = runtime_encode(self.runtime, Path(scratch))
+                return time_shapes(encoder, shapes, runtime, sentences, self.rounds)
+
+        machine = self.machine(encoder)
+        return cached_latency(
+            self.cache_dir or cache_dir, machine, lambda: measure_latency(timed, dense, machine)
+        )
+
+    @torch.no_grad()
+    def apply(self, encoder: nn.Module, allocation: Allocation) -> None:
+        """Set the unit gates to the allocation, slice them out, then drop the layers it removes."""
+        for gate, keep in zip(
+            [*encoder.gates.heads, *encoder.gates.neurons], [*allocation.heads, *allocation.neurons]
+        ):
+            gate.copy_(keep.to(gate.dtype))
+        remove_pruned_units(encoder)
+        if len(allocation.layers) < len(encoder_layers(encoder.backbone)):
+            drop_layers(encoder, allocation.layers)
+
+    def prune(
+        self,
+        encoder: nn.Module,
+        batches: Iterable[dict[str, Tensor]],
+        sparsifier,
+        latency: LatencyModel,
+    ) -> Allocation:
+        """Score every unit and layer on `batches` (one pass, `sparsifier`'s score mode and seed),
+        allocate to the target, and remove what the allocation removes. The encoder carries its gates
+        (`sparsifier.attach`)."""
+        generator = torch.Generator().manual_seed(sparsifier.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sparsifier.seed)
+            heads, neurons, layers = joint_importance(encoder, batches, sparsifier.scorer, generator)
+        allocation = allocate(heads, neurons, layers, latency, self.speedup, sparsifier.min_heads_per_layer,
+                              sparsifier.ffn_alignment(encoder))  # fmt: skip
+        self.apply(encoder, allocation)
+        return allocation
+
+    def measured(self, dense: nn.Module, pruned: nn.Module, corpus: Sequence[str]) -> float:
+        """The pruned encoder's speed-up over `dense`, timed as the latency model was."""
+        sentences = list(corpus)[: self.sentences]
+        with tempfile.TemporaryDirectory() as scratch:
+            runtime = runtime_encode(self.runtime, Path(scratch))
+            encoders = {"dense": runtime(dense), "pruned": runtime(pruned)}
+            return measure(encoders, sentences, "dense", self.rounds).speedups()["pruned"]
+
+
+SPARSITIES = ("head_sparsity", "ffn_sparsity", "weight_sparsity")
+
+
+def speed_target_from(
+    pruning: Mapping[str, object], layers_keep: int | None, onnx: str, cache_dir: str | None
+) -> SpeedTarget:
+    """The speed target of a pruning node (`target_speedup` beside the Sparsifier's options), checked
+    against the options it replaces: the sparsities and `layers.keep` must be left off, and `onnx`
+    must name a runtime the latency model times (PyTorch, or the int8 graph)."""
+    key = "target_speedup"
+    if onnx == "openvino-int8":
+        raise ConfigError(key, "times PyTorch or the int8 ONNX graph: use onnx=int8 or onnx=none with it")
+    given = [f"pruning.{name}={pruning[name]}" for name in SPARSITIES if pruning.get(name)]
+    given += [f"layers.keep={layers_keep}"] if layers_keep else []
+    if given:
+        why = f"chooses the layers, heads and FFN neurons itself; leave {', '.join(given)} out"
+        raise ConfigError(key, f"{why} (pruning.head_sparsity=0 pruning.ffn_sparsity=0)")
+    if pruning.get("granularity", "structured") != "structured":
+        raise ConfigError(key, "removes structured units: it needs granularity=structured")
+    return SpeedTarget(pruning[key], "int8" if onnx == "int8" else "PyTorch", cache_dir=cache_dir)

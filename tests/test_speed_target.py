@@ -1,0 +1,82 @@
+"""Pruning to a speed target: the option is checked against those it replaces before anything runs;
+the allocation is applied to the encoder as planned; `sparsecse-prune pruning.target_speedup=X`
+records and prints the speed-up asked, predicted and measured."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import TEXTS, compose_prune, views
+
+from sparsecse.cli.prune import prune
+from sparsecse.errors import ConfigError
+from sparsecse.latency import LatencyModel, Shape
+from sparsecse.layout import encoder_layers, layer_structure
+from sparsecse.sparsifier import Sparsifier
+from sparsecse.speed_target import SpeedTarget, encoder_shape, speed_target_from
+
+UNITS_OFF = ["pruning.head_sparsity=0", "pruning.ffn_sparsity=0"]
+
+
+def synthetic_latency(dense: Shape) -> LatencyModel:
+    return LatencyModel(0.1, 0.05, 0.02, 0.001, dense=dense, measured={}, machine={})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["pruning.target_speedup=2"], "pruning.target_speedup: chooses the layers, heads and FFN neurons "
+         "itself; leave pruning.head_sparsity=0.3, pruning.ffn_sparsity=0.3 out"),
+        ([*UNITS_OFF, "layers.keep=1", "pruning.target_speedup=2"], "leave layers.keep=1 out"),
+        ([*UNITS_OFF, "pruning.target_speedup=1"], "pruning.target_speedup: .*greater than 1"),
+        ([*UNITS_OFF, "onnx=openvino-int8", "pruning.target_speedup=2"], "use onnx=int8 or onnx=none"),
+    ],
+)  # fmt: skip
+def test_a_speed_target_beside_the_options_it_replaces_is_refused_before_anything_runs(
+    overrides, message, tmp_path, toy_senteval_dir, tiny_model_dir
+):
+    out = tmp_path / "out"
+    cfg = compose_prune([f"model={tiny_model_dir}", f"output_dir={out}", f"data_dir={toy_senteval_dir}",
+                         *overrides])  # fmt: skip
+    with pytest.raises(ConfigError, match=message):
+        prune(cfg)
+    assert not out.exists()
+
+
+def test_the_runtime_timed_is_the_one_served():
+    assert speed_target_from({"target_speedup": 2.0}, None, "int8", None).runtime == "int8"
+    assert speed_target_from({"target_speedup": 2.0}, None, "fp32", None).runtime == "PyTorch"
+
+
+def test_the_allocation_is_removed_from_the_encoder_as_planned(make_encoder):
+    encoder = make_encoder(num_hidden_layers=4)
+    dense = encoder_shape(encoder)
+    sparsifier = Sparsifier(num_batches=1)
+    sparsifier.attach(encoder)
+    batch = views(encoder, TEXTS)
+    allocation = SpeedTarget(2.0).prune(encoder, [batch], sparsifier, synthetic_latency(dense))
+    assert allocation.predicted_speedup >= 2.0
+    layers = [layer_structure(layer) for layer in encoder_layers(encoder.backbone)]
+    assert layers == list(zip(allocation.shape().heads, allocation.shape().ffn))
+    assert encoder.gates is None and encoder.encode(TEXTS).shape == (3, 32)
+
+
+def test_sparsecse_prune_to_a_speed_target(tmp_path, toy_senteval_dir, tiny_model_dir, monkeypatch):
+    """The latency model is stubbed (a tiny model's times are mostly tokenisation); the speed-up
+    reached is timed for real."""
+    monkeypatch.setattr(SpeedTarget, "latency", lambda self, encoder, corpus, cache_dir: (
+        synthetic_latency(encoder_shape(encoder)), False))  # fmt: skip
+    out = tmp_path / "fast"
+    cfg = compose_prune([f"model={tiny_model_dir}", "pooler=avg", *UNITS_OFF, "pruning.target_speedup=1.5",
+                         "pruning.num_batches=1", "tasks=[stsb]", f"output_dir={out}",
+                         f"data_dir={toy_senteval_dir}", "batch_size=8"])  # fmt: skip
+    results = prune(cfg)
+    speed = results["target_speedup"]
+    assert speed["asked"] == 1.5 and speed["predicted"] >= 1.5 and speed["measured"] > 0
+    assert speed["runtime"] == "PyTorch"
+    assert json.loads((out / "results.json").read_text())["target_speedup"] == speed
+    card = (out / "README.md").read_text()
+    assert f"Pruned to an encode speed-up of 1.5x over `{tiny_model_dir}` in PyTorch (predicted " in card
+    assert torch.isfinite(torch.tensor(results["after"]["stsb"]))
