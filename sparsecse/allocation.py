@@ -81,6 +81,7 @@ def allocate(
     its FFN width stays a multiple of `ffn_multiple_of` (METHOD.md section 5)."""
     keep_heads = alive_masks(heads, alive_heads)
     keep_neurons = alive_masks(neurons, alive_neurons)
+    alive = [mask.clone() for mask in keep_heads], [mask.clone() for mask in keep_neurons]
     kept = list(range(len(layers)))
     budget = latency.time(latency.dense) / target_speedup
 
@@ -115,7 +116,33 @@ def allocate(
             keep_heads[i][lowest(heads[i], keep_heads[i], 1)] = False
         else:
             keep_neurons[i][lowest(neurons[i], keep_neurons[i], ffn_multiple_of)] = False
+    units = [(heads, keep_heads, alive[0], 1, latency.per_head),
+             (neurons, keep_neurons, alive[1], ffn_multiple_of, block_saving)]  # fmt: skip
+    while (back := best_to_put_back(units, kept, budget - latency.time(shape()))) is not None:
+        keep, index = back
+        keep[index] = True
     return Allocation(kept, keep_heads, keep_neurons, latency.speedup(shape()))
+
+
+def best_to_put_back(units, kept: Sequence[int], slack: float) -> tuple[Tensor, Tensor] | None:
+    """After the last removal overshoots (a whole layer can save far more time than the target still
+    needed), the removed head or neuron block of a kept layer worth the most importance per unit of
+    time that still fits in the time left (`slack`): (its layer's keep mask, its indices), or None.
+    units: (importance per layer, keep masks, the masks before this allocation, block, its time)."""
+    best: tuple[float, Tensor, Tensor] | None = None
+    for importance, keep, before, block, cost in units:
+        if cost > slack:
+            continue
+        for i in kept:
+            removed = before[i] & ~keep[i]
+            if int(removed.sum()) < block:
+                continue
+            index = torch.sort(importance[i].float().masked_fill(~removed, float("-inf")), descending=True,
+                               stable=True).indices[:block]  # fmt: skip
+            value = float(importance[i][index].sum()) / cost
+            if best is None or value > best[0]:
+                best = (value, keep[i], index)
+    return None if best is None else best[1:]
 
 
 def alive_masks(importance: Sequence[Tensor], alive: Sequence[Tensor] | None) -> list[Tensor]:
