@@ -19,12 +19,10 @@ from pathlib import Path
 from sparsecse.compression import recorded_structure
 from sparsecse.evaluation.sts import read_stsb
 from sparsecse.latency import Shape, calibration_shapes, fit_latency, shape_key, time_shapes
-from sparsecse.layout import encoder_layers, layer_structure
-from sparsecse.model_io import load_encoder, save_sparse_encoder
-from sparsecse.onnx_encoder import OnnxEncoder
-from sparsecse.onnx_export import INT8_FILE
+from sparsecse.model_io import load_encoder
 from sparsecse.paths import default_data_dir
 from sparsecse.speed import pin
+from sparsecse.speed_target import encoder_shape, runtime_encode
 
 POINTS = (
     "sparsecse/p0.35/seed1",
@@ -35,19 +33,6 @@ POINTS = (
     "layers/keep4/seed1",
     "layers/keep2/seed1",
 )
-
-
-def runtimes(threads: int, scratch: Path) -> dict:
-    def pytorch(encoder):
-        return lambda texts: encoder.encode(list(texts), batch_size=64)
-
-    def int8(encoder):
-        folder = Path(tempfile.mkdtemp(dir=scratch))
-        save_sparse_encoder(encoder, folder, onnx="int8")
-        graph = OnnxEncoder(folder, INT8_FILE, threads)
-        return lambda texts: graph.encode(texts, batch_size=64)
-
-    return {"PyTorch": pytorch, "int8": int8}
 
 
 def main() -> None:
@@ -62,16 +47,15 @@ def main() -> None:
     stsb = read_stsb(Path(default_data_dir()), "dev")
     sentences = (stsb.sent1 + stsb.sent2)[: args.sentences]
     encoder = load_encoder("minilm", "avg")
-    layers = [layer_structure(layer) for layer in encoder_layers(encoder.backbone)]
-    dense = Shape(tuple(h for h, _ in layers), tuple(f for _, f in layers))
-    calibration = calibration_shapes(len(layers), layers[0][0], layers[0][1])
+    dense = encoder_shape(encoder)
+    calibration = calibration_shapes(len(dense.heads), dense.heads[0], dense.ffn[0])
     recorded = {point: json.loads((args.study / point / "results.json").read_text()) for point in POINTS}
     held_out = {point: Shape(*map(tuple, recorded_structure(r))) for point, r in recorded.items()}
     print(f"{time.strftime('%Y-%m-%d')}, {pinned}, {args.rounds} rounds of {len(sentences)} sentences")
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.runtime:
             start = time.perf_counter()
-            runtime = runtimes(args.threads, Path(scratch))[name]
+            runtime = runtime_encode(name, Path(scratch))  # on pin()'s threads
             shapes = [*calibration, *(s for s in held_out.values() if s not in calibration)]
             times = time_shapes(encoder, shapes, runtime, sentences, args.rounds, every=2)
             model = fit_latency(dense, {s: times[s] for s in calibration})

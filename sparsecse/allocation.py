@@ -57,10 +57,12 @@ class Allocation:
     predicted_speedup: float
 
     def shape(self) -> Shape:
-        return Shape(
-            tuple(int(self.heads[i].sum()) for i in self.layers),
-            tuple(int(self.neurons[i].sum()) for i in self.layers),
-        )
+        return kept_shape(self.layers, self.heads, self.neurons)
+
+
+def kept_shape(layers: Sequence[int], heads: Sequence[Tensor], neurons: Sequence[Tensor]) -> Shape:
+    """The shape `layers` leave, each with the heads and neurons its keep masks keep."""
+    return Shape(tuple(int(heads[i].sum()) for i in layers), tuple(int(neurons[i].sum()) for i in layers))
 
 
 def allocate(
@@ -86,19 +88,18 @@ def allocate(
     budget = latency.time(latency.dense) / target_speedup
 
     def shape() -> Shape:
-        return Shape(
-            tuple(int(keep_heads[i].sum()) for i in kept), tuple(int(keep_neurons[i].sum()) for i in kept)
-        )
+        return kept_shape(kept, keep_heads, keep_neurons)
 
-    block_saving = ffn_multiple_of * latency.per_neuron
+    block = ffn_multiple_of  # neurons go in blocks that keep every width a multiple of it
+    block_saving = block * latency.per_neuron
     while latency.time(shape()) > budget:
         best: tuple[float, str, int] | None = None
         for i in kept:
             options = [  # (kind, importance removed, time saved)
                 ("layer", float(layers[i]) if len(kept) > 1 else None,
                  layer_saving(latency, keep_heads[i], keep_neurons[i])),
-                ("head", weakest_head(heads[i], keep_heads[i], min_heads_per_layer), latency.per_head),
-                ("neurons", weakest_block(neurons[i], keep_neurons[i], ffn_multiple_of), block_saving),
+                ("head", weakest(heads[i], keep_heads[i], 1, min_heads_per_layer), latency.per_head),
+                ("neurons", weakest(neurons[i], keep_neurons[i], block, block), block_saving),
             ]  # fmt: skip
             for kind, value, saving in options:
                 if value is not None and saving > 0 and (best is None or value / saving < best[0]):
@@ -115,9 +116,9 @@ def allocate(
         elif kind == "head":
             keep_heads[i][lowest(heads[i], keep_heads[i], 1)] = False
         else:
-            keep_neurons[i][lowest(neurons[i], keep_neurons[i], ffn_multiple_of)] = False
+            keep_neurons[i][lowest(neurons[i], keep_neurons[i], block)] = False
     units = [(heads, keep_heads, alive[0], 1, latency.per_head),
-             (neurons, keep_neurons, alive[1], ffn_multiple_of, block_saving)]  # fmt: skip
+             (neurons, keep_neurons, alive[1], block, block_saving)]  # fmt: skip
     while (back := best_to_put_back(units, kept, budget - latency.time(shape()))) is not None:
         keep, index = back
         keep[index] = True
@@ -137,8 +138,7 @@ def best_to_put_back(units, kept: Sequence[int], slack: float) -> tuple[Tensor, 
             removed = before[i] & ~keep[i]
             if int(removed.sum()) < block:
                 continue
-            index = torch.sort(importance[i].float().masked_fill(~removed, float("-inf")), descending=True,
-                               stable=True).indices[:block]  # fmt: skip
+            index = lowest(-importance[i], removed, block)  # the most important removed
             value = float(importance[i][index].sum()) / cost
             if best is None or value > best[0]:
                 best = (value, keep[i], index)
@@ -163,16 +163,9 @@ def lowest(importance: Tensor, alive: Tensor, count: int) -> Tensor:
     return torch.sort(ranked, stable=True).indices[:count]
 
 
-def weakest_head(importance: Tensor, alive: Tensor, floor: int) -> float | None:
-    """The importance of the layer's least important head, or None where only `floor` are left."""
+def weakest(importance: Tensor, alive: Tensor, count: int, floor: int) -> float | None:
+    """The summed importance of a layer's `count` least important alive units (a head, a block of
+    neurons), or None where no more than `floor` are left (the rest goes only with its layer)."""
     if int(alive.sum()) <= floor:
         return None
-    return float(importance[lowest(importance, alive, 1)].sum())
-
-
-def weakest_block(importance: Tensor, alive: Tensor, block: int) -> float | None:
-    """The summed importance of the layer's `block` least important neurons, or None where one block
-    or less is left (a layer's FFN goes whole, with its layer)."""
-    if int(alive.sum()) <= block:
-        return None
-    return float(importance[lowest(importance, alive, block)].sum())
+    return float(importance[lowest(importance, alive, count)].sum())
