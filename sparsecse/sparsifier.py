@@ -3,7 +3,8 @@ sparsity, the events of a schedule, and `Sparsifier`, which scores and applies a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from typing import Literal
@@ -187,12 +188,19 @@ class Sparsifier:
         rank), random scores from (seed, scoring), the same on every rank. So a run resumed before an
         event scores exactly as the uninterrupted run did.
         """
+        with self.scoring_randomness(encoder, scoring, rank) as generator:
+            return self._importance(encoder, islice(batches, self.num_batches), generator)
+
+    @contextmanager
+    def scoring_randomness(self, encoder, scoring: int = 0, rank: int = 0) -> Iterator[torch.Generator]:
+        """Within: float32 (no autocast), dropout drawn from (seed, scoring, rank), and the process's
+        random state restored after; yields the generator of random scores, from (seed, scoring)."""
         generator = torch.Generator().manual_seed(derived_seed(self.seed, scoring))
         device = encoder.device
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda), torch.autocast(device.type, enabled=False):
             torch.manual_seed(derived_seed(self.seed, scoring, rank))
-            return self._importance(encoder, islice(batches, self.num_batches), generator)
+            yield generator
 
     def _importance(self, encoder, batches, generator: torch.Generator) -> dict[str, list[Tensor]]:
         if self.granularity == "unstructured":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -124,12 +125,11 @@ class SpeedTarget:
         sparsifier,
         latency: LatencyModel,
     ) -> Allocation:
-        """Score every unit and layer on `batches` (one pass, `sparsifier`'s score mode and seed),
-        allocate to the target, and remove what the allocation removes. The encoder carries its gates
-        (`sparsifier.attach`)."""
-        generator = torch.Generator().manual_seed(sparsifier.seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sparsifier.seed)
+        """Score every unit and layer on `sparsifier.num_batches` of `batches` (one pass; the score
+        mode, seed and randomness `sparsifier.importance` scores with), allocate to the target, and
+        remove what the allocation removes. The encoder carries its gates (`sparsifier.attach`)."""
+        with sparsifier.scoring_randomness(encoder) as generator:
+            batches = islice(batches, sparsifier.num_batches)
             heads, neurons, layers = joint_importance(encoder, batches, sparsifier.scorer, generator)
         allocation = allocate(heads, neurons, layers, latency, self.speedup, sparsifier.min_heads_per_layer,
                               sparsifier.ffn_alignment(encoder))  # fmt: skip

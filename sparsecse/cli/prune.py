@@ -139,7 +139,7 @@ def prune_to_speed(encoder, data, job: PruneJob, cfg: DictConfig, results: dict)
     with stage(f"latency model of the encoder in {target.runtime} (timed once on this machine, cached)"):
         latency, _ = target.latency(encoder, corpus, default_cache_dir().parent)
     sparsifier.attach(encoder)
-    batches = islice(data.scoring_dataloader(sparsifier.seed), sparsifier.num_batches)
+    batches = iter(data.scoring_dataloader(sparsifier.seed))
     with stage(f"scoring layers, heads and FFN neurons on {plural(sparsifier.num_batches, 'batch')} of "
                f"{cfg.train_file}, seed {sparsifier.seed}"):  # fmt: skip
         allocation = target.prune(encoder, batches, sparsifier, latency)
