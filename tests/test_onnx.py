@@ -107,6 +107,24 @@ def test_int8_is_an_option_and_stays_close(make_encoder, tmp_path):
     assert cosine.min() > 0.95 and not torch.equal(hidden, expected)  # quantised, and still the same vectors
 
 
+def test_openvino_int8_is_an_option_and_stays_close(make_encoder, tmp_path):
+    """The OpenVINO model, quantised by NNCF on calibration sentences, gives nearly the sentence
+    embeddings of the PyTorch model it was exported from (a wrong export would score without error)."""
+    from sparsecse.onnx_encoder import graph_encoder
+    from sparsecse.onnx_export import MODEL_FILE, OPENVINO_INT8_FILE, export_onnx
+
+    encoder = sliced(make_encoder, *STRUCTURES["uneven"])
+    directory = save_sparse_encoder(encoder, tmp_path / "model")
+    written = export_onnx(
+        encoder, directory, "openvino-int8", calibration=[*TEXTS, "a dog runs", "two men talk"]
+    )
+    assert directory / MODEL_FILE in written and directory / OPENVINO_INT8_FILE in written
+    embeddings = graph_encoder(directory, OPENVINO_INT8_FILE).encode(TEXTS)
+    expected = encoder.encode(TEXTS)
+    cosine = torch.nn.functional.cosine_similarity(embeddings, expected, dim=-1)
+    assert cosine.min() > 0.95 and not torch.equal(embeddings, expected)  # quantised, still the same vectors
+
+
 # onnx= -> (its int8 graph, the row it is printed as, the graphs the card names, the card's last snippet)
 INT8_EXPORTS = {
     "int8": ("onnx/model_qint8.onnx", "after, int8 ONNX",

@@ -80,3 +80,38 @@ def test_sparsecse_prune_to_a_speed_target(tmp_path, toy_senteval_dir, tiny_mode
     card = (out / "README.md").read_text()
     assert f"Pruned to an encode speed-up of 1.5x over `{tiny_model_dir}` in PyTorch (predicted " in card
     assert torch.isfinite(torch.tensor(results["after"]["stsb"]))
+
+
+def test_the_pruned_encoder_gives_the_embeddings_of_the_gated_one_with_its_dropped_layers_skipped(
+    make_encoder,
+):
+    """Slicing the gated-off units and dropping the layers changes no embedding: the model a user
+    gets encodes as the model the allocation scored (gates at 0, the dropped layers' residual
+    updates skipped)."""
+    from sparsecse.allocation import Allocation
+    from sparsecse.layers import layer_gates
+
+    encoder = make_encoder(num_hidden_layers=4).eval()
+    Sparsifier().attach(encoder)
+    heads = [torch.tensor([1, 0, 1, 1]).bool(), torch.ones(4).bool(), torch.tensor([0, 0, 1, 1]).bool(),
+             torch.tensor([1, 1, 1, 0]).bool()]  # fmt: skip
+    neurons = [
+        (torch.arange(64) % 3 != 0),
+        torch.ones(64).bool(),
+        (torch.arange(64) < 16),
+        torch.ones(64).bool(),
+    ]
+    allocation = Allocation([0, 2, 3], heads, neurons, predicted_speedup=1.5)
+    with torch.no_grad():
+        for gate, keep in zip([*encoder.gates.heads, *encoder.gates.neurons], [*heads, *neurons]):
+            gate.copy_(keep.float())
+        with layer_gates(encoder) as per_layer:
+            per_layer[1].zero_()
+            expected = encoder.encode(TEXTS)
+    SpeedTarget(1.5).apply(encoder, allocation)
+    assert [layer_structure(layer) for layer in encoder_layers(encoder.backbone)] == [
+        (3, 42),
+        (2, 16),
+        (3, 64),
+    ]
+    torch.testing.assert_close(encoder.encode(TEXTS), expected, rtol=1e-5, atol=1e-6)
