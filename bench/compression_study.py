@@ -45,8 +45,13 @@ from sparsecse.onnx_export import INT8_FILE
 
 SPARSITIES = (0.35, 0.55, 0.75, 0.85)  # about 1.3x, 1.8x, 2.5x and 3.5x through encode on 2 cores
 LAYERS = (5, 4, 3, 2)  # of MiniLM's 6
+TARGETS = (1.3, 1.8, 2.5, 3.5, 5.0, 8.0)  # asked speed-ups of the joint recipe
 UNITS = lambda p: [f"pruning.head_sparsity={p}", f"pruning.ffn_sparsity={p}"]  # noqa: E731
+TARGET = lambda x: [*UNITS(0), f"pruning.target_speedup={x}", f"recovery.layer_weight={LAYER_WEIGHT}"]  # noqa: E731
+LAYER_WEIGHT = 0.0
 SERIES = {
+    "joint": (TARGETS, lambda x: TARGET(x)),  # to a PyTorch speed target
+    "joint-int8": (TARGETS, lambda x: [*TARGET(x), "onnx=int8"]),  # to an int8 one
     "sparsecse": (SPARSITIES, lambda p: [*UNITS(p), "onnx=int8"]),
     "random": (SPARSITIES, lambda p: [*UNITS(p), "pruning.score=random"]),
     "layers": (LAYERS, lambda k: [f"layers.keep={k}", "layers.choose=evenly", *UNITS(0), "onnx=int8"]),
@@ -57,7 +62,7 @@ SERIES = {
     "dense-distilled": ((0,), lambda p: UNITS(p)),  # the control: the same distillation, nothing removed
 }
 LEVEL_NAME = {"sparsecse": "p{}", "random": "p{}", "layers": "keep{}", "layers-importance": "keep{}",
-              "dense-distilled": "p{}"}  # fmt: skip
+              "dense-distilled": "p{}", "joint": "x{}", "joint-int8": "x{}"}  # fmt: skip
 RESULTS = "results.json"
 SPEED = "speed.json"
 STAND_INS = "stand-ins"  # models cut to the shapes of points timed elsewhere

@@ -15,7 +15,7 @@ from typing_extensions import TypedDict
 
 from sparsecse.console import format_seconds, say
 from sparsecse.errors import ConfigError
-from sparsecse.importance import derived_seed
+from sparsecse.importance import derived_seed, forked_rng
 from sparsecse.model_card import plural
 from sparsecse.recovery import Recovery, corpus_sentences, recover, teacher_embeddings
 from sparsecse.sparsifier import PruningEvent, Sparsifier, event_outcome, event_targets
@@ -269,11 +269,10 @@ class ScheduledPruning(L.Callback):
         """Distil the pruned encoder towards `teacher` in place; every rank ends with rank 0's weights."""
         start = time.perf_counter()
         masks = encoder.masks
-        device = encoder.device
         # Dropout draws from (seed, event), not from the process's random state, as scoring does: a
         # run resumed before the event recovers exactly as the uninterrupted one.
         shown = trainer.is_global_zero and trainer.progress_bar_callback is not None
-        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        with forked_rng(encoder.device):
             torch.manual_seed(derived_seed(self.recovery.seed, index))
             losses = recover(encoder, sentences, teacher, self.recovery, seed=self.recovery.seed + index,
                              after_step=masks.apply_masks if masks is not None else None,

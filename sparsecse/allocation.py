@@ -6,9 +6,10 @@ The three kinds of unit are put on one scale by what they cost: each candidate r
 layer, a layer's least important head, a layer's least important block of FFN neurons) is valued
 at its importance per unit of encode time it saves, and the cheapest-per-time removal goes first,
 until the predicted time reaches the target. The importances themselves must be comparable across
-kinds (the caller's: first-order alignment/uniformity estimates of the loss change when the unit's
-gate goes from 1 to 0, METHOD.md section 4, normalised once for all kinds). A layer's saving is its
-fixed cost and the cost of every unit still in it, so a layer already thinned is cheap to drop.
+kinds (`joint_importance`: the change of l_align and l_uniform when the unit goes, estimated to
+first order for a head or neuron and measured for a layer, normalised once for all kinds). A layer's
+saving is its fixed cost and the cost of every unit still in it, so a layer already thinned is
+cheap to drop.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 from sparsecse.errors import ConfigError
 from sparsecse.importance import Scorer, accumulate_gradients
 from sparsecse.latency import LatencyModel, Shape
-from sparsecse.layers import layer_gates
+from sparsecse.layers import removal_stats
 
 
 def joint_importance(
@@ -31,16 +32,20 @@ def joint_importance(
     scorer: Scorer,
     generator: torch.Generator | None = None,
 ) -> tuple[list[Tensor], list[Tensor], Tensor]:
-    """(heads: per layer (H_l,), neurons: per layer (F_l,), layers: (L,)) importance from one pass over
-    `batches`: the alignment/uniformity gradients of every head, neuron and layer gate, scored by one
-    `scorer` call over all three kinds. So `magnitude` normalises each criterion once for every unit,
-    and each score stays a first-order estimate of the loss change its gate's removal brings: the
-    kinds are on one scale. The encoder carries its unit gates (`Sparsifier.attach`)."""
+    """(heads: per layer (H_l,), neurons: per layer (F_l,), layers: (L,)) importance on `batches`: for
+    every head and neuron the first-order estimate of the change of l_align and l_uniform its gate's
+    removal brings (their gradients), for every layer the change measured when it is skipped
+    (sparsecse.layers.removal_stats), scored by one `scorer` call over all three kinds. So each score
+    is a change of the same losses, and `magnitude` normalises each criterion once for every unit:
+    the kinds are on one scale. The encoder carries its unit gates (`Sparsifier.attach`)."""
     gates = encoder.gates
-    with layer_gates(encoder) as per_layer:
-        units = [*gates.heads, *gates.neurons, *per_layer]
-        stats = accumulate_gradients(encoder, batches, units) if scorer.needs_gradients() else None
-    scores = scorer(stats, units, generator)
+    units = [*gates.heads, *gates.neurons]
+    stats = None
+    if scorer.needs_gradients():
+        batches = list(batches)
+        stats = accumulate_gradients(encoder, batches, units).joined(removal_stats(encoder, batches))
+    layer_like = [torch.ones((), device=encoder.device) for _ in range(gates.num_layers)]
+    scores = scorer(stats, [*units, *layer_like], generator)
     n = gates.num_layers
     return scores[:n], scores[n : 2 * n], torch.stack(scores[2 * n :])
 

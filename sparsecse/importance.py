@@ -42,6 +42,11 @@ def derived_seed(*parts: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def forked_rng(device: torch.device):
+    """torch.random.fork_rng over the CPU's and `device`'s random state: restored when the block ends."""
+    return torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])
+
+
 def pair_losses(encoder: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     """(V, B, T) tokens -> (l_align, l_uniform) on the first two views, in one forward pass.
 
@@ -76,6 +81,18 @@ class GradientStats:
             self.align[i] += g_a.float()
             self.uniform[i] += g_u.float()
         self.batches += 1
+
+    def joined(self, other: GradientStats) -> GradientStats:
+        """These unit groups followed by `other`'s, summed over the same batches."""
+        if other.batches != self.batches:
+            raise ValueError(f"statistics over {self.batches} and {other.batches} batches do not join")
+        return GradientStats(
+            self.abs_align + other.abs_align,
+            self.abs_uniform + other.abs_uniform,
+            self.align + other.align,
+            self.uniform + other.uniform,
+            self.batches,
+        )
 
     def subset(self, part: slice) -> GradientStats:
         """The statistics of some of the unit groups (e.g. the head gates only)."""

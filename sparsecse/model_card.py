@@ -66,7 +66,9 @@ def recovery_sentence(recovery, corpus: str, teacher: str = "the encoder before 
     """How the pruned model was recovered, from a sparsecse.recovery.Recovery."""
     terms = [f"{weight:g} x {name}" for weight, name in (
         (recovery.mse_weight, "MSE"), (recovery.cosine_weight, "(1 - cosine)"),
-        (recovery.contrastive_weight, "SimCSE's contrastive loss")) if weight]  # fmt: skip
+        (recovery.contrastive_weight, "SimCSE's contrastive loss"),
+        (recovery.layer_weight, "each kept layer's hidden-state MSE against the layer it was"),
+    ) if weight]  # fmt: skip
     steps = f"{recovery.steps} steps of batch {recovery.batch_size} on `{corpus}`, lr {recovery.lr:g}"
     return f"Recovered by distillation from {teacher}: {steps}, loss {' + '.join(terms)}."
 

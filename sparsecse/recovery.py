@@ -15,7 +15,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,7 @@ from torch import Tensor
 
 from sparsecse.encoder import SentenceEncoder
 from sparsecse.errors import ConfigError
+from sparsecse.layout import encoder_layers
 from sparsecse.loss import simcse_loss
 from sparsecse.optim import linear_warmup_decay
 from sparsecse.validation import NonNegativeInt, PositiveInt, checked
@@ -61,11 +63,12 @@ class Recovery:
         mse_weight: Weight = 1.0,  # MSE between student and teacher embeddings
         cosine_weight: Weight = 0.0,  # 1 - cos(student, teacher)
         contrastive_weight: Weight = 0.0,  # SimCSE's loss on two dropout views of the student
+        layer_weight: Weight = 0.0,  # MSE of each kept layer's hidden states against its teacher layer's
         max_length: PositiveInt = 32,
         seed: int = 0,  # the order of the sentences
         cache_dir: str | None = None,  # teacher embeddings; null: default_cache_dir()
     ):
-        if steps and not (mse_weight or cosine_weight or contrastive_weight):
+        if steps and not (mse_weight or cosine_weight or contrastive_weight or layer_weight):
             raise ConfigError("mse_weight", "every loss weight is 0: recovery would train on nothing")
         self.steps, self.batch_size, self.lr, self.warmup_ratio = steps, batch_size, lr, warmup_ratio
         self.mse_weight, self.cosine_weight, self.contrastive_weight = (
@@ -73,6 +76,7 @@ class Recovery:
             cosine_weight,
             contrastive_weight,
         )
+        self.layer_weight = layer_weight
         self.max_length, self.seed, self.cache_dir = max_length, seed, cache_dir
 
 
@@ -163,6 +167,49 @@ def distillation_loss(
     return loss
 
 
+@contextmanager
+def layer_outputs(encoder: SentenceEncoder) -> Iterator[list[Tensor]]:
+    """Within the block, each forward's transformer-layer outputs, (B, T, H) in model order, in the
+    list yielded (cleared by the caller between forwards)."""
+    outputs: list[Tensor] = []
+    keep = lambda module, args, output: outputs.append(output[0] if isinstance(output, tuple) else output)  # noqa: E731
+    hooks = [layer.register_forward_hook(keep) for layer in encoder_layers(encoder.backbone)]
+    try:
+        yield outputs
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def layer_loss(student: Sequence[Tensor], teacher: Sequence[Tensor], mask: Tensor) -> Tensor:
+    """Per layer (B, T, H) student hidden states and the teacher's of the layers they were -> the mean
+    over layers of the MSE over real tokens (`mask` (B, T)) and dimensions: CoFi's layer-wise
+    distillation (Xia et al., ACL 2022) with the layers mapped by where each kept layer came from,
+    no learned transform (the hidden size is not pruned)."""
+    weights = mask[..., None].to(student[0].dtype)  # (B, T, 1)
+    count = weights.sum() * student[0].shape[-1]
+    errors = [((s - t).pow(2) * weights).sum() / count for s, t in zip(student, teacher)]
+    return torch.stack(errors).mean()
+
+
+class LayerTeacher:
+    """The encoder before the event, run in every recovery step for its hidden states: `layers[j]`
+    is the teacher layer the student's layer j was (all of them when no layer was dropped)."""
+
+    def __init__(self, encoder: SentenceEncoder, layers: Sequence[int] | None = None):
+        self.encoder = encoder.eval()
+        self.layers = (
+            list(layers) if layers is not None else list(range(len(encoder_layers(encoder.backbone))))
+        )
+
+    @torch.no_grad()
+    def hidden_states(self, tokens: dict[str, Tensor]) -> list[Tensor]:
+        """(B, T) tokens -> the (B, T, H) outputs of the mapped teacher layers."""
+        with layer_outputs(self.encoder) as outputs:
+            self.encoder(**tokens, evaluated=True)
+        return [outputs[i] for i in self.layers]
+
+
 def sentence_order(count: int, steps: int, batch_size: int, seed: int) -> Tensor:
     """(steps, batch_size) sentence indices: seeded permutations of all `count`, one after another."""
     generator = torch.Generator().manual_seed(seed)
@@ -181,17 +228,24 @@ def recover(
     seed: int | None = None,
     after_step: Callable[[], None] | None = None,
     show_progress: bool = False,
+    layer_teacher: LayerTeacher | None = None,
 ) -> list[float]:
     """Train `student` in place to match `teacher` ((N, H) embeddings of `sentences`) for
     config.steps steps of AdamW with linear warm-up and decay; returns the loss of every step.
     Dropout stays on, as in SimCSE training; the student's embedding is its test-time one, and it
     is left in the mode it came in. `seed` (default config.seed) orders the sentences; `after_step`
     runs after each optimizer step (e.g. re-applying unstructured masks); `show_progress` draws a bar
-    of the steps with the last loss."""
+    of the steps with the last loss; `layer_teacher` (needed when config.layer_weight > 0) gives the
+    hidden states of the teacher's layers."""
     from tqdm.auto import tqdm
 
     if len(sentences) != len(teacher):
         raise ValueError(f"{len(sentences)} sentences, {len(teacher)} teacher embeddings")
+    if config.layer_weight and layer_teacher is None:
+        raise ValueError("layer_weight > 0 needs the teacher encoder (layer_teacher)")
+    if layer_teacher is not None and len(layer_teacher.layers) != len(encoder_layers(student.backbone)):
+        raise ValueError(f"{len(layer_teacher.layers)} teacher layers mapped to the student's "
+                         f"{len(encoder_layers(student.backbone))}")  # fmt: skip
     device, was_training = student.device, student.training
     student.train()
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=0.0)
@@ -208,9 +262,16 @@ def recover(
         views = 2 if config.contrastive_weight else 1
         if views == 2:  # two dropout views in one forward, as the training step does: (2 B, T)
             tokens = {k: torch.cat([v, v]) for k, v in tokens.items()}
-        emb = student(**tokens, evaluated=True).view(views, len(index), -1)  # (V, B, H)
+        with layer_outputs(student) if config.layer_weight else nullcontext([]) as hidden:
+            emb = student(**tokens, evaluated=True).view(views, len(index), -1)  # (V, B, H)
         target = teacher[index].to(device)
         loss = distillation_loss(emb[0], target, config.mse_weight, config.cosine_weight)
+        if config.layer_weight:  # the first view's hidden states: (B, T, H) per layer
+            first = {k: v[: len(index)] for k, v in tokens.items()}
+            own = [h[: len(index)] for h in hidden]
+            loss = loss + config.layer_weight * layer_loss(
+                own, layer_teacher.hidden_states(first), first["attention_mask"]
+            )
         if views == 2:
             loss = loss + config.contrastive_weight * simcse_loss(emb)
         loss.backward()

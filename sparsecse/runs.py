@@ -69,14 +69,19 @@ def compared(key: str, uncompared: Sequence[str] = UNCOMPARED_RUN_KEYS) -> bool:
 
 def differences(old: Mapping, new: Mapping, uncompared: Sequence[str] = UNCOMPARED_RUN_KEYS) -> list[str]:
     """`key: old -> new` for every compared key whose value differs, in key order. A key one record
-    lacks and the other holds at null is no difference: an option added since, at its default of
-    null (off), leaves a run recorded before it the same run."""
+    lacks and the other holds at a value that turns it off (null, 0, false) is no difference: an
+    option added since, at its default (off), leaves a run recorded before it the same run."""
     old_flat, new_flat = flatten(old), flatten(new)
     keys = sorted(k for k in old_flat.keys() | new_flat.keys() if compared(k, uncompared))
     missing = "(absent)"
     pairs = {k: (old_flat.get(k, missing), new_flat.get(k, missing)) for k in keys}
-    unset = ((missing, None), (None, missing))
-    return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in pairs.items() if a != b and (a, b) not in unset]
+    return [f"{k}: {a!r} -> {b!r}" for k, (a, b) in pairs.items() if a != b and not _added_off(a, b)]
+
+
+def _added_off(a: object, b: object) -> bool:
+    """One side absent, the other off: null, 0 or false (not a string or a list)."""
+    off = lambda value: value is None or (isinstance(value, (bool, int, float)) and not value)  # noqa: E731
+    return (a == "(absent)" and off(b)) or (b == "(absent)" and off(a))
 
 
 def check_run_folder(

@@ -19,6 +19,7 @@ from sparsecse.importance import (
     Scorer,
     accumulate_gradients,
     derived_seed,
+    forked_rng,
     normalize_per_layer,
     weight_magnitude_scores,
 )
@@ -197,8 +198,7 @@ class Sparsifier:
         random state restored after; yields the generator of random scores, from (seed, scoring)."""
         generator = torch.Generator().manual_seed(derived_seed(self.seed, scoring))
         device = encoder.device
-        cuda = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda), torch.autocast(device.type, enabled=False):
+        with forked_rng(device), torch.autocast(device.type, enabled=False):
             torch.manual_seed(derived_seed(self.seed, scoring, rank))
             yield generator
 

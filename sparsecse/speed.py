@@ -19,7 +19,8 @@ import platform
 import random
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,21 @@ def pin(threads: int = 1, core: int | None = None) -> str:
         os.sched_setaffinity(0, {chosen})
         return f"1 thread on core {chosen} of {len(cores)}"
     return f"{threads} threads on {len(cores) or 'all'} cores"
+
+
+@contextmanager
+def pinned(threads: int = 1) -> Iterator[str]:
+    """`pin(threads)` within the block; the process's thread count and cores as they were after."""
+    import torch
+
+    before = torch.get_num_threads()
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        yield pin(threads)
+    finally:
+        torch.set_num_threads(before)
+        if cores is not None:
+            os.sched_setaffinity(0, cores)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from sparsecse.latency import (
 from sparsecse.layers import drop_layers
 from sparsecse.layout import encoder_layers, layer_structure
 from sparsecse.removal import remove_pruned_units
-from sparsecse.speed import cpu_name, measure
+from sparsecse.speed import cpu_name, measure, pinned
 from sparsecse.validation import PositiveInt, checked
 
 SpeedRuntime = Literal["PyTorch", "int8"]
@@ -65,7 +65,9 @@ def runtime_encode(runtime: SpeedRuntime, scratch: Path) -> Runtime:
 class SpeedTarget:
     """Remove layers, heads and FFN neurons until the latency model predicts `target_speedup` over the
     encoder as given, in `runtime`; the latency model is timed on `rounds` rounds of `sentences`
-    training sentences and cached under `cache_dir`/latency."""
+    training sentences and cached under `cache_dir`/latency. Every timing runs on one thread pinned
+    to one core (sparsecse.speed.pinned), the protocol whose speed-ups repeat within a few percent
+    on a shared machine (docs/compression.md); the process's threads are as they were after."""
 
     @checked
     def __init__(
@@ -83,7 +85,7 @@ class SpeedTarget:
         """What the latency model depends on: the cache key."""
         return {
             "cpu": cpu_name(),
-            "threads": str(torch.get_num_threads()),
+            "threads": "1, pinned",
             "device": str(encoder.device),
             "runtime": self.runtime,
             "torch": torch.__version__,
@@ -98,7 +100,7 @@ class SpeedTarget:
         dense = encoder_shape(encoder)
 
         def timed(shapes: Sequence[Shape]) -> dict[Shape, float]:
-            with tempfile.TemporaryDirectory() as scratch:
+            with tempfile.TemporaryDirectory() as scratch, pinned():
                 runtime = runtime_encode(self.runtime, Path(scratch))
                 return time_shapes(encoder, shapes, runtime, sentences, self.rounds)
 
@@ -139,7 +141,7 @@ class SpeedTarget:
     def measured(self, dense: nn.Module, pruned: nn.Module, corpus: Sequence[str]) -> float:
         """The pruned encoder's speed-up over `dense`, timed as the latency model was."""
         sentences = list(corpus)[: self.sentences]
-        with tempfile.TemporaryDirectory() as scratch:
+        with tempfile.TemporaryDirectory() as scratch, pinned():
             runtime = runtime_encode(self.runtime, Path(scratch))
             encoders = {"dense": runtime(dense), "pruned": runtime(pruned)}
             return measure(encoders, sentences, "dense", self.rounds).speedups()["pruned"]

@@ -102,9 +102,10 @@ def test_a_target_out_of_reach_is_refused_with_the_fastest_reachable():
         allocate(heads, neurons, layers, latency(), 50.0, ffn_multiple_of=8)
 
 
-def test_joint_scores_are_each_kinds_gradients_on_one_scale(make_encoder, tokenizer):
+def test_joint_scores_are_each_kinds_own_scores_on_one_scale(make_encoder, tokenizer):
     """`alignment` scores (no normalisation) from the joint pass equal the scores of each kind on its
-    own; `magnitude` divides every kind by the same constants, so the ratios between kinds stay."""
+    own (gradients for heads and neurons, the measured change for layers); `magnitude` divides every
+    kind by the same constants, so the ratios between kinds stay."""
     from helpers import TEXTS, views
 
     from sparsecse.allocation import joint_importance
@@ -120,7 +121,7 @@ def test_joint_scores_are_each_kinds_gradients_on_one_scale(make_encoder, tokeni
     alone = sparsifier.importance(encoder, [batch])
     for joint, own in zip(heads + neurons, alone["heads"] + alone["neurons"]):
         torch.testing.assert_close(joint, own)
-    torch.testing.assert_close(layers, layer_importance(encoder, [batch], score="alignment"))
+    torch.testing.assert_close(layers, layer_importance(encoder, [batch], Scorer("alignment")))
     magnitude = joint_importance(encoder, [batch], Scorer("magnitude", uniformity_weight=0.0))
     ratio = magnitude[2] / layers
     torch.testing.assert_close(magnitude[0][0] / heads[0], ratio[:1].expand(4), rtol=1e-4, atol=0)

@@ -13,10 +13,12 @@ from helpers import TEXTS, compose_prune
 
 from sparsecse.cli.prune import prune
 from sparsecse.errors import ConfigError
+from sparsecse.model_card import recovery_sentence
 from sparsecse.recovery import (
     Recovery,
     corpus_sentences,
     distillation_loss,
+    layer_loss,
     recover,
     sentence_order,
     teacher_digest,
@@ -197,3 +199,63 @@ def test_sparsecse_prune_recovers_and_reports_both_models(tmp_path, toy_senteval
     card = (out / "README.md").read_text()
     assert (f"Recovered by distillation from `{tiny_model_dir}` as it was before anything was removed: 3 "
             "steps of batch 8 on `snli_sentences`, lr 0.0001, loss 1 x MSE.") in card  # fmt: skip
+
+
+def test_the_layer_loss_is_the_mean_over_layers_of_the_mse_over_real_tokens():
+    torch.manual_seed(0)
+    student, teacher = [torch.randn(2, 5, 4) for _ in range(2)], [torch.randn(2, 5, 4) for _ in range(2)]
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    real = mask.bool()
+    expected = torch.stack([((s - t)[real] ** 2).mean() for s, t in zip(student, teacher)]).mean()
+    torch.testing.assert_close(layer_loss(student, teacher, mask), expected)
+    padded = [s.clone() for s in student]
+    padded[0][0, 3:] += 100.0  # padding positions do not count
+    torch.testing.assert_close(layer_loss(padded, teacher, mask), expected)
+    assert layer_loss(teacher, teacher, mask).item() == 0.0
+
+
+def test_each_kept_layer_is_distilled_from_the_layer_it_was(make_encoder):
+    """A student cut to layers [0, 2] of a 3-layer teacher: its first layer is the teacher's first, on
+    the same input, so mapped to it the layer loss is that of the second alone; a wrong map is not."""
+    from sparsecse.layers import drop_layers
+    from sparsecse.recovery import LayerTeacher, layer_outputs
+
+    quiet = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    teacher = make_encoder("avg", num_hidden_layers=3, **quiet)
+    student = copy.deepcopy(teacher)
+    drop_layers(student, [0, 2])
+    tokens = student.tokenize(TEXTS, 16)
+    with torch.no_grad(), layer_outputs(student.eval()) as own:
+        student(**tokens, evaluated=True)
+    theirs = LayerTeacher(teacher, [0, 2]).hidden_states(tokens)
+    torch.testing.assert_close(own[0], theirs[0])
+    assert not torch.allclose(own[1], theirs[1]), "the second kept layer sees another input"
+    mask = tokens["attention_mask"]
+    assert layer_loss(own, theirs, mask) == pytest.approx(layer_loss(own[1:], theirs[1:], mask).item() / 2)
+    wrong = LayerTeacher(teacher, [1, 2]).hidden_states(tokens)
+    assert layer_loss(own, wrong, mask) > layer_loss(own, theirs, mask)
+
+
+def test_layer_wise_recovery_brings_the_kept_layers_to_the_teachers(teacher):
+    from sparsecse.layers import drop_layers
+    from sparsecse.recovery import LayerTeacher, layer_outputs
+
+    student = copy.deepcopy(teacher)
+    drop_layers(student, [1])
+    embeddings = teacher.encode(SENTENCES, max_length=32)
+    layers = LayerTeacher(copy.deepcopy(teacher), [1])
+    config = Recovery(steps=40, batch_size=16, lr=3e-4, warmup_ratio=0.0, mse_weight=0.0, layer_weight=1.0)
+    with pytest.raises(ValueError, match="layer_weight > 0 needs the teacher encoder"):
+        recover(student, SENTENCES, embeddings, config)
+    with pytest.raises(ValueError, match="2 teacher layers mapped to the student's 1"):
+        recover(student, SENTENCES, embeddings, config, layer_teacher=LayerTeacher(teacher, [0, 1]))
+    losses = recover(student, SENTENCES, embeddings, config, layer_teacher=layers)
+    assert losses[-1] < 0.5 * losses[0], losses
+    tokens = student.tokenize(TEXTS, 16)
+    with torch.no_grad(), layer_outputs(student.eval()) as own:
+        student(**tokens, evaluated=True)
+    held_out = layer_loss(own, layers.hidden_states(tokens), tokens["attention_mask"]).item()
+    assert held_out < 0.5 * losses[0], (held_out, losses[0])
+    assert recovery_sentence(config, "snli").endswith(
+        "loss 1 x each kept layer's hidden-state MSE against the layer it was."
+    )

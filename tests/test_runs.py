@@ -21,15 +21,17 @@ def test_differences_name_dotted_keys_and_leave_out_how_a_run_is_watched():
     assert differences(old, old) == []
 
 
-def test_an_option_added_at_null_leaves_an_earlier_run_the_same():
-    """A run recorded before an option existed holds no key for it; the option at its default of null
-    (off) computes what that run computed. At any other value it is a difference."""
+def test_an_option_added_off_leaves_an_earlier_run_the_same():
+    """A run recorded before an option existed holds no key for it; the option at a default that turns
+    it off (null, 0, false) computes what that run computed. At any other value it is a difference."""
     old = {"pruning": {"head_sparsity": 0.3}}
-    assert differences(old, {"pruning": {"head_sparsity": 0.3, "target_speedup": None}}) == []
-    assert differences({"pruning": {"head_sparsity": 0.3, "target_speedup": None}}, old) == []
-    assert differences(old, {"pruning": {"head_sparsity": 0.3, "target_speedup": 2.0}}) == [
-        "pruning.target_speedup: '(absent)' -> 2.0"
-    ]
+    for off in (None, 0, 0.0, False):
+        assert differences(old, {"pruning": {"head_sparsity": 0.3, "target_speedup": off}}) == []
+        assert differences({"pruning": {"head_sparsity": 0.3, "target_speedup": off}}, old) == []
+    for on, shown in ((2.0, "2.0"), ("", "''"), ([], "[]"), (True, "True")):
+        assert differences(old, {"pruning": {"head_sparsity": 0.3, "target_speedup": on}}) == [
+            f"pruning.target_speedup: '(absent)' -> {shown}"
+        ]
 
 
 def test_flatten_keeps_lists_and_empty_nodes_as_values():

@@ -92,3 +92,16 @@ def test_pin_puts_one_thread_on_one_core_and_says_so():
     finally:
         os.sched_setaffinity(0, cores)
         torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux's")
+def test_pinned_restores_the_threads_and_cores_even_after_an_error():
+    import torch
+
+    from sparsecse.speed import pinned
+
+    cores, threads = os.sched_getaffinity(0), torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="inside"), pinned():
+        assert torch.get_num_threads() == 1 and len(os.sched_getaffinity(0)) == 1
+        raise RuntimeError("inside")
+    assert os.sched_getaffinity(0) == cores and torch.get_num_threads() == threads

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sparsecse.cli import resolved, tool_main
 from sparsecse.cli.evaluate import model_key, pick_device
+from sparsecse.cli.prune_job import TARGET_SPEEDUP, PruneJob, check_job, removes_units, under
 from sparsecse.console import say
 from sparsecse.console import stage as console_stage
 from sparsecse.data import ContrastiveDataModule
-from sparsecse.encoder import check_pooler
-from sparsecse.errors import ConfigError
-from sparsecse.evaluation import check_evaluation, evaluate_encoder, format_table, write_results
+from sparsecse.evaluation import evaluate_encoder, format_table, write_results
 from sparsecse.gates import sparsity_summary
-from sparsecse.layers import LayerDrop, drop_layers
-from sparsecse.loading import load_config
+from sparsecse.layers import drop_layers
 from sparsecse.model_card import (
     CardFacts,
     base_model,
@@ -32,13 +29,17 @@ from sparsecse.model_card import (
 )
 from sparsecse.model_io import check_replaceable, load_encoder, write_card, write_export
 from sparsecse.onnx_encoder import graph_encoder, token_pooling
-from sparsecse.onnx_export import INT8_GRAPHS, OnnxExport, check_onnx_available
-from sparsecse.recovery import Recovery, corpus_sentences, default_cache_dir, recover, teacher_embeddings
+from sparsecse.onnx_export import INT8_GRAPHS
+from sparsecse.recovery import (
+    LayerTeacher,
+    corpus_sentences,
+    default_cache_dir,
+    recover,
+    teacher_embeddings,
+)
 from sparsecse.removal import remove_pruned_units
 from sparsecse.runs import RESULTS, check_finished_output
-from sparsecse.sparsifier import TARGETS, PruningEvent, Sparsifier, event_outcome, one_shot_event
-from sparsecse.speed_target import SpeedTarget, speed_target_from
-from sparsecse.validation import check_value
+from sparsecse.sparsifier import event_outcome
 from sparsecse.writing import written_whole
 
 # Keys that say where a result is written or read from, not what it computes: a result moved to
@@ -50,86 +51,6 @@ INT8_ROWS = {"int8": "after, int8 ONNX", "openvino-int8": "after, int8 OpenVINO"
 
 def stage(name: str):
     return console_stage("sparsecse-prune", name)
-
-
-def build_sparsifier(options: dict, model_config):
-    """(Sparsifier, its one event), checked against the model before anything loads."""
-    names = [name for targets in TARGETS.values() for name in targets]  # of either granularity
-    targets = {k: options.pop(k) for k in names if k in options}
-    options.pop(TARGET_SPEEDUP, None)
-    try:
-        sparsifier = Sparsifier(**options)
-        event = one_shot_event(sparsifier.granularity, **targets)
-        sparsifier.check_model(model_config)
-        sparsifier.check_reachable(model_config, event)
-    except ConfigError as err:
-        raise err.under("pruning") from None
-    return sparsifier, event
-
-
-def under(group: str, build, *args, **kwargs):
-    """`build(...)`, a ConfigError from it named under the config group `group`."""
-    try:
-        return build(*args, **kwargs)
-    except ConfigError as err:
-        raise err.under(group) from None
-
-
-@dataclass
-class PruneJob:
-    """The checked settings of one run: what to evaluate, remove and recover."""
-
-    tasks: tuple[str, ...]
-    recovery: Recovery
-    layer_drop: LayerDrop
-    options: dict  # the Sparsifier's options and the event's targets, until the model is known
-    speed_target: SpeedTarget | None = None
-    sparsifier: Sparsifier | None = None
-    event: PruningEvent | None = None
-    dense_layers: int | None = None
-
-    def check_model(self, model_config) -> None:
-        self.sparsifier, self.event = build_sparsifier(dict(self.options), model_config)
-        under("layers", self.layer_drop.check_model, model_config)
-        self.dense_layers = model_config.num_hidden_layers
-
-
-def check_job(cfg: DictConfig) -> PruneJob:
-    """Every setting, before any data or weights load (a checkpoint's model only once it has loaded)."""
-    if OmegaConf.is_missing(cfg, "output_dir"):
-        raise ConfigError("output_dir", "is required: where to write the sparsified model")
-    tasks = check_evaluation(cfg.tasks, cfg.transfer_preset) if cfg.tasks else ()
-    check_pooler(cfg.pooler)
-    check_value("onnx", cfg.onnx, OnnxExport)
-    if cfg.onnx != "none":
-        check_onnx_available(cfg.onnx)
-    job = PruneJob(
-        tasks,
-        under("recovery", Recovery, **OmegaConf.to_container(cfg.recovery, resolve=True)),
-        under("layers", LayerDrop, **OmegaConf.to_container(cfg.layers, resolve=True)),
-        OmegaConf.to_container(cfg.pruning, resolve=True),
-    )
-    job.speed_target = check_speed_target(job, cfg)
-    if not str(cfg.model).endswith(".ckpt"):
-        with model_key():
-            job.check_model(load_config(cfg.model))
-    return job
-
-
-TARGET_SPEEDUP = "target_speedup"
-
-
-def check_speed_target(job: PruneJob, cfg: DictConfig) -> SpeedTarget | None:
-    """pruning.target_speedup, checked against the options it replaces."""
-    if job.options.get(TARGET_SPEEDUP) is None:
-        return None
-    return under(
-        "pruning", speed_target_from, job.options, job.layer_drop.keep, cfg.onnx, cfg.recovery.cache_dir
-    )
-
-
-def removes_units(event: PruningEvent) -> bool:
-    return any(target > 0 for target in event.targets)
 
 
 def prune_to_speed(encoder, data, job: PruneJob, cfg: DictConfig, results: dict) -> None:
@@ -160,9 +81,8 @@ def prune_units(encoder, data, job: PruneJob, cfg: DictConfig, results: dict) ->
     sparsifier, event = job.sparsifier, job.event
     if job.layer_drop.keep is not None:
         batches = islice(data.scoring_dataloader(sparsifier.seed), sparsifier.num_batches)
-        kept = job.layer_drop.kept(
-            encoder, batches, sparsifier.scorer.mode, sparsifier.scorer.uniformity_weight
-        )
+        with sparsifier.scoring_randomness(encoder):  # the layers' dropout, as every scoring's
+            kept = job.layer_drop.kept(encoder, batches, sparsifier.scorer)
         under("layers", drop_layers, encoder, kept)
         results["layers_kept"] = kept
         say(f"sparsecse-prune: kept layers {kept} of {job.dense_layers} ({job.layer_drop.choose})")
@@ -265,7 +185,8 @@ def prune(cfg: DictConfig) -> dict:
         sentences = corpus_sentences(data.train_set)
         with stage(f"teacher embeddings of {len(sentences)} sentences (cached)"):
             teacher = teacher_embeddings(encoder, sentences, job.recovery.max_length, job.recovery.cache_dir)
-    dense = copy.deepcopy(encoder) if job.speed_target else None  # to time the result against
+    # the encoder as given: the speed-up is timed against it, and layer-wise recovery distils its layers
+    dense = copy.deepcopy(encoder) if job.speed_target or job.recovery.layer_weight else None
     prune_units(encoder, data, job, cfg, results)
     if job.recovery.steps:
         if job.tasks:
@@ -273,11 +194,15 @@ def prune(cfg: DictConfig) -> dict:
                 results["pruned"] = evaluate()
         start = time.perf_counter()
         with stage(f"recovery, {job.recovery.steps} steps of distillation from the encoder before pruning"):
-            losses = recover(encoder, sentences, teacher, job.recovery, show_progress=True)
+            mapped = results.get("layers_kept", range(job.dense_layers))  # where each kept layer came from
+            layers = LayerTeacher(dense, mapped) if job.recovery.layer_weight else None
+            losses = recover(
+                encoder, sentences, teacher, job.recovery, show_progress=True, layer_teacher=layers
+            )
         results["recovery"] = {"steps": job.recovery.steps, "seconds": round(time.perf_counter() - start, 1),
                                "first_loss": losses[0], "last_loss": losses[-1]}  # fmt: skip
         say(f"sparsecse-prune: distillation loss {losses[0]:.5f} -> {losses[-1]:.5f}")
-    if dense is not None:
+    if job.speed_target is not None:
         with stage(f"the speed-up reached, in {job.speed_target.runtime}"):
             measured = job.speed_target.measured(dense, encoder, corpus_sentences(data.train_set))
         results[TARGET_SPEEDUP]["measured"] = round(measured, 3)
