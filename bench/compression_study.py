@@ -47,8 +47,7 @@ SPARSITIES = (0.35, 0.55, 0.75, 0.85)  # about 1.3x, 1.8x, 2.5x and 3.5x through
 LAYERS = (5, 4, 3, 2)  # of MiniLM's 6
 TARGETS = (1.3, 1.8, 2.5, 3.5, 5.0, 8.0)  # asked speed-ups of the joint recipe
 UNITS = lambda p: [f"pruning.head_sparsity={p}", f"pruning.ffn_sparsity={p}"]  # noqa: E731
-TARGET = lambda x: [*UNITS(0), f"pruning.target_speedup={x}", f"recovery.layer_weight={LAYER_WEIGHT}"]  # noqa: E731
-LAYER_WEIGHT = 0.0
+TARGET = lambda x: [*UNITS(0), f"pruning.target_speedup={x}"]  # noqa: E731
 SERIES = {
     "joint": (TARGETS, lambda x: TARGET(x)),  # to a PyTorch speed target
     "joint-int8": (TARGETS, lambda x: [*TARGET(x), "onnx=int8"]),  # to an int8 one
@@ -88,7 +87,7 @@ def run_point(directory: Path, overrides: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def run_points(out: Path, seeds: list[int], steps: int, series: list[str]) -> None:
+def run_points(out: Path, seeds: list[int], steps: int, series: list[str], layer_weight: float = 0.0) -> None:
     common = ["model=minilm", "pooler=avg", "tasks=[sts]", "evaluate_before=false"]
     dense = out / "dense"
     if not (dense / RESULTS).is_file():
@@ -101,9 +100,8 @@ def run_points(out: Path, seeds: list[int], steps: int, series: list[str]) -> No
                 directory = point_dir(out, name, level, seed)
                 if (directory / RESULTS).is_file():
                     continue
-                seconds = run_point(
-                    directory, [*common, *overrides(level), f"seed={seed}", f"recovery.steps={steps}"]
-                )
+                recovery = [f"recovery.steps={steps}", f"recovery.layer_weight={layer_weight}"]
+                seconds = run_point(directory, [*common, *overrides(level), f"seed={seed}", *recovery])
                 after = json.loads((directory / RESULTS).read_text())["after"]["sts_avg"]
                 print(f"{name} {level} seed {seed}: STS avg {after:.2f}, {seconds:.0f} s", flush=True)
 
@@ -316,6 +314,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--steps", type=int, default=500, help="recovery steps of every point")
+    parser.add_argument("--layer-weight", type=float, default=0.0, help="recovery.layer_weight of each point")
     parser.add_argument("--series", nargs="+", default=list(SERIES), choices=list(SERIES))
     parser.add_argument("--int8", nargs="+", default=[], choices=list(SERIES),
                         help="export the int8 ONNX graph of these series' models that lack one")  # fmt: skip
@@ -351,7 +350,7 @@ def main() -> None:
         print(json.dumps(speed["speedup"], indent=2))
     else:
         start = time.perf_counter()
-        run_points(args.out, args.seeds, args.steps, args.series)
+        run_points(args.out, args.seeds, args.steps, args.series, args.layer_weight)
         print(f"every point in {args.out}; {time.perf_counter() - start:.0f} s this start")
 
 

@@ -14,6 +14,8 @@ written beside it (`onnx/model_static_qint8.onnx`, `openvino/`) once. `--no-sts`
 from __future__ import annotations
 
 import argparse
+import contextlib
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,11 +63,14 @@ def write_static_int8(directory: Path, feeds: list[dict[str, np.ndarray]]) -> No
         def get_next(self):
             return next(self.batches, None)
 
+    directory = directory.resolve()
     prepared = directory / "onnx" / "model_prepared.onnx"
-    quant_pre_process(str(directory / MODEL_FILE), str(prepared), skip_symbolic_shape=True)
-    quantize_static(str(prepared), str(directory / STATIC_FILE), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["MatMul"])  # fmt: skip
+    # the pre-processing writes its temporary graph and weights into the working directory: a scratch one
+    with tempfile.TemporaryDirectory() as scratch, contextlib.chdir(scratch):
+        quant_pre_process(str(directory / MODEL_FILE), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(directory / STATIC_FILE), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["MatMul"])  # fmt: skip
     prepared.unlink()
 
 

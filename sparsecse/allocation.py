@@ -80,16 +80,18 @@ def allocate(
     ffn_multiple_of: int = 1,
     alive_heads: Sequence[Tensor] | None = None,
     alive_neurons: Sequence[Tensor] | None = None,
+    alive_layers: Sequence[int] | None = None,
 ) -> Allocation:
     """The removals that reach `target_speedup` (predicted by `latency`) at the least importance
     removed per unit of time saved. heads: per layer (H_l,) importance; neurons: per layer (F_l,);
-    layers: (L,); `alive_*`: keep masks of units already removed (default: all alive). Each kept
+    layers: (L,); `alive_*`: keep masks of units already removed and the layers still kept (default:
+    all alive), so that a later event of a schedule goes on from an earlier one's. Each kept
     layer keeps at least `min_heads_per_layer` heads and one block of `ffn_multiple_of` neurons, and
     its FFN width stays a multiple of `ffn_multiple_of` (METHOD.md section 5)."""
     keep_heads = alive_masks(heads, alive_heads)
     keep_neurons = alive_masks(neurons, alive_neurons)
     alive = [mask.clone() for mask in keep_heads], [mask.clone() for mask in keep_neurons]
-    kept = list(range(len(layers)))
+    kept = list(range(len(layers))) if alive_layers is None else sorted(alive_layers)
     budget = latency.time(latency.dense) / target_speedup
 
     def shape() -> Shape:

@@ -24,8 +24,9 @@ from sparsecse.layout import (
 
 
 class UnitGates(nn.Module):
-    """One gate per attention head (`head_{l}`, shape (H_l,)) and per FFN neuron (`neuron_{l}`,
-    shape (F_l,)), kept as buffers so that checkpoints carry them and optimizers never touch them."""
+    """One gate per attention head (`head_{l}`, shape (H_l,)), per FFN neuron (`neuron_{l}`, shape
+    (F_l,)) and per transformer layer (`layer_{l}`, shape (): 0 skips the layer, its output is its
+    input), kept as buffers so that checkpoints carry them and optimizers never touch them."""
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
@@ -36,6 +37,7 @@ class UnitGates(nn.Module):
             device = linear_at(layer, unit_layout(layer).neuron_rows).weight.device
             self.register_buffer(f"head_{i}", torch.ones(heads, device=device))
             self.register_buffer(f"neuron_{i}", torch.ones(neurons, device=device))
+            self.register_buffer(f"layer_{i}", torch.ones((), device=device))
         self._handles = []
         for i, layer in enumerate(layers):
             layout = unit_layout(layer)
@@ -44,6 +46,7 @@ class UnitGates(nn.Module):
             self._handles.append(
                 linear_at(layer, layout.neuron_columns).register_forward_pre_hook(_GateNeurons(self, i))
             )
+            self._handles.append(layer.register_forward_hook(_GateLayer(self, i), with_kwargs=True))
 
     @property
     def heads(self) -> list[Tensor]:
@@ -52,6 +55,20 @@ class UnitGates(nn.Module):
     @property
     def neurons(self) -> list[Tensor]:
         return [getattr(self, f"neuron_{i}") for i in range(self.num_layers)]
+
+    @property
+    def layers(self) -> list[Tensor]:
+        return [getattr(self, f"layer_{i}") for i in range(self.num_layers)]
+
+    def kept_layers(self) -> list[int]:
+        """The layers whose gate is 1."""
+        return [i for i, gate in enumerate(self.layers) if gate > 0]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints taken before layers had gates: every layer kept
+        for i in range(self.num_layers):
+            state_dict.setdefault(f"{prefix}layer_{i}", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def tensors(self) -> list[Tensor]:
         """Every gate tensor: the heads of each layer, then the neurons of each layer."""
@@ -63,10 +80,11 @@ class UnitGates(nn.Module):
         self._handles = []
 
     def counts(self) -> dict[str, list[int]]:
-        """Kept (gate = 1) heads and neurons per layer."""
+        """Kept (gate = 1) heads and neurons per layer; a skipped layer keeps none."""
+        kept = [bool(g > 0) for g in self.layers]
         return {
-            "heads": [int(g.count_nonzero()) for g in self.heads],
-            "neurons": [int(g.count_nonzero()) for g in self.neurons],
+            "heads": [int(g.count_nonzero()) * k for g, k in zip(self.heads, kept)],
+            "neurons": [int(g.count_nonzero()) * k for g, k in zip(self.neurons, kept)],
         }
 
 
@@ -93,6 +111,20 @@ class _GateNeurons:
     def __call__(self, module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         activation = args[0]  # (B, T, F_l)
         return (activation * getattr(self.gates, f"neuron_{self.index}").to(activation.dtype), *args[1:])
+
+
+class _GateLayer:
+    """Forward hook of a transformer layer: its output where its gate is 1, its input where it is 0
+    (a selection, not a blend: with the gate at 1 the output is the layer's, bit for bit)."""
+
+    def __init__(self, gates: UnitGates, index: int):
+        self.gates, self.index = gates, index
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output):
+        hidden_in = args[0] if args else kwargs["hidden_states"]
+        hidden_out = output[0] if isinstance(output, tuple) else output
+        kept = torch.where(getattr(self.gates, f"layer_{self.index}") > 0, hidden_out, hidden_in)
+        return (kept, *output[1:]) if isinstance(output, tuple) else kept
 
 
 def prunable_linears(backbone: nn.Module) -> dict[str, nn.Linear]:
@@ -142,7 +174,8 @@ def pruned_any(encoder) -> bool:
     """Whether any head, neuron or weight is gated or masked off (events that removed nothing leave none)."""
     if encoder.masks is not None and encoder.masks.sparsity() > 0:
         return True
-    return encoder.gates is not None and any(bool((g == 0).any()) for g in encoder.gates.tensors())
+    gates = encoder.gates
+    return gates is not None and any(bool((g == 0).any()) for g in [*gates.tensors(), *gates.layers])
 
 
 def effective_parameters(encoder) -> int:
@@ -154,7 +187,11 @@ def effective_parameters(encoder) -> int:
         return total - sum(int((~encoder.masks.mask(k)).sum()) for k in encoder.masks.linears)
     if encoder.gates is None:
         return total
-    for layer, head_gate, neuron_gate in zip(layers, encoder.gates.heads, encoder.gates.neurons):
+    gates = encoder.gates
+    for layer, head_gate, neuron_gate, layer_gate in zip(layers, gates.heads, gates.neurons, gates.layers):
+        if layer_gate == 0:
+            total -= sum(p.numel() for p in layer.parameters())
+            continue
         per_head, per_neuron = parameters_per_unit(layer)
         total -= int((head_gate == 0).sum()) * per_head + int((neuron_gate == 0).sum()) * per_neuron
     return total
@@ -178,6 +215,7 @@ def sparsity_summary(encoder) -> dict[str, float]:
         neurons = sum(g.numel() for g in encoder.gates.neurons)
         summary["prune/head_sparsity"] = 1.0 - sum(counts["heads"]) / heads
         summary["prune/ffn_sparsity"] = 1.0 - sum(counts["neurons"]) / neurons
+        summary["prune/layers"] = float(len(encoder.gates.kept_layers()))
         for i, (h, n) in enumerate(zip(counts["heads"], counts["neurons"])):
             summary[f"prune/heads_layer{i}"] = float(h)
             summary[f"prune/neurons_layer{i}"] = float(n)

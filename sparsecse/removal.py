@@ -130,13 +130,18 @@ def cut_to_structure(encoder: nn.Module, heads: Sequence[int], ffn: Sequence[int
 
 
 def apply_gates(encoder: nn.Module) -> None:
-    """Make the encoder's head/neuron gates physical: slice the units gated to 0, drop the gates."""
+    """Make the encoder's gates physical: slice the heads and neurons gated to 0, drop the layers
+    gated to 0, drop the gates."""
     gates = getattr(encoder, "gates", None)
     if gates is None:
         return
-    remove_units(encoder.backbone, gates.heads, gates.neurons)
+    kept = gates.kept_layers()
+    heads, neurons = [gates.heads[i] for i in kept], [gates.neurons[i] for i in kept]
     gates.remove_hooks()
     encoder.gates = None
+    if len(kept) < gates.num_layers:
+        drop_layers(encoder, kept)
+    remove_units(encoder.backbone, heads, neurons)
 
 
 def structure(backbone: PreTrainedModel) -> dict:

@@ -6,6 +6,7 @@ the encoder; and the speed-up measured afterwards, to print beside the predicted
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice
@@ -27,7 +28,6 @@ from sparsecse.latency import (
     shape_key,
     time_shapes,
 )
-from sparsecse.layers import drop_layers
 from sparsecse.layout import encoder_layers, layer_structure
 from sparsecse.removal import remove_pruned_units
 from sparsecse.speed import cpu_name, measure, pinned
@@ -95,30 +95,22 @@ class SpeedTarget:
     def latency(
         self, encoder: nn.Module, corpus: Sequence[str], cache_dir: Path
     ) -> tuple[LatencyModel, bool]:
-        """The encoder's latency model (and whether it came from the cache)."""
+        """The encoder's latency model (and whether it came from the cache), timed on a copy with its
+        gates made physical: the encoder as it would serve."""
         sentences = list(corpus)[: self.sentences]
-        dense = encoder_shape(encoder)
+        plain = copy.deepcopy(encoder)
+        remove_pruned_units(plain)
+        dense = encoder_shape(plain)
 
         def timed(shapes: Sequence[Shape]) -> dict[Shape, float]:
             with tempfile.TemporaryDirectory() as scratch, pinned():
                 runtime = runtime_encode(self.runtime, Path(scratch))
-                return time_shapes(encoder, shapes, runtime, sentences, self.rounds)
+                return time_shapes(plain, shapes, runtime, sentences, self.rounds)
 
-        machine = self.machine(encoder)
+        machine = self.machine(plain)
         return cached_latency(
             self.cache_dir or cache_dir, machine, lambda: measure_latency(timed, dense, machine)
         )
-
-    @torch.no_grad()
-    def apply(self, encoder: nn.Module, allocation: Allocation) -> None:
-        """Set the unit gates to the allocation, slice them out, then drop the layers it removes."""
-        for gate, keep in zip(
-            [*encoder.gates.heads, *encoder.gates.neurons], [*allocation.heads, *allocation.neurons]
-        ):
-            gate.copy_(keep.to(gate.dtype))
-        remove_pruned_units(encoder)
-        if len(allocation.layers) < len(encoder_layers(encoder.backbone)):
-            drop_layers(encoder, allocation.layers)
 
     def prune(
         self,
@@ -126,16 +118,25 @@ class SpeedTarget:
         batches: Iterable[dict[str, Tensor]],
         sparsifier,
         latency: LatencyModel,
+        speedup: float | None = None,
+        scoring: int = 0,
+        rank: int = 0,
     ) -> Allocation:
         """Score every unit and layer on `sparsifier.num_batches` of `batches` (one pass; the score
-        mode, seed and randomness `sparsifier.importance` scores with), allocate to the target, and
-        remove what the allocation removes. The encoder carries its gates (`sparsifier.attach`)."""
-        with sparsifier.scoring_randomness(encoder) as generator:
+        mode, seed and randomness `sparsifier.importance` scores with for event `scoring` on `rank`),
+        allocate to `speedup` (default the target) going on from what the gates keep, and set the gates
+        to the allocation (`remove_pruned_units` then slices it out). The encoder carries its gates
+        (`sparsifier.attach`)."""
+        gates = encoder.gates
+        with sparsifier.scoring_randomness(encoder, scoring, rank) as generator:
             batches = islice(batches, sparsifier.num_batches)
             heads, neurons, layers = joint_importance(encoder, batches, sparsifier.scorer, generator)
-        allocation = allocate(heads, neurons, layers, latency, self.speedup, sparsifier.min_heads_per_layer,
-                              sparsifier.ffn_alignment(encoder))  # fmt: skip
-        self.apply(encoder, allocation)
+        allocation = allocate(
+            heads, neurons, layers, latency, speedup or self.speedup, sparsifier.min_heads_per_layer,
+            sparsifier.ffn_alignment(encoder), alive_heads=[g != 0 for g in gates.heads],
+            alive_neurons=[g != 0 for g in gates.neurons], alive_layers=gates.kept_layers(),
+        )  # fmt: skip
+        set_gates(encoder, allocation)
         return allocation
 
     def measured(self, dense: nn.Module, pruned: nn.Module, corpus: Sequence[str]) -> float:
@@ -145,6 +146,16 @@ class SpeedTarget:
             runtime = runtime_encode(self.runtime, Path(scratch))
             encoders = {"dense": runtime(dense), "pruned": runtime(pruned)}
             return measure(encoders, sentences, "dense", self.rounds).speedups()["pruned"]
+
+
+@torch.no_grad()
+def set_gates(encoder: nn.Module, allocation: Allocation) -> None:
+    """Set the encoder's head, neuron and layer gates to what `allocation` keeps."""
+    gates = encoder.gates
+    for gate, keep in zip([*gates.heads, *gates.neurons], [*allocation.heads, *allocation.neurons]):
+        gate.copy_(keep.to(gate.dtype))
+    for i, layer_gate in enumerate(gates.layers):
+        layer_gate.fill_(float(i in allocation.layers))
 
 
 SPARSITIES = ("head_sparsity", "ffn_sparsity", "weight_sparsity")

@@ -94,6 +94,10 @@ def test_units_already_removed_stay_removed_and_count():
     assert all(not m[2:].any() for m in allocation.heads)
     fresh = allocate(heads, neurons, layers, latency(), 1.1)
     assert sum(int(m.sum()) for m in fresh.heads) > sum(int(m.sum()) for m in allocation.heads)
+    layers[1] = 1e6  # the most important, but already gone: its time is saved already (1.26x)
+    without = allocate(heads, neurons, layers, latency(), 1.25, alive_layers=[0, 2, 3])
+    assert without.layers == [0, 2, 3] and without.predicted_speedup == pytest.approx(0.588 / 0.466)
+    assert all(bool(m.all()) for m in without.heads + without.neurons), "nothing more to remove"
 
 
 def test_a_target_out_of_reach_is_refused_with_the_fastest_reachable():

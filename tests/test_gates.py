@@ -117,3 +117,42 @@ def test_prunable_linears_are_the_layers_linears_only(make_encoder):
     names = list(prunable_linears(encoder.backbone))
     assert len(names) == 2 * 6 and "layer0.attention.self.query" in names
     assert not any("pooler" in n or "embeddings" in n for n in names)
+
+
+def test_a_layer_gate_at_zero_is_the_model_without_that_layer_and_export_drops_it(make_encoder):
+    """Gated off, a layer's output is its input: the encoder is the one with the layer dropped, bit
+    for bit; the export drops it and slices the other layers' gated units."""
+    import copy
+
+    from sparsecse.gates import effective_parameters, sparsity_summary
+    from sparsecse.layers import drop_layers
+    from sparsecse.removal import remove_pruned_units
+
+    encoder = make_encoder("avg", num_hidden_layers=3).eval()
+    batch = encoder.tokenize(TEXTS)
+    shallow = copy.deepcopy(encoder)
+    drop_layers(shallow, [0, 2])
+    encoder.gates = UnitGates(encoder.backbone)
+    encoder.gates.layer_1.zero_()
+    torch.testing.assert_close(encoder(**batch), shallow(**batch), atol=0, rtol=0)
+    encoder.gates.head_2[0] = 0
+    layer_params = sum(p.numel() for p in encoder.backbone.encoder.layer[1].parameters())
+    dense_params = sum(p.numel() for p in encoder.backbone.encoder.layer.parameters())
+    summary = sparsity_summary(encoder)
+    assert summary["prune/layers"] == 2.0 and summary["prune/heads_layer1"] == 0.0
+    assert effective_parameters(encoder) < dense_params - layer_params
+    gated = encoder(**batch)
+    remove_pruned_units(encoder)
+    assert len(encoder.backbone.encoder.layer) == 2 and encoder.backbone.config.num_hidden_layers == 2
+    assert encoder.backbone.encoder.layer[1].attention.self.num_attention_heads == 3
+    torch.testing.assert_close(encoder(**batch), gated, atol=1e-6, rtol=1e-5)
+
+
+def test_a_checkpoint_from_before_layer_gates_loads_with_every_layer_kept(make_encoder):
+    encoder = make_encoder("avg", num_hidden_layers=2)
+    gates = UnitGates(encoder.backbone)
+    gates.head_0[1] = 0
+    earlier = {k: v for k, v in gates.state_dict().items() if not k.startswith("layer_")}
+    loaded = UnitGates(encoder.backbone)
+    loaded.load_state_dict(earlier)
+    assert loaded.kept_layers() == [0, 1] and loaded.head_0[1] == 0

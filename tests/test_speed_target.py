@@ -14,8 +14,9 @@ from sparsecse.cli.prune import prune
 from sparsecse.errors import ConfigError
 from sparsecse.latency import LatencyModel, Shape
 from sparsecse.layout import encoder_layers, layer_structure
+from sparsecse.removal import remove_pruned_units
 from sparsecse.sparsifier import Sparsifier
-from sparsecse.speed_target import SpeedTarget, encoder_shape, speed_target_from
+from sparsecse.speed_target import SpeedTarget, encoder_shape, set_gates, speed_target_from
 
 UNITS_OFF = ["pruning.head_sparsity=0", "pruning.ffn_sparsity=0"]
 
@@ -58,6 +59,8 @@ def test_the_allocation_is_removed_from_the_encoder_as_planned(make_encoder):
     batch = views(encoder, TEXTS)
     allocation = SpeedTarget(2.0).prune(encoder, [batch], sparsifier, synthetic_latency(dense))
     assert allocation.predicted_speedup >= 2.0
+    assert encoder.gates.kept_layers() == allocation.layers, "gated off first, as a training event leaves it"
+    remove_pruned_units(encoder)
     layers = [layer_structure(layer) for layer in encoder_layers(encoder.backbone)]
     assert layers == list(zip(allocation.shape().heads, allocation.shape().ffn))
     assert encoder.gates is None and encoder.encode(TEXTS).shape == (3, 32)
@@ -87,7 +90,7 @@ def test_the_pruned_encoder_gives_the_embeddings_of_the_gated_one_with_its_dropp
 ):
     """Slicing the gated-off units and dropping the layers changes no embedding: the model a user
     gets encodes as the model the allocation scored (gates at 0, the dropped layers' residual
-    updates skipped)."""
+    updates skipped), and as the gated one a training event leaves."""
     from sparsecse.allocation import Allocation
     from sparsecse.layers import layer_gates
 
@@ -108,7 +111,9 @@ def test_the_pruned_encoder_gives_the_embeddings_of_the_gated_one_with_its_dropp
         with layer_gates(encoder) as per_layer:
             per_layer[1].zero_()
             expected = encoder.encode(TEXTS)
-    SpeedTarget(1.5).apply(encoder, allocation)
+    set_gates(encoder, allocation)
+    torch.testing.assert_close(encoder.encode(TEXTS), expected, rtol=1e-5, atol=1e-6)  # layer gates skip
+    remove_pruned_units(encoder)
     assert [layer_structure(layer) for layer in encoder_layers(encoder.backbone)] == [
         (3, 42),
         (2, 16),

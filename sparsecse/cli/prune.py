@@ -64,6 +64,7 @@ def prune_to_speed(encoder, data, job: PruneJob, cfg: DictConfig, results: dict)
     with stage(f"scoring layers, heads and FFN neurons on {plural(sparsifier.num_batches, 'batch')} of "
                f"{cfg.train_file}, seed {sparsifier.seed}"):  # fmt: skip
         allocation = target.prune(encoder, batches, sparsifier, latency)
+    remove_pruned_units(encoder)
     results["layers_kept"] = allocation.layers
     results["sparsity"] = sparsity_summary(encoder)
     results[TARGET_SPEEDUP] = {"asked": target.speedup, "runtime": target.runtime,
