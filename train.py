@@ -103,6 +103,7 @@ def train(cfg: DictConfig) -> TrainingResults:
     results["parameter_sparsity"] = 1.0 - results["parameters"] / dense_parameters
     if pruned_any(module.encoder):
         results["sparsity"] = sparsity_summary(module.encoder)
+        results |= pruning.speed_record(module.encoder) if pruning else {}
     remove_pruned_units(module.encoder)  # evaluated and exported smaller and faster (METHOD.md section 5)
     if pruning and pruning.recoveries:
         results["recovery"] = pruning.recoveries

@@ -9,9 +9,10 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 
-from callbacks.pruning import EventTime, scoring_batches
+from callbacks.pruning import scoring_batches
 from sparsecse.errors import ConfigError
 from sparsecse.plots import head_heatmap, neuron_histogram
+from sparsecse.schedule import EventTime
 from sparsecse.sparsifier import Sparsifier
 from sparsecse.validation import checked, passes_options_to
 

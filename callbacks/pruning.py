@@ -3,6 +3,7 @@ and its gates and scores, `sparsecse.recovery`), and the schedule of its events.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -11,105 +12,26 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from typing_extensions import TypedDict
 
 from sparsecse.console import format_seconds, say
 from sparsecse.errors import ConfigError
+from sparsecse.gates import sparsity_summary
 from sparsecse.importance import derived_seed, forked_rng
+from sparsecse.latency import LatencyModel, Shape
+from sparsecse.layers import check_droppable
 from sparsecse.model_card import plural
-from sparsecse.recovery import Recovery, corpus_sentences, recover, teacher_embeddings
-from sparsecse.sparsifier import PruningEvent, Sparsifier, event_outcome, event_targets
-from sparsecse.validation import (
-    STRICT_RECORD,
-    Fraction,
-    NonNegativeInt,
-    check_value,
-    checked,
-    passes_options_to,
+from sparsecse.recovery import (
+    LayerTeacher,
+    Recovery,
+    corpus_sentences,
+    default_cache_dir,
+    recover,
+    teacher_embeddings,
 )
-
-
-class EventTime(TypedDict, total=False):
-    """When: `{epoch: E}` or `{step: S}`."""
-
-    __pydantic_config__ = STRICT_RECORD
-    epoch: NonNegativeInt | None
-    step: NonNegativeInt | None
-
-
-class ScheduleEvent(EventTime, total=False):
-    """A `schedule` entry: when, and optionally its own cumulative targets."""
-
-    __pydantic_config__ = STRICT_RECORD
-    head_sparsity: Fraction
-    ffn_sparsity: Fraction
-    weight_sparsity: Fraction
-
-
-def _fraction(value, key: str) -> float:
-    check_value(key, value, Fraction)
-    return float(value)
-
-
-def _event_time(entry: Mapping, key: str) -> tuple[str, int]:
-    units = [u for u in ("epoch", "step") if entry.get(u) is not None]
-    if len(units) != 1:
-        raise ConfigError(key, f"needs exactly one of `epoch` or `step`, got {dict(entry)}")
-    check_value(f"{key}.{units[0]}", entry[units[0]], NonNegativeInt)
-    return units[0], entry[units[0]]
-
-
-def build_schedule(schedule: Sequence[Mapping], granularity: str, **final: float) -> list[PruningEvent]:
-    """Events from `schedule` entries (`{epoch: E}` or `{step: S}`, optionally with their own
-    targets). An entry without a target ramps linearly: event k of K reaches k/K of `final`."""
-    final = event_targets(granularity, **final)
-    if not schedule:
-        raise ConfigError("schedule", "is empty; give at least one event such as [{epoch: 1}]")
-    events, previous = [], {name: 0.0 for name in final}
-    for k, entry in enumerate(schedule):
-        key = f"schedule[{k}]"
-        unknown = set(entry) - {"epoch", "step", *final}
-        if unknown:
-            raise ConfigError(key, f"unknown field {sorted(unknown)[0]!r} for {granularity} pruning")
-        unit, at = _event_time(entry, key)
-        if events and unit != events[0].unit:
-            raise ConfigError(f"{key}.{unit}", "mixes epochs and steps; use one kind for every event")
-        if events and at <= events[-1].at:
-            raise ConfigError(f"{key}.{unit}", f"must come after the previous event ({events[-1].at})")
-        targets = {}
-        for name, goal in final.items():
-            value = entry.get(name, goal * (k + 1) / len(schedule))
-            targets[name] = _fraction(value, f"{key}.{name}")
-            if targets[name] < previous[name]:
-                raise ConfigError(f"{key}.{name}", f"decreases ({previous[name]} -> {targets[name]}); "
-                                  "targets are cumulative")  # fmt: skip
-        events.append(PruningEvent(unit, at, **targets))
-        previous = targets
-    return events
-
-
-def check_schedule_fits(
-    events: Sequence[PruningEvent], max_epochs: int | None, max_steps: int | None
-) -> None:
-    """An event at the last epoch (or step) runs when training ends; one after it never would."""
-    for k, event in enumerate(events):
-        limit = max_epochs if event.unit == "epoch" else max_steps
-        if limit is not None and limit >= 0 and event.at > limit:
-            raise ConfigError(f"schedule[{k}].{event.unit}", f"{event.at} is after the last {event.unit} "
-                              f"of training ({limit})")  # fmt: skip
-
-
-def check_events_reached(events: Sequence[PruningEvent], total_steps: float, steps_per_epoch: int) -> None:
-    """Once the data is known: an event after the last step (or epoch) that training reaches would
-    never run, and the run would report a dense model under a pruning setting. `total_steps` is
-    Lightning's estimate (max_steps, or max_epochs of the loaded data; inf when unbounded)."""
-    reached = {"step": total_steps, "epoch": total_steps // steps_per_epoch}
-    for k, event in enumerate(events):
-        if event.at > reached[event.unit]:
-            raise ConfigError(f"schedule[{k}].{event.unit}", f"{event.at} is after the last {event.unit} "
-                              f"training reaches ({reached[event.unit]:g}: {total_steps:g} steps of "
-                              f"{steps_per_epoch} an epoch)")  # fmt: skip
-
+from sparsecse.schedule import ScheduleEvent, build_schedule, check_events_reached, check_schedule_fits
+from sparsecse.sparsifier import PruningEvent, Sparsifier, event_outcome
+from sparsecse.speed_target import SpeedRuntime, SpeedTarget
+from sparsecse.validation import Fraction, Speedup, checked, passes_options_to
 
 BEFORE_FINAL_PRUNING = "before-final-pruning"  # suffix of the best checkpoints an event made obsolete
 
@@ -179,6 +101,8 @@ class ScheduledPruning(L.Callback):
         ffn_sparsity: Fraction = 0.0,
         weight_sparsity: Fraction = 0.0,
         recovery: Recovery | None = None,
+        target_speedup: Speedup | None = None,
+        speed_runtime: SpeedRuntime | None = None,
         **options,
     ):
         self.sparsifier = Sparsifier(**options)
@@ -188,7 +112,16 @@ class ScheduledPruning(L.Callback):
             "ffn_sparsity": ffn_sparsity,
             "weight_sparsity": weight_sparsity,
         }
-        self.events = build_schedule(schedule, self.sparsifier.granularity, **targets)
+        self.events = build_schedule(schedule, self.sparsifier.granularity, target_speedup, **targets)
+        self.speed = None
+        if target_speedup is not None:
+            if self.sparsifier.granularity != "structured":
+                raise ConfigError(
+                    "target_speedup", "removes structured units: it needs granularity=structured"
+                )
+            cache_dir = recovery.cache_dir if recovery is not None else None
+            self.speed = SpeedTarget(target_speedup, speed_runtime or "PyTorch", cache_dir=cache_dir)
+        self.latency: LatencyModel | None = None  # measured at the first speed-up event; saved in checkpoints
         self.events_done = 0  # events carried out; saved in checkpoints
         self.earlier_best: list[str] = []  # best checkpoints from before the last event, renamed
         self.last_importance: dict[str, list[torch.Tensor]] = {}
@@ -197,6 +130,8 @@ class ScheduledPruning(L.Callback):
     def check(self, model_config, max_epochs: int | None, max_steps: int | None) -> None:
         """Before any compute: settings against the model's config and the training length."""
         self.sparsifier.check_model(model_config)
+        if self.speed is not None:
+            check_droppable(model_config, "target_speedup")
         check_schedule_fits(self.events, max_epochs, max_steps)
         self.sparsifier.check_reachable(model_config, self.events[-1])
 
@@ -240,32 +175,74 @@ class ScheduledPruning(L.Callback):
     def _run(self, trainer: L.Trainer, pl_module: L.LightningModule, event: PruningEvent) -> None:
         encoder, index = pl_module.encoder, self.events_done
         self.events_done += 1
-        if not any(self.sparsifier.removals(encoder, event).values()):
+        if event.speedup is None and not any(self.sparsifier.removals(encoder, event).values()):
             return  # a no-op: nothing scored, and the best checkpoint stands (a sparsity-0 baseline)
         if self.recovery is not None:  # the encoder before the event is the teacher
             sentences = corpus_sentences(trainer.datamodule.train_set)
             teacher = teacher_embeddings(
                 encoder, sentences, self.recovery.max_length, self.recovery.cache_dir
             )
+            before = copy.deepcopy(encoder) if self.recovery.layer_weight else None
         when = f"pruning at {event.unit} {event.at}"
         if trainer.is_global_zero:
             say(f"{when}: scoring {plural(self.sparsifier.num_batches, 'batch')} ...")
         started = time.perf_counter()
         batches = scoring_batches(trainer, self.sparsifier.seed + index)
-        importance = self.sparsifier.importance(encoder, batches, scoring=index, rank=trainer.global_rank)
-        self.last_importance = importance  # for inspection and tests
-        summary = self.sparsifier.apply(encoder, event, importance)
+        if event.speedup is not None:
+            summary, outcome = self._prune_to_speed(trainer, encoder, event, batches, index)
+        else:
+            importance = self.sparsifier.importance(encoder, batches, scoring=index, rank=trainer.global_rank)
+            self.last_importance = importance  # for inspection and tests
+            summary = self.sparsifier.apply(encoder, event, importance)
+            outcome = event_outcome(event, summary, self.sparsifier.ffn_alignment(encoder))
         log_metrics(trainer, summary)
         if trainer.is_global_zero:
-            outcome = event_outcome(event, summary, self.sparsifier.ffn_alignment(encoder))
             say(f"{when}: {outcome} ({format_seconds(time.perf_counter() - started)})")
         if self.recovery is not None:
-            self._recover(trainer, encoder, sentences, teacher, index)
+            kept = encoder.gates.kept_layers() if encoder.gates is not None else None
+            layers = LayerTeacher(before, kept, kept) if before is not None else None
+            self._recover(trainer, encoder, sentences, teacher, index, layers)
         restart_early_stopping(trainer)
         if event.targets == self.events[-1].targets:  # the final sparsity is reached
             self.earlier_best = forget_best_checkpoints(trainer)
 
-    def _recover(self, trainer: L.Trainer, encoder, sentences: list[str], teacher: torch.Tensor, index: int):
+    def _prune_to_speed(self, trainer: L.Trainer, encoder, event: PruningEvent, batches, index: int):
+        """The layers, heads and FFN neurons the event's speed-up removes, gated off (METHOD.md section
+        8); the latency model is measured at the first such event. (summary, what was done)."""
+        if self.latency is None:
+            self.latency = self._measure_latency(trainer, encoder)
+        allocation = self.speed.prune(encoder, batches, self.sparsifier, self.latency, event.speedup, index,
+                                      trainer.global_rank)  # fmt: skip
+        shape = allocation.shape()
+        summary = {**sparsity_summary(encoder), "prune/predicted_speedup": allocation.predicted_speedup}
+        outcome = (f"kept layers {allocation.layers} of {len(encoder.gates.layers)}, heads "
+                   f"{list(shape.heads)}, FFN neurons {list(shape.ffn)}: {event.speedup:.2f}x asked, "
+                   f"{allocation.predicted_speedup:.2f}x predicted in {self.speed.runtime}")  # fmt: skip
+        return summary, outcome
+
+    def _measure_latency(self, trainer: L.Trainer, encoder) -> LatencyModel:
+        """Timed by rank 0 (once per machine and runtime: cached) and sent to every rank, so that every
+        rank allocates alike."""
+        latency = None
+        if trainer.is_global_zero:
+            say(f"latency model of the encoder in {self.speed.runtime} (timed once per machine, cached) ...")
+            corpus = corpus_sentences(trainer.datamodule.train_set)
+            latency, _ = self.speed.latency(encoder, corpus, default_cache_dir().parent)
+        if trainer.world_size > 1:
+            sent = [latency.to_json() if latency is not None else None]
+            torch.distributed.broadcast_object_list(sent, src=0)
+            latency = LatencyModel.from_json(sent[0])
+        return latency
+
+    def _recover(
+        self,
+        trainer: L.Trainer,
+        encoder,
+        sentences: list[str],
+        teacher: torch.Tensor,
+        index: int,
+        layers: LayerTeacher | None = None,
+    ):
         """Distil the pruned encoder towards `teacher` in place; every rank ends with rank 0's weights."""
         start = time.perf_counter()
         masks = encoder.masks
@@ -276,7 +253,7 @@ class ScheduledPruning(L.Callback):
             torch.manual_seed(derived_seed(self.recovery.seed, index))
             losses = recover(encoder, sentences, teacher, self.recovery, seed=self.recovery.seed + index,
                              after_step=masks.apply_masks if masks is not None else None,
-                             show_progress=shown)  # fmt: skip
+                             show_progress=shown, layer_teacher=layers)  # fmt: skip
         if trainer.world_size > 1:  # dropout draws differ between ranks; DDP needs equal replicas
             for tensor in encoder.state_dict().values():
                 torch.distributed.broadcast(tensor, src=0)
@@ -288,12 +265,27 @@ class ScheduledPruning(L.Callback):
             say(f"recovery after event {index + 1}: {record['steps']} steps of distillation in "
                   f"{record['seconds']:.0f} s, loss {losses[0]:.5f} -> {losses[-1]:.5f}")  # fmt: skip
 
+    def speed_record(self, encoder) -> dict:
+        """For results.json, where the events pruned to a speed-up: what was asked and what the latency
+        model predicts for the encoder as it ends, the layers kept and the base model's count."""
+        if self.speed is None or self.latency is None or encoder.gates is None:
+            return {}
+        kept = encoder.gates.kept_layers()
+        counts = encoder.gates.counts()
+        shape = Shape(tuple(counts["heads"][i] for i in kept), tuple(counts["neurons"][i] for i in kept))
+        speed = {"asked": self.events[-1].speedup, "runtime": self.speed.runtime,
+                 "predicted": round(self.latency.speedup(shape), 3)}  # fmt: skip
+        return {"target_speedup": speed, "layers_kept": kept, "dense_layers": encoder.gates.num_layers}
+
     def state_dict(self) -> dict:
         state = {"events_done": self.events_done, "earlier_best": self.earlier_best}
-        return {**state, "recoveries": self.recoveries}
+        latency = self.latency.to_json() if self.latency is not None else None
+        return {**state, "recoveries": self.recoveries, "latency": latency}
 
     def load_state_dict(self, state_dict: dict) -> None:
         # "done": the same count, as checkpoints of earlier versions name it
         self.events_done = state_dict["events_done"] if "events_done" in state_dict else state_dict["done"]
         self.earlier_best = list(state_dict.get("earlier_best", []))
         self.recoveries = list(state_dict.get("recoveries", []))
+        latency = state_dict.get("latency")
+        self.latency = LatencyModel.from_json(latency) if latency else None

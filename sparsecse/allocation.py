@@ -70,6 +70,21 @@ def kept_shape(layers: Sequence[int], heads: Sequence[Tensor], neurons: Sequence
     return Shape(tuple(int(heads[i].sum()) for i in layers), tuple(int(neurons[i].sum()) for i in layers))
 
 
+@dataclass
+class _Plan:
+    """What an allocation keeps so far: the layers, and each layer's head and neuron keep masks."""
+
+    kept: list[int]
+    heads: list[Tensor]
+    neurons: list[Tensor]
+
+    def copy(self) -> _Plan:
+        return _Plan(list(self.kept), [m.clone() for m in self.heads], [m.clone() for m in self.neurons])
+
+    def shape(self) -> Shape:
+        return kept_shape(self.kept, self.heads, self.neurons)
+
+
 def allocate(
     heads: Sequence[Tensor],
     neurons: Sequence[Tensor],
@@ -87,49 +102,86 @@ def allocate(
     layers: (L,); `alive_*`: keep masks of units already removed and the layers still kept (default:
     all alive), so that a later event of a schedule goes on from an earlier one's. Each kept
     layer keeps at least `min_heads_per_layer` heads and one block of `ffn_multiple_of` neurons, and
-    its FFN width stays a multiple of `ffn_multiple_of` (METHOD.md section 5)."""
-    keep_heads = alive_masks(heads, alive_heads)
-    keep_neurons = alive_masks(neurons, alive_neurons)
-    alive = [mask.clone() for mask in keep_heads], [mask.clone() for mask in keep_neurons]
-    kept = list(range(len(layers))) if alive_layers is None else sorted(alive_layers)
+    its FFN width stays a multiple of `ffn_multiple_of` (METHOD.md section 5).
+
+    A layer saves far more time than a head or a neuron block, so the removal that reaches the target
+    may be a layer that overshoots it: the plan that removes it (then puts back what fits, see
+    `best_to_put_back`) is compared whole with the plan that reaches the target with heads and neuron
+    blocks alone from there, and the one removing less importance is kept."""
+    start = _Plan(
+        list(range(len(layers))) if alive_layers is None else sorted(alive_layers),
+        alive_masks(heads, alive_heads),
+        alive_masks(neurons, alive_neurons),
+    )
     budget = latency.time(latency.dense) / target_speedup
+    units = (heads, neurons, min_heads_per_layer, ffn_multiple_of)
+    plan, before_layer = _greedy(start.copy(), units, layers, latency, budget, with_layers=True)
+    if plan is None:
+        fastest = latency.speedup(before_layer.shape())
+        why = f"the latency model predicts at most {fastest:.2f}x with one layer and the fewest units kept"
+        raise ConfigError("target_speedup", f"{target_speedup}x is out of reach: {why}")
+    plans = [_put_back(plan, start, units, latency, budget)]
+    if before_layer is not None:  # the last removal was a layer that overshot
+        narrower, _ = _greedy(before_layer, units, layers, latency, budget, with_layers=False)
+        if narrower is not None:
+            plans.append(_put_back(narrower, start, units, latency, budget))
+    best = min(plans, key=lambda p: _removed(p, start, heads, neurons, layers))
+    return Allocation(best.kept, best.heads, best.neurons, latency.speedup(best.shape()))
 
-    def shape() -> Shape:
-        return kept_shape(kept, keep_heads, keep_neurons)
 
-    block = ffn_multiple_of  # neurons go in blocks that keep every width a multiple of it
+def _greedy(plan: _Plan, units, layers: Tensor, latency: LatencyModel, budget: float, with_layers: bool):
+    """Remove the least importance per time saved until the predicted time is within `budget`:
+    (the plan, or None where nothing more can go; the plan before a last removal that was a layer
+    overshooting the budget, or where nothing could go, the plan as far as it got)."""
+    heads, neurons, min_heads, block = units
     block_saving = block * latency.per_neuron
-    while latency.time(shape()) > budget:
+    before_layer = None
+    while latency.time(plan.shape()) > budget:
         best: tuple[float, str, int] | None = None
-        for i in kept:
+        for i in plan.kept:
             options = [  # (kind, importance removed, time saved)
-                ("layer", float(layers[i]) if len(kept) > 1 else None,
-                 layer_saving(latency, keep_heads[i], keep_neurons[i])),
-                ("head", weakest(heads[i], keep_heads[i], 1, min_heads_per_layer), latency.per_head),
-                ("neurons", weakest(neurons[i], keep_neurons[i], block, block), block_saving),
+                ("layer", float(layers[i]) if with_layers and len(plan.kept) > 1 else None,
+                 layer_saving(latency, plan.heads[i], plan.neurons[i])),
+                ("head", weakest(heads[i], plan.heads[i], 1, min_heads), latency.per_head),
+                ("neurons", weakest(neurons[i], plan.neurons[i], block, block), block_saving),
             ]  # fmt: skip
             for kind, value, saving in options:
                 if value is not None and saving > 0 and (best is None or value / saving < best[0]):
                     best = (value / saving, kind, i)
         if best is None:
-            fastest = latency.speedup(shape())
-            why = (
-                f"the latency model predicts at most {fastest:.2f}x with one layer and the fewest units kept"
-            )
-            raise ConfigError("target_speedup", f"{target_speedup}x is out of reach: {why}")
+            return None, plan
         _, kind, i = best
         if kind == "layer":
-            kept.remove(i)
+            overshoots = (
+                latency.time(plan.shape()) - layer_saving(latency, plan.heads[i], plan.neurons[i]) < budget
+            )
+            before_layer = plan.copy() if overshoots else None
+            plan.kept.remove(i)
         elif kind == "head":
-            keep_heads[i][lowest(heads[i], keep_heads[i], 1)] = False
+            plan.heads[i][lowest(heads[i], plan.heads[i], 1)] = False
         else:
-            keep_neurons[i][lowest(neurons[i], keep_neurons[i], block)] = False
-    units = [(heads, keep_heads, alive[0], 1, latency.per_head),
-             (neurons, keep_neurons, alive[1], block, block_saving)]  # fmt: skip
-    while (back := best_to_put_back(units, kept, budget - latency.time(shape()))) is not None:
+            plan.neurons[i][lowest(neurons[i], plan.neurons[i], block)] = False
+    return plan, before_layer
+
+
+def _put_back(plan: _Plan, start: _Plan, units, latency: LatencyModel, budget: float) -> _Plan:
+    heads, neurons, _, block = units
+    candidates = [(heads, plan.heads, start.heads, 1, latency.per_head),
+                  (neurons, plan.neurons, start.neurons, block, block * latency.per_neuron)]  # fmt: skip
+    while (back := best_to_put_back(candidates, plan.kept, budget - latency.time(plan.shape()))) is not None:
         keep, index = back
         keep[index] = True
-    return Allocation(kept, keep_heads, keep_neurons, latency.speedup(shape()))
+    return plan
+
+
+def _removed(plan: _Plan, start: _Plan, heads, neurons, layers: Tensor) -> float:
+    """The importance a plan removes: its dropped layers', and the units it removes from kept layers."""
+    dropped = sum(float(layers[i]) for i in start.kept if i not in plan.kept)
+    kinds = ((heads, plan.heads, start.heads), (neurons, plan.neurons, start.neurons))
+    units = sum(
+        float(scores[i][before[i] & ~keep[i]].sum()) for i in plan.kept for scores, keep, before in kinds
+    )
+    return dropped + units
 
 
 def best_to_put_back(units, kept: Sequence[int], slack: float) -> tuple[Tensor, Tensor] | None:

@@ -111,13 +111,14 @@ class CardFacts:
 
 
 def speed_target_sentence(
-    base: str, speed: dict, layers_kept: list[int], dense_layers: int, score: str
+    base: str, speed: dict, layers_kept: list[int], dense_layers: int, score: str, when: str = ""
 ) -> str:
-    """The card's account of `sparsecse-prune pruning.target_speedup=X`: the speed asked, predicted and
-    measured, and what was removed."""
+    """The card's account of `pruning.target_speedup=X` (`when`: e.g. "during training (...)"): the
+    speed asked, predicted and measured (where it was), and what was removed."""
+    measured = f", measured {speed['measured']:.2f}x" if "measured" in speed else ""
     return (
-        f"Pruned to an encode speed-up of {speed['asked']:g}x over `{base}` in {speed['runtime']} "
-        f"(predicted {speed['predicted']:.2f}x, measured {speed['measured']:.2f}x): transformer layers "
+        f"Pruned{' ' + when if when else ''} to an encode speed-up of {speed['asked']:g}x over `{base}` in "
+        f"{speed['runtime']} (predicted {speed['predicted']:.2f}x{measured}): transformer layers "
         f"{layers_kept} kept of {dense_layers}, and the heads and FFN neurons of least alignment/uniformity "
         f"importance ({score} scores) per unit of encode time saved removed."
     )

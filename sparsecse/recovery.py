@@ -98,7 +98,7 @@ def teacher_digest(teacher: SentenceEncoder, sentences: Sequence[str], max_lengt
     digest.update(json.dumps(teacher.backbone.config.to_dict(), sort_keys=True, default=str).encode())
     for name, tensor in teacher.state_dict().items():
         digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}\n".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-dim too
     for sentence in sentences:
         digest.update(sentence.encode("utf-8", "surrogatepass") + b"\0")
     return digest.hexdigest()
@@ -193,14 +193,14 @@ def layer_loss(student: Sequence[Tensor], teacher: Sequence[Tensor], mask: Tenso
 
 
 class LayerTeacher:
-    """The encoder before the event, run in every recovery step for its hidden states: `layers[j]`
-    is the teacher layer the student's layer j was (all of them when no layer was dropped)."""
+    """The encoder before the event, run in every recovery step for its hidden states: the student's
+    layer `student[j]` is distilled from the teacher's layer `layers[j]`, the layer it was. After
+    layers are dropped, student[j] = j; while they are gated off in training, student = layers (the
+    kept ones)."""
 
-    def __init__(self, encoder: SentenceEncoder, layers: Sequence[int] | None = None):
-        self.encoder = encoder.eval()
-        self.layers = (
-            list(layers) if layers is not None else list(range(len(encoder_layers(encoder.backbone))))
-        )
+    def __init__(self, encoder: SentenceEncoder, layers: Sequence[int], student: Sequence[int] | None = None):
+        self.encoder, self.layers = encoder.eval(), list(layers)
+        self.student = list(range(len(self.layers))) if student is None else list(student)
 
     @torch.no_grad()
     def hidden_states(self, tokens: dict[str, Tensor]) -> list[Tensor]:
@@ -243,8 +243,8 @@ def recover(
         raise ValueError(f"{len(sentences)} sentences, {len(teacher)} teacher embeddings")
     if config.layer_weight and layer_teacher is None:
         raise ValueError("layer_weight > 0 needs the teacher encoder (layer_teacher)")
-    if layer_teacher is not None and len(layer_teacher.layers) != len(encoder_layers(student.backbone)):
-        raise ValueError(f"{len(layer_teacher.layers)} teacher layers mapped to the student's "
+    if layer_teacher is not None and max(layer_teacher.student) >= len(encoder_layers(student.backbone)):
+        raise ValueError(f"student layers {layer_teacher.student} mapped, the student has "
                          f"{len(encoder_layers(student.backbone))}")  # fmt: skip
     device, was_training = student.device, student.training
     student.train()
@@ -268,7 +268,7 @@ def recover(
         loss = distillation_loss(emb[0], target, config.mse_weight, config.cosine_weight)
         if config.layer_weight:  # the first view's hidden states: (B, T, H) per layer
             first = {k: v[: len(index)] for k, v in tokens.items()}
-            own = [h[: len(index)] for h in hidden]
+            own = [hidden[j][: len(index)] for j in layer_teacher.student]
             loss = loss + config.layer_weight * layer_loss(
                 own, layer_teacher.hidden_states(first), first["attention_mask"]
             )

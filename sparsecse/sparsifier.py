@@ -1,5 +1,6 @@
 """Sparsification from importance scores (METHOD.md 5): the units an event keeps at exactly the requested
-sparsity, the events of a schedule, and `Sparsifier`, which scores and applies an event's gates or masks."""
+sparsity, what an event asks (`PruningEvent`; sparsecse.schedule makes a schedule's), and `Sparsifier`,
+which scores and applies an event's gates or masks."""
 
 from __future__ import annotations
 
@@ -90,13 +91,15 @@ def check_granularity(granularity: str) -> str:
 
 @dataclass(frozen=True)
 class PruningEvent:
-    """Reach these cumulative sparsities when `at` epochs (or steps) of training are done."""
+    """Reach these cumulative sparsities (or this encode speed-up over the dense model, removing
+    layers, heads and FFN neurons: sparsecse.speed_target) when `at` epochs (or steps) are done."""
 
     unit: str  # "epoch" or "step"
     at: int
     head_sparsity: float = 0.0
     ffn_sparsity: float = 0.0
     weight_sparsity: float = 0.0
+    speedup: float | None = None
 
     @property
     def targets(self) -> tuple[float, float, float]:

@@ -11,10 +11,9 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
 from sparsecse.allocation import Allocation, allocate, joint_importance
@@ -31,10 +30,9 @@ from sparsecse.latency import (
 from sparsecse.layout import encoder_layers, layer_structure
 from sparsecse.removal import remove_pruned_units
 from sparsecse.speed import cpu_name, measure, pinned
-from sparsecse.validation import PositiveInt, checked
+from sparsecse.validation import PositiveInt, Speedup, checked
 
 SpeedRuntime = Literal["PyTorch", "int8"]
-Speedup = Annotated[float, Field(gt=1.0)]
 ENCODE_BATCH = 64  # the batch users time (docs/compression.md)
 
 

@@ -129,3 +129,15 @@ def test_joint_scores_are_each_kinds_own_scores_on_one_scale(make_encoder, token
     magnitude = joint_importance(encoder, [batch], Scorer("magnitude", uniformity_weight=0.0))
     ratio = magnitude[2] / layers
     torch.testing.assert_close(magnitude[0][0] / heads[0], ratio[:1].expand(4), rtol=1e-4, atol=0)
+
+
+def test_a_layer_that_overshoots_is_weighed_whole_against_finishing_with_units():
+    """Per unit of time a layer (1.0 for 0.122) is cheaper than a head (0.1 for 0.01), but 1.05x needs
+    0.028 of the time: three heads (0.3) remove less than the layer (1.0) that would overshoot to 1.26x."""
+    heads = [torch.full((4,), 0.1) for _ in range(4)]
+    neurons = [torch.full((64,), 1.0) for _ in range(4)]
+    allocation = allocate(heads, neurons, torch.full((4,), 1.0), latency(), 1.05)
+    assert allocation.layers == [0, 1, 2, 3] and sum(int(m.sum()) for m in allocation.heads) == 13
+    assert 1.05 <= allocation.predicted_speedup < 1.06
+    cheap = allocate(heads, neurons, torch.full((4,), 0.2), latency(), 1.05)  # now the layer removes less
+    assert len(cheap.layers) == 3

@@ -8,17 +8,12 @@ from helpers import TEXTS, views
 from lightning.pytorch.callbacks import EarlyStopping
 from transformers import BertConfig
 
-from callbacks.pruning import (
-    ScheduledPruning,
-    build_schedule,
-    check_events_reached,
-    check_schedule_fits,
-    restart_early_stopping,
-)
+from callbacks.pruning import ScheduledPruning, restart_early_stopping
 from sparsecse.encoder import SentenceEncoder
 from sparsecse.errors import ConfigError
 from sparsecse.gates import effective_parameters, sparsity_summary
 from sparsecse.removal import remove_pruned_units
+from sparsecse.schedule import build_schedule, check_events_reached, check_schedule_fits
 from sparsecse.sparsifier import PruningEvent, Sparsifier
 
 
@@ -234,3 +229,53 @@ def test_the_pruning_state_round_trips_and_reads_the_earlier_key():
     assert (resumed.events_done, resumed.earlier_best) == (1, ["a.ckpt"])
     resumed.load_state_dict({"done": 2})  # the key checkpoints of earlier versions hold
     assert resumed.events_done == 2
+
+
+def test_a_speed_schedule_ramps_the_time_saved_to_the_target():
+    """Event k of K predicts 1 - k/K (1 - 1/X) of the dense time: halfway to 4x saves 37.5% (1.6x)."""
+    events = build_schedule([{"step": 2}, {"step": 4}], "structured", target_speedup=4.0)
+    assert [e.speedup for e in events] == [pytest.approx(1.6), pytest.approx(4.0)]
+    assert all(e.targets == (0.0, 0.0, 0.0) for e in events)
+    own = build_schedule([{"step": 2, "target_speedup": 1.5}, {"step": 4}], "structured", target_speedup=3)
+    assert [e.speedup for e in own] == [1.5, 3.0]
+
+
+@pytest.mark.parametrize(
+    "schedule, targets, message",
+    [
+        ([{"epoch": 1}], {"target_speedup": 2, "head_sparsity": 0.3},
+         "target_speedup: chooses the layers and units itself; leave head_sparsity=0.3 out"),
+        ([{"epoch": 1}], {"target_speedup": 1.0}, "target_speedup: must be greater than 1"),
+        ([{"epoch": 1, "target_speedup": 3}, {"epoch": 2, "target_speedup": 2}], {"target_speedup": 2},
+         r"schedule\[1\].target_speedup: decreases \(3.0 -> 2.0\)"),
+        ([{"epoch": 1, "head_sparsity": 0.2}], {"target_speedup": 2},
+         r"schedule\[0\]: unknown field 'head_sparsity' for structured pruning to a speed-up"),
+    ],
+)  # fmt: skip
+def test_bad_speed_schedules(schedule, targets, message):
+    with pytest.raises(ConfigError, match=message):
+        build_schedule(schedule, "structured", **targets)
+
+
+def test_a_speed_target_needs_structured_pruning_and_a_model_that_can_lose_layers():
+    with pytest.raises(ConfigError, match="target_speedup: removes structured units"):
+        ScheduledPruning(schedule=[{"epoch": 1}], target_speedup=2.0, granularity="unstructured")
+    pruning = ScheduledPruning(schedule=[{"epoch": 1}], target_speedup=2.0)
+    from transformers import DistilBertConfig
+
+    config = DistilBertConfig(n_layers=2, n_heads=4, dim=32, hidden_dim=64)
+    with pytest.raises(ConfigError, match="target_speedup: dropping layers of distilbert models"):
+        pruning.check(config, max_epochs=1, max_steps=-1)
+
+
+def test_the_latency_model_travels_in_the_pruning_state():
+    from sparsecse.latency import LatencyModel, Shape
+
+    pruning = ScheduledPruning(schedule=[{"epoch": 1}], target_speedup=2.0)
+    dense = Shape((4, 4), (64, 64))
+    pruning.latency = LatencyModel(0.1, 0.05, 0.02, 0.001, dense, {"2x4h64f": 1.0}, {"cpu": "x"})
+    resumed = ScheduledPruning(schedule=[{"epoch": 1}], target_speedup=2.0)
+    resumed.load_state_dict(pruning.state_dict())
+    assert resumed.latency == pruning.latency
+    resumed.load_state_dict({"events_done": 0})  # a checkpoint from before speed targets
+    assert resumed.latency is None

@@ -354,3 +354,59 @@ def test_a_run_resumed_before_the_event_recovers_as_the_uninterrupted_run(
         assert torch.equal(resumed["state_dict"][key], value), key
     changed = [k for k, v in whole["state_dict"].items() if not torch.equal(plain["state_dict"][k], v)]
     assert changed, "recovery left the weights as plain pruning does"
+
+
+def test_speed_target_events_gate_layers_and_units_and_a_resumed_run_ends_alike(
+    tmp_path, toy_senteval_dir, tiny_model_dir, corpus, monkeypatch
+):
+    """Two events ramp to 2.5x (1.43x, then 2.5x) under a stubbed latency model (a tiny model's encode
+    time is mostly tokenisation), where 2.5x needs one of the two layers gone: the export drops it and
+    slices the gated units; the latency model is measured once and travels in the checkpoints, so a
+    run resumed between the events measures nothing and ends equal to the uninterrupted one."""
+    from sparsecse.latency import LatencyModel
+    from sparsecse.speed_target import SpeedTarget, encoder_shape
+
+    measured = []
+
+    def latency(self, encoder, corpus, cache_dir):
+        measured.append(encoder_shape(encoder))
+        return LatencyModel(0.1, 0.05, 0.02, 0.001, encoder_shape(encoder), measured={}, machine={}), False
+
+    monkeypatch.setattr(SpeedTarget, "latency", latency)
+
+    def run(folder: Path, *extra: str) -> dict:
+        cfg = compose_pruning_run(folder, toy_senteval_dir, tiny_model_dir, corpus, "trainer.max_epochs=3",
+                                  "pruning=speed", "pruning.target_speedup=2.5", "pruning.num_batches=1",
+                                  "pruning.schedule=[{epoch:1},{epoch:2}]", "save_model=true",
+                                  "callbacks.model_checkpoint.save_top_k=-1", "evaluate.after=false",
+                                  "callbacks.model_checkpoint.save_weights_only=false",
+                                  "callbacks.model_checkpoint.filename='step{step}'", *extra)  # fmt: skip
+        train(cfg)
+        return torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+
+    whole = run(tmp_path / "whole")
+    assert len(measured) == 1 and measured[0].heads == (4, 4), "measured once, on the dense encoder"
+    gates = {k: v for k, v in whole["state_dict"].items() if k.startswith("encoder.gates.")}
+    assert sum(int(gates[f"encoder.gates.layer_{i}"]) for i in (0, 1)) == 1
+    kept = next(i for i in (0, 1) if gates[f"encoder.gates.layer_{i}"] == 1)
+    state = whole["callbacks"]["ScheduledPruning"]
+    assert state["events_done"] == 2 and LatencyModel.from_json(state["latency"]).dense.heads == (4, 4)
+    config = json.loads((tmp_path / "whole" / "model" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1
+    results = json.loads((tmp_path / "whole" / "results.json").read_text())
+    assert results["layers_kept"] == [kept] and results["dense_layers"] == 2
+    assert results["target_speedup"]["asked"] == 2.5 and results["target_speedup"]["predicted"] >= 2.5
+    card = (tmp_path / "whole" / "model" / "README.md").read_text()
+    assert "it keeps 1 of its 2 transformer layers" in card
+    assert ("Pruned during training (schedule [{'epoch': 1}, {'epoch': 2}]) to an encode speed-up of 2.5x "
+            f"over `{tiny_model_dir}` in PyTorch (predicted ") in card  # fmt: skip
+    exported = load_encoder(str(tmp_path / "whole" / "model"), "avg")
+    assert len(exported.backbone.encoder.layer) == 1
+    heads = int(gates[f"encoder.gates.head_{kept}"].sum())
+    assert exported.backbone.encoder.layer[0].attention.self.num_attention_heads == heads
+    done = lambda path: torch.load(path, weights_only=True)["callbacks"]["ScheduledPruning"]["events_done"]  # noqa: E731
+    between = next(p for p in sorted((tmp_path / "whole" / "checkpoints").glob("step*.ckpt")) if done(p) == 1)
+    resumed = run(tmp_path / "resumed", f"ckpt_path={between}")
+    assert len(measured) == 1, "the resumed run took the latency model from its checkpoint"
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key

@@ -247,7 +247,7 @@ def test_layer_wise_recovery_brings_the_kept_layers_to_the_teachers(teacher):
     config = Recovery(steps=40, batch_size=16, lr=3e-4, warmup_ratio=0.0, mse_weight=0.0, layer_weight=1.0)
     with pytest.raises(ValueError, match="layer_weight > 0 needs the teacher encoder"):
         recover(student, SENTENCES, embeddings, config)
-    with pytest.raises(ValueError, match="2 teacher layers mapped to the student's 1"):
+    with pytest.raises(ValueError, match=r"student layers \[0, 1\] mapped, the student has 1"):
         recover(student, SENTENCES, embeddings, config, layer_teacher=LayerTeacher(teacher, [0, 1]))
     losses = recover(student, SENTENCES, embeddings, config, layer_teacher=layers)
     assert losses[-1] < 0.5 * losses[0], losses
@@ -259,3 +259,15 @@ def test_layer_wise_recovery_brings_the_kept_layers_to_the_teachers(teacher):
     assert recovery_sentence(config, "snli").endswith(
         "loss 1 x each kept layer's hidden-state MSE against the layer it was."
     )
+
+
+def test_the_digest_reads_a_gated_teacher_whose_layer_gates_are_scalars(teacher):
+    """A teacher in training carries its gates, the layer gates among them 0-dim tensors."""
+    from sparsecse.sparsifier import Sparsifier
+
+    gated = copy.deepcopy(teacher)
+    Sparsifier().attach(gated)
+    digest = teacher_digest(gated, SENTENCES, 32)
+    assert digest != teacher_digest(teacher, SENTENCES, 32)
+    gated.gates.layer_1.zero_()
+    assert teacher_digest(gated, SENTENCES, 32) != digest

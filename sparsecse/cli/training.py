@@ -35,7 +35,13 @@ from sparsecse.evaluation import (
     write_results,
 )
 from sparsecse.loading import load_checkpoint_file, load_config
-from sparsecse.model_card import plural, pruning_sentence, recovery_sentence
+from sparsecse.model_card import (
+    base_model,
+    plural,
+    pruning_sentence,
+    recovery_sentence,
+    speed_target_sentence,
+)
 from sparsecse.model_io import encoder_from_checkpoint, save_sparse_encoder
 from sparsecse.onnx_export import check_onnx_available
 from sparsecse.plots import align_uniform_path
@@ -268,8 +274,13 @@ def how_trained(cfg: DictConfig, results: TrainingResults) -> list[str]:
         f"`{data.train_file}` for {results['steps']} steps: batch {data.batch_size}, learning rate "
         f"{model.optimizer.lr}, max length {data.max_length}, seed {cfg.seed}."
     ]
-    if results.get("sparsity"):
-        when = f"during training (schedule {OmegaConf.to_container(cfg.pruning.schedule)})"
+    pruned = results.get("target_speedup") or results.get("sparsity")
+    when = f"during training (schedule {OmegaConf.to_container(cfg.pruning.schedule)})" if pruned else ""
+    if results.get("target_speedup"):
+        base = base_model(str(cfg.model.encoder.name_or_path))
+        lines.append(speed_target_sentence(base, results["target_speedup"], results["layers_kept"],
+                                           results["dense_layers"], cfg.pruning.score, when))  # fmt: skip
+    elif results.get("sparsity"):
         scored_on = f"{plural(cfg.pruning.num_batches, 'batch')} of the training data"
         lines.append(pruning_sentence(when, cfg.pruning.score, cfg.pruning.granularity, results["sparsity"],
                                       scored_on))  # fmt: skip
@@ -291,7 +302,7 @@ def report(
     if cfg.save_model:
         counts = {k: results[k] for k in ("parameters", "dense_parameters")}
         save_sparse_encoder(module.encoder, output_dir / "model", how_trained(cfg, results), rows, counts,
-                            cfg.onnx, calibration=calibration)  # fmt: skip
+                            cfg.onnx, results.get("dense_layers"), calibration)  # fmt: skip
     write_results(output_dir / RESULTS, results)
     if len(results["val_history"]) < 2:
         return []
