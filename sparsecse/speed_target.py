@@ -120,22 +120,24 @@ class SpeedTarget:
         scoring: int = 0,
         rank: int = 0,
     ) -> Allocation:
-        """Score every unit and layer on `sparsifier.num_batches` of `batches` (one pass; the score
-        mode, seed and randomness `sparsifier.importance` scores with for event `scoring` on `rank`),
-        allocate to `speedup` (default the target) going on from what the gates keep, and set the gates
-        to the allocation (`remove_pruned_units` then slices it out). The encoder carries its gates
-        (`sparsifier.attach`)."""
+        """Score every unit and layer (`joint_scores`), allocate to `speedup` (default the target) going
+        on from what the gates keep, and set the gates to the allocation (`remove_pruned_units` then
+        slices it out). The encoder carries its gates (`sparsifier.attach`)."""
+        scores = joint_scores(encoder, batches, sparsifier, scoring, rank)
+        allocation = self.allocation(encoder, scores, sparsifier, latency, speedup)
+        set_gates(encoder, allocation)
+        return allocation
+
+    def allocation(self, encoder: nn.Module, scores, sparsifier, latency: LatencyModel,
+                   speedup: float | None = None) -> Allocation:  # fmt: skip
+        """What reaches `speedup` (default the target) at the least importance, from `scores` (heads,
+        neurons, layers) and what the encoder's gates keep."""
         gates = encoder.gates
-        with sparsifier.scoring_randomness(encoder, scoring, rank) as generator:
-            batches = islice(batches, sparsifier.num_batches)
-            heads, neurons, layers = joint_importance(encoder, batches, sparsifier.scorer, generator)
-        allocation = allocate(
-            heads, neurons, layers, latency, speedup or self.speedup, sparsifier.min_heads_per_layer,
+        return allocate(
+            *scores, latency, speedup or self.speedup, sparsifier.min_heads_per_layer,
             sparsifier.ffn_alignment(encoder), alive_heads=[g != 0 for g in gates.heads],
             alive_neurons=[g != 0 for g in gates.neurons], alive_layers=gates.kept_layers(),
         )  # fmt: skip
-        set_gates(encoder, allocation)
-        return allocation
 
     def measured(self, dense: nn.Module, pruned: nn.Module, corpus: Sequence[str]) -> float:
         """The pruned encoder's speed-up over `dense`, timed as the latency model was."""
@@ -144,6 +146,15 @@ class SpeedTarget:
             runtime = runtime_encode(self.runtime, Path(scratch))
             encoders = {"dense": runtime(dense), "pruned": runtime(pruned)}
             return measure(encoders, sentences, "dense", self.rounds).speedups()["pruned"]
+
+
+def joint_scores(encoder: nn.Module, batches: Iterable[dict[str, Tensor]], sparsifier, scoring: int = 0,
+                 rank: int = 0) -> tuple[list[Tensor], list[Tensor], Tensor]:  # fmt: skip
+    """(heads, neurons, layers) importance on `sparsifier.num_batches` of `batches` (one pass; the score
+    mode, seed and randomness `sparsifier.importance` scores with for event `scoring` on `rank`)."""
+    with sparsifier.scoring_randomness(encoder, scoring, rank) as generator:
+        batches = islice(batches, sparsifier.num_batches)
+        return joint_importance(encoder, batches, sparsifier.scorer, generator)
 
 
 @torch.no_grad()

@@ -206,3 +206,78 @@ def test_the_study_during_training_composes_and_runs_at_toy_size(tmp_path, toy_s
     assert set(rows) == {"none", "demo_random"}
     dense, pruned = rows["none"].runs[0], rows["demo_random"].runs[0]
     assert dense.metrics["parameter_sparsity"] == 0.0 < pruned.metrics["parameter_sparsity"]
+
+
+def test_speed_target_points_share_one_joint_scoring_and_are_the_speed_target_models(make_encoder):
+    """Each (score, seed) scores every layer, head and neuron once; each speed-up's model is the one
+    sparsecse-prune's speed target leaves from the same scores (here a synthetic latency model)."""
+    import copy
+
+    from sparsecse.latency import LatencyModel
+    from sparsecse.speed_target import SpeedTarget, encoder_shape, joint_scores, set_gates
+
+    dense = make_encoder("avg", num_hidden_layers=3).eval()
+    latency = LatencyModel(0.1, 0.05, 0.02, 0.001, encoder_shape(dense), measured={}, machine={})
+    points = study_points(["structured"], ["magnitude", "weight_magnitude"], [1], [0.25], speedups=[1.5, 2.5])
+    assert [(p.granularity, p.score, p.sparsity) for p in points if p.granularity == "joint"] == [
+        ("joint", "magnitude", 1.5), ("joint", "magnitude", 2.5)]  # fmt: skip
+    found = {}
+    for point, results in run_study(dense, lambda e: {"n": float(len(e.backbone.encoder.layer))},
+                                    lambda seed: batches(dense), points, {}, latency):  # fmt: skip
+        found[(point.granularity, point.score, point.sparsity)] = results
+    fast = found[("joint", "magnitude", 2.5)]
+    assert fast["target_speedup"]["asked"] == 2.5 and fast["target_speedup"]["predicted"] >= 2.5
+    assert fast["after"]["n"] == len(fast["layers_kept"]) < 3
+    assert found[("joint", "magnitude", 2.5)]["seconds"]["scoring"] == 0.0, "the 1.5x point's scoring serves"
+    by_hand = copy.deepcopy(dense)
+    sparsifier = Sparsifier(seed=1)
+    sparsifier.attach(by_hand)
+    scored = copy.deepcopy(by_hand)
+    allocation = SpeedTarget(2.5).allocation(by_hand, joint_scores(scored, batches(dense), sparsifier),
+                                             sparsifier, latency)  # fmt: skip
+    set_gates(by_hand, allocation)
+    assert allocation.layers == fast["layers_kept"]
+    assert fast["sparsity"]["prune/layers"] == len(allocation.layers)
+
+
+def test_a_speed_target_list_is_checked_before_anything_loads(tmp_path, toy_senteval_dir):
+    from sparsecse.cli.study import study
+    from sparsecse.errors import ConfigError
+
+    overrides = [f"data_dir={toy_senteval_dir}", f"output_dir={tmp_path}", "target_speedups=[2,1.0]"]
+    with pytest.raises(ConfigError, match=r"^target_speedups\[1\]: must be greater than 1, got 1.0$"):
+        study(compose_study(overrides))
+
+
+@pytest.mark.slow
+def test_the_study_writes_speed_target_points_its_report_lists(
+    tmp_path, toy_senteval_dir, tiny_model_dir, monkeypatch
+):
+    """The latency model is stubbed (a tiny model's encode time is mostly tokenisation)."""
+    from sparsecse.cli.study import study
+    from sparsecse.latency import LatencyModel
+    from sparsecse.report import load_sweep, write_report
+    from sparsecse.speed_target import SpeedTarget, encoder_shape
+
+    def latency(self, encoder, corpus, cache_dir):
+        return LatencyModel(0.1, 0.05, 0.02, 0.001, encoder_shape(encoder), measured={}, machine={}), False
+
+    monkeypatch.setattr(SpeedTarget, "latency", latency)
+    out = tmp_path / "study"
+    study(compose_study([f"model={tiny_model_dir}", f"data_dir={toy_senteval_dir}", f"output_dir={out}",
+                         "granularities=[structured]", "scores=[magnitude]", "seeds=[1]", "sparsities=[0.25]",
+                         "target_speedups=[1.5]", "tasks=[stsb]", "device=cpu", "sparsifier.num_batches=1",
+                         "batch_size=8"]))  # fmt: skip
+    point = json.loads((out / "joint" / "magnitude" / "speedup=1.5,seed=1" / "results.json").read_text())
+    assert point["setting"] == {
+        "granularity": "joint",
+        "score": "magnitude",
+        "target_speedup": "1.5",
+        "seed": "1",
+    }
+    assert point["target_speedup"]["predicted"] >= 1.5 and "stsb" in point["after"]
+    sweep = load_sweep(out)
+    assert len(sweep.runs) == 3 and not sweep.failed
+    written, _ = write_report(sweep)
+    table = next(path for path in written if path.suffix == ".md").read_text()
+    assert "joint" in table and "1.5" in table

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsecse.cli import tool_main
 from sparsecse.cli.evaluate import model_key, pick_device
+from sparsecse.console import stage
 from sparsecse.data import ContrastiveDataModule
 from sparsecse.encoder import check_pooler
 from sparsecse.errors import ConfigError, first_few
@@ -18,21 +19,25 @@ from sparsecse.evaluation import check_evaluation, evaluate_encoder, write_resul
 from sparsecse.evaluation.table import headline
 from sparsecse.gates import counted_parameters
 from sparsecse.model_io import load_encoder
+from sparsecse.recovery import corpus_sentences, default_cache_dir
 from sparsecse.runs import KEYS_NAMED, RESULTS, differences
 from sparsecse.sparsifier import Sparsifier
-from sparsecse.study import StudyPoint, run_study, study_points
-from sparsecse.validation import Fraction, check_value
+from sparsecse.speed_target import SpeedTarget
+from sparsecse.study import JOINT, StudyPoint, run_study, study_points
+from sparsecse.validation import Fraction, Speedup, check_value
 
 SWEPT = ("granularity", "score", "seed")  # set per point from the study's lists
 DENSE = {"granularity": "dense", "score": "dense", "sparsity": "0"}
 STUDY_CONFIG = "study_config.json"
 # A restarted study may ask for more points than the first start, and find its data elsewhere;
 # everything else must be the same.
-UNCOMPARED_STUDY_KEYS = ("granularities", "scores", "seeds", "sparsities", "output_dir", "data_dir")
+UNCOMPARED_STUDY_KEYS = ("granularities", "scores", "seeds", "sparsities", "target_speedups", "output_dir",
+                         "data_dir")  # fmt: skip
 
 
 def point_dir(output_dir: Path, point: StudyPoint) -> Path:
-    return output_dir / point.granularity / point.score / f"sparsity={point.sparsity:g},seed={point.seed}"
+    amount = "speedup" if point.granularity == JOINT else "sparsity"
+    return output_dir / point.granularity / point.score / f"{amount}={point.sparsity:g},seed={point.seed}"
 
 
 def check_study_folder(output_dir: Path, config: dict) -> None:
@@ -58,6 +63,8 @@ def check_study(cfg: DictConfig, options: dict) -> list[StudyPoint]:
     """Every list and option checked before anything loads; the points of the study."""
     for index, p in enumerate(cfg.sparsities):
         check_value(f"sparsities[{index}]", p, Fraction)
+    for index, x in enumerate(cfg.target_speedups):
+        check_value(f"target_speedups[{index}]", x, Speedup)
     for granularity in cfg.granularities:
         for score in cfg.scores:
             try:
@@ -67,7 +74,8 @@ def check_study(cfg: DictConfig, options: dict) -> list[StudyPoint]:
                 raise ConfigError(lists.get(err.key, f"sparsifier.{err.key}"), err.message) from None
     if not (cfg.granularities and cfg.scores and cfg.seeds and cfg.sparsities):
         raise ConfigError("sparsities", "granularities, scores, seeds and sparsities must each be non-empty")
-    return study_points(list(cfg.granularities), list(cfg.scores), list(cfg.seeds), list(cfg.sparsities))
+    return study_points(list(cfg.granularities), list(cfg.scores), list(cfg.seeds), list(cfg.sparsities),
+                        list(cfg.target_speedups))  # fmt: skip
 
 
 def study(cfg: DictConfig) -> dict:
@@ -105,12 +113,18 @@ def study(cfg: DictConfig) -> dict:
         dense_results["seconds"] = {"evaluation": timing["dense"]}
         write_results(output_dir / "dense" / RESULTS, dense_results)
     batches = lambda seed: iter(data.scoring_dataloader(seed))  # noqa: E731
-    for point, results in run_study(dense, evaluate, batches, todo, options):
+    latency = None
+    if any(point.granularity == JOINT for point in todo):
+        what = "latency model of the encoder in PyTorch (timed once per machine, cached)"
+        with stage("sparsecse-study", what):
+            target = SpeedTarget(max(cfg.target_speedups))
+            latency, _ = target.latency(dense, corpus_sentences(data.train_set), default_cache_dir().parent)
+    for point, results in run_study(dense, evaluate, batches, todo, options, latency):
         write_results(point_dir(output_dir, point) / RESULTS, {"setting": point.setting, **results})
         timing["scoring"] += results["seconds"]["scoring"]
         timing["evaluation"] += results["seconds"]["evaluation"]
-        print(f"{point.granularity} {point.score} seed={point.seed} p={point.sparsity:g}: "
-              f"{headline(results['after'])}")  # fmt: skip
+        amount = f"{point.sparsity:g}x" if point.granularity == JOINT else f"p={point.sparsity:g}"
+        print(f"{point.granularity} {point.score} seed={point.seed} {amount}: {headline(results['after'])}")
     timing["points"] = len(todo)
     record_path = output_dir / "study.json"  # one entry per start: a restart adds its own timing
     starts = json.loads(record_path.read_text())["starts"] if record_path.is_file() else []
