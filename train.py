@@ -38,12 +38,12 @@ from sparsecse.cli.training import (
     stage,
     where_written,
 )
-from sparsecse.console import say
-from sparsecse.gates import counted_parameters, pruned_any, sparsity_summary
-from sparsecse.loading import load_checkpoint_file
-from sparsecse.recovery import corpus_sentences
-from sparsecse.removal import remove_pruned_units
-from sparsecse.runs import RESULTS, TrainingResults, check_run_folder, record_config
+from sparsecse.core.console import say
+from sparsecse.core.runs import RESULTS, TrainingResults, check_run_folder, record_config
+from sparsecse.model.loading import load_checkpoint_file
+from sparsecse.pruning.gates import counted_parameters, pruned_any, sparsity_summary
+from sparsecse.pruning.recovery import corpus_sentences
+from sparsecse.pruning.removal import remove_pruned_units
 
 
 def train(cfg: DictConfig) -> TrainingResults:

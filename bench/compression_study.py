@@ -22,7 +22,7 @@ it stopped. Series (METHOD.md sections 3 and 7):
 - model2vec: the static-embedding reference, distilled from the same MiniLM (`--static`).
 Speed is measured afterwards for every model in one process (`--speed`), through
 `SentenceTransformer.encode` on the first 1,000 sentences of STS-B dev, batch 64, with
-sparsecse.speed's protocol (one thread on one core, the dense PyTorch model timed around every few
+sparsecse.pruning.speed's protocol (one thread on one core, the dense PyTorch model timed around every few
 models, each ratio against those timings, the median over rounds); int8 graphs run in ONNX Runtime
 and are scored there.
 """
@@ -40,8 +40,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from sparsecse.compression import CHECK, PICKS, TABLES_BEGIN, TABLES_END
-from sparsecse.onnx_export import INT8_FILE
+from sparsecse.export.onnx_export import INT8_FILE
+from sparsecse.report.compression import CHECK, PICKS, TABLES_BEGIN, TABLES_END
 
 SPARSITIES = (0.35, 0.55, 0.75, 0.85)  # about 1.3x, 1.8x, 2.5x and 3.5x through encode on 2 cores
 LAYERS = (5, 4, 3, 2)  # of MiniLM's 6
@@ -115,10 +115,10 @@ def build_stand_ins(out: Path, published: Path | None, checks: Sequence[str]) ->
     other machines), cut from the dense model, so that every model is timed in one run; and for each
     point of `checks`, a stand-in beside the real model, timed too, to compare the two speeds.
     Name -> model directory, under out/stand-ins/ (the checks under check/)."""
-    from sparsecse.compression import recorded_structure
-    from sparsecse.model_io import load_encoder, save_sparse_encoder
-    from sparsecse.onnx_export import INT8_FILE
-    from sparsecse.removal import cut_to_structure
+    from sparsecse.export.model_io import load_encoder, save_sparse_encoder
+    from sparsecse.export.onnx_export import INT8_FILE
+    from sparsecse.pruning.removal import cut_to_structure
+    from sparsecse.report.compression import recorded_structure
 
     timed = set(json.loads((published / SPEED).read_text())["speedup"]) if published else set()
     wanted = {}
@@ -178,12 +178,12 @@ def measure_speed(
     import torch
     from sentence_transformers import SentenceTransformer
 
+    from sparsecse.core.paths import default_data_dir
     from sparsecse.evaluation import evaluate_encoder
     from sparsecse.evaluation.sts import read_stsb
-    from sparsecse.onnx_encoder import OnnxEncoder
-    from sparsecse.onnx_export import INT8_FILE
-    from sparsecse.paths import default_data_dir
-    from sparsecse.speed import cpu_name, measure, pin
+    from sparsecse.export.onnx_encoder import OnnxEncoder
+    from sparsecse.export.onnx_export import INT8_FILE
+    from sparsecse.pruning.speed import cpu_name, measure, pin
 
     data_dir = Path(default_data_dir())
     stsb = read_stsb(data_dir, "dev")
@@ -248,8 +248,8 @@ def write_static_reference(out: Path) -> None:
     with its results.json: the 7 STS tasks through this project's evaluator."""
     from static_embedding import StaticEncoder, distilled  # bench/, beside this script
 
+    from sparsecse.core.paths import default_data_dir
     from sparsecse.evaluation import evaluate_encoder
-    from sparsecse.paths import default_data_dir
 
     if (out / STATIC / RESULTS).is_file():
         return
@@ -262,8 +262,8 @@ def write_static_reference(out: Path) -> None:
 def export_int8(out: Path, series: list[str]) -> None:
     """The int8 ONNX graph of every model of `series` written without one (`onnx=int8` is otherwise
     given to `sparsecse-prune` with the point)."""
-    from sparsecse.model_io import load_encoder
-    from sparsecse.onnx_export import INT8_FILE, export_onnx
+    from sparsecse.export.model_io import load_encoder
+    from sparsecse.export.onnx_export import INT8_FILE, export_onnx
 
     for name in series:
         for directory in sorted(path.parent for path in (out / name).rglob(RESULTS)):
@@ -277,7 +277,7 @@ def publish(out: Path, dest: Path) -> None:
     `dest` holds already is kept: its speed.json is merged with this study's (seeds run at different
     times, each measured against the dense model of its own speed run), and the driver's log of each
     point's wall time, `study.log`, where it was kept, goes to logs/<date>.log."""
-    from sparsecse.compression import merge_speed, pareto_plot, read_points, summarise
+    from sparsecse.report.compression import merge_speed, pareto_plot, read_points, summarise
 
     later = json.loads((out / SPEED).read_text())
     checked = {name for run in later.get("runs", []) for name in run.get("checked", [])}
@@ -302,7 +302,7 @@ def publish(out: Path, dest: Path) -> None:
 
 def with_tables(text: str, dest: Path) -> str:
     """The doc with its generated block (between the two markers) made from the study folder."""
-    from sparsecse.compression import compression_tables
+    from sparsecse.report.compression import compression_tables
 
     before, rest = text.split(TABLES_BEGIN)
     after = rest.split(TABLES_END)[1]
@@ -321,7 +321,7 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true", help="measure every model written so far")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--every", type=int, default=5, help="with --speed: time the dense model again after "
-                        "every this many models (sparsecse.speed)")  # fmt: skip
+                        "every this many models (sparsecse.pruning.speed)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1, help="with --speed: 1 runs on one core")
     parser.add_argument("--stand-ins-for", type=Path, help="with --speed: time the points published "
                         "there whose weights are not in --out through stand-ins of their shapes")  # fmt: skip
@@ -340,7 +340,7 @@ def main() -> None:
     elif args.publish:
         publish(args.out, args.publish)
     elif args.table:
-        from sparsecse.compression import compression_tables
+        from sparsecse.report.compression import compression_tables
 
         print(compression_tables(args.out))
     elif args.speed:

@@ -38,9 +38,9 @@ def train_once(corpus: Path, data_dir: str, steps: int) -> dict:
     import lightning as L
     import torch
 
-    from sparsecse.data import ContrastiveDataModule
-    from sparsecse.model_io import load_encoder
-    from sparsecse.module import SimCSEModule
+    from sparsecse.export.model_io import load_encoder
+    from sparsecse.training.data import ContrastiveDataModule
+    from sparsecse.training.module import SimCSEModule
 
     start = time.perf_counter()
     data = ContrastiveDataModule("minilm", data_dir, str(corpus), batch_size=64, num_workers=1)
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="SentEval folder (STS-B dev for the DataModule)")
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # child mode: train on this corpus
     args = parser.parse_args()
-    from sparsecse.paths import default_data_dir
+    from sparsecse.core.paths import default_data_dir
 
     data_dir = args.data_dir or str(default_data_dir())
     if args.one:

@@ -1,7 +1,7 @@
 """int8 backends on the same exported models, through the same harness: ONNX Runtime's dynamic int8
 (what `onnx=int8` writes), ONNX Runtime's static int8 (QDQ, calibrated on training sentences), and
 OpenVINO reading the float32 ONNX graph, as it is and quantised by NNCF (static, calibrated on the
-same sentences). Each variant's encode speed-up over the dense PyTorch model (sparsecse.speed: the
+same sentences). Each variant's encode speed-up over the dense PyTorch model (sparsecse.pruning.speed: the
 dense model timed around every model) and its STS avg over the 7 tasks. Prints figures; not a test.
 
     python bench/int8_backends.py --model DENSE_EXPORT PRUNED_EXPORT ... --rounds 8
@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sparsecse.core.paths import default_data_dir
 from sparsecse.evaluation import evaluate_encoder
 from sparsecse.evaluation.sts import read_stsb
-from sparsecse.onnx_encoder import OnnxEncoder, OpenVinoEncoder
-from sparsecse.onnx_export import CALIBRATION_SENTENCES as CALIBRATION
-from sparsecse.onnx_export import INT8_FILE, MODEL_FILE, quantize_openvino
-from sparsecse.onnx_export import OPENVINO_INT8_FILE as OPENVINO_INT8
-from sparsecse.paths import default_data_dir
-from sparsecse.speed import measure, pin
+from sparsecse.export.onnx_encoder import OnnxEncoder, OpenVinoEncoder
+from sparsecse.export.onnx_export import CALIBRATION_SENTENCES as CALIBRATION
+from sparsecse.export.onnx_export import INT8_FILE, MODEL_FILE, quantize_openvino
+from sparsecse.export.onnx_export import OPENVINO_INT8_FILE as OPENVINO_INT8
+from sparsecse.pruning.speed import measure, pin
 
 STATIC_FILE = "onnx/model_static_qint8.onnx"
 
@@ -93,15 +93,15 @@ def variants(directory: Path, sentences: Sequence[str], threads: int) -> dict:
 def main() -> None:
     from sentence_transformers import SentenceTransformer
 
-    from sparsecse.corpora import load_corpus
-    from sparsecse.paths import resolve_model_path
-    from sparsecse.recovery import corpus_sentences
+    from sparsecse.core.paths import resolve_model_path
+    from sparsecse.data.corpora import load_corpus
+    from sparsecse.pruning.recovery import corpus_sentences
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, nargs="+", required=True, help="exports with onnx/model.onnx")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--no-sts", action="store_true")
-    parser.add_argument("--threads", type=int, default=1, help="1: on one core (sparsecse.speed.pin)")
+    parser.add_argument("--threads", type=int, default=1, help="1: on one core (sparsecse.pruning.speed.pin)")
     parser.add_argument("--sentences", type=int, default=1000, help="of STS-B dev's 3,000, per call")
     args = parser.parse_args()
     pinned = pin(args.threads)

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 
+from sparsecse.core.paths import default_data_dir
 from sparsecse.evaluation.sts import read_stsb
-from sparsecse.onnx_encoder import OnnxEncoder
-from sparsecse.paths import default_data_dir
-from sparsecse.speed import pin
+from sparsecse.export.onnx_encoder import OnnxEncoder
+from sparsecse.pruning.speed import pin
 
 MATMULS = ("MatMulInteger", "MatMul", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearMatMul")
 
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, nargs="+", required=True)
     parser.add_argument("--graph", nargs="+", default=["onnx/model_qint8.onnx", "onnx/model.onnx"])
     parser.add_argument("--sentences", type=int, default=1024)
-    parser.add_argument("--threads", type=int, default=1, help="1: on one core (sparsecse.speed.pin)")
+    parser.add_argument("--threads", type=int, default=1, help="1: on one core (sparsecse.pruning.speed.pin)")
     args = parser.parse_args()
     pin(args.threads)
     stsb = read_stsb(Path(default_data_dir()), "dev")

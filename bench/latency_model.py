@@ -1,4 +1,4 @@
-"""How well the latency model (sparsecse.latency) predicts the encode speed-up of shapes it was not
+"""How well the latency model (sparsecse.pruning.latency) predicts the encode speed-up of shapes it was not
 fitted on: MiniLM cut to the calibration shapes and to the shapes of published compression-study
 points (docs/compression), all timed in one speed run per runtime; the model fitted on the
 calibration shapes alone; each study shape's predicted speed-up against its measured one. Prints
@@ -16,13 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from sparsecse.compression import recorded_structure
+from sparsecse.core.paths import default_data_dir
 from sparsecse.evaluation.sts import read_stsb
-from sparsecse.latency import Shape, calibration_shapes, fit_latency, shape_key, time_shapes
-from sparsecse.model_io import load_encoder
-from sparsecse.paths import default_data_dir
-from sparsecse.speed import pin
-from sparsecse.speed_target import encoder_shape, runtime_encode
+from sparsecse.export.model_io import load_encoder
+from sparsecse.export.onnx_encoder import runtime_encode
+from sparsecse.pruning.latency import Shape, calibration_shapes, fit_latency, shape_key, time_shapes
+from sparsecse.pruning.speed import pin
+from sparsecse.pruning.speed_target import encoder_shape
+from sparsecse.report.compression import recorded_structure
 
 POINTS = (
     "sparsecse/p0.35/seed1",
@@ -41,7 +42,7 @@ def main() -> None:
     parser.add_argument("--runtime", nargs="+", default=["PyTorch", "int8"], choices=["PyTorch", "int8"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sentences", type=int, default=500, help="of STS-B dev's, per call")
-    parser.add_argument("--threads", type=int, default=1, help="1: on one core (sparsecse.speed.pin)")
+    parser.add_argument("--threads", type=int, default=1, help="1: on one core (sparsecse.pruning.speed.pin)")
     args = parser.parse_args()
     pinned = pin(args.threads)
     stsb = read_stsb(Path(default_data_dir()), "dev")

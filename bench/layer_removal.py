@@ -16,13 +16,13 @@ from itertools import islice
 
 import torch
 
-from sparsecse.data import ContrastiveDataModule
+from sparsecse.core.paths import default_data_dir
 from sparsecse.evaluation import evaluate_encoder
-from sparsecse.importance import accumulate_gradients
-from sparsecse.layers import drop_layers, evenly_spaced, layer_gates, most_important, removal_stats
-from sparsecse.model_io import load_encoder
-from sparsecse.paths import default_data_dir
-from sparsecse.sparsifier import Sparsifier
+from sparsecse.export.model_io import load_encoder
+from sparsecse.pruning.importance import accumulate_gradients
+from sparsecse.pruning.layers import drop_layers, evenly_spaced, layer_gates, most_important, removal_stats
+from sparsecse.pruning.sparsifier import Sparsifier
+from sparsecse.training.data import ContrastiveDataModule
 
 
 def changes(encoder, batches, sparsifier: Sparsifier) -> tuple[list[float], list[float]]:

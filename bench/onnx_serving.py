@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 from sentence_transformers import SentenceTransformer
 
+from sparsecse.core.paths import default_data_dir, resolve_model_path
 from sparsecse.evaluation.sts import evaluate_sts, read_stsb
-from sparsecse.onnx_encoder import OnnxEncoder
-from sparsecse.paths import default_data_dir, resolve_model_path
+from sparsecse.export.onnx_encoder import OnnxEncoder
 
 
 class StageClock:

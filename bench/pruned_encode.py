@@ -17,11 +17,11 @@ import torch
 from machine import pick_device
 from transformers import BertConfig, BertModel
 
-from sparsecse.encoder import SentenceEncoder
-from sparsecse.loading import load_tokenizer
-from sparsecse.model_io import load_encoder
-from sparsecse.removal import remove_pruned_units
-from sparsecse.sparsifier import PruningEvent, Sparsifier
+from sparsecse.export.model_io import load_encoder
+from sparsecse.model.encoder import SentenceEncoder
+from sparsecse.model.loading import load_tokenizer
+from sparsecse.pruning.removal import remove_pruned_units
+from sparsecse.pruning.sparsifier import PruningEvent, Sparsifier
 
 
 def build(shape: str, device: torch.device, dtype: torch.dtype) -> SentenceEncoder:

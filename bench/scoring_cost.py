@@ -17,8 +17,8 @@ import torch
 from machine import pick_device
 from train_throughput import batches, corpus, model_dir, plain_seconds
 
-from sparsecse.model_io import load_encoder
-from sparsecse.sparsifier import Sparsifier
+from sparsecse.export.model_io import load_encoder
+from sparsecse.pruning.sparsifier import Sparsifier
 
 
 def scoring_seconds(args, path: str, text: Path, device: torch.device) -> float:

@@ -1,6 +1,6 @@
 """How far encode speed-ups move between two runs on this machine, under three ways of taking the
 ratio against the dense model: one dense timing per round (the earlier protocol), the median dense
-timing of the round, and the dense timings just before and after each model (sparsecse.speed).
+timing of the round, and the dense timings just before and after each model (sparsecse.pruning.speed).
 Prints figures; not a test.
 
     python bench/speed_noise.py --models /tmp/speed-models --rounds 10 --threads 1 --sentences 1000
@@ -24,14 +24,14 @@ from pathlib import Path
 
 import torch
 
-from sparsecse.compression import recorded_structure
+from sparsecse.core.paths import default_data_dir
 from sparsecse.evaluation.sts import read_stsb
-from sparsecse.model_io import load_encoder, save_sparse_encoder
-from sparsecse.onnx_encoder import OnnxEncoder
-from sparsecse.onnx_export import INT8_FILE
-from sparsecse.paths import default_data_dir
-from sparsecse.removal import cut_to_structure
-from sparsecse.speed import SpeedRun, measure, median_abs, pin, shift
+from sparsecse.export.model_io import load_encoder, save_sparse_encoder
+from sparsecse.export.onnx_encoder import OnnxEncoder
+from sparsecse.export.onnx_export import INT8_FILE
+from sparsecse.pruning.removal import cut_to_structure
+from sparsecse.pruning.speed import SpeedRun, measure, median_abs, pin, shift
+from sparsecse.report.compression import recorded_structure
 
 POINTS = ("sparsecse/p0.55/seed1", "sparsecse/p0.85/seed1", "layers/keep5/seed1", "layers/keep3/seed1")
 REFERENCE = "dense PyTorch"
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--models", type=Path, required=True, help="where the models are written once")
     parser.add_argument("--study", type=Path, default=Path("docs/compression"))
     parser.add_argument("--rounds", type=int, default=10, help="split in two halves, one per 'run'")
-    parser.add_argument("--threads", type=int, default=1, help="1: on one core (sparsecse.speed.pin)")
+    parser.add_argument("--threads", type=int, default=1, help="1: on one core (sparsecse.pruning.speed.pin)")
     parser.add_argument("--sentences", type=int, default=1000, help="of STS-B dev's 3,000, per call")
     parser.add_argument("--raw", type=Path, help="also write every timing here (JSON)")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """The static-embedding reference: model2vec distilled from the same embedded MiniLM (its vocabulary's
 token embeddings through the encoder, PCA to 256 dimensions, SIF weighting; no transformer at
 inference), scored on the 7 STS tasks with this project's evaluator and timed with its harness
-(sparsecse.speed) against the dense PyTorch model. Prints figures; not a test.
+(sparsecse.pruning.speed) against the dense PyTorch model. Prints figures; not a test.
 
     python bench/static_embedding.py --out /work/m2v-minilm --rounds 5
 
@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sparsecse.core.paths import default_data_dir, resolve_model_path
 from sparsecse.evaluation import evaluate_encoder
 from sparsecse.evaluation.sts import read_stsb
-from sparsecse.paths import default_data_dir, resolve_model_path
-from sparsecse.speed import measure
+from sparsecse.pruning.speed import measure
 
 PCA_DIMS = 256  # model2vec's default
 

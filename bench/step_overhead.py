@@ -21,20 +21,20 @@ from machine import pick_device
 from train_throughput import StepClock
 from transformers import BertConfig, BertModel
 
-from sparsecse.data import ContrastiveDataModule
-from sparsecse.encoder import SentenceEncoder
-from sparsecse.loading import load_tokenizer
-from sparsecse.loss import simcse_loss
-from sparsecse.module import SimCSEModule
+from sparsecse.model.encoder import SentenceEncoder
+from sparsecse.model.loading import load_tokenizer
+from sparsecse.model.loss import simcse_loss
+from sparsecse.training.data import ContrastiveDataModule
+from sparsecse.training.module import SimCSEModule
 
 # (label, file suffix, function name) of the profile entries the breakdown reports, cumulative
 PARTS = (
-    ("forward and loss (training_step)", "sparsecse/module.py", "training_step"),
+    ("forward and loss (training_step)", "sparsecse/training/module.py", "training_step"),
     ("backward", "torch/_tensor.py", "backward"),
     ("optimizer update (AdamW)", "torch/optim/adam.py", "adam"),
     ("zero_grad", "torch/optim/optimizer.py", "zero_grad"),
     ("waiting for the next batch", "lightning/pytorch/loops/fetchers.py", "__next__"),
-    ("seeding dropout (on_train_batch_start)", "sparsecse/module.py", "on_train_batch_start"),
+    ("seeding dropout (on_train_batch_start)", "sparsecse/training/module.py", "on_train_batch_start"),
     ("progress bar", "progress/rich_progress.py", "on_train_batch_end"),
     ("progress bar", "progress/tqdm_progress.py", "on_train_batch_end"),
 )
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--data-dir", default=None, help="SentEval folder (STS-B dev for the DataModule)")
     args = parser.parse_args()
-    from sparsecse.paths import default_data_dir
+    from sparsecse.core.paths import default_data_dir
 
     args.data_dir = args.data_dir or str(default_data_dir())
     device, where = pick_device()

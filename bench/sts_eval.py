@@ -14,9 +14,9 @@ import time
 
 from machine import pick_device
 
+from sparsecse.core.paths import default_data_dir
 from sparsecse.evaluation import evaluate_encoder
-from sparsecse.model_io import load_encoder
-from sparsecse.paths import default_data_dir
+from sparsecse.export.model_io import load_encoder
 
 SENTEVAL_SECONDS = 190.0  # SentEval on the same 2-core CPU
 

@@ -28,13 +28,13 @@ import torch
 from machine import pick_device
 from transformers import BertConfig, BertModel
 
-from sparsecse.corpora import snli_sentences
-from sparsecse.data import ContrastiveDataModule
-from sparsecse.loading import load_tokenizer
-from sparsecse.loss import simcse_loss
-from sparsecse.model_io import load_encoder
-from sparsecse.module import SimCSEModule
-from sparsecse.paths import resolve_model_path
+from sparsecse.core.paths import resolve_model_path
+from sparsecse.data.corpora import snli_sentences
+from sparsecse.export.model_io import load_encoder
+from sparsecse.model.loading import load_tokenizer
+from sparsecse.model.loss import simcse_loss
+from sparsecse.training.data import ContrastiveDataModule
+from sparsecse.training.module import SimCSEModule
 
 
 def model_dir(shape: str, work: Path) -> str:
@@ -184,7 +184,7 @@ def main() -> None:
     )
     parser.add_argument("--data-dir", default=None, help="SentEval folder (STS-B dev for the DataModule)")
     args = parser.parse_args()
-    from sparsecse.paths import default_data_dir
+    from sparsecse.core.paths import default_data_dir
 
     args.data_dir = args.data_dir or str(default_data_dir())
     device, where = pick_device()

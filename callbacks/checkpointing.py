@@ -17,10 +17,10 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from sparsecse.errors import CheckpointWriteError, OutputWriteError, Preempted
-from sparsecse.loading import load_checkpoint_file
-from sparsecse.validation import NonNegativeInt, checked, passes_options_to
-from sparsecse.writing import written_whole
+from sparsecse.core.errors import CheckpointWriteError, OutputWriteError, Preempted
+from sparsecse.core.validation import NonNegativeInt, checked, passes_options_to
+from sparsecse.core.writing import written_whole
+from sparsecse.model.loading import load_checkpoint_file
 
 # what a job may be told to stop by: SLURM's time-limit warning, preemption, a user's kill or Ctrl-C
 StopSignal = Literal["SIGUSR1", "SIGUSR2", "SIGTERM", "SIGINT"]

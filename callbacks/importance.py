@@ -10,11 +10,11 @@ import torch
 from lightning.pytorch.loggers import WandbLogger
 
 from callbacks.pruning import scoring_batches
-from sparsecse.errors import ConfigError
-from sparsecse.plots import head_heatmap, neuron_histogram
-from sparsecse.schedule import EventTime
-from sparsecse.sparsifier import Sparsifier
-from sparsecse.validation import checked, passes_options_to
+from sparsecse.core.errors import ConfigError
+from sparsecse.core.validation import checked, passes_options_to
+from sparsecse.pruning.schedule import EventTime
+from sparsecse.pruning.sparsifier import Sparsifier
+from sparsecse.report.plots import head_heatmap, neuron_histogram
 
 
 class ImportanceScoring(L.Callback):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from lightning.pytorch.callbacks import ModelSummary, TQDMProgressBar
 
-from sparsecse.console import say
+from sparsecse.core.console import say
 
 
 class StepProgressBar(TQDMProgressBar):

@@ -1,5 +1,5 @@
-"""Scheduled sparsification during training: the Lightning glue of the method (`sparsecse.sparsifier`
-and its gates and scores, `sparsecse.recovery`), and the schedule of its events."""
+"""Scheduled sparsification during training: the Lightning glue of the method (`sparsecse.pruning.sparsifier`
+and its gates and scores, `sparsecse.pruning.recovery`), and the schedule of its events."""
 
 from __future__ import annotations
 
@@ -13,14 +13,16 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from sparsecse.console import format_seconds, say
-from sparsecse.errors import ConfigError
-from sparsecse.gates import sparsity_summary
-from sparsecse.importance import derived_seed, forked_rng
-from sparsecse.latency import LatencyModel, Shape
-from sparsecse.layers import check_droppable
-from sparsecse.model_card import plural
-from sparsecse.recovery import (
+from sparsecse.core.console import format_seconds, say
+from sparsecse.core.errors import ConfigError
+from sparsecse.core.validation import Fraction, Speedup, checked, passes_options_to
+from sparsecse.export.model_card import plural
+from sparsecse.export.onnx_encoder import runtime_encode
+from sparsecse.pruning.gates import sparsity_summary
+from sparsecse.pruning.importance import derived_seed, forked_rng
+from sparsecse.pruning.latency import LatencyModel, Shape
+from sparsecse.pruning.layers import check_droppable
+from sparsecse.pruning.recovery import (
     LayerTeacher,
     Recovery,
     corpus_sentences,
@@ -28,10 +30,14 @@ from sparsecse.recovery import (
     recover,
     teacher_embeddings,
 )
-from sparsecse.schedule import ScheduleEvent, build_schedule, check_events_reached, check_schedule_fits
-from sparsecse.sparsifier import PruningEvent, Sparsifier, event_outcome
-from sparsecse.speed_target import SpeedRuntime, SpeedTarget
-from sparsecse.validation import Fraction, Speedup, checked, passes_options_to
+from sparsecse.pruning.schedule import (
+    ScheduleEvent,
+    build_schedule,
+    check_events_reached,
+    check_schedule_fits,
+)
+from sparsecse.pruning.sparsifier import PruningEvent, Sparsifier, event_outcome
+from sparsecse.pruning.speed_target import SpeedRuntime, SpeedTarget
 
 BEFORE_FINAL_PRUNING = "before-final-pruning"  # suffix of the best checkpoints an event made obsolete
 
@@ -120,7 +126,8 @@ class ScheduledPruning(L.Callback):
                     "target_speedup", "removes structured units: it needs granularity=structured"
                 )
             cache_dir = recovery.cache_dir if recovery is not None else None
-            self.speed = SpeedTarget(target_speedup, speed_runtime or "PyTorch", cache_dir=cache_dir)
+            self.speed = SpeedTarget(target_speedup, speed_runtime or "PyTorch", cache_dir=cache_dir,
+                                     serve=runtime_encode)  # fmt: skip
         self.latency: LatencyModel | None = None  # measured at the first speed-up event; saved in checkpoints
         self.events_done = 0  # events carried out; saved in checkpoints
         self.earlier_best: list[str] = []  # best checkpoints from before the last event, renamed

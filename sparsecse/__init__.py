@@ -2,7 +2,7 @@
 
 import logging
 
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
 
 # a library's loggers say nothing unless the application configures logging
 logging.getLogger("sparsecse").addHandler(logging.NullHandler())

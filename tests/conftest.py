@@ -13,8 +13,8 @@ import pytest
 from helpers import tiny_backbone, tiny_bert, tokenizer_for
 from toy_senteval import write_toy_senteval
 
-from sparsecse.encoder import SentenceEncoder
-from sparsecse.loading import load_tokenizer
+from sparsecse.model.encoder import SentenceEncoder
+from sparsecse.model.loading import load_tokenizer
 
 
 @pytest.fixture(scope="session")

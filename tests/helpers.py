@@ -82,7 +82,7 @@ def views(encoder, texts=TEXTS, second=None) -> dict[str, torch.Tensor]:
 def write_checkpoint(encoder, path: Path, **meta) -> Path:
     """A project checkpoint reduced to what loading reads: the encoder's description (`meta`
     overrides entries) and its backbone tensors."""
-    from sparsecse.encoder import CHECKPOINT_KEY
+    from sparsecse.model.encoder import CHECKPOINT_KEY
 
     state = {f"encoder.backbone.{k}": v for k, v in encoder.backbone.state_dict().items()}
     torch.save({CHECKPOINT_KEY: {**encoder.describe(), **meta}, "state_dict": state}, path)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from helpers import views
 
-from sparsecse.removal import remove_pruned_units
-from sparsecse.sparsifier import (
+from sparsecse.pruning.removal import remove_pruned_units
+from sparsecse.pruning.sparsifier import (
     PruningEvent,
     Sparsifier,
     aligned_counts,
@@ -105,7 +105,7 @@ def test_sparsecse_prune_exports_aligned_widths_that_reload(
     from helpers import TEXTS, compose_prune
 
     from sparsecse.cli.prune import prune
-    from sparsecse.model_io import load_encoder
+    from sparsecse.export.model_io import load_encoder
 
     out = tmp_path / "aligned"
     results = prune(compose_prune([f"model={tiny_model_dir}", "pooler=avg", "pruning.ffn_sparsity=0.3",

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparsecse.allocation import allocate
-from sparsecse.errors import ConfigError
-from sparsecse.latency import LatencyModel, Shape
+from sparsecse.core.errors import ConfigError
+from sparsecse.pruning.allocation import allocate
+from sparsecse.pruning.latency import LatencyModel, Shape
 
 DENSE = Shape.dense(4, 4, 64)
 
@@ -112,10 +112,10 @@ def test_joint_scores_are_each_kinds_own_scores_on_one_scale(make_encoder, token
     kind by the same constants, so the ratios between kinds stay."""
     from helpers import TEXTS, views
 
-    from sparsecse.allocation import joint_importance
-    from sparsecse.importance import Scorer
-    from sparsecse.layers import layer_importance
-    from sparsecse.sparsifier import Sparsifier
+    from sparsecse.pruning.allocation import joint_importance
+    from sparsecse.pruning.importance import Scorer
+    from sparsecse.pruning.layers import layer_importance
+    from sparsecse.pruning.sparsifier import Sparsifier
 
     encoder = make_encoder(num_hidden_layers=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     sparsifier = Sparsifier(score="alignment")

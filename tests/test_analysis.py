@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
 from sparsecse.evaluation.analysis import stsb_alignment_uniformity
 
 VECTORS = {"a b": [1.0, 0.0], "c": [0.0, 2.0], "d": [3.0, 4.0], "e": [-1.0, 1.0]}

@@ -11,15 +11,15 @@ import torch
 from helpers import BACKBONES, TEXTS, views
 from transformers import AutoConfig, AutoModel, BertConfig, BertModel
 
-from sparsecse import surgery
-from sparsecse.errors import ConfigError
-from sparsecse.gates import UnitGates
-from sparsecse.importance import SCORE_MODES
-from sparsecse.layout import encoder_layers
-from sparsecse.loading import UnusedPoolerReport, load_backbone
-from sparsecse.model_io import load_encoder, save_sparse_encoder
-from sparsecse.removal import apply_gates, remove_units, structure
-from sparsecse.sparsifier import PruningEvent, Sparsifier
+from sparsecse.architecture import surgery
+from sparsecse.architecture.layout import encoder_layers
+from sparsecse.core.errors import ConfigError
+from sparsecse.export.model_io import load_encoder, save_sparse_encoder
+from sparsecse.model.loading import UnusedPoolerReport, load_backbone
+from sparsecse.pruning.gates import UnitGates
+from sparsecse.pruning.importance import SCORE_MODES
+from sparsecse.pruning.removal import apply_gates, remove_units, structure
+from sparsecse.pruning.sparsifier import PruningEvent, Sparsifier
 
 # Per layer: heads gated off (of 4) and FFN neurons gated off (of 64). Layer 0 keeps one head,
 # layer 1 keeps no FFN neuron, and the two layers keep different heads (MPNet's shared position

@@ -11,7 +11,7 @@ import pytest
 from bad_inputs import BAD_INPUTS
 from helpers import compose_train, cpu_overrides
 
-import sparsecse.model_io
+import sparsecse.export.model_io
 from sparsecse.cli import REPO_ROOT
 from train import train
 
@@ -21,7 +21,7 @@ def no_model_loading(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the bad input was reported")
 
-    monkeypatch.setattr(sparsecse.model_io.AutoModel, "from_pretrained", refuse)
+    monkeypatch.setattr(sparsecse.export.model_io.AutoModel, "from_pretrained", refuse)
 
 
 def write_bad_corpora(tmp_path: Path) -> None:
@@ -33,7 +33,7 @@ def write_bad_corpora(tmp_path: Path) -> None:
 def test_bad_input_is_reported_before_compute(
     case, tmp_path, toy_senteval_dir, tiny_model_dir, no_model_loading
 ):
-    from sparsecse.errors import ConfigError
+    from sparsecse.core.errors import ConfigError
 
     write_bad_corpora(tmp_path)
     overrides, message = BAD_INPUTS[case]
@@ -63,7 +63,8 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, toy_senteval_dir):
 COMMAND_LINE_TYPOS = {
     "nested key": (
         ["data.batch_sise=4"],
-        "data.batch_sise: unknown key for sparsecse.data.ContrastiveDataModule; did you mean 'batch_size'?",
+        "data.batch_sise: unknown key for sparsecse.training.data.ContrastiveDataModule; "
+        "did you mean 'batch_size'?",
     ),  # fmt: skip
     "top-level key": (["sede=1"], "sede: unknown key; did you mean 'seed'?"),
     "missing parent": (["dta.batch_size=3"], "dta: unknown key; did you mean 'data'?"),
@@ -82,7 +83,7 @@ COMMAND_LINE_TYPOS = {
 @pytest.mark.parametrize("case", COMMAND_LINE_TYPOS)
 def test_command_line_typos_get_one_line_naming_the_key(case):
     from sparsecse.cli import CONFIG_DIR, check_overrides
-    from sparsecse.errors import ConfigError
+    from sparsecse.core.errors import ConfigError
 
     args, message = COMMAND_LINE_TYPOS[case]
     with pytest.raises(ConfigError) as err:

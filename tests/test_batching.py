@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from sparsecse.corpora import TextLines
-from sparsecse.data import ContrastiveDataModule
-from sparsecse.sampling import EpochShuffle, example_lengths
+from sparsecse.data.corpora import TextLines
+from sparsecse.data.sampling import EpochShuffle, example_lengths
+from sparsecse.training.data import ContrastiveDataModule
 
 BATCH, RUN = 4, 3  # a run of 3 batches is sorted by length
 

@@ -12,7 +12,7 @@ from helpers import compose_train, cpu_overrides
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from callbacks import BestCheckpoint
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
 from train import train
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sparsecse.compression import (
+from sparsecse.export.model_io import save_sparse_encoder
+from sparsecse.report.compression import (
     RECIPES,
     Point,
     Row,
@@ -25,7 +26,6 @@ from sparsecse.compression import (
     summarise,
     targets_table,
 )
-from sparsecse.model_io import save_sparse_encoder
 
 
 def write_study(root, seeds=(1, 2)) -> None:
@@ -132,7 +132,7 @@ def test_every_recipe_of_the_plot_has_a_colour_far_from_the_others():
     """tab20, once used past 10 lines, drew light and dark pairs of one hue that readers confused."""
     from itertools import combinations
 
-    from sparsecse.plots import line_colors
+    from sparsecse.report.plots import line_colors
 
     for count in (3, 10, 11, 16):  # the study draws 11 recipes: past 10, the default cycle repeats
         colors = [color[:3] for color in line_colors(count)]
@@ -144,7 +144,7 @@ def test_every_recipe_of_the_plot_has_a_colour_far_from_the_others():
 
 def test_the_legend_sits_beside_the_axes(tmp_path):
     """Inside the axes it covered two of the study's points."""
-    from sparsecse.plots import quality_against_speed_figure
+    from sparsecse.report.plots import quality_against_speed_figure
 
     write_study(tmp_path)
     rows = summarise(read_points(tmp_path))
@@ -159,7 +159,7 @@ def test_the_legend_sits_beside_the_axes(tmp_path):
 @pytest.mark.parametrize(("fastest", "scale"), [(3.0, "linear"), (138.0, "log")])
 def test_a_static_model_far_faster_than_the_rest_puts_the_speed_axis_on_a_log_scale(fastest, scale):
     """On a linear axis, model2vec at 138x squeezed every transformer into the first tenth."""
-    from sparsecse.plots import quality_against_speed_figure
+    from sparsecse.report.plots import quality_against_speed_figure
 
     lines = {"a": [(1.0, 0.0, 78.0, 0.0), (2.0, 0.0, 77.0, 0.0)], "b": [(fastest, 0.0, 67.0, 0.0)]}
     fig = quality_against_speed_figure(lines, [(1.0, 78.0), (fastest, 67.0)])

@@ -13,7 +13,7 @@ from functools import cache
 import pytest
 
 from sparsecse.cli import REPO_ROOT
-from sparsecse.compression import (
+from sparsecse.report.compression import (
     PICKS,
     RECIPES,
     RUNTIMES,
@@ -375,7 +375,7 @@ def test_each_pick_was_run_as_the_command_the_doc_gives():
 
     from sparsecse.cli import resolved
     from sparsecse.cli.prune import UNCOMPARED_KEYS
-    from sparsecse.runs import differences
+    from sparsecse.core.runs import differences
 
     block = pick_section().split("```bash\n")[1].split("```")[0].replace("\\\n", " ")
     program, *overrides = shlex.split(block)

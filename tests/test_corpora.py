@@ -5,9 +5,9 @@ import pickle
 import pytest
 from toy_senteval import SNLI_SENTENCES, SNLI_TRIPLETS
 
-import sparsecse.checked_lines
-from sparsecse.corpora import TextLines, load_corpus, read_nli_csv, snli_sentences, snli_triplets
-from sparsecse.errors import ConfigError
+import sparsecse.data.checked_lines
+from sparsecse.core.errors import ConfigError
+from sparsecse.data.corpora import TextLines, load_corpus, read_nli_csv, snli_sentences, snli_triplets
 
 
 def test_text_lines_skips_empty_lines_and_reads_by_offset(tmp_path):
@@ -121,7 +121,7 @@ def test_text_lines_keeps_lines_of_exactly_max_line_length(tmp_path):
 
 
 def test_text_lines_skip_mode_skips_and_counts(tmp_path, monkeypatch):
-    monkeypatch.setattr(sparsecse.checked_lines, "_CHUNK", 7)  # chunks that split characters
+    monkeypatch.setattr(sparsecse.data.checked_lines, "_CHUNK", 7)  # chunks that split characters
     content = b"one\n\xff\n\n" + "é".encode() * 50 + b"\ntwo\n" + bytes(range(128, 256)) * 3 + b"\n \nthree"
     path = write(tmp_path, "c.txt", content)
     lines = TextLines(path, on_bad_line="skip", max_line_length=20)

@@ -12,14 +12,14 @@ import pytest
 from helpers import hashed_bag_of_words
 from omegaconf import OmegaConf
 
-from sparsecse.data import ContrastiveDataModule
-from sparsecse.download import SENTEVAL_FILES
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
+from sparsecse.data.download import SENTEVAL_FILES
 from sparsecse.evaluation import ALL_TASKS, check_senteval_files, missing_senteval_files
 from sparsecse.evaluation.analysis import stsb_alignment_uniformity
 from sparsecse.evaluation.files import SNLI_FILES, STSB_DEV, TASK_FILES
 from sparsecse.evaluation.sts import STS_TASKS, read_sts_task
 from sparsecse.evaluation.transfer import read_task
+from sparsecse.training.data import ContrastiveDataModule
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HINT = "(fetch it with `sparsecse-data download --data-dir {}`, or set SPARSECSE_DATA_DIR or data_dir)"
@@ -141,12 +141,12 @@ def test_data_module_skips_bad_lines_with_one_warning(tmp_path, toy_senteval_dir
     corpus.write_bytes(b"one\n\xff\n\n" + b"x" * 30 + b"\ntwo\n")
     with pytest.raises(ConfigError, match=rf"^train_file: {corpus}:2: not valid UTF-8$"):
         ContrastiveDataModule(str(tiny_model_dir), str(fake), str(corpus))
-    caplog.set_level(logging.INFO, logger="sparsecse.data")
+    caplog.set_level(logging.INFO, logger="sparsecse.training.data")
     data = ContrastiveDataModule(
         str(tiny_model_dir), str(fake), str(corpus), on_bad_line="skip", max_line_length=20
     )
     assert len(data.train_set) == 2
-    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "sparsecse.data"] == [
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "sparsecse.training.data"] == [
         ("WARNING", f"data.train_file: skipped 2 bad lines of {corpus} (first: {corpus}:2: not valid UTF-8)"),
         ("INFO", f"data.train_file: skipped 1 empty lines of {corpus}"),
     ]

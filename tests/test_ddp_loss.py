@@ -11,7 +11,7 @@ import torch.distributed as dist
 from helpers import free_port
 from torch.nn.parallel import DistributedDataParallel
 
-from sparsecse.loss import simcse_loss
+from sparsecse.model.loss import simcse_loss
 
 WORLD, BATCH, FEATURES = 2, 3, 8
 

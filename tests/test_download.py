@@ -22,10 +22,10 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 
-from sparsecse import download as dl
-from sparsecse import sources
 from sparsecse.cli import data as data_cli
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
+from sparsecse.data import download as dl
+from sparsecse.data import sources
 
 REPO = Path(__file__).resolve().parents[1]
 WIKI = "".join(f"sentence {i}\n" for i in range(5))
@@ -545,7 +545,7 @@ def test_an_interrupted_download_is_redone_and_no_half_file_is_used(
 def test_simcse_training_files_are_fetched_by_name(
     source: sources.Hub | sources.Mirror, data_dir: Path, fixture_tables: None
 ) -> None:
-    from sparsecse.data import data_files
+    from sparsecse.training.data import data_files
 
     files = data_files(data_dir, str(data_dir / dl.WIKI1M))
     assert files == ["STS/STSBenchmark/sts-dev.csv", dl.WIKI1M]

@@ -4,10 +4,10 @@ import pytest
 import torch
 from helpers import TEXTS
 
-from sparsecse.encoder import POOLERS, masked_mean
-from sparsecse.errors import ConfigError
-from sparsecse.model_io import load_encoder
-from sparsecse.paths import resolve_model_path
+from sparsecse.core.errors import ConfigError
+from sparsecse.core.paths import resolve_model_path
+from sparsecse.export.model_io import load_encoder
+from sparsecse.model.encoder import POOLERS, masked_mean
 
 
 def test_masked_mean_ignores_padding():
@@ -95,7 +95,7 @@ MIXED = TEXTS + ["ok", "a " * 20 + "long one", "three word text", "yes"]
 @pytest.mark.parametrize("pooler", ["avg", "cls", "avg_first_last"])
 @pytest.mark.parametrize("max_length", [None, 8])
 def test_compiled_encode_pads_to_few_shapes_and_matches_eager(make_encoder, pooler, max_length):
-    from sparsecse.encoder import STATIC_LENGTHS
+    from sparsecse.model.encoder import STATIC_LENGTHS
 
     encoder = make_encoder(pooler)
     eager = encoder.encode(MIXED, batch_size=3, max_length=max_length)

@@ -14,9 +14,9 @@ from sparsecse.cli import REPO_ROOT
 from sparsecse.cli import evaluate as eval_cli
 from sparsecse.cli import prune as prune_cli
 from sparsecse.cli.evaluate import evaluate
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
 from sparsecse.evaluation.sts import evaluate_sts
-from sparsecse.model_io import load_encoder
+from sparsecse.export.model_io import load_encoder
 from train import train
 
 
@@ -33,7 +33,7 @@ def test_eval_writes_json_for_a_model_directory(tmp_path, toy_senteval_dir, tiny
 
 
 def test_eval_compile_encodes_through_the_compiled_forward(monkeypatch, toy_senteval_dir, tiny_model_dir):
-    from sparsecse.encoder import SentenceEncoder
+    from sparsecse.model.encoder import SentenceEncoder
 
     compiled = []
     real = SentenceEncoder.compile_for_inference

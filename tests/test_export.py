@@ -10,11 +10,11 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from sparsecse import surgery
-from sparsecse.encoder import POOLERS, SentenceEncoder
-from sparsecse.gates import UnitGates
-from sparsecse.model_io import load_encoder, save_sparse_encoder
-from sparsecse.removal import remove_units, structure
+from sparsecse.architecture import surgery
+from sparsecse.export.model_io import load_encoder, save_sparse_encoder
+from sparsecse.model.encoder import POOLERS, SentenceEncoder
+from sparsecse.pruning.gates import UnitGates
+from sparsecse.pruning.removal import remove_units, structure
 
 TEXTS = ["A man is playing a guitar.", "The cat sat on the mat, quietly and alone.", "hello", "Two dogs run."]
 
@@ -168,7 +168,7 @@ def test_sentence_transformers_matches_encoder_on_minilm(
 def test_every_export_carries_a_model_card(make_encoder, tmp_path):
     from huggingface_hub import ModelCard
 
-    from sparsecse.model_card import pruning_sentence
+    from sparsecse.export.model_card import pruning_sentence
 
     encoder = prune(make_encoder("avg"))
     summary = {"prune/head_sparsity": 0.25, "prune/ffn_sparsity": 0.3}
@@ -215,8 +215,8 @@ def test_a_dense_export_card_needs_no_remote_code_and_names_the_hub_model(make_e
 def test_an_export_is_written_whole_or_not_at_all(make_encoder, tmp_path, monkeypatch):
     """A full disk while writing the weights: one OutputWriteError naming the folder, nothing of the
     new export left, and an earlier export there intact (here: the same folder written before)."""
-    import sparsecse.model_io
-    from sparsecse.errors import OutputWriteError
+    import sparsecse.export.model_io
+    from sparsecse.core.errors import OutputWriteError
 
     encoder = make_encoder("avg")
     out = save_sparse_encoder(encoder, tmp_path / "export")
@@ -225,7 +225,7 @@ def test_an_export_is_written_whole_or_not_at_all(make_encoder, tmp_path, monkey
     def full_disk(directory, text):  # the card is written last, after the weights
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(sparsecse.model_io, "write_model_card", full_disk)
+    monkeypatch.setattr(sparsecse.export.model_io, "write_model_card", full_disk)
     for target in (out, tmp_path / "new"):
         with pytest.raises(OutputWriteError, match=rf"^cannot write {target}: No space left on device; "):
             save_sparse_encoder(make_encoder("avg", seed=1), target)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from helpers import TEXTS
 
-from sparsecse.gates import UnitGates, WeightMasks, prunable_linears
+from sparsecse.pruning.gates import UnitGates, WeightMasks, prunable_linears
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
@@ -124,9 +124,9 @@ def test_a_layer_gate_at_zero_is_the_model_without_that_layer_and_export_drops_i
     for bit; the export drops it and slices the other layers' gated units."""
     import copy
 
-    from sparsecse.gates import effective_parameters, sparsity_summary
-    from sparsecse.layers import drop_layers
-    from sparsecse.removal import remove_pruned_units
+    from sparsecse.pruning.gates import effective_parameters, sparsity_summary
+    from sparsecse.pruning.layers import drop_layers
+    from sparsecse.pruning.removal import remove_pruned_units
 
     encoder = make_encoder("avg", num_hidden_layers=3).eval()
     batch = encoder.tokenize(TEXTS)

@@ -14,7 +14,7 @@ from helpers import compose_train, cpu_overrides
 
 from sparsecse.cli import REPO_ROOT
 from sparsecse.cli.training import optimizable_metrics, optimized_value
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
 from train import train
 
 
@@ -81,7 +81,7 @@ def test_in_a_sweep_a_bad_setting_fails_its_job_and_a_preemption_stops_the_sweep
     """Hydra's launchers record an Exception as a failed job and go on; a SystemExit would end the
     whole sweep at its first bad trial."""
     from sparsecse.cli import JobFailed, exit_on_config_error
-    from sparsecse.errors import Preempted, TrainingDiverged
+    from sparsecse.core.errors import Preempted, TrainingDiverged
 
     errors = (ConfigError("pruning.head_sparsity", "0.9 is out of reach"), TrainingDiverged("loss is nan"))
     for error in errors:

@@ -7,10 +7,10 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import OfflineModeIsEnabled
 
-from sparsecse import hub
 from sparsecse.cli import push
-from sparsecse.errors import ConfigError
-from sparsecse.model_io import save_sparse_encoder
+from sparsecse.core.errors import ConfigError
+from sparsecse.export import hub
+from sparsecse.export.model_io import save_sparse_encoder
 
 
 class Recorder:

@@ -4,11 +4,17 @@ import pytest
 import torch
 from helpers import TEXTS, views
 
-from sparsecse.errors import ConfigError
-from sparsecse.gates import UnitGates
-from sparsecse.importance import GradientStats, Scorer, accumulate_gradients, normalize_per_layer, pair_losses
-from sparsecse.loss import alignment, uniformity
-from sparsecse.sparsifier import select_kept
+from sparsecse.core.errors import ConfigError
+from sparsecse.model.loss import alignment, uniformity
+from sparsecse.pruning.gates import UnitGates
+from sparsecse.pruning.importance import (
+    GradientStats,
+    Scorer,
+    accumulate_gradients,
+    normalize_per_layer,
+    pair_losses,
+)
+from sparsecse.pruning.sparsifier import select_kept
 
 
 def stats_of(abs_a, abs_u, a, u, n=1):

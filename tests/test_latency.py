@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparsecse.latency import (
+from sparsecse.pruning.latency import (
     LatencyModel,
     Shape,
     cache_path,
@@ -104,7 +104,7 @@ def test_a_broken_cache_file_is_measured_again(tmp_path, content):
 def test_each_shape_is_timed_on_a_copy_cut_to_it(make_encoder):
     """The runtime gets the uncut encoder, then one copy per shape with exactly that shape; the
     encoder itself is left whole."""
-    from sparsecse.layout import encoder_layers, layer_structure
+    from sparsecse.architecture.layout import encoder_layers, layer_structure
 
     encoder = make_encoder(num_hidden_layers=4)
     given = []

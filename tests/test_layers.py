@@ -10,11 +10,12 @@ import pytest
 import torch
 from helpers import TEXTS, compose_prune
 
+from sparsecse.architecture.layout import encoder_layers
 from sparsecse.cli.prune import prune
-from sparsecse.data import ContrastiveCollator
-from sparsecse.errors import ConfigError
-from sparsecse.importance import Scorer
-from sparsecse.layers import (
+from sparsecse.core.errors import ConfigError
+from sparsecse.export.model_io import load_encoder, save_sparse_encoder
+from sparsecse.pruning.importance import Scorer
+from sparsecse.pruning.layers import (
     LayerDrop,
     _LayerGate,
     drop_layers,
@@ -22,8 +23,7 @@ from sparsecse.layers import (
     layer_importance,
     most_important,
 )
-from sparsecse.layout import encoder_layers
-from sparsecse.model_io import load_encoder, save_sparse_encoder
+from sparsecse.training.data import ContrastiveCollator
 
 OTHERS = ["a woman reads a book .", "the dog barks at night", "children play football in the rain"]
 
@@ -80,7 +80,7 @@ def test_layer_importance_is_the_measured_change_of_the_alignment_loss(deep, tok
 def test_layer_removal_runs_share_their_dropout_and_leave_the_random_state(make_encoder, tokenizer):
     """With dropout on, every run of a batch draws its dropout from the batch's seed; the scores follow
     the process's seed, and the process's random state is as it was afterwards."""
-    from sparsecse.layers import _seeded_losses, removal_stats
+    from sparsecse.pruning.layers import _seeded_losses, removal_stats
 
     encoder = make_encoder("avg", num_hidden_layers=3)
     tokens = ContrastiveCollator(tokenizer, 16)(TEXTS + OTHERS)

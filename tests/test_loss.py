@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sparsecse.loss import alignment, info_nce, uniformity
+from sparsecse.model.loss import alignment, info_nce, uniformity
 
 
 def test_info_nce_matches_hand_computation():

@@ -7,11 +7,11 @@ import pytest
 import torch
 from helpers import TEXTS
 
-from sparsecse.data import PairCollator
 from sparsecse.evaluation.sts import cosine_scores, spearman_x100
-from sparsecse.loss import alignment, uniformity
-from sparsecse.metrics import Alignment, Uniformity
-from sparsecse.module import SimCSEModule
+from sparsecse.model.loss import alignment, uniformity
+from sparsecse.model.metrics import Alignment, Uniformity
+from sparsecse.training.data import PairCollator
+from sparsecse.training.module import SimCSEModule
 
 
 def test_metrics_accumulate_like_one_shot():

@@ -11,7 +11,7 @@ import torch
 from helpers import compose_eval
 from scipy.stats import spearmanr
 
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
 from sparsecse.evaluation import check_evaluation
 
 PAIRS = [
@@ -69,7 +69,7 @@ def test_a_custom_mteb_task_runs_offline_through_sparsecse_eval(tmp_path, monkey
 
     from sparsecse.cli.evaluate import evaluate
     from sparsecse.evaluation.mteb_tasks import register_task
-    from sparsecse.model_io import load_encoder
+    from sparsecse.export.model_io import load_encoder
 
     data = tmp_path / "toy-sts.jsonl"
     data.write_text(

@@ -12,8 +12,8 @@ import sys
 import pytest
 import torch
 
-from sparsecse.model_io import save_sparse_encoder
-from sparsecse.removal import remove_units
+from sparsecse.export.model_io import save_sparse_encoder
+from sparsecse.pruning.removal import remove_units
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -63,7 +63,7 @@ def sliced(make_encoder, heads, neurons, kind: str = "bert"):
 
 @pytest.mark.parametrize("structure", list(STRUCTURES), ids=list(STRUCTURES))
 def test_plain_onnxruntime_gives_the_sparse_models_token_embeddings(make_encoder, tmp_path, structure):
-    from sparsecse.onnx_export import MODEL_FILE, export_onnx
+    from sparsecse.export.onnx_export import MODEL_FILE, export_onnx
 
     encoder = sliced(make_encoder, *STRUCTURES[structure])
     directory = save_sparse_encoder(encoder, tmp_path / "model")
@@ -94,7 +94,7 @@ def test_backbones_whose_tokenizers_make_no_token_types(make_encoder, tmp_path, 
 
 
 def test_int8_is_an_option_and_stays_close(make_encoder, tmp_path):
-    from sparsecse.onnx_export import INT8_FILE, MODEL_FILE, export_onnx
+    from sparsecse.export.onnx_export import INT8_FILE, MODEL_FILE, export_onnx
 
     encoder = sliced(make_encoder, *STRUCTURES["uneven"])
     directory = save_sparse_encoder(encoder, tmp_path / "model")
@@ -110,8 +110,8 @@ def test_int8_is_an_option_and_stays_close(make_encoder, tmp_path):
 def test_openvino_int8_is_an_option_and_stays_close(make_encoder, tmp_path):
     """The OpenVINO model, quantised by NNCF on calibration sentences, gives nearly the sentence
     embeddings of the PyTorch model it was exported from (a wrong export would score without error)."""
-    from sparsecse.onnx_encoder import graph_encoder
-    from sparsecse.onnx_export import MODEL_FILE, OPENVINO_INT8_FILE, export_onnx
+    from sparsecse.export.onnx_encoder import graph_encoder
+    from sparsecse.export.onnx_export import MODEL_FILE, OPENVINO_INT8_FILE, export_onnx
 
     encoder = sliced(make_encoder, *STRUCTURES["uneven"])
     directory = save_sparse_encoder(encoder, tmp_path / "model")
@@ -147,7 +147,7 @@ def test_sparsecse_prune_scores_its_int8_graph_and_the_card_says_how_to_run_it(
     from sparsecse.cli import silence_third_party_noise
     from sparsecse.cli.prune import prune
     from sparsecse.evaluation import evaluate_encoder
-    from sparsecse.onnx_encoder import graph_encoder
+    from sparsecse.export.onnx_encoder import graph_encoder
 
     silence_third_party_noise()
     graph, row, named, runtime = INT8_EXPORTS[mode]

@@ -8,10 +8,10 @@ import torch
 from helpers import TEXTS, compose_prune
 
 from sparsecse.cli.prune import prune
-from sparsecse.compression import recorded_structure
-from sparsecse.errors import ConfigError
-from sparsecse.model_io import load_encoder
-from sparsecse.removal import structure
+from sparsecse.core.errors import ConfigError
+from sparsecse.export.model_io import load_encoder
+from sparsecse.pruning.removal import structure
+from sparsecse.report.compression import recorded_structure
 
 
 def test_post_hoc_sparsification_writes_a_loadable_model(tmp_path, toy_senteval_dir, tiny_model_dir):
@@ -82,10 +82,10 @@ def test_evaluate_before_false_evaluates_only_the_pruned_model(
     ],
 )
 def test_bad_prune_settings(overrides, message, toy_senteval_dir, monkeypatch):
-    import sparsecse.model_io
+    import sparsecse.export.model_io
 
     never = lambda *a, **k: pytest.fail("loaded")  # noqa: E731
-    monkeypatch.setattr(sparsecse.model_io.AutoModel, "from_pretrained", never)
+    monkeypatch.setattr(sparsecse.export.model_io.AutoModel, "from_pretrained", never)
     with pytest.raises(ConfigError, match=message):
         prune(compose_prune([f"data_dir={toy_senteval_dir}", *overrides]))
 
@@ -196,8 +196,8 @@ def test_an_output_dir_from_elsewhere_is_refused_before_anything_runs(
 
 def test_a_full_disk_leaves_no_half_written_model(tmp_path, toy_senteval_dir, tiny_model_dir, monkeypatch):
     """safetensors reports a full disk in its own exception; the output folder is not created."""
-    import sparsecse.encoder
-    from sparsecse.errors import OutputWriteError
+    import sparsecse.model.encoder
+    from sparsecse.core.errors import OutputWriteError
 
     class SafetensorError(Exception):
         pass
@@ -207,7 +207,7 @@ def test_a_full_disk_leaves_no_half_written_model(tmp_path, toy_senteval_dir, ti
         (Path(directory) / "config.json").write_text("{}")  # what was written before the weights
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(sparsecse.encoder.SentenceEncoder, "save_pretrained", full_disk)
+    monkeypatch.setattr(sparsecse.model.encoder.SentenceEncoder, "save_pretrained", full_disk)
     out = tmp_path / "sparse"
     with pytest.raises(OutputWriteError) as stopped:
         prune(

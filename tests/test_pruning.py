@@ -9,12 +9,12 @@ from lightning.pytorch.callbacks import EarlyStopping
 from transformers import BertConfig
 
 from callbacks.pruning import ScheduledPruning, restart_early_stopping
-from sparsecse.encoder import SentenceEncoder
-from sparsecse.errors import ConfigError
-from sparsecse.gates import effective_parameters, sparsity_summary
-from sparsecse.removal import remove_pruned_units
-from sparsecse.schedule import build_schedule, check_events_reached, check_schedule_fits
-from sparsecse.sparsifier import PruningEvent, Sparsifier
+from sparsecse.core.errors import ConfigError
+from sparsecse.model.encoder import SentenceEncoder
+from sparsecse.pruning.gates import effective_parameters, sparsity_summary
+from sparsecse.pruning.removal import remove_pruned_units
+from sparsecse.pruning.schedule import build_schedule, check_events_reached, check_schedule_fits
+from sparsecse.pruning.sparsifier import PruningEvent, Sparsifier
 
 
 def test_schedule_ramps_linearly_to_the_final_targets():
@@ -193,7 +193,7 @@ def test_unsupervised_cls_is_scored_on_the_embedding_it_is_evaluated_on(make_enc
 def test_an_unsupported_architecture_is_one_line_naming_it_and_the_supported_ones(tmp_path):
     from transformers import ElectraConfig, GPT2Config
 
-    from sparsecse.loading import load_config
+    from sparsecse.model.loading import load_config
 
     for config, name in ((ElectraConfig(), "electra"), (GPT2Config(), "gpt2")):
         with pytest.raises(ConfigError, match=f"^model: 'the model' is a '{name}' model; supported: "
@@ -269,7 +269,7 @@ def test_a_speed_target_needs_structured_pruning_and_a_model_that_can_lose_layer
 
 
 def test_the_latency_model_travels_in_the_pruning_state():
-    from sparsecse.latency import LatencyModel, Shape
+    from sparsecse.pruning.latency import LatencyModel, Shape
 
     pruning = ScheduledPruning(schedule=[{"epoch": 1}], target_speedup=2.0)
     dense = Shape((4, 4), (64, 64))

@@ -14,9 +14,9 @@ import torch
 from helpers import TEXTS, compose_train, cpu_overrides, free_port, pruning_run
 
 from sparsecse.cli import REPO_ROOT
-from sparsecse.data import ContrastiveDataModule
-from sparsecse.model_io import encoder_from_checkpoint, load_encoder
-from sparsecse.sparsifier import PruningEvent, Sparsifier
+from sparsecse.export.model_io import encoder_from_checkpoint, load_encoder
+from sparsecse.pruning.sparsifier import PruningEvent, Sparsifier
+from sparsecse.training.data import ContrastiveDataModule
 from train import train
 
 pytestmark = pytest.mark.slow
@@ -68,7 +68,7 @@ def test_an_event_the_run_would_never_reach_stops_it_before_the_first_step(
     tmp_path, toy_senteval_dir, tiny_model_dir, corpus
 ):
     """Before the check, the run ended with a warning and reported a dense model as pruned."""
-    from sparsecse.errors import ConfigError
+    from sparsecse.core.errors import ConfigError
 
     cfg = compose_pruning_run(tmp_path, toy_senteval_dir, tiny_model_dir, corpus, "trainer.max_epochs=2",
                               "pruning.schedule=[{step:5}]", "pruning.head_sparsity=0.5")  # fmt: skip
@@ -363,8 +363,8 @@ def test_speed_target_events_gate_layers_and_units_and_a_resumed_run_ends_alike(
     time is mostly tokenisation), where 2.5x needs one of the two layers gone: the export drops it and
     slices the gated units; the latency model is measured once and travels in the checkpoints, so a
     run resumed between the events measures nothing and ends equal to the uninterrupted one."""
-    from sparsecse.latency import LatencyModel
-    from sparsecse.speed_target import SpeedTarget, encoder_shape
+    from sparsecse.pruning.latency import LatencyModel
+    from sparsecse.pruning.speed_target import SpeedTarget, encoder_shape
 
     measured = []
 

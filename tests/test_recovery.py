@@ -12,9 +12,9 @@ import torch
 from helpers import TEXTS, compose_prune
 
 from sparsecse.cli.prune import prune
-from sparsecse.errors import ConfigError
-from sparsecse.model_card import recovery_sentence
-from sparsecse.recovery import (
+from sparsecse.core.errors import ConfigError
+from sparsecse.export.model_card import recovery_sentence
+from sparsecse.pruning.recovery import (
     Recovery,
     corpus_sentences,
     distillation_loss,
@@ -85,7 +85,7 @@ def test_a_corrupt_or_stale_cache_is_rebuilt_never_used(tmp_path, teacher, monke
             record["embeddings"] = record["embeddings"][:-1]
         torch.save(record, path)
     calls = encodes(monkeypatch, teacher)
-    with caplog.at_level(logging.WARNING, logger="sparsecse.recovery"):
+    with caplog.at_level(logging.WARNING, logger="sparsecse.pruning.recovery"):
         rebuilt = teacher_embeddings(teacher, SENTENCES, 32, tmp_path)
     assert calls == [48] and torch.equal(rebuilt, good)
     assert f"teacher cache {path}: " in caplog.text and "rebuilding it" in caplog.text
@@ -174,10 +174,10 @@ def test_bad_recovery_settings(options, message):
 
 
 def test_a_bad_recovery_setting_stops_prune_before_anything_loads(toy_senteval_dir, monkeypatch):
-    import sparsecse.model_io
+    import sparsecse.export.model_io
 
     monkeypatch.setattr(
-        sparsecse.model_io.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("loaded")
+        sparsecse.export.model_io.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("loaded")
     )
     with pytest.raises(ConfigError, match="^recovery.batch_size: must be greater than or equal to 1, got 0$"):
         prune(compose_prune([f"data_dir={toy_senteval_dir}", "output_dir=x", "recovery.batch_size=0"]))
@@ -217,8 +217,8 @@ def test_the_layer_loss_is_the_mean_over_layers_of_the_mse_over_real_tokens():
 def test_each_kept_layer_is_distilled_from_the_layer_it_was(make_encoder):
     """A student cut to layers [0, 2] of a 3-layer teacher: its first layer is the teacher's first, on
     the same input, so mapped to it the layer loss is that of the second alone; a wrong map is not."""
-    from sparsecse.layers import drop_layers
-    from sparsecse.recovery import LayerTeacher, layer_outputs
+    from sparsecse.pruning.layers import drop_layers
+    from sparsecse.pruning.recovery import LayerTeacher, layer_outputs
 
     quiet = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
     teacher = make_encoder("avg", num_hidden_layers=3, **quiet)
@@ -237,8 +237,8 @@ def test_each_kept_layer_is_distilled_from_the_layer_it_was(make_encoder):
 
 
 def test_layer_wise_recovery_brings_the_kept_layers_to_the_teachers(teacher):
-    from sparsecse.layers import drop_layers
-    from sparsecse.recovery import LayerTeacher, layer_outputs
+    from sparsecse.pruning.layers import drop_layers
+    from sparsecse.pruning.recovery import LayerTeacher, layer_outputs
 
     student = copy.deepcopy(teacher)
     drop_layers(student, [1])
@@ -263,7 +263,7 @@ def test_layer_wise_recovery_brings_the_kept_layers_to_the_teachers(teacher):
 
 def test_the_digest_reads_a_gated_teacher_whose_layer_gates_are_scalars(teacher):
     """A teacher in training carries its gates, the layer gates among them 0-dim tensors."""
-    from sparsecse.sparsifier import Sparsifier
+    from sparsecse.pruning.sparsifier import Sparsifier
 
     gated = copy.deepcopy(teacher)
     Sparsifier().attach(gated)

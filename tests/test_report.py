@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from sparsecse.cli.report import main
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
 from sparsecse.report import (
     Row,
     Run,
@@ -283,7 +283,7 @@ def test_a_training_sweep_report_has_no_study_tables(sweep_dir):
 
 
 def test_the_study_figure_draws_one_line_per_score_mode_and_dense(study_dir, monkeypatch):
-    from sparsecse import plots
+    from sparsecse.report import plots
 
     drawn = {}
     save = plots._save

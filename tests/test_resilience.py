@@ -23,8 +23,8 @@ import callbacks.checkpointing
 from callbacks.checkpointing import WARNING_SIGNAL
 from sparsecse.cli import CONFIG_DIR, REPO_ROOT
 from sparsecse.cli.jobs import job_name, sweep_name
-from sparsecse.errors import CheckpointWriteError, ConfigError, TrainingDiverged
-from sparsecse.paths import run_name
+from sparsecse.core.errors import CheckpointWriteError, ConfigError, TrainingDiverged
+from sparsecse.core.paths import run_name
 from train import train
 
 
@@ -271,7 +271,7 @@ def test_a_restarted_job_resumes_and_reuses_its_scores_before_training(
 
 
 def test_the_epoch_order_is_sharded_by_rank_and_resumes_mid_epoch():
-    from sparsecse.sampling import EpochShuffle
+    from sparsecse.data.sampling import EpochShuffle
 
     shares = [list(EpochShuffle(11, seed=3, rank=r, world_size=2)) for r in (0, 1)]
     assert [len(s) for s in shares] == [6, 6] and set(shares[0] + shares[1]) == set(range(11))
@@ -381,7 +381,7 @@ def test_dataloader_workers_ignore_the_jobs_stop_signals():
     """SLURM signals every process of a job; a worker must leave the stop to the main process."""
     from torch.utils.data import DataLoader
 
-    from sparsecse.data import STOP_SIGNALS, ignore_stop_signals
+    from sparsecse.training.data import STOP_SIGNALS, ignore_stop_signals
 
     def handlers(_):
         return [signal.getsignal(s) for s in STOP_SIGNALS]

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
-from sparsecse.errors import ConfigError
-from sparsecse.runs import differences, flatten
+from sparsecse.core.errors import ConfigError
+from sparsecse.core.runs import differences, flatten
 
 
 def test_differences_name_dotted_keys_and_leave_out_how_a_run_is_watched():
@@ -56,3 +57,62 @@ def test_a_sweep_refuses_a_job_whose_config_files_changed_after_the_sweep_starte
         check_sweep_configs(sweep, conf)
     (sweep / CONF_DIGEST).unlink()  # the way out the message names
     check_sweep_configs(sweep, conf)
+
+
+BEFORE_THE_MOVE = Path(__file__).parent / "data" / "run_config_before_the_move.json"
+
+
+def test_a_run_folder_written_before_the_modules_moved_is_still_the_same_run(tmp_path):
+    """The record of `python train.py debug=cpu_smoke output_dir=/runs/smoke data_dir=/data/senteval`
+    as it was written before sparsecse's modules moved into subpackages: its `_target_`s name the old
+    modules. Composed now, the same command is the same run: it resumes, and finished, it is reported."""
+    from helpers import compose_train
+
+    from sparsecse.cli import resolved
+    from sparsecse.core.runs import check_run_folder
+
+    before = json.loads(BEFORE_THE_MOVE.read_text())
+    assert before["data"]["_target_"] == "sparsecse.data.ContrastiveDataModule"
+    now = resolved(compose_train(["debug=cpu_smoke", "output_dir=/runs/smoke", "data_dir=/data/senteval"]))
+    assert now["data"]["_target_"] == "sparsecse.training.data.ContrastiveDataModule"
+    assert differences(before, now) == []
+    (tmp_path / "run_config.json").write_text(json.dumps(before))
+    (tmp_path / "results.json").write_text(json.dumps({"after": {"sts_avg": 80.0}}))
+    assert check_run_folder(tmp_path, now, resume=True, last_checkpoint=None) == {"after": {"sts_avg": 80.0}}
+    other = dict(now, data=dict(now["data"], _target_="sparsecse.training.data.Other"))
+    assert differences(before, other) == [
+        "data._target_: 'sparsecse.training.data.ContrastiveDataModule' -> 'sparsecse.training.data.Other'"
+    ]
+
+
+def test_names_before_and_after_the_move():
+    from sparsecse.core.runs import named_before, named_now
+
+    assert named_now("sparsecse.module.SimCSEModule") == "sparsecse.training.module.SimCSEModule"
+    assert (
+        named_now("sparsecse.data.ContrastiveDataModule") == "sparsecse.training.data.ContrastiveDataModule"
+    )
+    assert named_now("sparsecse.data.corpora.read") == "sparsecse.data.corpora.read", "a new name stays"
+    assert named_now("torch.optim.AdamW") == "torch.optim.AdamW"
+    text = "_target_: sparsecse.training.data.ContrastiveDataModule  # see sparsecse/pruning/removal.py"
+    assert named_before(text) == "_target_: sparsecse.data.ContrastiveDataModule  # see sparsecse/removal.py"
+    assert named_before("sparsecse.data.corpora") == "sparsecse.corpora"
+    unmoved = "sparsecse.evaluation.sts and sparsecse.cli.prune"
+    assert named_before(unmoved) == unmoved
+
+
+def test_a_sweep_started_before_the_move_goes_on_after_it(tmp_path):
+    """The sweep's first job recorded its config files' digests with the modules named as before; a
+    job after the move finds the same digests for files the move only renamed, and not for a setting."""
+    from sparsecse.cli.jobs import check_sweep_configs
+
+    conf, sweep = tmp_path / "conf", tmp_path / "sweep"
+    (conf / "data").mkdir(parents=True)
+    data = conf / "data" / "snli.yaml"
+    data.write_text("_target_: sparsecse.data.ContrastiveDataModule\nbatch_size: 64\n")
+    check_sweep_configs(sweep, conf)
+    data.write_text("_target_: sparsecse.training.data.ContrastiveDataModule\nbatch_size: 64\n")
+    check_sweep_configs(sweep, conf)  # the move: no setting changed
+    data.write_text("_target_: sparsecse.training.data.ContrastiveDataModule\nbatch_size: 32\n")
+    with pytest.raises(ConfigError, match=r"changed since this sweep started \(data/snli.yaml\)"):
+        check_sweep_configs(sweep, conf)

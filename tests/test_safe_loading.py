@@ -19,17 +19,17 @@ from omegaconf import OmegaConf
 
 from sparsecse.cli import REPO_ROOT
 from sparsecse.cli.evaluate import evaluate
-from sparsecse.encoder import CHECKPOINT_KEY, SentenceEncoder
-from sparsecse.errors import ConfigError
-from sparsecse.loading import (
+from sparsecse.core.errors import ConfigError
+from sparsecse.export.model_io import load_encoder, save_sparse_encoder
+from sparsecse.model.encoder import CHECKPOINT_KEY, SentenceEncoder
+from sparsecse.model.loading import (
     PICKLE_SUFFIXES,
     load_backbone,
     load_checkpoint_file,
     load_config,
     load_tokenizer,
 )
-from sparsecse.model_io import load_encoder, save_sparse_encoder
-from sparsecse.removal import remove_units
+from sparsecse.pruning.removal import remove_units
 
 REFUSED = r"is not a plain-tensor checkpoint and was refused \(torch\.load\(weights_only=True\)"
 CUSTOM_CODE = "import pathlib\npathlib.Path({marker!r}).touch()\n"
@@ -274,7 +274,7 @@ def test_export_refuses_a_directory_with_pickles(tmp_path, make_encoder):
 @pytest.mark.parametrize("where", ["ckpt_path", pytest.param("planted last.ckpt", marks=pytest.mark.slow)])
 def test_training_refuses_code_in_a_resume_checkpoint(tmp_path, toy_senteval_dir, tiny_model_dir, where):
     """Given as `ckpt_path`, or left in the run folder where a restarted job looks for last.ckpt."""
-    from sparsecse.runs import record_config
+    from sparsecse.core.runs import record_config
     from train import train
 
     marker = tmp_path / "ran"

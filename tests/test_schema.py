@@ -18,10 +18,10 @@ from callbacks import ScheduledPruning
 from sparsecse.cli import resolved as resolved_config
 from sparsecse.cli.config import GROUPS, check_config, top_level_keys
 from sparsecse.cli.training import build_pruning
-from sparsecse.data import ContrastiveDataModule
-from sparsecse.errors import ConfigError
-from sparsecse.loading import load_config
-from sparsecse.validation import Fraction, PositiveInt, check_value
+from sparsecse.core.errors import ConfigError
+from sparsecse.core.validation import Fraction, PositiveInt, check_value
+from sparsecse.model.loading import load_config
+from sparsecse.training.data import ContrastiveDataModule
 from train import CONFIG_DIR
 
 OPTION_GROUPS = ("data", "model", "pruning", "recovery", "callbacks", "logger", "trainer", "debug")
@@ -68,12 +68,12 @@ def test_the_top_level_schema_is_train_yaml(tmp_path):
 
 # overrides -> the exact message
 MISTAKES = {
-    "+data.batch_sise=4": "data.batch_sise: unknown key for sparsecse.data.ContrastiveDataModule; did you "
-    "mean 'batch_size'?",
-    "+model.temprature=0.1": "model.temprature: unknown key for sparsecse.module.SimCSEModule; did you "
-    "mean 'temperature'?",
+    "+data.batch_sise=4": "data.batch_sise: unknown key for sparsecse.training.data.ContrastiveDataModule; "
+    "did you mean 'batch_size'?",
+    "+model.temprature=0.1": "model.temprature: unknown key for sparsecse.training.module.SimCSEModule; "
+    "did you mean 'temperature'?",
     "+model.encoder.pooling=cls": "model.encoder.pooling: unknown key for "
-    "sparsecse.model_io.load_encoder; did you mean 'pooler'?",
+    "sparsecse.export.model_io.load_encoder; did you mean 'pooler'?",
     "+trainer.max_step=10": "trainer.max_step: unknown key for lightning.pytorch.Trainer; did you mean "
     "'max_steps'?",
     "+pruning.head_sparsty=0.1": "pruning.head_sparsty: unknown key for callbacks.ScheduledPruning; did "
@@ -81,7 +81,7 @@ MISTAKES = {
     "+callbacks.model_checkpoint.monitr=val/loss": "callbacks.model_checkpoint.monitr: unknown key for "
     "callbacks.BestCheckpoint; did you mean 'monitor'?",
     "recovery=distill +pruning.recovery.stpes=10": "pruning.recovery.stpes: unknown key for "
-    "sparsecse.recovery.Recovery; did you mean 'steps'?",
+    "sparsecse.pruning.recovery.Recovery; did you mean 'steps'?",
     "recovery=distill pruning.recovery.lr=0": "pruning.recovery.lr: must be greater than 0, got 0",
     "recovery=distill pruning=none": "recovery: recovers after pruning events, and pruning=none has none: "
     "choose a pruning config or drop recovery",
@@ -96,7 +96,8 @@ MISTAKES = {
     "pruning.schedule=[{stp:10}]": "pruning.schedule[0].stp: unknown key; did you mean 'step'?",
     "callbacks=with_importance callbacks.importance.at=[{epok:1}]": "callbacks.importance.at[0].epok: "
     "unknown key; did you mean 'epoch'?",
-    "data._target_=sparsecse.data.Nope": "data._target_: cannot import 'sparsecse.data.Nope'",
+    "data._target_=sparsecse.training.data.Nope": "data._target_: cannot import "
+    "'sparsecse.training.data.Nope'",
     "~save_model": "save_model: is missing",
     "data.batch_size=abc": "data.batch_size: must be a valid integer, got 'abc'",
     "trainer.max_epochs=1.5": "trainer.max_epochs: must be a valid integer, got 1.5",
@@ -218,7 +219,7 @@ def test_constructors_check_the_same_constraints(tmp_path):
 def test_the_sparsifier_options_are_one_node_in_training_pictures_and_the_prune_tool(tmp_path):
     """Pruning during training, the importance pictures and sparsecse-prune read the same options,
     with the Sparsifier's own defaults; a change on the command line reaches each of them."""
-    from sparsecse.sparsifier import Sparsifier
+    from sparsecse.pruning.sparsifier import Sparsifier
 
     defaults = {n: p.default for n, p in inspect.signature(Sparsifier).parameters.items()}
     options = list(defaults)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from sparsecse.speed import measure, median_abs, pin, shift
+from sparsecse.pruning.speed import measure, median_abs, pin, shift
 
 COSTS = {"dense": 1.0, "half": 0.5, "third": 1 / 3, "quarter": 0.25}  # seconds per sentence, unslowed
 SENTENCES = ["a sentence"] * 100
@@ -98,7 +98,7 @@ def test_pin_puts_one_thread_on_one_core_and_says_so():
 def test_pinned_restores_the_threads_and_cores_even_after_an_error():
     import torch
 
-    from sparsecse.speed import pinned
+    from sparsecse.pruning.speed import pinned
 
     cores, threads = os.sched_getaffinity(0), torch.get_num_threads()
     with pytest.raises(RuntimeError, match="inside"), pinned():

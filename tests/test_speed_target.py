@@ -10,13 +10,13 @@ import pytest
 import torch
 from helpers import TEXTS, compose_prune, views
 
+from sparsecse.architecture.layout import encoder_layers, layer_structure
 from sparsecse.cli.prune import prune
-from sparsecse.errors import ConfigError
-from sparsecse.latency import LatencyModel, Shape
-from sparsecse.layout import encoder_layers, layer_structure
-from sparsecse.removal import remove_pruned_units
-from sparsecse.sparsifier import Sparsifier
-from sparsecse.speed_target import SpeedTarget, encoder_shape, set_gates, speed_target_from
+from sparsecse.core.errors import ConfigError
+from sparsecse.pruning.latency import LatencyModel, Shape
+from sparsecse.pruning.removal import remove_pruned_units
+from sparsecse.pruning.sparsifier import Sparsifier
+from sparsecse.pruning.speed_target import SpeedTarget, encoder_shape, set_gates, speed_target_from
 
 UNITS_OFF = ["pruning.head_sparsity=0", "pruning.ffn_sparsity=0"]
 
@@ -91,8 +91,8 @@ def test_the_pruned_encoder_gives_the_embeddings_of_the_gated_one_with_its_dropp
     """Slicing the gated-off units and dropping the layers changes no embedding: the model a user
     gets encodes as the model the allocation scored (gates at 0, the dropped layers' residual
     updates skipped), and as the gated one a training event leaves."""
-    from sparsecse.allocation import Allocation
-    from sparsecse.layers import layer_gates
+    from sparsecse.pruning.allocation import Allocation
+    from sparsecse.pruning.layers import layer_gates
 
     encoder = make_encoder(num_hidden_layers=4).eval()
     Sparsifier().attach(encoder)

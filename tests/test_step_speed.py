@@ -8,9 +8,9 @@ from functools import partial
 import pytest
 import torch
 
-from sparsecse.data import ContrastiveDataModule
-from sparsecse.errors import ConfigError
-from sparsecse.module import SimCSEModule
+from sparsecse.core.errors import ConfigError
+from sparsecse.training.data import ContrastiveDataModule
+from sparsecse.training.module import SimCSEModule
 
 WORDS = "one two three four five six seven eight nine ten eleven twelve".split()
 
@@ -57,7 +57,7 @@ def test_static_shapes_need_a_max_length(corpus, toy_senteval_dir, tiny_model_di
 
 
 def batch_of(tokenizer, size: int = 6, length: int = 12) -> dict[str, torch.Tensor]:
-    from sparsecse.data import ContrastiveCollator
+    from sparsecse.training.data import ContrastiveCollator
 
     sentences = [" ".join(WORDS[: 2 + i]) for i in range(size)]
     return ContrastiveCollator(tokenizer, length, pad_to_max_length=True)(sentences)
@@ -96,7 +96,7 @@ def test_the_inductor_compiled_loss_and_gradients_equal_the_eager_ones_before_an
     """Dropout off, so that both paths compute the same function (their random streams differ). After
     an event has set the gates in place, the same compiled function must see them: gates are inputs
     of the graph, not constants baked into it."""
-    from sparsecse.sparsifier import PruningEvent, Sparsifier
+    from sparsecse.pruning.sparsifier import PruningEvent, Sparsifier
 
     encoder = make_encoder("avg", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
     sparsifier = Sparsifier(score="weight_magnitude")

@@ -9,8 +9,7 @@ from helpers import hashed_bag_of_words
 from scipy.stats import spearmanr
 from toy_senteval import STS_PAIRS, STS_SUBSETS
 
-from sparsecse.encoder import POOLERS
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
 from sparsecse.evaluation import expand_tasks
 from sparsecse.evaluation.sts import (
     STS_TASKS,
@@ -20,7 +19,8 @@ from sparsecse.evaluation.sts import (
     read_sts_subset,
     read_sts_year,
 )
-from sparsecse.model_io import load_encoder
+from sparsecse.export.model_io import load_encoder
+from sparsecse.model.encoder import POOLERS
 
 
 def senteval_style_year(encode, folder, subsets, batch_size=128):

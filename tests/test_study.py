@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import TEXTS, compose_study, views, write_checkpoint
 
-from sparsecse.removal import remove_pruned_units
-from sparsecse.sparsifier import Sparsifier
-from sparsecse.study import event_at, pruned_copy, rankings, run_study, study_points
+from sparsecse.pruning.removal import remove_pruned_units
+from sparsecse.pruning.sparsifier import Sparsifier
+from sparsecse.pruning.study import event_at, pruned_copy, rankings, run_study, study_points
 
 
 def batches(encoder):
@@ -120,7 +120,7 @@ def test_the_study_takes_a_project_checkpoint_as_its_encoder(tmp_path, toy_sente
     dense point is that encoder, as `sparsecse-eval` scores it."""
     from sparsecse.cli.study import study
     from sparsecse.evaluation import evaluate_encoder
-    from sparsecse.model_io import load_encoder
+    from sparsecse.export.model_io import load_encoder
 
     trained = load_encoder(tiny_model_dir, "avg")
     with torch.no_grad():  # not the weights of tiny_model_dir: the dense point must come from the checkpoint
@@ -141,7 +141,7 @@ def test_the_study_takes_a_project_checkpoint_as_its_encoder(tmp_path, toy_sente
 
 def test_a_study_folder_of_another_config_is_refused_before_anything_loads(tmp_path, toy_senteval_dir):
     from sparsecse.cli.study import study
-    from sparsecse.errors import ConfigError
+    from sparsecse.core.errors import ConfigError
 
     base = [f"data_dir={toy_senteval_dir}", f"output_dir={tmp_path}", "model=/nonexistent/model"]
     (tmp_path / "dense").mkdir()
@@ -163,7 +163,7 @@ def test_a_study_folder_of_another_config_is_refused_before_anything_loads(tmp_p
 
 def test_a_bad_study_list_is_one_line_naming_it(tmp_path, toy_senteval_dir):
     from sparsecse.cli.study import study
-    from sparsecse.errors import ConfigError
+    from sparsecse.core.errors import ConfigError
 
     base = [f"data_dir={toy_senteval_dir}", f"output_dir={tmp_path}"]
     for overrides, message in (
@@ -213,8 +213,8 @@ def test_speed_target_points_share_one_joint_scoring_and_are_the_speed_target_mo
     sparsecse-prune's speed target leaves from the same scores (here a synthetic latency model)."""
     import copy
 
-    from sparsecse.latency import LatencyModel
-    from sparsecse.speed_target import SpeedTarget, encoder_shape, joint_scores, set_gates
+    from sparsecse.pruning.latency import LatencyModel
+    from sparsecse.pruning.speed_target import SpeedTarget, encoder_shape, joint_scores, set_gates
 
     dense = make_encoder("avg", num_hidden_layers=3).eval()
     latency = LatencyModel(0.1, 0.05, 0.02, 0.001, encoder_shape(dense), measured={}, machine={})
@@ -242,7 +242,7 @@ def test_speed_target_points_share_one_joint_scoring_and_are_the_speed_target_mo
 
 def test_a_speed_target_list_is_checked_before_anything_loads(tmp_path, toy_senteval_dir):
     from sparsecse.cli.study import study
-    from sparsecse.errors import ConfigError
+    from sparsecse.core.errors import ConfigError
 
     overrides = [f"data_dir={toy_senteval_dir}", f"output_dir={tmp_path}", "target_speedups=[2,1.0]"]
     with pytest.raises(ConfigError, match=r"^target_speedups\[1\]: must be greater than 1, got 1.0$"):
@@ -255,9 +255,9 @@ def test_the_study_writes_speed_target_points_its_report_lists(
 ):
     """The latency model is stubbed (a tiny model's encode time is mostly tokenisation)."""
     from sparsecse.cli.study import study
-    from sparsecse.latency import LatencyModel
+    from sparsecse.pruning.latency import LatencyModel
+    from sparsecse.pruning.speed_target import SpeedTarget, encoder_shape
     from sparsecse.report import load_sweep, write_report
-    from sparsecse.speed_target import SpeedTarget, encoder_shape
 
     def latency(self, encoder, corpus, cache_dir):
         return LatencyModel(0.1, 0.05, 0.02, 0.001, encoder_shape(encoder), measured={}, machine={}), False

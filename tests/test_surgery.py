@@ -7,14 +7,14 @@ import torch
 from helpers import tiny_bert
 from transformers import AutoModel, RobertaConfig, RobertaModel
 
-from sparsecse.removal import apply_gates, cut_to_structure, remove_units, structure
-from sparsecse.surgery import (
+from sparsecse.architecture.surgery import (
     SparseBertConfig,
     SparseBertModel,
     SparseRobertaModel,
     check_structure,
     slice_linear,
 )
+from sparsecse.pruning.removal import apply_gates, cut_to_structure, remove_units, structure
 
 TEXTS = ["a man is playing a guitar .", "the cat sat on the mat , quietly and alone ."]
 ATTENTION = ["eager", "sdpa"]
@@ -204,7 +204,7 @@ def test_roberta_surgery_and_round_trip(tmp_path):
 
 
 def test_apply_gates_makes_gated_encoder_physical(make_encoder):
-    from sparsecse.gates import UnitGates
+    from sparsecse.pruning.gates import UnitGates
 
     encoder = make_encoder("cls")
     encoder.gates = UnitGates(encoder.backbone)

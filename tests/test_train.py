@@ -105,8 +105,8 @@ def test_paper_experiments_train_as_simcse_does(
 def test_validation_is_float32_under_mixed_precision(make_encoder, tokenizer):
     """SimCSE chooses its best checkpoint on float32 STS-B dev scores; so do we, whatever autocast the
     trainer runs validation under."""
-    from sparsecse.data import PairCollator
-    from sparsecse.module import SimCSEModule
+    from sparsecse.training.data import PairCollator
+    from sparsecse.training.module import SimCSEModule
 
     module = SimCSEModule(make_encoder("avg"), optimizer=None).eval()
     pairs = [
@@ -260,8 +260,8 @@ def test_on_slurm_the_checkpoint_plugin_is_kept(tmp_path, toy_senteval_dir, tiny
 
 
 def test_a_stage_prints_a_line_when_it_starts_and_one_with_its_time_when_it_ends(capsys, monkeypatch):
-    from sparsecse import console
     from sparsecse.cli import training
+    from sparsecse.core import console
 
     clock = iter([100.0, 627.4])
     monkeypatch.setattr(console.time, "perf_counter", lambda: next(clock))

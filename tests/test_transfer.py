@@ -14,7 +14,7 @@ from toy_senteval import TRANSFER_SIZES
 
 import sparsecse.evaluation.classifier as classifier
 import sparsecse.evaluation.transfer as transfer
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
 from sparsecse.evaluation import TRANSFER_TASKS, evaluate_encoder, expand_tasks
 from sparsecse.evaluation.classifier import ClassifierConfig, Fit, fit_many
 from sparsecse.evaluation.transfer import (
@@ -31,7 +31,7 @@ from sparsecse.evaluation.transfer import (
     read_trec,
     split,
 )
-from sparsecse.model_io import load_encoder
+from sparsecse.export.model_io import load_encoder
 
 # small enough for a plain fit per classifier, big enough for ragged last batches and early stops
 SMALL = ClassifierConfig("adam", batch_size=16, tenacity=2, epoch_size=2, max_epoch=12)

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sparsecse.data import ContrastiveDataModule
 from sparsecse.evaluation.sts import read_stsb
-from sparsecse.model_io import load_encoder
-from sparsecse.sparsifier import Sparsifier
-from sparsecse.study import pruned_copy, score_dense
+from sparsecse.export.model_io import load_encoder
+from sparsecse.pruning.sparsifier import Sparsifier
+from sparsecse.pruning.study import pruned_copy, score_dense
+from sparsecse.training.data import ContrastiveDataModule
 
 
 def mean_pairwise_cosine(embeddings: torch.Tensor) -> float:

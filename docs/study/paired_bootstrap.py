@@ -23,12 +23,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from sparsecse.data import ContrastiveDataModule
 from sparsecse.evaluation.bootstrap import paired_bootstrap
 from sparsecse.evaluation.sts import STS_TASKS, spearman_x100, sts_similarities
-from sparsecse.model_io import load_encoder
-from sparsecse.sparsifier import Sparsifier
-from sparsecse.study import pruned_copy, score_dense
+from sparsecse.export.model_io import load_encoder
+from sparsecse.pruning.sparsifier import Sparsifier
+from sparsecse.pruning.study import pruned_copy, score_dense
+from sparsecse.training.data import ContrastiveDataModule
 
 SWEPT = ("granularity", "score", "seed")
 

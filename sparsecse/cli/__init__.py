@@ -24,11 +24,11 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from sparsecse.console import say
-from sparsecse.errors import ConfigError, Preempted, RunStopped
-from sparsecse.paths import default_data_dir
-from sparsecse.sparsifier import Sparsifier
-from sparsecse.validation import unknown_key
+from sparsecse.core.console import say
+from sparsecse.core.errors import ConfigError, Preempted, RunStopped
+from sparsecse.core.paths import default_data_dir
+from sparsecse.core.validation import unknown_key
+from sparsecse.pruning.sparsifier import Sparsifier
 
 # the checkout the package is installed from in editable mode, whose conf/ Hydra reads
 REPO_ROOT = Path(__file__).resolve().parents[2]

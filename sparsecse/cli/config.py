@@ -1,7 +1,7 @@
 """The training config checked whole, before any data or model loads.
 
 Takes the resolved config as a plain mapping. Each group is checked against the signature of its
-`_target_`, whose type hints are the group's schema (`sparsecse.validation`); the top-level keys and
+`_target_`, whose type hints are the group's schema (`sparsecse.core.validation`); the top-level keys and
 `evaluate` against the records below. The first problem found is raised as one ConfigError naming
 its full dotted key (`data.batch_size: must be greater than or equal to 1, got 0`).
 """
@@ -15,10 +15,10 @@ from typing import Any
 
 from typing_extensions import TypedDict, get_type_hints
 
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
+from sparsecse.core.validation import STRICT_RECORD, PositiveInt, check_arguments, check_value, unknown_key
 from sparsecse.evaluation.transfer import TransferPreset
-from sparsecse.onnx_export import OnnxExport
-from sparsecse.validation import STRICT_RECORD, PositiveInt, check_arguments, check_value, unknown_key
+from sparsecse.export.onnx_export import OnnxExport
 
 HYDRA_KEYS = frozenset({"_target_", "_partial_", "_recursive_", "_convert_", "_args_"})
 TARGET_GROUPS = ("data", "model", "trainer")  # one `_target_` each

@@ -2,7 +2,7 @@
 
 The files come from the Hub dataset princeton-nlp/datasets-for-simcse through huggingface_hub
 (its cache, retries and resumed transfers; `$HF_ENDPOINT` or `--endpoint` names a mirror), or
-from a plain http(s):// or file:// folder given with `--base-url` (sparsecse.download does the work).
+from a plain http(s):// or file:// folder given with `--base-url` (sparsecse.data.download does the work).
 
 Usage:
     sparsecse-data download [--data-dir DIR] [--only senteval wiki1m nli] [--force]
@@ -16,11 +16,11 @@ import argparse
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from sparsecse import download as dl
-from sparsecse import sources
-from sparsecse.console import failed
-from sparsecse.errors import ConfigError
-from sparsecse.paths import DATA_DIR_ENV, default_data_dir
+from sparsecse.core.console import failed
+from sparsecse.core.errors import ConfigError
+from sparsecse.core.paths import DATA_DIR_ENV, default_data_dir
+from sparsecse.data import download as dl
+from sparsecse.data import sources
 
 PROG = dl.PROG
 

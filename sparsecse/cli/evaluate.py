@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from sparsecse.cli import tool_main
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
 from sparsecse.evaluation import (
     check_evaluation,
     check_senteval_files,
@@ -18,7 +18,7 @@ from sparsecse.evaluation import (
     format_table,
     write_results,
 )
-from sparsecse.model_io import load_encoder
+from sparsecse.export.model_io import load_encoder
 
 
 @contextmanager

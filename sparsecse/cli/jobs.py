@@ -25,9 +25,10 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from sparsecse.cli import exit_on_config_error
-from sparsecse.console import RUN_LOG
-from sparsecse.errors import ConfigError, RunStopped
-from sparsecse.paths import run_name
+from sparsecse.core.console import RUN_LOG
+from sparsecse.core.errors import ConfigError, RunStopped
+from sparsecse.core.paths import run_name
+from sparsecse.core.runs import named_before
 
 NOT_IN_FOLDER_NAMES = ("resume", "ckpt_path")  # restarting a run must not move it to another folder
 
@@ -102,9 +103,12 @@ CONF_DIGEST = "conf_digest.json"  # in a sweep folder: the config files its firs
 
 
 def conf_digest(config_dir: Path) -> dict[str, str]:
-    """Every config file under `config_dir` -> the SHA-256 of its bytes (first 16 hex digits)."""
+    """Every config file under `config_dir` -> the SHA-256 of its text (first 16 hex digits), with the
+    moved modules named as before the move (`sparsecse.core.runs.named_before`): a sweep started
+    before the move goes on after it, since the move changed no setting."""
     files = sorted(config_dir.rglob("*.yaml"))
-    return {str(p.relative_to(config_dir)): hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in files}
+    digest = lambda p: hashlib.sha256(named_before(p.read_bytes().decode()).encode()).hexdigest()[:16]  # noqa: E731
+    return {str(p.relative_to(config_dir)): digest(p) for p in files}
 
 
 def check_sweep_configs(sweep_dir: Path, config_dir: Path) -> None:
@@ -204,7 +208,7 @@ def discard_unused_run_folder() -> None:
 
 
 def stop_worker_processes() -> None:
-    """DataLoader workers ignore the job's stop signals (`sparsecse.data.ignore_stop_signals`), and
+    """DataLoader workers ignore the job's stop signals (`sparsecse.training.data.ignore_stop_signals`), and
     Lightning shuts them down only when training ends normally: after an error, Python's exit would
     wait for them forever (multiprocessing terminates daemon children, then joins them), keeping a
     failed job on the cluster until its time limit. They are killed instead."""

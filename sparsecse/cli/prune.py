@@ -13,13 +13,12 @@ from omegaconf import DictConfig
 from sparsecse.cli import resolved, tool_main
 from sparsecse.cli.evaluate import model_key, pick_device
 from sparsecse.cli.prune_job import TARGET_SPEEDUP, PruneJob, check_job, removes_units, under
-from sparsecse.console import say
-from sparsecse.console import stage as console_stage
-from sparsecse.data import ContrastiveDataModule
+from sparsecse.core.console import say
+from sparsecse.core.console import stage as console_stage
+from sparsecse.core.runs import RESULTS, check_finished_output
+from sparsecse.core.writing import written_whole
 from sparsecse.evaluation import evaluate_encoder, format_table, write_results
-from sparsecse.gates import sparsity_summary
-from sparsecse.layers import drop_layers
-from sparsecse.model_card import (
+from sparsecse.export.model_card import (
     CardFacts,
     base_model,
     plural,
@@ -27,20 +26,21 @@ from sparsecse.model_card import (
     recovery_sentence,
     speed_target_sentence,
 )
-from sparsecse.model_io import check_replaceable, load_encoder, write_card, write_export
-from sparsecse.onnx_encoder import graph_encoder, token_pooling
-from sparsecse.onnx_export import INT8_GRAPHS
-from sparsecse.recovery import (
+from sparsecse.export.model_io import check_replaceable, load_encoder, write_card, write_export
+from sparsecse.export.onnx_encoder import graph_encoder, token_pooling
+from sparsecse.export.onnx_export import INT8_GRAPHS
+from sparsecse.pruning.gates import sparsity_summary
+from sparsecse.pruning.layers import drop_layers
+from sparsecse.pruning.recovery import (
     LayerTeacher,
     corpus_sentences,
     default_cache_dir,
     recover,
     teacher_embeddings,
 )
-from sparsecse.removal import remove_pruned_units
-from sparsecse.runs import RESULTS, check_finished_output
-from sparsecse.sparsifier import event_outcome
-from sparsecse.writing import written_whole
+from sparsecse.pruning.removal import remove_pruned_units
+from sparsecse.pruning.sparsifier import event_outcome
+from sparsecse.training.data import ContrastiveDataModule
 
 # Keys that say where a result is written or read from, not what it computes: a result moved to
 # another folder, or computed again with overwrite=true, is the same result.

@@ -8,16 +8,17 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from sparsecse.cli.evaluate import model_key
-from sparsecse.encoder import check_pooler
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
+from sparsecse.core.validation import check_value
 from sparsecse.evaluation import check_evaluation
-from sparsecse.layers import LayerDrop
-from sparsecse.loading import load_config
-from sparsecse.onnx_export import OnnxExport, check_onnx_available
-from sparsecse.recovery import Recovery
-from sparsecse.sparsifier import TARGETS, PruningEvent, Sparsifier, one_shot_event
-from sparsecse.speed_target import SpeedTarget, speed_target_from
-from sparsecse.validation import check_value
+from sparsecse.export.onnx_encoder import runtime_encode
+from sparsecse.export.onnx_export import OnnxExport, check_onnx_available
+from sparsecse.model.encoder import check_pooler
+from sparsecse.model.loading import load_config
+from sparsecse.pruning.layers import LayerDrop
+from sparsecse.pruning.recovery import Recovery
+from sparsecse.pruning.sparsifier import TARGETS, PruningEvent, Sparsifier, one_shot_event
+from sparsecse.pruning.speed_target import SpeedTarget, speed_target_from
 
 TARGET_SPEEDUP = "target_speedup"
 
@@ -90,9 +91,8 @@ def check_speed_target(job: PruneJob, cfg: DictConfig) -> SpeedTarget | None:
     """pruning.target_speedup, checked against the options it replaces."""
     if job.options.get(TARGET_SPEEDUP) is None:
         return None
-    return under(
-        "pruning", speed_target_from, job.options, job.layer_drop.keep, cfg.onnx, cfg.recovery.cache_dir
-    )
+    return under("pruning", speed_target_from, job.options, job.layer_drop.keep, cfg.onnx,
+                 cfg.recovery.cache_dir, runtime_encode)  # fmt: skip
 
 
 def removes_units(event: PruningEvent) -> bool:

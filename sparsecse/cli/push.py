@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx2
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-from sparsecse.console import failed
-from sparsecse.errors import ConfigError
-from sparsecse.hub import export_files, push_to_hub
+from sparsecse.core.console import failed
+from sparsecse.core.errors import ConfigError
+from sparsecse.export.hub import export_files, push_to_hub
 
 PROG = "sparsecse-push"
 

@@ -11,20 +11,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from sparsecse.cli import tool_main
 from sparsecse.cli.evaluate import model_key, pick_device
-from sparsecse.console import stage
-from sparsecse.data import ContrastiveDataModule
-from sparsecse.encoder import check_pooler
-from sparsecse.errors import ConfigError, first_few
+from sparsecse.core.console import stage
+from sparsecse.core.errors import ConfigError, first_few
+from sparsecse.core.runs import KEYS_NAMED, RESULTS, differences
+from sparsecse.core.validation import Fraction, Speedup, check_value
 from sparsecse.evaluation import check_evaluation, evaluate_encoder, write_results
 from sparsecse.evaluation.table import headline
-from sparsecse.gates import counted_parameters
-from sparsecse.model_io import load_encoder
-from sparsecse.recovery import corpus_sentences, default_cache_dir
-from sparsecse.runs import KEYS_NAMED, RESULTS, differences
-from sparsecse.sparsifier import Sparsifier
-from sparsecse.speed_target import SpeedTarget
-from sparsecse.study import JOINT, StudyPoint, run_study, study_points
-from sparsecse.validation import Fraction, Speedup, check_value
+from sparsecse.export.model_io import load_encoder
+from sparsecse.model.encoder import check_pooler
+from sparsecse.pruning.gates import counted_parameters
+from sparsecse.pruning.recovery import corpus_sentences, default_cache_dir
+from sparsecse.pruning.sparsifier import Sparsifier
+from sparsecse.pruning.speed_target import SpeedTarget
+from sparsecse.pruning.study import JOINT, StudyPoint, run_study, study_points
+from sparsecse.training.data import ContrastiveDataModule
 
 SWEPT = ("granularity", "score", "seed")  # set per point from the study's lists
 DENSE = {"granularity": "dense", "score": "dense", "sparsity": "0"}

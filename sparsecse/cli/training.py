@@ -19,12 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from callbacks.checkpointing import LastCheckpoint
 from sparsecse.cli.jobs import instantiate_group
-from sparsecse.console import say
-from sparsecse.console import stage as console_stage
-from sparsecse.data import data_files
-from sparsecse.download import fetch_missing
-from sparsecse.encoder import SentenceEncoder, check_pooler
-from sparsecse.errors import ConfigError
+from sparsecse.core.console import say
+from sparsecse.core.console import stage as console_stage
+from sparsecse.core.errors import ConfigError
+from sparsecse.core.runs import RESULTS, TrainingResults
+from sparsecse.data.download import fetch_missing
 from sparsecse.evaluation import (
     check_evaluation,
     check_senteval_files,
@@ -34,18 +33,19 @@ from sparsecse.evaluation import (
     task_files,
     write_results,
 )
-from sparsecse.loading import load_checkpoint_file, load_config
-from sparsecse.model_card import (
+from sparsecse.export.model_card import (
     base_model,
     plural,
     pruning_sentence,
     recovery_sentence,
     speed_target_sentence,
 )
-from sparsecse.model_io import encoder_from_checkpoint, save_sparse_encoder
-from sparsecse.onnx_export import check_onnx_available
-from sparsecse.plots import align_uniform_path
-from sparsecse.runs import RESULTS, TrainingResults
+from sparsecse.export.model_io import encoder_from_checkpoint, save_sparse_encoder
+from sparsecse.export.onnx_export import check_onnx_available
+from sparsecse.model.encoder import SentenceEncoder, check_pooler
+from sparsecse.model.loading import load_checkpoint_file, load_config
+from sparsecse.report.plots import align_uniform_path
+from sparsecse.training.data import data_files
 
 
 def preflight(cfg: DictConfig):
@@ -112,7 +112,7 @@ def fetch_data(cfg: DictConfig) -> None:
 
 
 def stage(name: str):
-    """sparsecse.console.stage for the training job: its lines on rank 0 only."""
+    """sparsecse.core.console.stage for the training job: its lines on rank 0 only."""
     return console_stage("sparsecse-train", name, shown=rank_zero_only.rank == 0)
 
 

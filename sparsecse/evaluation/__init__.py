@@ -7,7 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
+from sparsecse.core.writing import write_text
 from sparsecse.evaluation.analysis import ANALYSIS_TASKS, stsb_alignment_uniformity
 from sparsecse.evaluation.files import TASK_FILES, check_files, missing_files
 from sparsecse.evaluation.mteb_tasks import PREFIX, evaluate_mteb, is_mteb, load_tasks
@@ -15,7 +16,6 @@ from sparsecse.evaluation.names import display_name
 from sparsecse.evaluation.sts import STS_TASKS, caching_encodings, evaluate_sts
 from sparsecse.evaluation.table import ANALYSIS_KEYS, format_table
 from sparsecse.evaluation.transfer import TRANSFER_TASKS, check_preset, evaluate_transfer
-from sparsecse.writing import write_text
 
 TASK_SETS = {"sts": STS_TASKS, "transfer": TRANSFER_TASKS, "analysis": ANALYSIS_TASKS}
 ALL_TASKS = STS_TASKS + TRANSFER_TASKS + ANALYSIS_TASKS

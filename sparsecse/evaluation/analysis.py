@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from sparsecse.evaluation.sts import Encode, encode_unique, read_stsb
-from sparsecse.loss import alignment, uniformity
+from sparsecse.model.loss import alignment, uniformity
 
 ANALYSIS_TASKS = ("alignment_uniformity",)
 

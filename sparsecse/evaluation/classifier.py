@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
 
 OPTIMIZERS = ("adam", "rmsprop")
 GROUP_STREAMS = 40  # streams trained together; their gathered batches (S, B, D) stay in cache

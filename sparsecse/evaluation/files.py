@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sparsecse.errors import ConfigError, first_few
+from sparsecse.core.errors import ConfigError, first_few
 from sparsecse.evaluation.sts import STS_YEARS
 from sparsecse.evaluation.transfer import BINARY_FILES
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
 
 PREFIX = "mteb:"
 _REGISTERED: dict[str, type] = {}  # custom tasks, by their metadata name

@@ -16,7 +16,7 @@ import torch
 from scipy.stats import spearmanr
 from torch import Tensor
 
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
 
 Encode = Callable[[Sequence[str]], Tensor]
 

@@ -26,11 +26,11 @@ from sklearn.model_selection import StratifiedKFold
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
+from sparsecse.core.validation import check_value
 from sparsecse.evaluation.classifier import ClassifierConfig, Fit, FitsDone, fit_many, no_progress
 from sparsecse.evaluation.names import display_name
 from sparsecse.evaluation.sts import Encode, _require
-from sparsecse.validation import check_value
 
 TRANSFER_TASKS = ("mr", "cr", "subj", "mpqa", "sst2", "trec", "mrpc")
 # folder, file of label 1, file of label 0 (SUBJ: objective is 1, as in SentEval)

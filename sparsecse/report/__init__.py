@@ -10,8 +10,8 @@ from functools import partial
 from operator import attrgetter
 from pathlib import Path
 
-from sparsecse import plots
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
+from sparsecse.report import plots
 from sparsecse.report.study import BETTER, study_lines, study_section, write_study_figures
 from sparsecse.report.sweep import (
     Row,

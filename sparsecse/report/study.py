@@ -7,8 +7,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sparsecse import plots
 from sparsecse.evaluation.table import ANALYSIS_KEYS, DECIMALS
+from sparsecse.report import plots
 from sparsecse.report.sweep import Sweep, summarize
 from sparsecse.report.tables import LABELS, format_cell, padded_table
 

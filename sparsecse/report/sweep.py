@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from sparsecse.errors import ConfigError
+from sparsecse.core.errors import ConfigError
 from sparsecse.evaluation.sts import STS_TASKS
 from sparsecse.evaluation.table import ANALYSIS_KEYS, EVALUATION_KEYS
 from sparsecse.evaluation.transfer import TRANSFER_TASKS

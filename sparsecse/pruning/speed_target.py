@@ -1,0 +1,189 @@
+"""Pruning to a speed target: the encoder's latency model in the runtime that will serve it (measured
+once per machine and cached, sparsecse.pruning.latency), the layers, heads and FFN neurons that reach the
+asked-for speed-up at the least alignment/uniformity importance (sparsecse.pruning.allocation), removed from
+the encoder; and the speed-up measured afterwards, to print beside the predicted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from sparsecse.architecture.layout import encoder_layers, layer_structure
+from sparsecse.core.errors import ConfigError
+from sparsecse.core.validation import PositiveInt, Speedup, checked
+from sparsecse.pruning.allocation import Allocation, allocate, joint_importance
+from sparsecse.pruning.latency import (
+    LatencyModel,
+    Runtime,
+    Shape,
+    cached_latency,
+    measure_latency,
+    shape_key,
+    time_shapes,
+)
+from sparsecse.pruning.removal import remove_pruned_units
+from sparsecse.pruning.speed import cpu_name, measure, pinned
+
+SpeedRuntime = Literal["PyTorch", "int8"]
+ENCODE_BATCH = 64  # the batch users time (docs/compression.md)
+
+
+def encoder_shape(encoder: nn.Module) -> Shape:
+    layers = [layer_structure(layer) for layer in encoder_layers(encoder.backbone)]
+    return Shape(tuple(h for h, _ in layers), tuple(f for _, f in layers))
+
+
+Serve = Callable[[str, Path], Runtime]  # (runtime name, scratch folder) -> encoder -> its encode(texts)
+
+
+def pytorch_encode(runtime: str, scratch: Path) -> Runtime:
+    """An encoder -> its encode(texts) in PyTorch, the batch users time. The int8 graph is the export
+    package's (`sparsecse.export.onnx_encoder.runtime_encode`, which the CLIs and the callback pass)."""
+    if runtime != "PyTorch":
+        raise ValueError(f"{runtime}: timing it needs sparsecse.export.onnx_encoder.runtime_encode")
+    return lambda encoder: lambda texts: encoder.encode(list(texts), batch_size=ENCODE_BATCH)
+
+
+class SpeedTarget:
+    """Remove layers, heads and FFN neurons until the latency model predicts `target_speedup` over the
+    encoder as given, in `runtime`; the latency model is timed on `rounds` rounds of `sentences`
+    training sentences and cached under `cache_dir`/latency. Every timing runs on one thread pinned
+    to one core (sparsecse.pruning.speed.pinned), the protocol whose speed-ups repeat within a few percent
+    on a shared machine (docs/compression.md); the process's threads are as they were after."""
+
+    @checked
+    def __init__(
+        self,
+        target_speedup: Speedup,
+        runtime: SpeedRuntime = "PyTorch",
+        rounds: PositiveInt = 5,
+        sentences: PositiveInt = 500,
+        cache_dir: str | None = None,
+        serve: Serve = pytorch_encode,
+    ):
+        self.speedup, self.runtime, self.rounds, self.sentences = target_speedup, runtime, rounds, sentences
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.serve = serve  # how `runtime` encodes: the export package's for int8
+
+    def machine(self, encoder: nn.Module) -> dict[str, str]:
+        """What the latency model depends on: the cache key."""
+        return {
+            "cpu": cpu_name(),
+            "threads": "1, pinned",
+            "device": str(encoder.device),
+            "runtime": self.runtime,
+            "torch": torch.__version__,
+            "model": shape_key(encoder_shape(encoder)),
+        }
+
+    def latency(
+        self, encoder: nn.Module, corpus: Sequence[str], cache_dir: Path
+    ) -> tuple[LatencyModel, bool]:
+        """The encoder's latency model (and whether it came from the cache), timed on a copy with its
+        gates made physical: the encoder as it would serve."""
+        sentences = list(corpus)[: self.sentences]
+        plain = copy.deepcopy(encoder)
+        remove_pruned_units(plain)
+        dense = encoder_shape(plain)
+
+        def timed(shapes: Sequence[Shape]) -> dict[Shape, float]:
+            with tempfile.TemporaryDirectory() as scratch, pinned():
+                runtime = self.serve(self.runtime, Path(scratch))
+                return time_shapes(plain, shapes, runtime, sentences, self.rounds)
+
+        machine = self.machine(plain)
+        return cached_latency(
+            self.cache_dir or cache_dir, machine, lambda: measure_latency(timed, dense, machine)
+        )
+
+    def prune(
+        self,
+        encoder: nn.Module,
+        batches: Iterable[dict[str, Tensor]],
+        sparsifier,
+        latency: LatencyModel,
+        speedup: float | None = None,
+        scoring: int = 0,
+        rank: int = 0,
+    ) -> Allocation:
+        """Score every unit and layer (`joint_scores`), allocate to `speedup` (default the target) going
+        on from what the gates keep, and set the gates to the allocation (`remove_pruned_units` then
+        slices it out). The encoder carries its gates (`sparsifier.attach`)."""
+        scores = joint_scores(encoder, batches, sparsifier, scoring, rank)
+        allocation = self.allocation(encoder, scores, sparsifier, latency, speedup)
+        set_gates(encoder, allocation)
+        return allocation
+
+    def allocation(self, encoder: nn.Module, scores, sparsifier, latency: LatencyModel,
+                   speedup: float | None = None) -> Allocation:  # fmt: skip
+        """What reaches `speedup` (default the target) at the least importance, from `scores` (heads,
+        neurons, layers) and what the encoder's gates keep."""
+        gates = encoder.gates
+        return allocate(
+            *scores, latency, speedup or self.speedup, sparsifier.min_heads_per_layer,
+            sparsifier.ffn_alignment(encoder), alive_heads=[g != 0 for g in gates.heads],
+            alive_neurons=[g != 0 for g in gates.neurons], alive_layers=gates.kept_layers(),
+        )  # fmt: skip
+
+    def measured(self, dense: nn.Module, pruned: nn.Module, corpus: Sequence[str]) -> float:
+        """The pruned encoder's speed-up over `dense`, timed as the latency model was."""
+        sentences = list(corpus)[: self.sentences]
+        with tempfile.TemporaryDirectory() as scratch, pinned():
+            runtime = self.serve(self.runtime, Path(scratch))
+            encoders = {"dense": runtime(dense), "pruned": runtime(pruned)}
+            return measure(encoders, sentences, "dense", self.rounds).speedups()["pruned"]
+
+
+def joint_scores(encoder: nn.Module, batches: Iterable[dict[str, Tensor]], sparsifier, scoring: int = 0,
+                 rank: int = 0) -> tuple[list[Tensor], list[Tensor], Tensor]:  # fmt: skip
+    """(heads, neurons, layers) importance on `sparsifier.num_batches` of `batches` (one pass; the score
+    mode, seed and randomness `sparsifier.importance` scores with for event `scoring` on `rank`)."""
+    with sparsifier.scoring_randomness(encoder, scoring, rank) as generator:
+        batches = islice(batches, sparsifier.num_batches)
+        return joint_importance(encoder, batches, sparsifier.scorer, generator)
+
+
+@torch.no_grad()
+def set_gates(encoder: nn.Module, allocation: Allocation) -> None:
+    """Set the encoder's head, neuron and layer gates to what `allocation` keeps."""
+    gates = encoder.gates
+    for gate, keep in zip([*gates.heads, *gates.neurons], [*allocation.heads, *allocation.neurons]):
+        gate.copy_(keep.to(gate.dtype))
+    for i, layer_gate in enumerate(gates.layers):
+        layer_gate.fill_(float(i in allocation.layers))
+
+
+SPARSITIES = ("head_sparsity", "ffn_sparsity", "weight_sparsity")
+
+
+def speed_target_from(
+    pruning: Mapping[str, object],
+    layers_keep: int | None,
+    onnx: str,
+    cache_dir: str | None,
+    serve: Serve = pytorch_encode,
+) -> SpeedTarget:
+    """The speed target of a pruning node (`target_speedup` beside the Sparsifier's options), checked
+    against the options it replaces: the sparsities and `layers.keep` must be left off, and `onnx`
+    must name a runtime the latency model times (PyTorch, or the int8 graph)."""
+    key = "target_speedup"
+    if onnx == "openvino-int8":
+        raise ConfigError(key, "times PyTorch or the int8 ONNX graph: use onnx=int8 or onnx=none with it")
+    given = [f"pruning.{name}={pruning[name]}" for name in SPARSITIES if pruning.get(name)]
+    given += [f"layers.keep={layers_keep}"] if layers_keep else []
+    if given:
+        why = f"chooses the layers, heads and FFN neurons itself; leave {', '.join(given)} out"
+        raise ConfigError(key, f"{why} (pruning.head_sparsity=0 pruning.ffn_sparsity=0)")
+    if pruning.get("granularity", "structured") != "structured":
+        raise ConfigError(key, "removes structured units: it needs granularity=structured")
+    return SpeedTarget(
+        pruning[key], "int8" if onnx == "int8" else "PyTorch", cache_dir=cache_dir, serve=serve
+    )

@@ -1,0 +1,369 @@
+"""The compression study's tables and figure (docs/compression.md): each recipe's STS avg against its
+encode speed-up over the dense model, mean ± std over seeds, and the Pareto frontier.
+
+A study folder (bench/compression_study.py) holds `<series>/<level>/seed<S>/results.json` (one
+`sparsecse-prune` run each), `dense/results.json`, and `speed.json`: the speed-up of every model
+directory (`"<series>/<level>/seed<S> PyTorch"`, `"... int8"`) over the dense PyTorch model of the
+speed run that measured it, the int8 graphs' STS scores, and one record per speed run (`runs`,
+with the speed-ups that run measured).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# docs/compression.md's generated block lies between these lines
+TABLES_BEGIN = "<!-- tables made by compression_tables(docs/compression): do not edit -->"
+TABLES_END = "<!-- end of the generated tables -->"
+SPEED = "speed.json"
+RESULTS = "results.json"
+# row label of each (series, variant); variant: "pruned" (before recovery), "after", or "int8"
+RECIPES = {
+    ("sparsecse", "pruned"): "SparseCSE, no recovery",
+    ("sparsecse", "after"): "SparseCSE + recovery",
+    ("sparsecse", "int8"): "SparseCSE + recovery, int8 ONNX",
+    ("random", "after"): "random + recovery",
+    ("layers", "after"): "layers dropped evenly + distillation",
+    ("layers", "int8"): "layers dropped evenly + distillation, int8 ONNX",
+    ("layers-importance", "after"): "layers dropped by importance + distillation",
+    ("layers-importance", "int8"): "layers dropped by importance + distillation, int8 ONNX",
+    ("dense-distilled", "after"): "dense + the same distillation (nothing removed)",
+    ("dense", "after"): "dense",
+    ("dense", "int8"): "dense, int8 ONNX",
+    ("model2vec", "after"): "static embeddings (model2vec, 256 dims)",
+}
+# how each series' models run, as speed.json names their timings (`<model> <runtime>`)
+RUNTIMES = {"model2vec": "static"}
+SPEEDUPS = (1.3, 1.8, 2.5, 3.5)  # the speed-ups over dense PyTorch the study aims at
+FLOORS = ((1.8, 77.9), (1.3, 78.6))  # (speed-up, the STS avg recovered SparseCSE should keep there)
+COMPETITORS = {  # the same recovery, other ways to remove the same compute
+    "random + recovery": (RECIPES["random", "after"],),
+    "layer dropping + distillation": (RECIPES["layers", "after"], RECIPES["layers-importance", "after"]),
+}
+POINT = re.compile(r"(?P<series>[^/]+)/(?P<level>[^/]+)/seed(?P<seed>\d+)$")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One model of one recipe: its speed-up over dense PyTorch and its STS avg (7 tasks)."""
+
+    recipe: str
+    level: str  # p0.55 (heads and FFN neurons removed), keep3 (layers kept), or "-" for dense
+    seed: int
+    speedup: float
+    sts_avg: float
+
+
+@dataclass(frozen=True)
+class Row:
+    """A recipe at one level: mean and sample std over its seeds."""
+
+    recipe: str
+    level: str
+    seeds: int
+    speedup: float
+    speedup_std: float
+    sts_avg: float
+    sts_std: float
+
+
+CHECK = "check/"  # speed.json's prefix of a stand-in timed beside the model it stands in for
+
+
+def merge_speed(earlier: dict, later: dict) -> dict:
+    """Two speed.json records as one: the runs of both (a run published twice is kept once), and for a
+    model both measured, the later run's figures. Each speed-up stays a ratio against the dense model
+    of its own run, so models measured in different runs (seeds run at different times) sit side by
+    side."""
+    runs = earlier.get("runs", [])
+    # a stand-in timed beside its model (`check/...`) checks the run that timed both: the later's only
+    kept = {name: value for name, value in earlier.get("speedup", {}).items()
+            if not (name.startswith(CHECK) and later.get("speedup"))}  # fmt: skip
+    return {
+        "runs": [*runs, *(run for run in later.get("runs", []) if run not in runs)],
+        "speedup": {**kept, **later.get("speedup", {})},
+        "int8_sts": {**earlier.get("int8_sts", {}), **later.get("int8_sts", {})},
+    }
+
+
+def recorded_structure(results: dict) -> tuple[list[int], list[int]]:
+    """A point's model shape from its results.json (`sparsity`'s per-layer counts, which
+    `sparsecse-prune` records): (heads, FFN neurons), one entry per layer."""
+    counts = results["sparsity"]
+    layers = range(sum(key.startswith("prune/heads_layer") for key in counts))
+    return (
+        [int(counts[f"prune/heads_layer{i}"]) for i in layers],
+        [int(counts[f"prune/neurons_layer{i}"]) for i in layers],
+    )
+
+
+def read_points(root: str | Path, run: int | None = None) -> list[Point]:
+    """Every (recipe, level, seed) of a study folder that has both a result and a speed: the latest
+    speed-up of each model, or with `run`, the speed-ups that speed run measured (`runs[run]`)."""
+    root = Path(root)
+    speed = json.loads((root / SPEED).read_text())
+    if run is not None:
+        speed["speedup"] = speed["runs"][run]["speedup"]
+    points = []
+    for path in sorted(root.rglob(RESULTS)):
+        name = str(path.parent.relative_to(root))
+        match = POINT.match(name)
+        series, level, seed = (
+            (match["series"], match["level"], int(match["seed"])) if match else (name, "-", 0)
+        )
+        results = json.loads(path.read_text())
+        for variant in ("pruned", "after", "int8"):
+            recipe = RECIPES.get((series, variant))
+            if recipe is None:
+                continue
+            kind = "int8" if variant == "int8" else RUNTIMES.get(series, "PyTorch")
+            if f"{name} {kind}" not in speed["speedup"]:
+                continue
+            # an int8 graph's scores: those its `sparsecse-prune onnx=int8` run printed, else the speed run's
+            int8 = results.get("int8") or speed["int8_sts"].get(f"{name} int8")
+            scores = int8 if variant == "int8" else results.get(variant)
+            if scores:
+                points.append(
+                    Point(recipe, level, seed, speed["speedup"][f"{name} {kind}"], scores["sts_avg"])
+                )
+    return points
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(points: Sequence[Point]) -> list[Row]:
+    """One row per (recipe, level), in the order RECIPES lists the recipes, then by speed-up."""
+    groups: dict[tuple[str, str], list[Point]] = {}
+    for point in points:
+        groups.setdefault((point.recipe, point.level), []).append(point)
+    rows = []
+    for (recipe, level), members in groups.items():
+        speed, speed_std = _mean_std([p.speedup for p in members])
+        sts, sts_std = _mean_std([p.sts_avg for p in members])
+        rows.append(Row(recipe, level, len(members), speed, speed_std, sts, sts_std))
+    order = {recipe: i for i, recipe in enumerate(RECIPES.values())}
+    return sorted(rows, key=lambda row: (order[row.recipe], row.speedup))
+
+
+def frontier(rows: Sequence[Row]) -> list[Row]:
+    """The rows no other row beats: none is at least as fast and at least as good, and better in one
+    (by the means). Sorted by speed-up."""
+
+    def dominated(row: Row) -> bool:
+        return any(
+            o.speedup >= row.speedup
+            and o.sts_avg >= row.sts_avg
+            and (o.speedup, o.sts_avg) != (row.speedup, row.sts_avg)
+            for o in rows
+        )
+
+    return sorted((row for row in rows if not dominated(row)), key=lambda row: row.speedup)
+
+
+def _cell(mean: float, std: float, seeds: int, digits: int, suffix: str = "") -> str:
+    return f"{mean:.{digits}f}{suffix} ± {std:.{digits}f}" if seeds > 1 else f"{mean:.{digits}f}{suffix}"
+
+
+def rows_table(rows: Sequence[Row]) -> str:
+    lines = ["| recipe | level | seeds | encode speed-up | STS avg |", "| --- | --- | --: | --: | --: |"]
+    for row in rows:
+        speed = _cell(row.speedup, row.speedup_std, row.seeds, 2, "x")
+        lines.append(f"| {row.recipe} | {row.level} | {row.seeds} | {speed} "
+                     f"| {_cell(row.sts_avg, row.sts_std, row.seeds, 2)} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def best_at(rows: Sequence[Row], speedup: float, recipes: Sequence[str] | None = None) -> Row | None:
+    """The row with the highest mean STS avg among those at least `speedup` times faster than dense
+    (by their means), of `recipes` if given; None if no row is that fast."""
+    fast = [r for r in rows if r.speedup >= speedup and (recipes is None or r.recipe in recipes)]
+    return max(fast, key=lambda r: r.sts_avg, default=None)
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The recipe to pick at a speed, and the rows this study cannot tell from it."""
+
+    speedup: float  # the target: at least this much faster than dense PyTorch
+    best: Row
+    tied: tuple[Row, ...]
+
+
+def pick_at(rows: Sequence[Row], speedup: float, noise: float = 0.0) -> Pick | None:
+    """The best row at `speedup` or faster (`best_at`), and its ties: rows within the speed `noise`
+    (a relative shift of the speed-ups between two runs) of being that fast whose STS avg is no
+    more than the larger seed spread of the two below the best's; and, when the best itself is
+    within the noise of the target, the best row clearly that fast."""
+    best = best_at(rows, speedup)
+    if best is None:
+        return None
+    close = [r for r in rows if r != best and r.speedup >= speedup / (1 + noise)]
+    tied = [r for r in close if r.sts_avg >= best.sts_avg - max(r.sts_std, best.sts_std)]
+    if best.speedup < speedup * (1 + noise):
+        sure = best_at([r for r in rows if r.speedup >= speedup * (1 + noise)], speedup)
+        tied += [sure] if sure is not None and sure not in tied else []
+    return Pick(speedup, best, tuple(sorted(tied, key=lambda r: -r.sts_avg)))
+
+
+def _named(row: Row) -> str:
+    return f"{row.recipe} ({row.level}, {row.sts_avg:.2f} at {row.speedup:.2f}x)"
+
+
+def picks_table(rows: Sequence[Row], noise: float = 0.0) -> str:
+    """Which recipe a user should pick for each speed-up the study aims at: the best STS avg there,
+    and what the study cannot tell from it (`pick_at`)."""
+    lines = ["| at least | pick | level | encode speed-up | STS avg | not told apart from it |",
+             "| --: | --- | --- | --: | --: | --- |"]  # fmt: skip
+    for speedup in SPEEDUPS:
+        if (pick := pick_at(rows, speedup, noise)) is not None:
+            row, tied = pick.best, "; ".join(map(_named, pick.tied)) or "-"
+            cells = [f"{speedup}x", row.recipe, row.level, f"{row.speedup:.2f}x", f"{row.sts_avg:.2f}", tied]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def interpolate(rows: Sequence[Row], recipe: str, speedup: float) -> tuple[float, float] | None:
+    """A recipe's mean STS avg at `speedup`, linear between its two nearest levels, and the larger of
+    their seed stds; None outside the speed-ups its levels reach."""
+    line = sorted((r for r in rows if r.recipe == recipe), key=lambda r: r.speedup)
+    for low, high in zip(line, line[1:]):
+        if low.speedup <= speedup <= high.speedup:
+            weight = (speedup - low.speedup) / (high.speedup - low.speedup)
+            return low.sts_avg + weight * (high.sts_avg - low.sts_avg), max(low.sts_std, high.sts_std)
+    return None
+
+
+def margins(rows: Sequence[Row], recipe: str, against: Sequence[str]) -> list[tuple[Row, float, float]]:
+    """For each level of `recipe`: its STS avg minus the best of `against` at the same speed-up, and
+    the largest seed std of the rows compared (levels outside the others' speed-ups are left out)."""
+    found = []
+    for row in sorted((r for r in rows if r.recipe == recipe), key=lambda r: r.speedup):
+        others = [v for name in against if (v := interpolate(rows, name, row.speedup)) is not None]
+        if others:
+            sts, std = max(others)
+            found.append((row, row.sts_avg - sts, max(row.sts_std, std)))
+    return found
+
+
+def targets_table(rows: Sequence[Row]) -> str:
+    """The study's targets, each with what was measured and whether it was met."""
+    recovered, int8 = RECIPES["sparsecse", "after"], RECIPES["sparsecse", "int8"]
+    dense_int8 = next(r for r in rows if r.recipe == RECIPES["dense", "int8"])
+    lines = ["| target | measured | met |", "| --- | --- | :-: |"]
+
+    def add(target: str, measured: str, met: bool) -> None:
+        lines.append(f"| {target} | {measured} | {'yes' if met else 'no'} |")
+
+    def at(row: Row | None) -> str:
+        return (
+            "nothing that fast" if row is None else f"{row.sts_avg:.2f} at {row.speedup:.2f}x ({row.level})"
+        )
+
+    # no level lands on dense int8's speed-up: the recovered line between its two nearest levels
+    found = interpolate(rows, recovered, dense_int8.speedup)
+    measured = "none" if found is None else f"{found[0]:.2f}, between its levels on either side of that speed"
+    add(f"{recovered} beats dense int8 ONNX ({dense_int8.sts_avg:.2f} at {dense_int8.speedup:.2f}x) at its "
+        "speed", measured, found is not None and found[0] > dense_int8.sts_avg)  # fmt: skip
+    good = [r for r in rows if r.recipe == int8 and r.sts_avg >= dense_int8.sts_avg]
+    row = max(good, key=lambda r: r.speedup, default=None)
+    add(f"{int8} reaches 3.5x at an STS avg no lower than dense int8's", f"fastest that good: {at(row)}",
+        row is not None and row.speedup >= 3.5)  # fmt: skip
+    for speedup, floor in FLOORS:
+        row = best_at(rows, speedup, [recovered])
+        add(
+            f"{recovered} keeps {floor} at {speedup}x or faster",
+            at(row),
+            row is not None and row.sts_avg >= floor,
+        )
+    for name, against in COMPETITORS.items():
+        found = margins(rows, recovered, against)
+        text = ", ".join(f"{m:+.2f} at {r.speedup:.2f}x (spread {s:.2f})" for r, m, s in found)
+        met = bool(found) and all(m > s for _, m, s in found)
+        add(f"{recovered} beats {name} at equal speed by more than the seed spread", text or "none", met)
+    return "\n".join(lines)
+
+
+def speed_noise(root: str | Path) -> float:
+    """How far the speed-ups moved between the last two speed runs of a study folder: the median of
+    |later / earlier - 1| over the models both timed (0 with fewer than two runs)."""
+    from sparsecse.pruning.speed import median_abs, shift
+
+    runs = [run for run in json.loads((Path(root) / SPEED).read_text()).get("runs", []) if "speedup" in run]
+    if len(runs) < 2:
+        return 0.0
+    moved = shift(runs[-2]["speedup"], runs[-1]["speedup"])
+    moved.pop("dense PyTorch", None)
+    return median_abs(list(moved.values()))
+
+
+PICKS = "picks"  # <root>/picks/<level>/seed<S>/results.json: the picks, each run as the one command
+
+
+def pick_runs_table(root: str | Path) -> str | None:
+    """What each pick's `sparsecse-prune ... onnx=int8` run printed, seed by seed: its STS avg in
+    PyTorch and as the int8 graph (None without a picks folder)."""
+    found = sorted((Path(root) / PICKS).glob(f"*/seed*/{RESULTS}"))
+    if not found:
+        return None
+    lines = ["| level | seed | STS avg, PyTorch | STS avg, int8 ONNX |", "| --- | --: | --: | --: |"]
+    for path in found:
+        results = json.loads(path.read_text())
+        level, seed = path.parent.parent.name, results["seed"]
+        lines.append(
+            f"| {level} | {seed} | {results['after']['sts_avg']:.2f} | {results['int8']['sts_avg']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+BACKENDS = "backends.json"  # bench/int8_backends.py's figures: each model through each runtime
+
+
+def backends_table(root: str | Path) -> str | None:
+    """Each model through each runtime (bench/int8_backends.py, one speed run): encode speed-up over
+    dense PyTorch and STS avg, as `1.23x, 78.90` (None without a backends.json)."""
+    path = Path(root) / BACKENDS
+    if not path.is_file():
+        return None
+    variants = json.loads(path.read_text())["variants"]
+    runtimes = list(next(iter(variants.values())))
+    lines = [f"| model | {' | '.join(runtimes)} |", f"| --- |{' --: |' * len(runtimes)}"]
+    for model, figures in variants.items():
+        cells = [f"{figures[r]['speedup']:.2f}x, {figures[r]['sts_avg']:.2f}" for r in runtimes]
+        lines.append(f"| {model} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def compression_tables(root: str | Path) -> str:
+    """The tables of docs/compression.md: every (recipe, level), the frontier, the pick at each speed,
+    the targets, and what the picks' own commands printed."""
+    rows = summarise(read_points(root))
+    noise = speed_noise(root)
+    parts = {
+        "All recipes:": rows_table(rows),
+        "The Pareto frontier:": rows_table(frontier(rows)),
+        f"The pick at each speed (speed noise {noise:.1%}: the median shift between the last two speed "
+        "runs):": picks_table(rows, noise),
+        "The targets:": targets_table(rows),
+        "Each pick as its own command printed it, seed by seed:": pick_runs_table(root),
+        "The int8 backends (bench/int8_backends.py), each model's speed-up over dense PyTorch and STS "
+        "avg:": backends_table(root),
+    }
+    return "\n\n".join(f"{title}\n\n{table}" for title, table in parts.items() if table is not None)
+
+
+def pareto_plot(rows: Sequence[Row], path: str | Path) -> Path:
+    """STS avg against encode speed-up, one line per recipe with ± std bars, the frontier dashed."""
+    from sparsecse.report.plots import quality_against_speed
+
+    lines: dict[str, list[tuple[float, float, float, float]]] = {}
+    for row in sorted(rows, key=lambda r: r.speedup):
+        lines.setdefault(row.recipe, []).append((row.speedup, row.speedup_std, row.sts_avg, row.sts_std))
+    best = [(row.speedup, row.sts_avg) for row in frontier(rows)]
+    return quality_against_speed(lines, best, path)

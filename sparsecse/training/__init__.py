@@ -1,0 +1,1 @@
+"""The Lightning side: the LightningModule that wraps the encoder and the DataModule that feeds it."""
