@@ -115,7 +115,7 @@ def train(cfg: DictConfig) -> TrainingResults:
     rows = {name: results[name] for name in ("before", "after") if name in results}
     with stage("writing results" + (", the model" if cfg.save_model else "") + " and plots"):
         calibration = corpus_sentences(datamodule.train_set) if cfg.onnx == "openvino-int8" else ()
-        plots = report(cfg, module, results, rows, calibration)
+        plots = report(cfg, module, results, rows, calibration, pruning)
     publish(loggers, results, rows, plots, trainer.global_step)
     for line in where_written(Path(cfg.output_dir), results, cfg.save_model):
         say(line)

@@ -201,7 +201,7 @@ class ScheduledPruning(L.Callback):
             importance = self.sparsifier.importance(encoder, batches, scoring=index, rank=trainer.global_rank)
             self.last_importance = importance  # for inspection and tests
             summary = self.sparsifier.apply(encoder, event, importance)
-            outcome = event_outcome(event, summary, self.sparsifier.ffn_alignment(encoder))
+            outcome = event_outcome(event, summary, self.sparsifier.ffn_multiple(encoder))
         log_metrics(trainer, summary)
         if trainer.is_global_zero:
             say(f"{when}: {outcome} ({format_seconds(time.perf_counter() - started)})")

@@ -76,7 +76,7 @@ def test_widths_are_multiples_of_64_by_default_in_a_model_wide_enough(make_encod
         event, batch = PruningEvent("step", 1, 0.25, 0.3), views(encoder)
         sparsifier.apply(encoder, event, sparsifier.importance(encoder, iter([batch])))
         kept[width] = [int(g.sum()) for g in encoder.gates.neurons]
-        assert sparsifier.ffn_alignment(encoder) == (64 if width == 512 else 1)
+        assert sparsifier.ffn_multiple(encoder) == (64 if width == 512 else 1)
     assert all(w % 64 == 0 for w in kept[512]) and sum(kept[512]) == 704, kept  # 716.8 kept -> 11 x 64
     assert sum(kept[256]) == 512 - round(0.3 * 512) and any(w % 64 for w in kept[256]), kept
 

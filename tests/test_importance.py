@@ -78,7 +78,7 @@ def gate_gradients(encoder, gates, first: list[str], second: list[str]) -> tuple
     and the loss functions called directly (not through `pair_losses`)."""
     for g in gates:
         g.requires_grad_(True)
-    a, b = (encoder(**encoder.tokenize(texts), evaluated=True) for texts in (first, second))
+    a, b = (encoder(**encoder.tokenize(texts), test_time=True) for texts in (first, second))
     g_align = torch.autograd.grad(alignment(a, b), gates, retain_graph=True)
     g_uniform = torch.autograd.grad((uniformity(a) + uniformity(b)) / 2, gates)
     for g in gates:

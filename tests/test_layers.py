@@ -55,7 +55,7 @@ def gated(encoder, values: list[float]):
 
 def alignment_loss(encoder, views) -> torch.Tensor:
     with torch.no_grad():
-        emb = encoder.train()(**{k: v.flatten(0, 1) for k, v in views.items()}, evaluated=True)
+        emb = encoder.train()(**{k: v.flatten(0, 1) for k, v in views.items()}, test_time=True)
     x, y = torch.nn.functional.normalize(emb.view(2, 3, -1), dim=-1)
     return (x - y).norm(dim=-1).pow(2).mean()
 

@@ -226,7 +226,7 @@ def test_each_kept_layer_is_distilled_from_the_layer_it_was(make_encoder):
     drop_layers(student, [0, 2])
     tokens = student.tokenize(TEXTS, 16)
     with torch.no_grad(), layer_outputs(student.eval()) as own:
-        student(**tokens, evaluated=True)
+        student(**tokens, test_time=True)
     theirs = LayerTeacher(teacher, [0, 2]).hidden_states(tokens)
     torch.testing.assert_close(own[0], theirs[0])
     assert not torch.allclose(own[1], theirs[1]), "the second kept layer sees another input"
@@ -253,7 +253,7 @@ def test_layer_wise_recovery_brings_the_kept_layers_to_the_teachers(teacher):
     assert losses[-1] < 0.5 * losses[0], losses
     tokens = student.tokenize(TEXTS, 16)
     with torch.no_grad(), layer_outputs(student.eval()) as own:
-        student(**tokens, evaluated=True)
+        student(**tokens, test_time=True)
     held_out = layer_loss(own, layers.hidden_states(tokens), tokens["attention_mask"]).item()
     assert held_out < 0.5 * losses[0], (held_out, losses[0])
     assert recovery_sentence(config, "snli").endswith(

@@ -116,3 +116,25 @@ def test_a_sweep_started_before_the_move_goes_on_after_it(tmp_path):
     data.write_text("_target_: sparsecse.training.data.ContrastiveDataModule\nbatch_size: 32\n")
     with pytest.raises(ConfigError, match=r"changed since this sweep started \(data/snli.yaml\)"):
         check_sweep_configs(sweep, conf)
+
+
+def test_a_run_folder_moved_elsewhere_is_the_same_run(tmp_path):
+    """A finished run copied from scratch space to project storage and started again with the same
+    overrides there is reported finished: paths inside the folder are compared from the folder."""
+    from helpers import compose_train
+
+    from sparsecse.cli import resolved
+    from sparsecse.core.runs import check_run_folder, in_own_folder
+
+    scratch, project = tmp_path / "scratch" / "run", tmp_path / "project" / "run"
+    first = resolved(compose_train(["debug=cpu_smoke", f"output_dir={scratch}", "data_dir=/data"]))
+    assert first["callbacks"]["model_checkpoint"]["dirpath"] == f"{scratch}/checkpoints"
+    project.mkdir(parents=True)
+    (project / "run_config.json").write_text(json.dumps(first))
+    (project / "results.json").write_text(json.dumps({"steps": 20}))
+    again = resolved(compose_train(["debug=cpu_smoke", f"output_dir={project}", "data_dir=/data"]))
+    assert check_run_folder(project, again, resume=True, last_checkpoint=None) == {"steps": 20}
+    assert in_own_folder(again)["trainer"]["default_root_dir"] == "<run folder>"
+    other = resolved(compose_train(["debug=cpu_smoke", f"output_dir={project}", "data_dir=/data", "seed=7"]))
+    with pytest.raises(ConfigError, match=r"holds a run started with another config \(data.seed: 42 -> 7; "):
+        check_run_folder(project, other, resume=True, last_checkpoint=None)

@@ -95,9 +95,7 @@ def prune_units(encoder, data, job: PruneJob, cfg: DictConfig, results: dict) ->
         with stage(scoring):
             importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(sparsifier.seed)))
         results["sparsity"] = sparsifier.apply(encoder, event, importance)
-        say(
-            f"sparsecse-prune: {event_outcome(event, results['sparsity'], sparsifier.ffn_alignment(encoder))}"
-        )
+        say(f"sparsecse-prune: {event_outcome(event, results['sparsity'], sparsifier.ffn_multiple(encoder))}")
     else:
         results["sparsity"] = sparsity_summary(encoder)
     remove_pruned_units(encoder)

@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from callbacks.checkpointing import LastCheckpoint
 from sparsecse.cli.jobs import instantiate_group
@@ -266,43 +266,51 @@ def where_written(output_dir: Path, results: TrainingResults, saved_model: bool)
     return lines
 
 
-def how_trained(cfg: DictConfig, results: TrainingResults) -> list[str]:
-    """The model card's account of the run: its training, and its pruning if any."""
+def how_trained(cfg: DictConfig, results: TrainingResults, pruning=None) -> list[str]:
+    """The model card's account of the run: its training, and its pruning if any (`pruning`: the
+    run's ScheduledPruning, which holds the scoring, the schedule and the recovery it ran)."""
     data, model = cfg.data, cfg.model
     lines = [
         f"Trained with SimCSE's contrastive objective (temperature {model.temperature}) on "
         f"`{data.train_file}` for {results['steps']} steps: batch {data.batch_size}, learning rate "
         f"{model.optimizer.lr}, max length {data.max_length}, seed {cfg.seed}."
     ]
-    pruned = results.get("target_speedup") or results.get("sparsity")
-    when = f"during training (schedule {OmegaConf.to_container(cfg.pruning.schedule)})" if pruned else ""
+    if pruning is None or not (results.get("target_speedup") or results.get("sparsity")):
+        return lines
+    sparsifier, score = pruning.sparsifier, pruning.sparsifier.scorer.mode
+    when = f"during training (schedule {[{event.unit: event.at} for event in pruning.events]})"
     if results.get("target_speedup"):
         base = base_model(str(cfg.model.encoder.name_or_path))
-        lines.append(speed_target_sentence(base, results["target_speedup"], results["layers_kept"],
-                                           results["dense_layers"], cfg.pruning.score, when))  # fmt: skip
-    elif results.get("sparsity"):
-        scored_on = f"{plural(cfg.pruning.num_batches, 'batch')} of the training data"
-        lines.append(pruning_sentence(when, cfg.pruning.score, cfg.pruning.granularity, results["sparsity"],
-                                      scored_on))  # fmt: skip
-    if results.get("recovery"):
-        recovery = instantiate(cfg.pruning.recovery)
-        lines.append(recovery_sentence(recovery, data.train_file, "the encoder before each pruning event"))
+        speed, kept = results["target_speedup"], results["layers_kept"]
+        lines.append(speed_target_sentence(base, speed, kept, results["dense_layers"], score, when))
+    else:
+        scored_on = f"{plural(sparsifier.num_batches, 'batch')} of the training data"
+        lines.append(pruning_sentence(when, score, sparsifier.granularity, results["sparsity"], scored_on))
+    if results.get("recovery") and pruning.recovery is not None:
+        teacher = "the encoder before each pruning event"
+        lines.append(recovery_sentence(pruning.recovery, data.train_file, teacher))
     return lines
 
 
 def report(
-    cfg: DictConfig, module, results: TrainingResults, rows: dict, calibration: Sequence[str] = ()
+    cfg: DictConfig,
+    module,
+    results: TrainingResults,
+    rows: dict,
+    calibration: Sequence[str] = (),
+    pruning=None,
 ) -> list[Path]:
     """Print the evaluation rows side by side; save the encoder (`calibration`: training sentences,
-    for `onnx=openvino-int8`), results.json and the run's plots in the run directory; returns the
-    plots."""
+    for `onnx=openvino-int8`; `pruning`: the run's ScheduledPruning, for the card), results.json and
+    the run's plots in the run directory; returns the plots."""
     if rows:
         print(format_table(rows))
     output_dir = Path(cfg.output_dir)
     if cfg.save_model:
         counts = {k: results[k] for k in ("parameters", "dense_parameters")}
-        save_sparse_encoder(module.encoder, output_dir / "model", how_trained(cfg, results), rows, counts,
-                            cfg.onnx, results.get("dense_layers"), calibration)  # fmt: skip
+        card = how_trained(cfg, results, pruning)
+        save_sparse_encoder(module.encoder, output_dir / "model", card, rows, counts, cfg.onnx,
+                            results.get("dense_layers"), calibration)  # fmt: skip
     write_results(output_dir / RESULTS, results)
     if len(results["val_history"]) < 2:
         return []

@@ -124,6 +124,27 @@ def _added_off(a: object, b: object) -> bool:
     return (a == "(absent)" and off(b)) or (b == "(absent)" and off(a))
 
 
+RUN_FOLDER = "<run folder>"
+
+
+def in_own_folder(config: Mapping) -> dict:
+    """`config` with every path inside its run's folder (`output_dir`) written from that folder
+    (`<run folder>/checkpoints`): a run folder moved or copied elsewhere is the same run. Clusters
+    move runs from scratch space to project storage and resume or re-evaluate them there."""
+    root = str(config.get("output_dir") or "").rstrip("/")
+
+    def relative(value):
+        if isinstance(value, Mapping):
+            return {k: relative(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [relative(v) for v in value]
+        if root and isinstance(value, str) and (value == root or value.startswith(root + "/")):
+            return RUN_FOLDER + value[len(root) :]
+        return value
+
+    return relative(dict(config))
+
+
 def check_run_folder(
     output_dir: Path, config: Mapping, resume: bool, last_checkpoint: Path | None
 ) -> dict | None:
@@ -140,7 +161,8 @@ def check_run_folder(
     if not saved.is_file():
         problem = f"holds an earlier run with no record of its config ({RUN_CONFIG})"
         raise ConfigError("resume", f"{output_dir} {problem}; {ways_out}")
-    changed = differences(json.loads(saved.read_text()), json.loads(json.dumps(config, default=str)))
+    recorded, now = json.loads(saved.read_text()), json.loads(json.dumps(config, default=str))
+    changed = differences(in_own_folder(recorded), in_own_folder(now))
     if changed:
         problem = f"holds a run started with another config ({first_few(changed, KEYS_NAMED, '; ')})"
         raise ConfigError("resume", f"{output_dir} {problem}; {ways_out}")

@@ -79,9 +79,9 @@ class SentenceEncoder(nn.Module):
         return next(self.parameters()).device
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor, evaluated: bool = False, **inputs: Tensor
+        self, input_ids: Tensor, attention_mask: Tensor, test_time: bool = False, **inputs: Tensor
     ) -> Tensor:
-        """(B, T) token ids -> (B, H) sentence embeddings. `evaluated`: the embedding evaluation and
+        """(B, T) token ids -> (B, H) sentence embeddings. `test_time`: the embedding evaluation and
         export use, also in training mode (with dropout): `cls` without the MLP under `mlp_only_train`."""
         needs_layers = self.pooler in ("avg_first_last", "avg_top2")
         out = self.backbone(
@@ -91,7 +91,7 @@ class SentenceEncoder(nn.Module):
             **inputs,
         )
         if self.pooler == "cls":
-            with_mlp = not self.mlp_only_train or (self.training and not evaluated)
+            with_mlp = not self.mlp_only_train or (self.training and not test_time)
             return out.pooler_output if with_mlp else out.last_hidden_state[:, 0]
         if self.pooler == "cls_before_pooler":
             return out.last_hidden_state[:, 0]

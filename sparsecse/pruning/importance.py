@@ -55,7 +55,7 @@ def pair_losses(encoder: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, T
     scored is the one evaluated and exported: without SimCSE's training-only MLP (`mlp_only_train`).
     """
     pairs = {k: v[:2].flatten(0, 1) for k, v in batch.items()}  # (2 B, T)
-    emb = encoder(**pairs, evaluated=True).unflatten(0, (2, -1))  # (2, B, H)
+    emb = encoder(**pairs, test_time=True).unflatten(0, (2, -1))  # (2, B, H)
     return alignment(emb[0], emb[1]), (uniformity(emb[0]) + uniformity(emb[1])) / 2
 
 
@@ -153,7 +153,7 @@ def accumulate_gradients(
 class Scorer:
     """Turns gradient statistics into importances for one score mode (METHOD.md section 4)."""
 
-    mode: str = "magnitude"
+    mode: ScoreMode = "magnitude"
     uniformity_weight: float = 1.0  # lambda
 
     def __post_init__(self):

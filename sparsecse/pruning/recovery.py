@@ -206,7 +206,7 @@ class LayerTeacher:
     def hidden_states(self, tokens: dict[str, Tensor]) -> list[Tensor]:
         """(B, T) tokens -> the (B, T, H) outputs of the mapped teacher layers."""
         with layer_outputs(self.encoder) as outputs:
-            self.encoder(**tokens, evaluated=True)
+            self.encoder(**tokens, test_time=True)
         return [outputs[i] for i in self.layers]
 
 
@@ -263,7 +263,7 @@ def recover(
         if views == 2:  # two dropout views in one forward, as the training step does: (2 B, T)
             tokens = {k: torch.cat([v, v]) for k, v in tokens.items()}
         with layer_outputs(student) if config.layer_weight else nullcontext([]) as hidden:
-            emb = student(**tokens, evaluated=True).view(views, len(index), -1)  # (V, B, H)
+            emb = student(**tokens, test_time=True).view(views, len(index), -1)  # (V, B, H)
         target = teacher[index].to(device)
         loss = distillation_loss(emb[0], target, config.mse_weight, config.cosine_weight)
         if config.layer_weight:  # the first view's hidden states: (B, T, H) per layer

@@ -149,7 +149,7 @@ class Sparsifier:
         self.ffn_multiple_of = ffn_multiple_of
         self.normalize_head_scores = normalize_head_scores
 
-    def ffn_alignment(self, encoder) -> int:
+    def ffn_multiple(self, encoder) -> int:
         """The multiple this encoder's FFN widths are kept at: `ffn_multiple_of`, or 1 (exact counts)
         where the FFN is narrower than ALIGN_MIN_MULTIPLES multiples, as in a test-sized model:
         rounding would there move the sparsity far from the target, for GEMMs too small to gain."""
@@ -269,7 +269,7 @@ class Sparsifier:
         ):
             alive = [g != 0 for g in gate_list]
             kept = select_kept(importance[name], alive, n_remove[name], floor)
-            if name == "neurons" and (multiple := self.ffn_alignment(encoder)) > 1:
+            if name == "neurons" and (multiple := self.ffn_multiple(encoder)) > 1:
                 counts = aligned_counts([int(k.sum()) for k in kept], [int(a.sum()) for a in alive], multiple)
                 kept = keep_top(importance[name], alive, counts)
             for gate, keep in zip(gate_list, kept):

@@ -129,7 +129,7 @@ class SpeedTarget:
         gates = encoder.gates
         return allocate(
             *scores, latency, speedup or self.speedup, sparsifier.min_heads_per_layer,
-            sparsifier.ffn_alignment(encoder), alive_heads=[g != 0 for g in gates.heads],
+            sparsifier.ffn_multiple(encoder), alive_heads=[g != 0 for g in gates.heads],
             alive_neurons=[g != 0 for g in gates.neurons], alive_layers=gates.kept_layers(),
         )  # fmt: skip
 
