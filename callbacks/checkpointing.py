@@ -70,6 +70,22 @@ class BestCheckpoint(ModelCheckpoint):
         if trainer.global_step > self.after_step:
             super().on_validation_end(trainer, pl_module)
 
+    def reset_best(self) -> list[Path]:
+        """Forget every best checkpoint, so that only later validations compete (after the last pruning
+        event: a denser model scores higher and would undo the pruning); returns their files."""
+        return reset_best(self)
+
+
+def reset_best(callback: ModelCheckpoint) -> list[Path]:
+    """`BestCheckpoint.reset_best` for any ModelCheckpoint (a user's own may stand in its place)."""
+    kept = [Path(path) for path in callback.best_k_models]
+    # Lightning has no public reset: these are the attributes its state_dict saves and restores
+    callback.best_k_models = {}
+    callback.best_model_path = callback.kth_best_model_path = ""
+    callback.best_model_score = None
+    callback.kth_value = torch.tensor(float("inf") if callback.mode == "min" else float("-inf"))
+    return kept
+
 
 def settle_batch_progress(checkpoint: dict) -> None:
     """Lightning has already counted the starting batch as fetched ("ready"); a run resumed from

@@ -7,12 +7,12 @@ import copy
 import math
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
+from callbacks.checkpointing import BestCheckpoint, reset_best
 from sparsecse.core.console import format_seconds, say
 from sparsecse.core.errors import ConfigError
 from sparsecse.core.validation import Fraction, Speedup, checked, passes_options_to
@@ -51,6 +51,7 @@ def log_metrics(trainer: L.Trainer, metrics: Mapping[str, float]) -> None:
     """Straight to the loggers: `self.log` is not allowed in every hook these run from."""
     for logger in trainer.loggers:
         logger.log_metrics(dict(metrics), step=trainer.global_step)
+    # as `self.log` would: the trainer's latest metrics, which results.json and monitors read
     trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
 
 
@@ -60,17 +61,13 @@ def forget_best_checkpoints(trainer: L.Trainer) -> list[str]:
     best files are renamed `<name>-before-final-pruning.ckpt`, so that the final best takes the name
     users reach for (`best.ckpt`); returns their new paths."""
     renamed = []
-    # ModelCheckpoint has no public reset: these are the attributes its state_dict saves and restores
     for callback in trainer.checkpoint_callbacks:
-        for path in map(Path, callback.best_k_models):
-            earlier = path.with_name(f"{path.stem}-{BEFORE_FINAL_PRUNING}{path.suffix}")
+        earlier = callback.reset_best() if isinstance(callback, BestCheckpoint) else reset_best(callback)
+        for path in earlier:
+            before = path.with_name(f"{path.stem}-{BEFORE_FINAL_PRUNING}{path.suffix}")
             if trainer.is_global_zero and path.is_file():
-                path.replace(earlier)
-            renamed.append(str(earlier))
-        callback.best_k_models = {}
-        callback.best_model_path = callback.kth_best_model_path = ""
-        callback.best_model_score = None
-        callback.kth_value = torch.tensor(float("inf") if callback.mode == "min" else float("-inf"))
+                path.replace(before)
+            renamed.append(str(before))
     trainer.strategy.barrier("forget_best_checkpoints")  # no rank saves before the renames are done
     return renamed
 
