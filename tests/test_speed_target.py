@@ -80,6 +80,12 @@ def test_sparsecse_prune_to_a_speed_target(tmp_path, toy_senteval_dir, tiny_mode
     assert speed["asked"] == 1.5 and speed["predicted"] >= 1.5 and speed["measured"] > 0
     assert speed["runtime"] == "PyTorch"
     assert json.loads((out / "results.json").read_text())["target_speedup"] == speed
+    # the exported model's shape, as the compression study reads it back (recorded_structure)
+    from sparsecse.report.compression import recorded_structure
+
+    exported = json.loads((out / "sparsecse.json").read_text())["structure"]
+    assert recorded_structure(results) == (exported["heads"], exported["ffn"])
+    assert results["sparsity"]["prune/layers"] == len(results["layers_kept"])
     card = (out / "README.md").read_text()
     assert f"Pruned to an encode speed-up of 1.5x over `{tiny_model_dir}` in PyTorch (predicted " in card
     assert torch.isfinite(torch.tensor(results["after"]["stsb"]))

@@ -29,7 +29,7 @@ from sparsecse.export.model_card import (
 from sparsecse.export.model_io import check_replaceable, load_encoder, write_card, write_export
 from sparsecse.export.onnx_encoder import graph_encoder, token_pooling
 from sparsecse.export.onnx_export import INT8_GRAPHS
-from sparsecse.pruning.gates import sparsity_summary
+from sparsecse.pruning.gates import sliced_summary, sparsity_summary
 from sparsecse.pruning.layers import drop_layers
 from sparsecse.pruning.recovery import (
     LayerTeacher,
@@ -66,7 +66,7 @@ def prune_to_speed(encoder, data, job: PruneJob, cfg: DictConfig, results: dict)
         allocation = target.prune(encoder, batches, sparsifier, latency)
     remove_pruned_units(encoder)
     results["layers_kept"] = allocation.layers
-    results["sparsity"] = sparsity_summary(encoder)
+    results["sparsity"] = sliced_summary(encoder)
     results[TARGET_SPEEDUP] = {"asked": target.speedup, "runtime": target.runtime,
                                "predicted": round(allocation.predicted_speedup, 3)}  # fmt: skip
     shape = allocation.shape()

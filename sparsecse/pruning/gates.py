@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from sparsecse.architecture.layout import (
     encoder_layers,
+    ffn_size,
     head_size,
     layer_structure,
     linear_at,
@@ -219,4 +220,22 @@ def sparsity_summary(encoder) -> dict[str, float]:
         for i, (h, n) in enumerate(zip(counts["heads"], counts["neurons"])):
             summary[f"prune/heads_layer{i}"] = float(h)
             summary[f"prune/neurons_layer{i}"] = float(n)
+    return summary
+
+
+def sliced_summary(encoder) -> dict[str, float]:
+    """`sparsity_summary`'s keys for an encoder whose removed units and layers are already sliced out:
+    each remaining layer's heads and FFN neurons as it now is, sparsities against those layers' dense
+    sizes (the config's), the layers left and the parameters."""
+    config = encoder.backbone.config
+    counts = [layer_structure(layer) for layer in encoder_layers(encoder.backbone)]
+    dense_heads, dense_ffn = config.num_attention_heads, ffn_size(config)
+    summary = {
+        "prune/encoder_parameters": float(effective_parameters(encoder)),
+        "prune/head_sparsity": 1.0 - sum(h for h, _ in counts) / (len(counts) * dense_heads),
+        "prune/ffn_sparsity": 1.0 - sum(n for _, n in counts) / (len(counts) * dense_ffn),
+        "prune/layers": float(len(counts)),
+    }
+    for i, (h, n) in enumerate(counts):
+        summary[f"prune/heads_layer{i}"], summary[f"prune/neurons_layer{i}"] = float(h), float(n)
     return summary
