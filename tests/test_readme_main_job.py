@@ -42,3 +42,4 @@ def test_the_readme_shows_what_the_main_job_prints(tmp_path):
     quoted = re.sub(r"\s+", " ", paragraph)
     assert f"keeps {sum(heads)} of {12 * len(heads)} heads (per layer {' '.join(map(str, heads))})" in quoted
     assert f"and {neurons:,} of {1536 * len(heads):,} FFN neurons" in quoted
+    assert f"{sparsity['prune/encoder_parameters'] / 1e6:.2f}M of the layers'" in quoted
