@@ -42,7 +42,6 @@ from sparsecse.core.console import say
 from sparsecse.core.runs import RESULTS, TrainingResults, check_run_folder, record_config
 from sparsecse.model.loading import load_checkpoint_file
 from sparsecse.pruning.gates import counted_parameters, pruned_any, sparsity_summary
-from sparsecse.pruning.recovery import corpus_sentences
 from sparsecse.pruning.removal import remove_pruned_units
 
 
@@ -114,7 +113,7 @@ def train(cfg: DictConfig) -> TrainingResults:
         results["final"] = evaluate_final_step(results, evaluate)
     rows = {name: results[name] for name in ("before", "after") if name in results}
     with stage("writing results" + (", the model" if cfg.save_model else "") + " and plots"):
-        calibration = corpus_sentences(datamodule.train_set) if cfg.onnx == "openvino-int8" else ()
+        calibration = datamodule.sentences if cfg.onnx == "openvino-int8" else ()
         plots = report(cfg, module, results, rows, calibration, pruning)
     publish(loggers, results, rows, plots, trainer.global_step)
     for line in where_written(Path(cfg.output_dir), results, cfg.save_model):

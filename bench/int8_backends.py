@@ -94,8 +94,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from sparsecse.core.paths import resolve_model_path
-    from sparsecse.data.corpora import load_corpus
-    from sparsecse.pruning.recovery import corpus_sentences
+    from sparsecse.data.corpora import corpus_sentences, load_corpus
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, nargs="+", required=True, help="exports with onnx/model.onnx")

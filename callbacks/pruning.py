@@ -25,7 +25,6 @@ from sparsecse.pruning.layers import check_droppable
 from sparsecse.pruning.recovery import (
     LayerTeacher,
     Recovery,
-    corpus_sentences,
     default_cache_dir,
     recover,
     teacher_embeddings,
@@ -182,7 +181,7 @@ class ScheduledPruning(L.Callback):
         if event.speedup is None and not any(self.sparsifier.removals(encoder, event).values()):
             return  # a no-op: nothing scored, and the best checkpoint stands (a sparsity-0 baseline)
         if self.recovery is not None:  # the encoder before the event is the teacher
-            sentences = corpus_sentences(trainer.datamodule.train_set)
+            sentences = trainer.datamodule.sentences
             teacher = teacher_embeddings(
                 encoder, sentences, self.recovery.max_length, self.recovery.cache_dir
             )
@@ -230,7 +229,7 @@ class ScheduledPruning(L.Callback):
         latency = None
         if trainer.is_global_zero:
             say(f"latency model of the encoder in {self.speed.runtime} (timed once per machine, cached) ...")
-            corpus = corpus_sentences(trainer.datamodule.train_set)
+            corpus = trainer.datamodule.sentences
             latency, _ = self.speed.latency(encoder, corpus, default_cache_dir().parent)
         if trainer.world_size > 1:
             sent = [latency.to_json() if latency is not None else None]

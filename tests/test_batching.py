@@ -100,3 +100,19 @@ def test_the_epoch_order_is_not_held_as_a_python_list():
     tracemalloc.stop()
     assert held < 2_000_000, f"{held} bytes of Python objects held while iterating"
     assert first == torch.randperm(1_000_000, generator=torch.Generator().manual_seed(0))[:10].tolist()
+
+
+def test_the_datamodule_reads_its_distinct_sentences_once(
+    tmp_path, toy_senteval_dir, tiny_model_dir, monkeypatch
+):
+    """Recovery, the speed target's timing and OpenVINO's calibration all read `data.sentences`."""
+    import sparsecse.training.data as module
+
+    path = tmp_path / "c.txt"
+    path.write_text("a cat sleeps .\na dog runs .\na cat sleeps .\n")
+    data = ContrastiveDataModule(str(tiny_model_dir), toy_senteval_dir, str(path), batch_size=2)
+    calls = []
+    real = module.corpus_sentences
+    monkeypatch.setattr(module, "corpus_sentences", lambda corpus: calls.append(1) or real(corpus))
+    assert data.sentences == ["a cat sleeps .", "a dog runs ."] and data.sentences is data.sentences
+    assert len(calls) == 1

@@ -13,10 +13,10 @@ from helpers import TEXTS, compose_prune
 
 from sparsecse.cli.prune import prune
 from sparsecse.core.errors import ConfigError
+from sparsecse.data.corpora import corpus_sentences
 from sparsecse.export.model_card import recovery_sentence
 from sparsecse.pruning.recovery import (
     Recovery,
-    corpus_sentences,
     distillation_loss,
     layer_loss,
     recover,

@@ -33,7 +33,6 @@ from sparsecse.pruning.gates import sliced_summary, sparsity_summary
 from sparsecse.pruning.layers import drop_layers
 from sparsecse.pruning.recovery import (
     LayerTeacher,
-    corpus_sentences,
     default_cache_dir,
     recover,
     teacher_embeddings,
@@ -56,7 +55,7 @@ def stage(name: str):
 def prune_to_speed(encoder, data, job: PruneJob, cfg: DictConfig, results: dict) -> None:
     """The latency model (timed once per machine), then layers and units removed to the target."""
     target, sparsifier = job.speed_target, job.sparsifier
-    corpus = corpus_sentences(data.train_set)
+    corpus = data.sentences
     with stage(f"latency model of the encoder in {target.runtime} (timed once on this machine, cached)"):
         latency, _ = target.latency(encoder, corpus, default_cache_dir().parent)
     sparsifier.attach(encoder)
@@ -138,7 +137,7 @@ def write_output(encoder, cfg: DictConfig, job: PruneJob, results: dict, data) -
     """The model, its graphs, card and results.json, written whole into output_dir (or not at all)."""
     out = Path(cfg.output_dir)
     what = "the model" + ("" if cfg.onnx == "none" else " and its graphs")
-    calibration = corpus_sentences(data.train_set) if cfg.onnx == "openvino-int8" else ()
+    calibration = data.sentences if cfg.onnx == "openvino-int8" else ()
     with stage(f"writing {what} to {out}"), written_whole(out) as temporary:
         graphs = write_export(encoder, temporary, cfg.onnx, calibration)
         row = INT8_ROWS.get(cfg.onnx)
@@ -181,7 +180,7 @@ def prune(cfg: DictConfig) -> dict:
         with stage("evaluation before pruning"):
             results["before"] = evaluate()
     if job.recovery.steps:  # the encoder before anything is removed is the teacher
-        sentences = corpus_sentences(data.train_set)
+        sentences = data.sentences
         with stage(f"teacher embeddings of {len(sentences)} sentences (cached)"):
             teacher = teacher_embeddings(encoder, sentences, job.recovery.max_length, job.recovery.cache_dir)
     # the encoder as given: the speed-up is timed against it, and layer-wise recovery distils its layers
@@ -203,7 +202,7 @@ def prune(cfg: DictConfig) -> dict:
         say(f"sparsecse-prune: distillation loss {losses[0]:.5f} -> {losses[-1]:.5f}")
     if job.speed_target is not None:
         with stage(f"the speed-up reached, in {job.speed_target.runtime}"):
-            measured = job.speed_target.measured(dense, encoder, corpus_sentences(data.train_set))
+            measured = job.speed_target.measured(dense, encoder, data.sentences)
         results[TARGET_SPEEDUP]["measured"] = round(measured, 3)
         say(f"sparsecse-prune: asked {job.speed_target.speedup:g}x, predicted "
             f"{results[TARGET_SPEEDUP]['predicted']:.2f}x, measured {measured:.2f}x")  # fmt: skip

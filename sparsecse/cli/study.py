@@ -20,7 +20,7 @@ from sparsecse.evaluation.table import headline
 from sparsecse.export.model_io import load_encoder
 from sparsecse.model.encoder import check_pooler
 from sparsecse.pruning.gates import counted_parameters
-from sparsecse.pruning.recovery import corpus_sentences, default_cache_dir
+from sparsecse.pruning.recovery import default_cache_dir
 from sparsecse.pruning.sparsifier import Sparsifier
 from sparsecse.pruning.speed_target import SpeedTarget
 from sparsecse.pruning.study import JOINT, StudyPoint, run_study, study_points
@@ -118,7 +118,7 @@ def study(cfg: DictConfig) -> dict:
         what = "latency model of the encoder in PyTorch (timed once per machine, cached)"
         with stage("sparsecse-study", what):
             target = SpeedTarget(max(cfg.target_speedups))
-            latency, _ = target.latency(dense, corpus_sentences(data.train_set), default_cache_dir().parent)
+            latency, _ = target.latency(dense, data.sentences, default_cache_dir().parent)
     for point, results in run_study(dense, evaluate, batches, todo, options, latency):
         write_results(point_dir(output_dir, point) / RESULTS, {"setting": point.setting, **results})
         timing["scoring"] += results["seconds"]["scoring"]

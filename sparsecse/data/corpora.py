@@ -11,7 +11,7 @@ import csv
 import reprlib
 from array import array
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +222,12 @@ def load_corpus(
     if str(train_file).endswith(".csv"):
         return read_nli_csv(train_file, on_bad_line=on_bad_line, max_line_length=max_line_length)
     return TextLines(train_file, on_bad_line=on_bad_line, max_line_length=max_line_length)
+
+
+def corpus_sentences(corpus: Iterable[str | tuple[str, ...]]) -> list[str]:
+    """The distinct sentences of a training corpus in first-seen order; every column of a tuple."""
+    seen: dict[str, None] = {}
+    for example in corpus:
+        for sentence in (example,) if isinstance(example, str) else example:
+            seen.setdefault(sentence, None)
+    return list(seen)

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
@@ -78,15 +78,6 @@ class Recovery:
         )
         self.layer_weight = layer_weight
         self.max_length, self.seed, self.cache_dir = max_length, seed, cache_dir
-
-
-def corpus_sentences(corpus: Iterable[str | tuple[str, ...]]) -> list[str]:
-    """The distinct sentences of a training corpus in first-seen order; every column of a tuple."""
-    seen: dict[str, None] = {}
-    for example in corpus:
-        for sentence in (example,) if isinstance(example, str) else example:
-            seen.setdefault(sentence, None)
-    return list(seen)
 
 
 def teacher_digest(teacher: SentenceEncoder, sentences: Sequence[str], max_length: int) -> str:

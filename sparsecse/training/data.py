@@ -6,6 +6,7 @@ training step.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from transformers.tokenization_utils_base import PreTrainedTokenizerBase
 from sparsecse.core.errors import ConfigError
 from sparsecse.core.validation import NonNegativeInt, PositiveInt, checked
 from sparsecse.data.checked_lines import MAX_LINE_LENGTH, LineReport, OnBadLine
-from sparsecse.data.corpora import EMBEDDED, load_corpus
+from sparsecse.data.corpora import EMBEDDED, corpus_sentences, load_corpus
 from sparsecse.data.download import DownloadMode, dataset_of, fetch_missing
 from sparsecse.data.sampling import EpochShuffle, example_lengths
 from sparsecse.evaluation.files import SNLI_FILES, STSB_DEV, check_files, how_to_get
@@ -164,6 +165,12 @@ class ContrastiveDataModule(L.LightningDataModule):
         load_config(tokenizer)
         self.tokenizer = load_tokenizer(tokenizer)
         self.collate = ContrastiveCollator(self.tokenizer, max_length, pad_to_max_length=static_shapes)
+
+    @functools.cached_property
+    def sentences(self) -> list[str]:
+        """The corpus's distinct sentences in first-seen order (every column of a pair or triplet), read
+        once: what recovery distils on, speed targets time on and OpenVINO calibrates on."""
+        return corpus_sentences(self.train_set)
 
     def _loader(
         self, dataset, batch_size: int, collate, sampler: Sampler | None = None, drop_last: bool = False
