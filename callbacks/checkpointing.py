@@ -70,14 +70,11 @@ class BestCheckpoint(ModelCheckpoint):
         if trainer.global_step > self.after_step:
             super().on_validation_end(trainer, pl_module)
 
-    def reset_best(self) -> list[Path]:
-        """Forget every best checkpoint, so that only later validations compete (after the last pruning
-        event: a denser model scores higher and would undo the pruning); returns their files."""
-        return reset_best(self)
-
 
 def reset_best(callback: ModelCheckpoint) -> list[Path]:
-    """`BestCheckpoint.reset_best` for any ModelCheckpoint (a user's own may stand in its place)."""
+    """Forget every best checkpoint of `callback` (a BestCheckpoint, or a user's own ModelCheckpoint),
+    so that only later validations compete (after the last pruning event: a denser model scores higher
+    and would undo the pruning); returns their files."""
     kept = [Path(path) for path in callback.best_k_models]
     # Lightning has no public reset: these are the attributes its state_dict saves and restores
     callback.best_k_models = {}

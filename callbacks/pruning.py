@@ -12,15 +12,15 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from callbacks.checkpointing import BestCheckpoint, reset_best
+from callbacks.checkpointing import reset_best
 from sparsecse.core.console import format_seconds, say
-from sparsecse.core.errors import ConfigError
 from sparsecse.core.validation import Fraction, Speedup, checked, passes_options_to
 from sparsecse.export.model_card import plural
 from sparsecse.export.onnx_encoder import runtime_encode
+from sparsecse.pruning.allocation import kept_shape
 from sparsecse.pruning.gates import sparsity_summary
 from sparsecse.pruning.importance import derived_seed, forked_rng
-from sparsecse.pruning.latency import LatencyModel, Shape
+from sparsecse.pruning.latency import LatencyModel
 from sparsecse.pruning.layers import check_droppable
 from sparsecse.pruning.recovery import (
     LayerTeacher,
@@ -36,7 +36,7 @@ from sparsecse.pruning.schedule import (
     check_schedule_fits,
 )
 from sparsecse.pruning.sparsifier import PruningEvent, Sparsifier, event_outcome
-from sparsecse.pruning.speed_target import SpeedRuntime, SpeedTarget
+from sparsecse.pruning.speed_target import SpeedRuntime, SpeedTarget, check_structured
 
 BEFORE_FINAL_PRUNING = "before-final-pruning"  # suffix of the best checkpoints an event made obsolete
 
@@ -61,8 +61,7 @@ def forget_best_checkpoints(trainer: L.Trainer) -> list[str]:
     users reach for (`best.ckpt`); returns their new paths."""
     renamed = []
     for callback in trainer.checkpoint_callbacks:
-        earlier = callback.reset_best() if isinstance(callback, BestCheckpoint) else reset_best(callback)
-        for path in earlier:
+        for path in reset_best(callback):
             before = path.with_name(f"{path.stem}-{BEFORE_FINAL_PRUNING}{path.suffix}")
             if trainer.is_global_zero and path.is_file():
                 path.replace(before)
@@ -117,10 +116,7 @@ class ScheduledPruning(L.Callback):
         self.events = build_schedule(schedule, self.sparsifier.granularity, target_speedup, **targets)
         self.speed = None
         if target_speedup is not None:
-            if self.sparsifier.granularity != "structured":
-                raise ConfigError(
-                    "target_speedup", "removes structured units: it needs granularity=structured"
-                )
+            check_structured(self.sparsifier.granularity)
             cache_dir = recovery.cache_dir if recovery is not None else None
             self.speed = SpeedTarget(target_speedup, speed_runtime or "PyTorch", cache_dir=cache_dir,
                                      serve=runtime_encode)  # fmt: skip
@@ -273,12 +269,12 @@ class ScheduledPruning(L.Callback):
         model predicts for the encoder as it ends, the layers kept and the base model's count."""
         if self.speed is None or self.latency is None or encoder.gates is None:
             return {}
-        kept = encoder.gates.kept_layers()
-        counts = encoder.gates.counts()
-        shape = Shape(tuple(counts["heads"][i] for i in kept), tuple(counts["neurons"][i] for i in kept))
+        gates = encoder.gates
+        kept = gates.kept_layers()
+        shape = kept_shape(kept, gates.heads, gates.neurons)
         speed = {"asked": self.events[-1].speedup, "runtime": self.speed.runtime,
                  "predicted": round(self.latency.speedup(shape), 3)}  # fmt: skip
-        return {"target_speedup": speed, "layers_kept": kept, "dense_layers": encoder.gates.num_layers}
+        return {"target_speedup": speed, "layers_kept": kept, "dense_layers": gates.num_layers}
 
     def state_dict(self) -> dict:
         state = {"events_done": self.events_done, "earlier_best": self.earlier_best}

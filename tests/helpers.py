@@ -148,3 +148,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def synthetic_latency(dense):
+    """A latency model of the shape `dense` (sparsecse.pruning.latency.Shape) with fixed coefficients:
+    a tiny model's measured encode time is mostly tokenisation, which no pruning shrinks."""
+    from sparsecse.pruning.latency import LatencyModel
+
+    return LatencyModel(0.1, 0.05, 0.02, 0.001, dense=dense, measured={}, machine={})
+
+
+def stub_latency(monkeypatch) -> list:
+    """SpeedTarget.latency replaced by `synthetic_latency` of the encoder it is given; returns the list
+    of the shapes it was asked for (one per measurement)."""
+    from sparsecse.pruning.speed_target import SpeedTarget, encoder_shape
+
+    asked = []
+
+    def latency(self, encoder, corpus, cache_dir):
+        asked.append(encoder_shape(encoder))
+        return synthetic_latency(asked[-1]), False
+
+    monkeypatch.setattr(SpeedTarget, "latency", latency)
+    return asked

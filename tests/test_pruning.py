@@ -282,14 +282,14 @@ def test_the_latency_model_travels_in_the_pruning_state():
 
 
 def test_reset_best_forgets_every_best_checkpoint_and_returns_their_files(tmp_path):
-    from callbacks.checkpointing import BestCheckpoint
+    from callbacks.checkpointing import BestCheckpoint, reset_best
 
     callback = BestCheckpoint(dirpath=tmp_path, monitor="val/stsb_spearman", mode="max", save_top_k=2)
     a, b = str(tmp_path / "a.ckpt"), str(tmp_path / "b.ckpt")
     callback.best_k_models = {a: torch.tensor(0.8), b: torch.tensor(0.7)}
     callback.best_model_path, callback.best_model_score = a, torch.tensor(0.8)
     callback.kth_value = torch.tensor(0.7)
-    assert callback.reset_best() == [tmp_path / "a.ckpt", tmp_path / "b.ckpt"]
+    assert reset_best(callback) == [tmp_path / "a.ckpt", tmp_path / "b.ckpt"]
     assert callback.best_k_models == {} and callback.best_model_path == ""
     assert callback.best_model_score is None and callback.kth_value == float("-inf"), "any later is better"
-    assert callback.reset_best() == []
+    assert reset_best(callback) == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TEXTS, compose_train, cpu_overrides, free_port, pruning_run
+from helpers import TEXTS, compose_train, cpu_overrides, free_port, pruning_run, stub_latency
 
 from sparsecse.cli import REPO_ROOT
 from sparsecse.export.model_io import encoder_from_checkpoint, load_encoder
@@ -364,15 +364,8 @@ def test_speed_target_events_gate_layers_and_units_and_a_resumed_run_ends_alike(
     slices the gated units; the latency model is measured once and travels in the checkpoints, so a
     run resumed between the events measures nothing and ends equal to the uninterrupted one."""
     from sparsecse.pruning.latency import LatencyModel
-    from sparsecse.pruning.speed_target import SpeedTarget, encoder_shape
 
-    measured = []
-
-    def latency(self, encoder, corpus, cache_dir):
-        measured.append(encoder_shape(encoder))
-        return LatencyModel(0.1, 0.05, 0.02, 0.001, encoder_shape(encoder), measured={}, machine={}), False
-
-    monkeypatch.setattr(SpeedTarget, "latency", latency)
+    measured = stub_latency(monkeypatch)
 
     def run(folder: Path, *extra: str) -> dict:
         cfg = compose_pruning_run(folder, toy_senteval_dir, tiny_model_dir, corpus, "trainer.max_epochs=3",

@@ -8,21 +8,16 @@ import json
 
 import pytest
 import torch
-from helpers import TEXTS, compose_prune, views
+from helpers import TEXTS, compose_prune, stub_latency, synthetic_latency, views
 
 from sparsecse.architecture.layout import encoder_layers, layer_structure
 from sparsecse.cli.prune import prune
 from sparsecse.core.errors import ConfigError
-from sparsecse.pruning.latency import LatencyModel, Shape
 from sparsecse.pruning.removal import remove_pruned_units
 from sparsecse.pruning.sparsifier import Sparsifier
 from sparsecse.pruning.speed_target import SpeedTarget, encoder_shape, set_gates, speed_target_from
 
 UNITS_OFF = ["pruning.head_sparsity=0", "pruning.ffn_sparsity=0"]
-
-
-def synthetic_latency(dense: Shape) -> LatencyModel:
-    return LatencyModel(0.1, 0.05, 0.02, 0.001, dense=dense, measured={}, machine={})
 
 
 @pytest.mark.parametrize(
@@ -69,8 +64,7 @@ def test_the_allocation_is_removed_from_the_encoder_as_planned(make_encoder):
 def test_sparsecse_prune_to_a_speed_target(tmp_path, toy_senteval_dir, tiny_model_dir, monkeypatch):
     """The latency model is stubbed (a tiny model's times are mostly tokenisation); the speed-up
     reached is timed for real."""
-    monkeypatch.setattr(SpeedTarget, "latency", lambda self, encoder, corpus, cache_dir: (
-        synthetic_latency(encoder_shape(encoder)), False))  # fmt: skip
+    stub_latency(monkeypatch)
     out = tmp_path / "fast"
     cfg = compose_prune([f"model={tiny_model_dir}", "pooler=avg", *UNITS_OFF, "pruning.target_speedup=1.5",
                          "pruning.num_batches=1", "tasks=[stsb]", f"output_dir={out}",

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from helpers import TEXTS, compose_study, views, write_checkpoint
+from helpers import TEXTS, compose_study, stub_latency, synthetic_latency, views, write_checkpoint
 
 from sparsecse.pruning.removal import remove_pruned_units
 from sparsecse.pruning.sparsifier import Sparsifier
@@ -213,11 +213,10 @@ def test_speed_target_points_share_one_joint_scoring_and_are_the_speed_target_mo
     sparsecse-prune's speed target leaves from the same scores (here a synthetic latency model)."""
     import copy
 
-    from sparsecse.pruning.latency import LatencyModel
     from sparsecse.pruning.speed_target import SpeedTarget, encoder_shape, joint_scores, set_gates
 
     dense = make_encoder("avg", num_hidden_layers=3).eval()
-    latency = LatencyModel(0.1, 0.05, 0.02, 0.001, encoder_shape(dense), measured={}, machine={})
+    latency = synthetic_latency(encoder_shape(dense))
     points = study_points(["structured"], ["magnitude", "weight_magnitude"], [1], [0.25], speedups=[1.5, 2.5])
     assert [(p.granularity, p.score, p.sparsity) for p in points if p.granularity == "joint"] == [
         ("joint", "magnitude", 1.5), ("joint", "magnitude", 2.5)]  # fmt: skip
@@ -255,14 +254,9 @@ def test_the_study_writes_speed_target_points_its_report_lists(
 ):
     """The latency model is stubbed (a tiny model's encode time is mostly tokenisation)."""
     from sparsecse.cli.study import study
-    from sparsecse.pruning.latency import LatencyModel
-    from sparsecse.pruning.speed_target import SpeedTarget, encoder_shape
     from sparsecse.report import load_sweep, write_report
 
-    def latency(self, encoder, corpus, cache_dir):
-        return LatencyModel(0.1, 0.05, 0.02, 0.001, encoder_shape(encoder), measured={}, machine={}), False
-
-    monkeypatch.setattr(SpeedTarget, "latency", latency)
+    stub_latency(monkeypatch)
     out = tmp_path / "study"
     study(compose_study([f"model={tiny_model_dir}", f"data_dir={toy_senteval_dir}", f"output_dir={out}",
                          "granularities=[structured]", "scores=[magnitude]", "seeds=[1]", "sparsities=[0.25]",

@@ -137,7 +137,7 @@ def _greedy(plan: _Plan, units, layers: Tensor, latency: LatencyModel, budget: f
     block_saving = block * latency.per_neuron
     before_layer = None
     while latency.time(plan.shape()) > budget:
-        best: tuple[float, str, int] | None = None
+        best: tuple[float, str, int, float] | None = None
         for i in plan.kept:
             options = [  # (kind, importance removed, time saved)
                 ("layer", float(layers[i]) if with_layers and len(plan.kept) > 1 else None,
@@ -147,14 +147,12 @@ def _greedy(plan: _Plan, units, layers: Tensor, latency: LatencyModel, budget: f
             ]  # fmt: skip
             for kind, value, saving in options:
                 if value is not None and saving > 0 and (best is None or value / saving < best[0]):
-                    best = (value / saving, kind, i)
+                    best = (value / saving, kind, i, saving)
         if best is None:
             return None, plan
-        _, kind, i = best
+        _, kind, i, saving = best
         if kind == "layer":
-            overshoots = (
-                latency.time(plan.shape()) - layer_saving(latency, plan.heads[i], plan.neurons[i]) < budget
-            )
+            overshoots = latency.time(plan.shape()) - saving < budget
             before_layer = plan.copy() if overshoots else None
             plan.kept.remove(i)
         elif kind == "head":

@@ -122,10 +122,23 @@ class _GateLayer:
         self.gates, self.index = gates, index
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output):
-        hidden_in = args[0] if args else kwargs["hidden_states"]
-        hidden_out = output[0] if isinstance(output, tuple) else output
-        kept = torch.where(getattr(self.gates, f"layer_{self.index}") > 0, hidden_out, hidden_in)
-        return (kept, *output[1:]) if isinstance(output, tuple) else kept
+        gate = getattr(self.gates, f"layer_{self.index}")
+        return with_hidden(output, torch.where(gate > 0, hidden_of(output), hidden_input(args, kwargs)))
+
+
+def hidden_input(args: tuple, kwargs: dict) -> Tensor:
+    """A transformer layer's (B, T, H) input, from its forward's arguments (a forward hook's)."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def hidden_of(output) -> Tensor:
+    """A transformer layer's (B, T, H) output: the tensor, or the first of the tuple some return."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def with_hidden(output, hidden: Tensor):
+    """`output` with its hidden states replaced, in the form the layer returned it."""
+    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
 
 def prunable_linears(backbone: nn.Module) -> dict[str, nn.Linear]:

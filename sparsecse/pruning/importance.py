@@ -99,6 +99,13 @@ class GradientStats:
         return GradientStats(self.abs_align[part], self.abs_uniform[part], self.align[part],
                              self.uniform[part], self.batches)  # fmt: skip
 
+    def summed(self) -> GradientStats:
+        """These sums over every rank's batches (`all_reduce`); no batch at all is a config error."""
+        if self.batches == 0:
+            raise ConfigError("num_batches", "no batches to score on: the corpus gave none")
+        self.all_reduce()
+        return self
+
     def all_reduce(self) -> None:
         """Sum over ranks, so that every rank ranks the same scores and prunes the same units."""
         if not (dist.is_available() and dist.is_initialized()):
@@ -143,10 +150,7 @@ def accumulate_gradients(
         encoder.train(was_training)
         for u, flag in zip(units, flags):
             u.requires_grad_(flag)
-    if stats.batches == 0:
-        raise ConfigError("num_batches", "no batches to score on: the corpus gave none")
-    stats.all_reduce()
-    return stats
+    return stats.summed()
 
 
 @dataclass

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from sparsecse.architecture.layout import architecture, encoder_layers
 from sparsecse.core.errors import ConfigError
 from sparsecse.core.validation import PositiveInt, checked
+from sparsecse.pruning.gates import hidden_input, hidden_of, with_hidden
 from sparsecse.pruning.importance import GradientStats, Scorer, forked_rng, pair_losses
 
 LayerChoice = Literal["evenly", "importance"]
@@ -82,10 +83,8 @@ class _LayerGate:
         self.gate = gate
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output):
-        hidden_in = args[0] if args else kwargs["hidden_states"]
-        hidden_out = output[0] if isinstance(output, tuple) else output
-        blended = hidden_in + self.gate.to(hidden_out.dtype) * (hidden_out - hidden_in)
-        return (blended, *output[1:]) if isinstance(output, tuple) else blended
+        hidden_in, hidden_out = hidden_input(args, kwargs), hidden_of(output)
+        return with_hidden(output, hidden_in + self.gate.to(hidden_out.dtype) * (hidden_out - hidden_in))
 
 
 def removal_stats(encoder: nn.Module, batches: Iterable[dict[str, Tensor]]) -> GradientStats:
@@ -113,10 +112,7 @@ def removal_stats(encoder: nn.Module, batches: Iterable[dict[str, Tensor]]) -> G
                 stats.add([align for align, _ in changes], [uniform for _, uniform in changes])
     finally:
         encoder.train(was_training)
-    if stats.batches == 0:
-        raise ConfigError("num_batches", "no batches to score on: the corpus gave none")
-    stats.all_reduce()
-    return stats
+    return stats.summed()
 
 
 def _seeded_losses(encoder: nn.Module, batch: dict[str, Tensor], seed: int) -> tuple[Tensor, Tensor]:

@@ -31,6 +31,7 @@ from sparsecse.core.validation import NonNegativeInt, PositiveInt, checked
 from sparsecse.model.encoder import SentenceEncoder
 from sparsecse.model.loss import simcse_loss
 from sparsecse.model.optim import linear_warmup_decay
+from sparsecse.pruning.gates import hidden_of
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,7 @@ def layer_outputs(encoder: SentenceEncoder) -> Iterator[list[Tensor]]:
     """Within the block, each forward's transformer-layer outputs, (B, T, H) in model order, in the
     list yielded (cleared by the caller between forwards)."""
     outputs: list[Tensor] = []
-    keep = lambda module, args, output: outputs.append(output[0] if isinstance(output, tuple) else output)  # noqa: E731
+    keep = lambda module, args, output: outputs.append(hidden_of(output))  # noqa: E731
     hooks = [layer.register_forward_hook(keep) for layer in encoder_layers(encoder.backbone)]
     try:
         yield outputs

@@ -164,6 +164,12 @@ def set_gates(encoder: nn.Module, allocation: Allocation) -> None:
 SPARSITIES = ("head_sparsity", "ffn_sparsity", "weight_sparsity")
 
 
+def check_structured(granularity: str) -> None:
+    """A speed target removes layers, heads and FFN neurons: structured units only."""
+    if granularity != "structured":
+        raise ConfigError("target_speedup", "removes structured units: it needs granularity=structured")
+
+
 def speed_target_from(
     pruning: Mapping[str, object],
     layers_keep: int | None,
@@ -182,8 +188,7 @@ def speed_target_from(
     if given:
         why = f"chooses the layers, heads and FFN neurons itself; leave {', '.join(given)} out"
         raise ConfigError(key, f"{why} (pruning.head_sparsity=0 pruning.ffn_sparsity=0)")
-    if pruning.get("granularity", "structured") != "structured":
-        raise ConfigError(key, "removes structured units: it needs granularity=structured")
+    check_structured(pruning.get("granularity", "structured"))
     return SpeedTarget(
         pruning[key], "int8" if onnx == "int8" else "PyTorch", cache_dir=cache_dir, serve=serve
     )
