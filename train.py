@@ -101,7 +101,7 @@ def train(cfg: DictConfig) -> TrainingResults:
     results["dense_parameters"] = dense_parameters
     results["parameter_sparsity"] = 1.0 - results["parameters"] / dense_parameters
     if pruned_any(module.encoder):
-        results["sparsity"] = sparsity_summary(module.encoder)
+        results["sparsity"] = sparsity_summary(module.encoder).metrics()
         results |= pruning.speed_record(module.encoder) if pruning else {}
     remove_pruned_units(module.encoder)  # evaluated and exported smaller and faster (METHOD.md section 5)
     if pruning and pruning.recoveries:

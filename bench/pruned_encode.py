@@ -21,7 +21,8 @@ from sparsecse.export.model_io import load_encoder
 from sparsecse.model.encoder import SentenceEncoder
 from sparsecse.model.loading import load_tokenizer
 from sparsecse.pruning.removal import remove_pruned_units
-from sparsecse.pruning.sparsifier import PruningEvent, Sparsifier
+from sparsecse.pruning.schedule import PruningEvent
+from sparsecse.pruning.sparsifier import Sparsifier
 
 
 def build(shape: str, device: torch.device, dtype: torch.dtype) -> SentenceEncoder:

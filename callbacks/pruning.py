@@ -30,12 +30,13 @@ from sparsecse.pruning.recovery import (
     teacher_embeddings,
 )
 from sparsecse.pruning.schedule import (
+    PruningEvent,
     ScheduleEvent,
     build_schedule,
     check_events_reached,
     check_schedule_fits,
 )
-from sparsecse.pruning.sparsifier import PruningEvent, Sparsifier, event_outcome
+from sparsecse.pruning.sparsifier import Sparsifier, event_outcome
 from sparsecse.pruning.speed_target import SpeedRuntime, SpeedTarget, check_structured
 
 BEFORE_FINAL_PRUNING = "before-final-pruning"  # suffix of the best checkpoints an event made obsolete
@@ -192,8 +193,9 @@ class ScheduledPruning(L.Callback):
         else:
             importance = self.sparsifier.importance(encoder, batches, scoring=index, rank=trainer.global_rank)
             self.last_importance = importance  # for inspection and tests
-            summary = self.sparsifier.apply(encoder, event, importance)
-            outcome = event_outcome(event, summary, self.sparsifier.ffn_multiple(encoder))
+            reached = self.sparsifier.apply(encoder, event, importance)
+            summary = reached.metrics()
+            outcome = event_outcome(event, reached, self.sparsifier.ffn_multiple(encoder))
         log_metrics(trainer, summary)
         if trainer.is_global_zero:
             say(f"{when}: {outcome} ({format_seconds(time.perf_counter() - started)})")
@@ -213,7 +215,10 @@ class ScheduledPruning(L.Callback):
         allocation = self.speed.prune(encoder, batches, self.sparsifier, self.latency, event.speedup, index,
                                       trainer.global_rank)  # fmt: skip
         shape = allocation.shape()
-        summary = {**sparsity_summary(encoder), "prune/predicted_speedup": allocation.predicted_speedup}
+        summary = {
+            **sparsity_summary(encoder).metrics(),
+            "prune/predicted_speedup": allocation.predicted_speedup,
+        }
         outcome = (f"kept layers {allocation.layers} of {len(encoder.gates.layers)}, heads "
                    f"{list(shape.heads)}, FFN neurons {list(shape.ffn)}: {event.speedup:.2f}x asked, "
                    f"{allocation.predicted_speedup:.2f}x predicted in {self.speed.runtime}")  # fmt: skip

@@ -3,19 +3,17 @@ of 8 fall back to slow kernels, so a pruned encoder must keep aligned widths to 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from helpers import views
 
+from sparsecse.pruning.gates import Sparsity
 from sparsecse.pruning.removal import remove_pruned_units
-from sparsecse.pruning.sparsifier import (
-    PruningEvent,
-    Sparsifier,
-    aligned_counts,
-    event_outcome,
-    keep_top,
-    select_kept,
-)
+from sparsecse.pruning.schedule import PruningEvent
+from sparsecse.pruning.selection import aligned_counts, keep_top, select_kept
+from sparsecse.pruning.sparsifier import Sparsifier, event_outcome
 
 
 def test_counts_round_to_multiples_and_keep_the_total_nearest():
@@ -56,7 +54,7 @@ def test_every_layer_keeps_a_multiple_and_the_total_is_the_nearest_achievable(ma
         widths = [int(g.sum()) for g in encoder.gates.neurons]
         assert all(w % multiple == 0 for w in widths), widths
         nearest = round(256 * (1 - target) / multiple) * multiple  # kept, the nearest multiple to the target
-        assert sum(widths) == nearest and summary["prune/ffn_sparsity"] == 1 - nearest / 256
+        assert sum(widths) == nearest and summary.ffn_sparsity == 1 - nearest / 256
     for gate, score in zip(encoder.gates.neurons, importance["neurons"]):  # the best of each layer are kept
         kept, dropped = score[gate.bool()], score[~gate.bool()]
         assert not len(dropped) or not len(kept) or kept.min() >= dropped.max()
@@ -83,16 +81,12 @@ def test_widths_are_multiples_of_64_by_default_in_a_model_wide_enough(make_encod
 
 def test_the_outcome_line_says_what_was_reached_and_what_was_asked():
     event = PruningEvent("step", 80, head_sparsity=0.3, ffn_sparsity=0.3)
-    summary = {
-        "prune/head_sparsity": 0.3,
-        "prune/ffn_sparsity": 0.2986111,
-        "prune/encoder_parameters": 9.83e6,
-    }
+    summary = Sparsity(9_830_000, head_sparsity=0.3, ffn_sparsity=0.2986111)
     assert event_outcome(event, summary, 64) == (
         "removed 30.0% of the heads and 29.9% of the FFN neurons (30.0% requested, FFN widths at multiples "
         "of 64); 9.83M parameters left in the transformer layers"
     )
-    exact = {**summary, "prune/ffn_sparsity": 0.3}
+    exact = dataclasses.replace(summary, ffn_sparsity=0.3)
     assert event_outcome(event, exact) == (
         "removed 30.0% of the heads and 30.0% of the FFN neurons; 9.83M parameters left in the transformer "
         "layers"
@@ -128,7 +122,7 @@ def test_sparsecse_prune_exports_aligned_widths_that_reload(
 
 def test_a_whole_unit_rounding_shows_the_request_without_blaming_alignment():
     event = PruningEvent("step", 20, head_sparsity=0.3, ffn_sparsity=0.3)
-    summary = {"prune/head_sparsity": 0.25, "prune/ffn_sparsity": 38 / 128, "prune/encoder_parameters": 1e4}
+    summary = Sparsity(10_000, head_sparsity=0.25, ffn_sparsity=38 / 128)
     assert event_outcome(event, summary).startswith(
         "removed 25.0% of the heads (30.0% requested) and 29.7% of the FFN neurons (30.0% requested);"
     )

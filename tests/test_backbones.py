@@ -19,7 +19,8 @@ from sparsecse.model.loading import UnusedPoolerReport, load_backbone
 from sparsecse.pruning.gates import UnitGates
 from sparsecse.pruning.importance import SCORE_MODES
 from sparsecse.pruning.removal import apply_gates, remove_units, structure
-from sparsecse.pruning.sparsifier import PruningEvent, Sparsifier
+from sparsecse.pruning.schedule import PruningEvent
+from sparsecse.pruning.sparsifier import Sparsifier
 
 # Per layer: heads gated off (of 4) and FFN neurons gated off (of 64). Layer 0 keeps one head,
 # layer 1 keeps no FFN neuron, and the two layers keep different heads (MPNet's shared position
@@ -29,7 +30,7 @@ REMOVED_NEURONS = [list(range(0, 64, 3)), list(range(64))]
 
 
 def gate_off(encoder) -> None:
-    encoder.gates = UnitGates(encoder.backbone)
+    encoder.attach_gates(UnitGates(encoder.backbone))
     for gate, removed in zip(encoder.gates.heads + encoder.gates.neurons, REMOVED_HEADS + REMOVED_NEURONS):
         gate[removed] = 0
 
@@ -47,7 +48,7 @@ def plain_run(request, make_encoder):
 
 def test_gates_at_one_are_the_plain_model_bit_for_bit(plain_run):
     encoder, batch, plain = plain_run
-    encoder.gates = UnitGates(encoder.backbone)
+    encoder.attach_gates(UnitGates(encoder.backbone))
     assert torch.equal(encoder(**batch), plain)
 
 
@@ -110,7 +111,7 @@ def test_every_score_mode_prunes_every_backbone(make_encoder, kind, score):
     assert [s.shape for s in importance["heads"]] == [torch.Size([4])] * 2
     assert all(s.isfinite().all() for s in importance["heads"] + importance["neurons"])
     summary = sparsifier.apply(encoder, event, importance)
-    assert (summary["prune/head_sparsity"], summary["prune/ffn_sparsity"]) == (0.25, 0.5)
+    assert (summary.head_sparsity, summary.ffn_sparsity) == (0.25, 0.5)
     apply_gates(encoder)
     assert sum(structure(encoder.backbone)["heads"]) == 6 and sum(structure(encoder.backbone)["ffn"]) == 64
 
@@ -124,7 +125,7 @@ def test_unstructured_masks_cover_every_layer_linear(make_encoder, kind):
     assert len(encoder.masks.linears) == per_layer * len(encoder_layers(encoder.backbone))
     event = PruningEvent("step", 1, weight_sparsity=0.3)
     summary = sparsifier.apply(encoder, event, sparsifier.importance(encoder, iter([])))
-    assert abs(summary["prune/weight_sparsity"] - 0.3) < 1e-3
+    assert abs(summary.weight_sparsity - 0.3) < 1e-3
 
 
 @pytest.mark.parametrize("kind", BACKBONES)

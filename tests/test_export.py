@@ -112,7 +112,7 @@ def test_project_loader_reads_pooler(make_encoder, tmp_path, pooler, mlp_only_tr
 def test_export_applies_attached_gates(make_encoder, tmp_path):
 
     encoder = make_encoder("avg")
-    encoder.gates = UnitGates(encoder.backbone)
+    encoder.attach_gates(UnitGates(encoder.backbone))
     encoder.gates.head_1[0] = 0
     gated = encoder.encode(TEXTS)
     save_sparse_encoder(encoder, tmp_path)
@@ -129,7 +129,7 @@ def test_fresh_process_loads_with_remote_code(make_encoder, tmp_path):
     encoders = {pooler: prune(make_encoder(pooler)) for pooler in ("avg", "cls")}
     for kind in ("roberta", "distilbert", "mpnet", "modernbert"):  # the other backbones, gated off
         encoders[kind] = make_encoder("avg", kind=kind)
-        encoders[kind].gates = UnitGates(encoders[kind].backbone)
+        encoders[kind].attach_gates(UnitGates(encoders[kind].backbone))
         encoders[kind].gates.head_0[[0, 2]] = 0
         encoders[kind].gates.neuron_1[::2] = 0
     for name, encoder in encoders.items():

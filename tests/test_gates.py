@@ -4,7 +4,7 @@ import pytest
 import torch
 from helpers import TEXTS
 
-from sparsecse.pruning.gates import UnitGates, WeightMasks, prunable_linears
+from sparsecse.pruning.gates import Sparsity, UnitGates, WeightMasks, prunable_linears
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
@@ -12,7 +12,7 @@ def test_gates_at_one_are_the_plain_model_bit_for_bit(make_encoder, attn):
     encoder = make_encoder("avg", attn_implementation=attn).eval()
     batch = encoder.tokenize(TEXTS)
     plain = encoder(**batch)
-    encoder.gates = UnitGates(encoder.backbone)
+    encoder.attach_gates(UnitGates(encoder.backbone))
     assert torch.equal(encoder(**batch), plain)
 
 
@@ -35,7 +35,7 @@ def test_head_gate_at_zero_removes_exactly_that_head(make_encoder, attn):
     handle = zero_head_by_hand(layer, 2, layer.attention.self.attention_head_size)
     expected = encoder(**batch)
     handle.remove()
-    encoder.gates = UnitGates(encoder.backbone)
+    encoder.attach_gates(UnitGates(encoder.backbone))
     encoder.gates.head_1[2] = 0
     torch.testing.assert_close(encoder(**batch), expected, atol=0, rtol=0)
     encoder.gates.head_1[2] = 1
@@ -46,7 +46,7 @@ def test_neuron_gate_zeroes_the_activation(make_encoder):
     encoder = make_encoder("avg").eval()
     batch = encoder.tokenize(TEXTS)
     seen = {}
-    encoder.gates = UnitGates(encoder.backbone)
+    encoder.attach_gates(UnitGates(encoder.backbone))
     encoder.gates.neuron_0[[3, 7]] = 0
 
     def record(module, args, output):
@@ -61,7 +61,7 @@ def test_gate_gradients_equal_finite_differences(make_encoder):
     """float64: dl/dgate from autograd against a central difference on each of a few gates."""
     encoder = make_encoder("avg", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
                            attn_implementation="eager").double().eval()  # fmt: skip
-    encoder.gates = UnitGates(encoder.backbone).double()
+    encoder.attach_gates(UnitGates(encoder.backbone).double())
     batch = encoder.tokenize(TEXTS)
     target = torch.randn(len(TEXTS), 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
@@ -87,7 +87,7 @@ def test_gate_gradients_equal_finite_differences(make_encoder):
 
 def test_gates_travel_in_the_state_dict(make_encoder):
     encoder = make_encoder("avg")
-    encoder.gates = UnitGates(encoder.backbone)
+    encoder.attach_gates(UnitGates(encoder.backbone))
     encoder.gates.head_0[1] = 0
     state = encoder.state_dict()
     assert "gates.head_0" in state and state["gates.head_0"][1] == 0
@@ -96,7 +96,7 @@ def test_gates_travel_in_the_state_dict(make_encoder):
 
 def test_weight_masks_survive_optimizer_steps_and_weight_decay(make_encoder):
     encoder = make_encoder("avg")
-    encoder.masks = WeightMasks(encoder.backbone)
+    encoder.attach_masks(WeightMasks(encoder.backbone))
     key = next(iter(encoder.masks.linears))
     mask = encoder.masks.mask(key)
     keep = torch.rand(mask.shape, generator=torch.Generator().manual_seed(0)) > 0.5
@@ -132,14 +132,14 @@ def test_a_layer_gate_at_zero_is_the_model_without_that_layer_and_export_drops_i
     batch = encoder.tokenize(TEXTS)
     shallow = copy.deepcopy(encoder)
     drop_layers(shallow, [0, 2])
-    encoder.gates = UnitGates(encoder.backbone)
+    encoder.attach_gates(UnitGates(encoder.backbone))
     encoder.gates.layer_1.zero_()
     torch.testing.assert_close(encoder(**batch), shallow(**batch), atol=0, rtol=0)
     encoder.gates.head_2[0] = 0
     layer_params = sum(p.numel() for p in encoder.backbone.encoder.layer[1].parameters())
     dense_params = sum(p.numel() for p in encoder.backbone.encoder.layer.parameters())
     summary = sparsity_summary(encoder)
-    assert summary["prune/layers"] == 2.0 and summary["prune/heads_layer1"] == 0.0
+    assert summary.layers == 2 and summary.heads[1] == 0
     assert effective_parameters(encoder) < dense_params - layer_params
     gated = encoder(**batch)
     remove_pruned_units(encoder)
@@ -156,3 +156,14 @@ def test_a_checkpoint_from_before_layer_gates_loads_with_every_layer_kept(make_e
     loaded = UnitGates(encoder.backbone)
     loaded.load_state_dict(earlier)
     assert loaded.kept_layers() == [0, 1] and loaded.head_0[1] == 0
+
+
+def test_the_sparsity_record_keeps_the_keys_results_and_dashboards_use():
+    reached = Sparsity(1234, head_sparsity=0.25, ffn_sparsity=0.5, layers=2, heads=(4, 2), neurons=(64, 0))
+    assert reached.metrics() == {
+        "prune/encoder_parameters": 1234.0, "prune/head_sparsity": 0.25, "prune/ffn_sparsity": 0.5,
+        "prune/layers": 2.0, "prune/heads_layer0": 4.0, "prune/neurons_layer0": 64.0,
+        "prune/heads_layer1": 2.0, "prune/neurons_layer1": 0.0,
+    }  # fmt: skip
+    assert Sparsity(10, weight_sparsity=0.3).metrics() == {"prune/encoder_parameters": 10.0,
+                                                            "prune/weight_sparsity": 0.3}  # fmt: skip

@@ -14,7 +14,7 @@ from sparsecse.pruning.importance import (
     normalize_per_layer,
     pair_losses,
 )
-from sparsecse.pruning.sparsifier import select_kept
+from sparsecse.pruning.selection import select_kept
 
 
 def stats_of(abs_a, abs_u, a, u, n=1):
@@ -89,7 +89,7 @@ def gate_gradients(encoder, gates, first: list[str], second: list[str]) -> tuple
 def test_accumulated_gradients_match_autograd_per_batch(make_encoder):
     # dropout off, so that this test's own forward passes see what accumulate_gradients saw
     encoder = make_encoder("avg", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    encoder.gates = UnitGates(encoder.backbone)
+    encoder.attach_gates(UnitGates(encoder.backbone))
     pairs = [(TEXTS, SECOND_VIEWS), (SECOND_VIEWS[::-1] + ["one more"], TEXTS[::-1] + ["and another one"])]
     stats = accumulate_gradients(encoder, [views(encoder, *pair) for pair in pairs], encoder.gates.tensors())
     gates = encoder.gates.tensors()
@@ -131,3 +131,17 @@ def test_select_kept_never_revives_or_recounts_the_dead():
 def test_per_layer_normalisation():
     out = normalize_per_layer([torch.tensor([3.0, 4.0]), torch.tensor([0.0, 2.0])])
     torch.testing.assert_close(torch.stack(out), torch.tensor([[0.6, 0.8], [0.0, 1.0]]))
+
+
+def test_the_scorer_computes_only_what_its_mode_reads():
+    groups = {"heads": [torch.zeros(2)], "neurons": [torch.zeros(3)]}
+    stats = stats_of([[1, 3], [2, 2, 2]], [[1, 1], [1, 1, 1]], [[0, 0], [0, 0, 0]], [[0, 0], [0, 0, 0]])
+    unread = lambda: pytest.fail("this mode reads no gradients")  # noqa: E731
+    magnitudes = {"heads": [torch.ones(2)], "neurons": [torch.ones(3)]}
+    assert Scorer("weight_magnitude").scores(groups, unread, magnitudes=lambda: magnitudes) == magnitudes
+    drawn = Scorer("random").scores(groups, unread, torch.Generator().manual_seed(0))
+    assert [t.shape for t in drawn["heads"] + drawn["neurons"]] == [(2,), (3,)]
+    aligned = Scorer("alignment").scores(groups, lambda: stats)
+    assert aligned["heads"][0].tolist() == [1.0, 3.0] and aligned["neurons"][0].tolist() == [2.0, 2.0, 2.0]
+    with pytest.raises(ConfigError, match="weight_magnitude has no score for a whole layer"):
+        Scorer("weight_magnitude").scores(groups, unread)

@@ -13,8 +13,8 @@ from sparsecse.core.errors import ConfigError
 from sparsecse.model.encoder import SentenceEncoder
 from sparsecse.pruning.gates import effective_parameters, sparsity_summary
 from sparsecse.pruning.removal import remove_pruned_units
-from sparsecse.pruning.schedule import build_schedule, check_events_reached, check_schedule_fits
-from sparsecse.pruning.sparsifier import PruningEvent, Sparsifier
+from sparsecse.pruning.schedule import PruningEvent, build_schedule, check_events_reached, check_schedule_fits
+from sparsecse.pruning.sparsifier import Sparsifier
 
 
 def test_schedule_ramps_linearly_to_the_final_targets():
@@ -98,7 +98,7 @@ def test_each_event_removes_exactly_the_requested_counts(make_encoder, score):
         counts = encoder.gates.counts()
         assert sum(counts["heads"]) == heads_left and sum(counts["neurons"]) == neurons_left
         assert min(counts["heads"]) >= 1
-        assert summary["prune/head_sparsity"] == pytest.approx(1 - heads_left / 8)
+        assert summary.head_sparsity == pytest.approx(1 - heads_left / 8)
     assert counts["heads"] == [1, 1], "at 75% of 8 heads with a minimum of 1, each layer keeps one"
 
 
@@ -109,7 +109,7 @@ def test_unstructured_event_masks_exactly_the_requested_weights(make_encoder):
     event = PruningEvent("epoch", 1, weight_sparsity=0.3)
     summary = sparsifier.apply(encoder, event, sparsifier.importance(encoder, iter([views(encoder)])))
     total = sum(m.numel() for m in (encoder.masks.mask(k) for k in encoder.masks.linears))
-    assert summary["prune/weight_sparsity"] == pytest.approx(round(0.3 * total) / total)
+    assert summary.weight_sparsity == pytest.approx(round(0.3 * total) / total)
     masked = sum(int((~encoder.masks.mask(k).bool()).sum()) for k in encoder.masks.linears)
     assert masked == round(0.3 * total)
     zeros = sum(int((lin.weight == 0).sum()) for lin in encoder.masks.linears.values())
@@ -128,7 +128,7 @@ def test_effective_parameters_match_the_physically_pruned_model(make_encoder):
     remove_pruned_units(encoder)
     assert encoder.gates is None
     assert effective_parameters(encoder) == predicted
-    assert sparsity_summary(encoder)["prune/encoder_parameters"] == predicted
+    assert sparsity_summary(encoder).parameters == predicted
     torch.testing.assert_close(encoder.encode(TEXTS), before, atol=1e-5, rtol=1e-5)
 
 
@@ -185,8 +185,7 @@ def test_unsupervised_cls_is_scored_on_the_embedding_it_is_evaluated_on(make_enc
         sparsifier = Sparsifier(num_batches=1)
         sparsifier.attach(model)
         scores.append(scores_of(sparsifier, model, [views(model)]))
-        model.gates.remove_hooks()
-        model.gates = None
+        model.detach_gates()
     assert all(torch.equal(a, b) for a, b in zip(*scores))
 
 
@@ -293,3 +292,21 @@ def test_reset_best_forgets_every_best_checkpoint_and_returns_their_files(tmp_pa
     assert callback.best_k_models == {} and callback.best_model_path == ""
     assert callback.best_model_score is None and callback.kth_value == float("-inf"), "any later is better"
     assert reset_best(callback) == []
+
+
+def test_an_encoder_carries_gates_or_masks_and_detaching_gates_unhooks_them(make_encoder):
+    encoder = make_encoder("avg")
+    Sparsifier(granularity="unstructured").attach(encoder)
+    with pytest.raises(ValueError, match="carries weight masks"):
+        Sparsifier().attach(encoder)
+    encoder.detach_masks()
+    Sparsifier().attach(encoder)
+    batch = encoder.tokenize(["a cat sat", "a dog ran far"])
+    with torch.no_grad():
+        dense = encoder(**batch)
+        encoder.gates.heads[0].zero_()
+        gated = encoder(**batch)
+        encoder.detach_gates()
+        assert encoder.gates is None
+        torch.testing.assert_close(encoder(**batch), dense)
+    assert not torch.allclose(gated, dense)

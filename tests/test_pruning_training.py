@@ -15,7 +15,8 @@ from helpers import TEXTS, compose_train, cpu_overrides, free_port, pruning_run,
 
 from sparsecse.cli import REPO_ROOT
 from sparsecse.export.model_io import encoder_from_checkpoint, load_encoder
-from sparsecse.pruning.sparsifier import PruningEvent, Sparsifier
+from sparsecse.pruning.schedule import PruningEvent
+from sparsecse.pruning.sparsifier import Sparsifier
 from sparsecse.training.data import ContrastiveDataModule
 from train import train
 

@@ -96,7 +96,8 @@ def test_the_inductor_compiled_loss_and_gradients_equal_the_eager_ones_before_an
     """Dropout off, so that both paths compute the same function (their random streams differ). After
     an event has set the gates in place, the same compiled function must see them: gates are inputs
     of the graph, not constants baked into it."""
-    from sparsecse.pruning.sparsifier import PruningEvent, Sparsifier
+    from sparsecse.pruning.schedule import PruningEvent
+    from sparsecse.pruning.sparsifier import Sparsifier
 
     encoder = make_encoder("avg", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
     sparsifier = Sparsifier(score="weight_magnitude")

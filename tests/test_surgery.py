@@ -207,7 +207,7 @@ def test_apply_gates_makes_gated_encoder_physical(make_encoder):
     from sparsecse.pruning.gates import UnitGates
 
     encoder = make_encoder("cls")
-    encoder.gates = UnitGates(encoder.backbone)
+    encoder.attach_gates(UnitGates(encoder.backbone))
     encoder.gates.head_0[[0, 3]] = 0
     encoder.gates.neuron_1[:10] = 0
     gated = encoder.encode(TEXTS)

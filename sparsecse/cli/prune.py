@@ -65,7 +65,7 @@ def prune_to_speed(encoder, data, job: PruneJob, cfg: DictConfig, results: dict)
         allocation = target.prune(encoder, batches, sparsifier, latency)
     remove_pruned_units(encoder)
     results["layers_kept"] = allocation.layers
-    results["sparsity"] = sliced_summary(encoder)
+    results["sparsity"] = sliced_summary(encoder).metrics()
     results[TARGET_SPEEDUP] = {"asked": target.speedup, "runtime": target.runtime,
                                "predicted": round(allocation.predicted_speedup, 3)}  # fmt: skip
     shape = allocation.shape()
@@ -93,10 +93,11 @@ def prune_units(encoder, data, job: PruneJob, cfg: DictConfig, results: dict) ->
         )
         with stage(scoring):
             importance = sparsifier.importance(encoder, iter(data.scoring_dataloader(sparsifier.seed)))
-        results["sparsity"] = sparsifier.apply(encoder, event, importance)
-        say(f"sparsecse-prune: {event_outcome(event, results['sparsity'], sparsifier.ffn_multiple(encoder))}")
+        reached = sparsifier.apply(encoder, event, importance)
+        results["sparsity"] = reached.metrics()
+        say(f"sparsecse-prune: {event_outcome(event, reached, sparsifier.ffn_multiple(encoder))}")
     else:
-        results["sparsity"] = sparsity_summary(encoder)
+        results["sparsity"] = sparsity_summary(encoder).metrics()
     remove_pruned_units(encoder)
 
 

@@ -17,7 +17,8 @@ from sparsecse.model.encoder import check_pooler
 from sparsecse.model.loading import load_config
 from sparsecse.pruning.layers import LayerDrop
 from sparsecse.pruning.recovery import Recovery
-from sparsecse.pruning.sparsifier import TARGETS, PruningEvent, Sparsifier, one_shot_event
+from sparsecse.pruning.schedule import TARGETS, PruningEvent, one_shot_event
+from sparsecse.pruning.sparsifier import Sparsifier
 from sparsecse.pruning.speed_target import SpeedTarget, speed_target_from
 
 TARGET_SPEEDUP = "target_speedup"

@@ -291,9 +291,9 @@ def _apply_sparsity(encoder: SentenceEncoder, state_dict: dict) -> None:
     without them the encoder would be the dense backbone, not the one that was trained."""
     gates, masks = _entries(state_dict, "encoder.gates."), _entries(state_dict, "encoder.masks.")
     if gates:
-        encoder.gates = UnitGates(encoder.backbone)
+        encoder.attach_gates(UnitGates(encoder.backbone))
         encoder.gates.load_state_dict(gates)
     if masks:
-        encoder.masks = WeightMasks(encoder.backbone)
+        encoder.attach_masks(WeightMasks(encoder.backbone))
         encoder.masks.load_state_dict(masks)
     remove_pruned_units(encoder)

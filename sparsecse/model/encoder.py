@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +29,25 @@ STATIC_LENGTHS = (16, 32, 64, 128, 256, 512)
 def static_length(tokens: int) -> int:
     """The smallest of STATIC_LENGTHS that holds `tokens`; longer ones keep their own length."""
     return next((length for length in STATIC_LENGTHS if length >= tokens), tokens)
+
+
+class UnitGating(Protocol):
+    """0/1 gates hooked on the backbone, one per attention head, FFN neuron and transformer layer
+    (sparsecse.pruning.gates.UnitGates, a module: saved in the encoder's state dict)."""
+
+    heads: list[Tensor]  # per layer (H_l,)
+    neurons: list[Tensor]  # per layer (F_l,)
+    layers: list[Tensor]  # per layer ()
+
+    def kept_layers(self) -> list[int]: ...
+    def remove_hooks(self) -> None: ...
+
+
+class WeightMasking(Protocol):
+    """0/1 masks of the backbone's prunable weights (sparsecse.pruning.gates.WeightMasks, a module)."""
+
+    def apply_masks(self) -> None: ...
+    def sparsity(self) -> float: ...
 
 
 def check_pooler(pooler: str) -> None:
@@ -61,9 +80,33 @@ class SentenceEncoder(nn.Module):
         self.pooler = pooler
         self.mlp_only_train = mlp_only_train
         self.name_or_path = getattr(backbone, "name_or_path", "")
-        self.gates = None  # UnitGates, attached by a structured Sparsifier
-        self.masks = None  # WeightMasks, attached by an unstructured Sparsifier
+        self.gates: UnitGating | None = None  # attach_gates: structured pruning
+        self.masks: WeightMasking | None = None  # attach_masks: unstructured pruning
         self.compiled_forward = None  # set by compile_for_inference
+
+    def attach_gates(self, gates: UnitGating) -> None:
+        """Carry `gates` on the encoder's device; an encoder is pruned by gates or by masks, not both."""
+        if self.masks is not None:
+            raise ValueError("this encoder carries weight masks: it cannot also carry unit gates")
+        self.gates = gates.to(self.device)
+
+    def attach_masks(self, masks: WeightMasking) -> None:
+        """Carry weight `masks` on the encoder's device (see `attach_gates`)."""
+        if self.gates is not None:
+            raise ValueError("this encoder carries unit gates: it cannot also carry weight masks")
+        self.masks = masks.to(self.device)
+
+    def detach_gates(self) -> UnitGating | None:
+        """Take the gates off (their hooks removed): the backbone as it now is, ungated. Returns them."""
+        gates, self.gates = self.gates, None
+        if gates is not None:
+            gates.remove_hooks()
+        return gates
+
+    def detach_masks(self) -> WeightMasking | None:
+        """Take the masks off; the zeros they made stay in the weights. Returns them."""
+        masks, self.masks = self.masks, None
+        return masks
 
     def reset_mlp(self) -> None:
         dense = self.backbone.pooler.dense

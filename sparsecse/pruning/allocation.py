@@ -40,12 +40,10 @@ def joint_importance(
     the kinds are on one scale. The encoder carries its unit gates (`Sparsifier.attach`)."""
     gates = encoder.gates
     units = [*gates.heads, *gates.neurons]
-    stats = None
-    if scorer.needs_gradients():
-        batches = list(batches)
-        stats = accumulate_gradients(encoder, batches, units).joined(removal_stats(encoder, batches))
+    batches = list(batches)
+    gradients = lambda: accumulate_gradients(encoder, batches, units).joined(removal_stats(encoder, batches))  # noqa: E731
     layer_like = [torch.ones((), device=encoder.device) for _ in range(gates.num_layers)]
-    scores = scorer(stats, [*units, *layer_like], generator)
+    scores = scorer.scores({"every unit": [*units, *layer_like]}, gradients, generator)["every unit"]
     n = gates.num_layers
     return scores[:n], scores[n : 2 * n], torch.stack(scores[2 * n :])
 

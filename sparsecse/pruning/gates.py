@@ -10,6 +10,8 @@ bit. MPNet's relative position bias, shared by all layers, is cut per layer by `
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -218,37 +220,62 @@ def counted_parameters(encoder) -> int:
     return every - layers + effective_parameters(encoder)
 
 
-def sparsity_summary(encoder) -> dict[str, float]:
-    """What the pruning callback logs: overall sparsities, kept units per layer, parameters."""
-    summary: dict[str, float] = {"prune/encoder_parameters": float(effective_parameters(encoder))}
+@dataclass(frozen=True)
+class Sparsity:
+    """What pruning has left of an encoder's transformer layers: what an event or a sparsification
+    reached. A sparsity is None where the encoder's granularity has no such unit."""
+
+    parameters: int  # the transformer layers' parameters that still count
+    weight_sparsity: float | None = None  # share of the prunable Linear weights masked (unstructured)
+    head_sparsity: float | None = None  # share of the heads removed (structured)
+    ffn_sparsity: float | None = None  # share of the FFN neurons removed (structured)
+    layers: int | None = None  # transformer layers kept (structured)
+    heads: tuple[int, ...] = ()  # heads kept, per layer
+    neurons: tuple[int, ...] = ()  # FFN neurons kept, per layer
+
+    def metrics(self) -> dict[str, float]:
+        """As the loggers and results.json's `sparsity` record it: `prune/...` keys, the names the
+        dashboards and the run folders written so far use."""
+        metrics = {"prune/encoder_parameters": float(self.parameters)}
+        for name in ("weight_sparsity", "head_sparsity", "ffn_sparsity", "layers"):
+            if (value := getattr(self, name)) is not None:
+                metrics[f"prune/{name}"] = float(value)
+        for i, (h, n) in enumerate(zip(self.heads, self.neurons)):
+            metrics[f"prune/heads_layer{i}"], metrics[f"prune/neurons_layer{i}"] = float(h), float(n)
+        return metrics
+
+
+def sparsity_summary(encoder) -> Sparsity:
+    """What the encoder's gates or masks leave: overall sparsities, kept units per layer (a gated-off
+    layer counts what its gates keep), parameters."""
+    parameters = effective_parameters(encoder)
     if encoder.masks is not None:
-        summary["prune/weight_sparsity"] = encoder.masks.sparsity()
-    if encoder.gates is not None:
-        counts = encoder.gates.counts()
-        heads = sum(g.numel() for g in encoder.gates.heads)
-        neurons = sum(g.numel() for g in encoder.gates.neurons)
-        summary["prune/head_sparsity"] = 1.0 - sum(counts["heads"]) / heads
-        summary["prune/ffn_sparsity"] = 1.0 - sum(counts["neurons"]) / neurons
-        summary["prune/layers"] = float(len(encoder.gates.kept_layers()))
-        for i, (h, n) in enumerate(zip(counts["heads"], counts["neurons"])):
-            summary[f"prune/heads_layer{i}"] = float(h)
-            summary[f"prune/neurons_layer{i}"] = float(n)
-    return summary
+        return Sparsity(parameters, weight_sparsity=encoder.masks.sparsity())
+    if encoder.gates is None:
+        return Sparsity(parameters)
+    counts, gates = encoder.gates.counts(), encoder.gates
+    return Sparsity(
+        parameters,
+        head_sparsity=1.0 - sum(counts["heads"]) / sum(g.numel() for g in gates.heads),
+        ffn_sparsity=1.0 - sum(counts["neurons"]) / sum(g.numel() for g in gates.neurons),
+        layers=len(gates.kept_layers()),
+        heads=tuple(counts["heads"]),
+        neurons=tuple(counts["neurons"]),
+    )
 
 
-def sliced_summary(encoder) -> dict[str, float]:
-    """`sparsity_summary`'s keys for an encoder whose removed units and layers are already sliced out:
-    each remaining layer's heads and FFN neurons as it now is, sparsities against those layers' dense
-    sizes (the config's), the layers left and the parameters."""
+def sliced_summary(encoder) -> Sparsity:
+    """The same for an encoder whose removed units and layers are already sliced out: each remaining
+    layer's heads and FFN neurons as it now is, sparsities against those layers' dense sizes (the
+    config's), the layers left and the parameters."""
     config = encoder.backbone.config
     counts = [layer_structure(layer) for layer in encoder_layers(encoder.backbone)]
     dense_heads, dense_ffn = config.num_attention_heads, ffn_size(config)
-    summary = {
-        "prune/encoder_parameters": float(effective_parameters(encoder)),
-        "prune/head_sparsity": 1.0 - sum(h for h, _ in counts) / (len(counts) * dense_heads),
-        "prune/ffn_sparsity": 1.0 - sum(n for _, n in counts) / (len(counts) * dense_ffn),
-        "prune/layers": float(len(counts)),
-    }
-    for i, (h, n) in enumerate(counts):
-        summary[f"prune/heads_layer{i}"], summary[f"prune/neurons_layer{i}"] = float(h), float(n)
-    return summary
+    return Sparsity(
+        effective_parameters(encoder),
+        head_sparsity=1.0 - sum(h for h, _ in counts) / (len(counts) * dense_heads),
+        ffn_sparsity=1.0 - sum(n for _, n in counts) / (len(counts) * dense_ffn),
+        layers=len(counts),
+        heads=tuple(h for h, _ in counts),
+        neurons=tuple(n for _, n in counts),
+    )

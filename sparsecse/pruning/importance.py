@@ -9,7 +9,7 @@ its gate from 1 to 0, so to first order the loss changes by -g. Every score here
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -166,6 +166,31 @@ class Scorer:
     def needs_gradients(self) -> bool:
         return self.mode not in ("random", "weight_magnitude")
 
+    def scores(
+        self,
+        groups: Mapping[str, Sequence[Tensor]],
+        gradients: Callable[[], GradientStats],
+        generator: torch.Generator | None = None,
+        magnitudes: Callable[[], Mapping[str, list[Tensor]]] | None = None,
+    ) -> dict[str, list[Tensor]]:
+        """Importance per unit of each group of units (`{"heads": gates, "neurons": gates}`, or one
+        group), whatever the mode: gradient modes read `gradients()` (statistics over every group's
+        tensors, in order) and score each group on its own; `weight_magnitude` reads `magnitudes()`
+        (the same groups' weight norms), `random` draws from `generator`. Only what the mode needs is
+        computed."""
+        if self.mode == "weight_magnitude":
+            if magnitudes is None:
+                why = "has no score for a whole layer; use a gradient score or random"
+                raise ConfigError("score", f"weight_magnitude {why}")
+            return dict(magnitudes())
+        stats = gradients() if self.needs_gradients() else None
+        scores, start = {}, 0
+        for name, like in groups.items():
+            part = None if stats is None else stats.subset(slice(start, start + len(like)))
+            scores[name] = self(part, like, generator)
+            start += len(like)
+        return scores
+
     def __call__(
         self, stats: GradientStats | None, like: Sequence[Tensor], generator: torch.Generator | None = None
     ) -> list[Tensor]:
@@ -177,7 +202,7 @@ class Scorer:
                 raise ValueError("random scores need a generator")
             return [torch.rand(t.shape, generator=generator).to(t.device) for t in like]
         if self.mode == "weight_magnitude":
-            raise ValueError("weight_magnitude scores come from weight_magnitude_scores()")
+            raise ValueError("weight_magnitude scores weights, not gradients: call scores()")
         n, lam = stats.batches, self.uniformity_weight
         if self.mode == "signed":
             # d = mean_b (gA + lambda gU): the predicted drop of l_align + lambda l_uniform when the

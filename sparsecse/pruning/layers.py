@@ -123,9 +123,11 @@ def _seeded_losses(encoder: nn.Module, batch: dict[str, Tensor], seed: int) -> t
 def layer_importance(encoder: nn.Module, batches: Iterable[dict[str, Tensor]], scorer: Scorer) -> Tensor:
     """(L,) importance of each transformer layer: the measured change of l_align and l_uniform when
     it is skipped (`removal_stats`), scored by `scorer` (METHOD.md 4)."""
-    stats = removal_stats(encoder, batches) if scorer.needs_gradients() else None
     like = [torch.ones(()) for _ in encoder_layers(encoder.backbone)]
-    return torch.stack(scorer(stats, like, torch.Generator().manual_seed(0)))
+    scores = scorer.scores(
+        {"layers": like}, lambda: removal_stats(encoder, batches), torch.Generator().manual_seed(0)
+    )
+    return torch.stack(scores["layers"])
 
 
 @contextmanager

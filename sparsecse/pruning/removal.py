@@ -137,8 +137,7 @@ def apply_gates(encoder: nn.Module) -> None:
         return
     kept = gates.kept_layers()
     heads, neurons = [gates.heads[i] for i in kept], [gates.neurons[i] for i in kept]
-    gates.remove_hooks()
-    encoder.gates = None
+    encoder.detach_gates()
     if len(kept) < gates.num_layers:
         drop_layers(encoder, kept)
     remove_units(encoder.backbone, heads, neurons)
@@ -171,4 +170,4 @@ def remove_pruned_units(encoder) -> None:
     apply_gates(encoder)
     if encoder.masks is not None:
         encoder.masks.apply_masks()
-        encoder.masks = None
+        encoder.detach_masks()

@@ -1,16 +1,62 @@
-"""When a training run prunes: the events of a schedule (`{epoch: E}` or `{step: S}`, each with its
-cumulative sparsities or speed-up, or a ramp to the final ones), checked against the training's
-length before and after its data loads."""
+"""When a run prunes and how much: a pruning event (`PruningEvent`: cumulative sparsities or a speed-up,
+at an epoch or step), the one event of a sparsification after training, and the events of a training
+run's schedule (`{epoch: E}` or `{step: S}`, each with its own targets, or a ramp to the final ones),
+checked against the training's length before and after its data loads."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from typing_extensions import TypedDict
 
 from sparsecse.core.errors import ConfigError
 from sparsecse.core.validation import STRICT_RECORD, Fraction, NonNegativeInt, Speedup, check_value
-from sparsecse.pruning.sparsifier import PruningEvent, event_targets
+
+GRANULARITIES = ("structured", "unstructured")
+Granularity = Literal[GRANULARITIES]
+TARGETS = {"structured": ("head_sparsity", "ffn_sparsity"), "unstructured": ("weight_sparsity",)}
+
+
+def check_granularity(granularity: str) -> str:
+    check_value("granularity", granularity, Granularity)
+    return granularity
+
+
+@dataclass(frozen=True)
+class PruningEvent:
+    """Reach these cumulative sparsities (or this encode speed-up over the dense model, removing
+    layers, heads and FFN neurons: sparsecse.pruning.speed_target) when `at` epochs (or steps) are done."""
+
+    unit: str  # "epoch" or "step"
+    at: int
+    head_sparsity: float = 0.0
+    ffn_sparsity: float = 0.0
+    weight_sparsity: float = 0.0
+    speedup: float | None = None
+
+    @property
+    def targets(self) -> tuple[float, float, float]:
+        return (self.head_sparsity, self.ffn_sparsity, self.weight_sparsity)
+
+
+def event_targets(granularity: str, **final: float) -> dict[str, float]:
+    """The cumulative targets an event of this granularity takes (`head_sparsity` and `ffn_sparsity`,
+    or `weight_sparsity`), each a fraction in [0, 1); a target of the other granularity is refused."""
+    check_granularity(granularity)
+    for name, value in final.items():
+        if name not in TARGETS[granularity] and value:
+            other = "unstructured" if granularity == "structured" else "structured"
+            raise ConfigError(name, f"applies to {other} pruning, not to granularity={granularity}")
+    for name in TARGETS[granularity]:
+        check_value(name, final.get(name, 0.0), Fraction)
+    return {name: float(final.get(name, 0.0)) for name in TARGETS[granularity]}
+
+
+def one_shot_event(granularity: str, **targets: float) -> PruningEvent:
+    """The single event of a sparsification after training (no schedule): these targets, now."""
+    return PruningEvent("step", 0, **event_targets(granularity, **targets))
 
 
 class EventTime(TypedDict, total=False):

@@ -26,7 +26,8 @@ from sparsecse.model.encoder import SentenceEncoder
 from sparsecse.pruning.gates import counted_parameters, sparsity_summary
 from sparsecse.pruning.latency import LatencyModel
 from sparsecse.pruning.removal import remove_pruned_units
-from sparsecse.pruning.sparsifier import TARGETS, PruningEvent, Sparsifier, one_shot_event
+from sparsecse.pruning.schedule import TARGETS, PruningEvent, one_shot_event
+from sparsecse.pruning.sparsifier import Sparsifier
 from sparsecse.pruning.speed_target import SpeedTarget, joint_scores, set_gates
 
 DETERMINISTIC_SCORES = ("weight_magnitude",)  # no batches, no random draw: one seed is all seeds
@@ -75,7 +76,7 @@ def pruned_copy(
     on: once they are dropped, zeroed weights count again)."""
     encoder = copy.deepcopy(dense)
     sparsifier.attach(encoder)
-    summary = sparsifier.apply(encoder, event_at(sparsifier.granularity, sparsity), importance)
+    summary = sparsifier.apply(encoder, event_at(sparsifier.granularity, sparsity), importance).metrics()
     parameters = counted_parameters(encoder)
     remove_pruned_units(encoder)
     return encoder, summary, parameters
@@ -102,7 +103,7 @@ def speed_copy(
     target = SpeedTarget(speedup)
     allocation = target.allocation(encoder, scores, sparsifier, latency)
     set_gates(encoder, allocation)
-    summary, parameters = sparsity_summary(encoder), counted_parameters(encoder)
+    summary, parameters = sparsity_summary(encoder).metrics(), counted_parameters(encoder)
     remove_pruned_units(encoder)
     speed = {"asked": speedup, "runtime": target.runtime, "predicted": round(allocation.predicted_speedup, 3)}
     return encoder, summary, parameters, {"target_speedup": speed, "layers_kept": allocation.layers}
