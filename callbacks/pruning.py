@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from callbacks.checkpointing import reset_best
 from sparsecse.core.console import format_seconds, say
-from sparsecse.core.validation import Fraction, Speedup, checked, passes_options_to
+from sparsecse.core.validation import Fraction, PositiveFloat, Speedup, checked, passes_options_to
 from sparsecse.export.model_card import plural
 from sparsecse.export.onnx_encoder import runtime_encode
 from sparsecse.pruning.allocation import kept_shape
@@ -105,6 +105,7 @@ class ScheduledPruning(L.Callback):
         recovery: Recovery | None = None,
         target_speedup: Speedup | None = None,
         speed_runtime: SpeedRuntime | None = None,
+        head_weight: PositiveFloat | None = None,
         **options,
     ):
         self.sparsifier = Sparsifier(**options)
@@ -120,7 +121,7 @@ class ScheduledPruning(L.Callback):
             check_structured(self.sparsifier.granularity)
             cache_dir = recovery.cache_dir if recovery is not None else None
             self.speed = SpeedTarget(target_speedup, speed_runtime or "PyTorch", cache_dir=cache_dir,
-                                     serve=runtime_encode)  # fmt: skip
+                                     serve=runtime_encode, head_weight=head_weight)  # fmt: skip
         self.latency: LatencyModel | None = None  # measured at the first speed-up event; saved in checkpoints
         self.events_done = 0  # events carried out; saved in checkpoints
         self.earlier_best: list[str] = []  # best checkpoints from before the last event, renamed

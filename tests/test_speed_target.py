@@ -10,8 +10,10 @@ import pytest
 import torch
 from helpers import TEXTS, compose_prune, stub_latency, synthetic_latency, views
 
+from callbacks.pruning import ScheduledPruning
 from sparsecse.architecture.layout import encoder_layers, layer_structure
 from sparsecse.cli.prune import prune
+from sparsecse.cli.prune_job import check_job
 from sparsecse.core.errors import ConfigError
 from sparsecse.pruning.removal import remove_pruned_units
 from sparsecse.pruning.sparsifier import Sparsifier
@@ -120,3 +122,15 @@ def test_the_pruned_encoder_gives_the_embeddings_of_the_gated_one_with_its_dropp
         (3, 64),
     ]
     torch.testing.assert_close(encoder.encode(TEXTS), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_head_weight_reaches_the_allocation_from_the_cli_and_the_callback(tiny_model_dir):
+    assert speed_target_from({"target_speedup": 2.0}, None, "none", None).head_weight == 4.0
+    job = check_job(compose_prune([f"model={tiny_model_dir}", "output_dir=x", "pruning.head_sparsity=0",
+                                   "pruning.ffn_sparsity=0", "pruning.target_speedup=2",
+                                   "pruning.head_weight=2.5"]))  # fmt: skip
+    assert job.speed_target.head_weight == 2.5 and job.sparsifier is not None
+    pruning = ScheduledPruning([{"step": 1}], target_speedup=2.0, head_weight=1.5)
+    assert pruning.speed.head_weight == 1.5
+    with pytest.raises(ConfigError, match="head_weight: must be greater than 0"):
+        ScheduledPruning([{"step": 1}], target_speedup=2.0, head_weight=0.0)

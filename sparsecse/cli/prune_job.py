@@ -19,7 +19,7 @@ from sparsecse.pruning.layers import LayerDrop
 from sparsecse.pruning.recovery import Recovery
 from sparsecse.pruning.schedule import TARGETS, PruningEvent, one_shot_event
 from sparsecse.pruning.sparsifier import Sparsifier
-from sparsecse.pruning.speed_target import SpeedTarget, speed_target_from
+from sparsecse.pruning.speed_target import HEAD_WEIGHT_KEY, SpeedTarget, speed_target_from
 
 TARGET_SPEEDUP = "target_speedup"
 
@@ -29,6 +29,7 @@ def build_sparsifier(options: dict, model_config):
     names = [name for targets in TARGETS.values() for name in targets]  # of either granularity
     targets = {k: options.pop(k) for k in names if k in options}
     options.pop(TARGET_SPEEDUP, None)
+    options.pop(HEAD_WEIGHT_KEY, None)
     try:
         sparsifier = Sparsifier(**options)
         event = one_shot_event(sparsifier.granularity, **targets)

@@ -29,6 +29,7 @@ PositiveInt = Annotated[int, Field(ge=1)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]  # in [0, 1)
 Speedup = Annotated[float, Field(gt=1.0)]  # an encode speed-up over the dense model
+PositiveFloat = Annotated[float, Field(gt=0.0)]
 
 # Config values come from YAML and the command line: a string is never silently read as a number or a
 # bool, and the checked values are not the ones instantiated, so nothing may be converted.

@@ -48,6 +48,10 @@ def joint_importance(
     return scores[:n], scores[n : 2 * n], torch.stack(scores[2 * n :])
 
 
+OVERSHOOT = 0.1  # a speed target is met within 10% (docs/compression.md)
+HEAD_WEIGHT = 4.0  # chosen by measurement on MiniLM at 2.5x (METHOD.md section 8)
+
+
 @dataclass(frozen=True)
 class Allocation:
     """What a joint pruning event keeps: the layers (indices of the model's), and in each of the
@@ -94,18 +98,24 @@ def allocate(
     alive_heads: Sequence[Tensor] | None = None,
     alive_neurons: Sequence[Tensor] | None = None,
     alive_layers: Sequence[int] | None = None,
+    head_weight: float = 1.0,
+    overshoot: float = OVERSHOOT,
 ) -> Allocation:
     """The removals that reach `target_speedup` (predicted by `latency`) at the least importance
     removed per unit of time saved. heads: per layer (H_l,) importance; neurons: per layer (F_l,);
     layers: (L,); `alive_*`: keep masks of units already removed and the layers still kept (default:
     all alive), so that a later event of a schedule goes on from an earlier one's. Each kept
     layer keeps at least `min_heads_per_layer` heads and one block of `ffn_multiple_of` neurons, and
-    its FFN width stays a multiple of `ffn_multiple_of` (METHOD.md section 5).
+    its FFN width stays a multiple of `ffn_multiple_of` (METHOD.md section 5). `head_weight` multiplies
+    the heads' importance: what the one scale of the scores misses, that distillation gives back less
+    of a head's loss than of a layer's or a neuron's (METHOD.md section 8).
 
     A layer saves far more time than a head or a neuron block, so the removal that reaches the target
     may be a layer that overshoots it: the plan that removes it (then puts back what fits, see
     `best_to_put_back`) is compared whole with the plan that reaches the target with heads and neuron
-    blocks alone from there, and the one removing less importance is kept."""
+    blocks alone from there, and the one removing less importance is kept, unless it is predicted
+    faster than the target by more than `overshoot` (a share of it) while the other is not."""
+    heads = [scores * head_weight for scores in heads]
     start = _Plan(
         list(range(len(layers))) if alive_layers is None else sorted(alive_layers),
         alive_masks(heads, alive_heads),
@@ -123,7 +133,8 @@ def allocate(
         narrower, _ = _greedy(before_layer, units, layers, latency, budget, with_layers=False)
         if narrower is not None:
             plans.append(_put_back(narrower, start, units, latency, budget))
-    best = min(plans, key=lambda p: _removed(p, start, heads, neurons, layers))
+    near = [p for p in plans if latency.speedup(p.shape()) <= target_speedup * (1 + overshoot)]
+    best = min(near or plans, key=lambda p: _removed(p, start, heads, neurons, layers))
     return Allocation(best.kept, best.heads, best.neurons, latency.speedup(best.shape()))
 
 

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from sparsecse.architecture.layout import encoder_layers, layer_structure
 from sparsecse.core.errors import ConfigError
-from sparsecse.core.validation import PositiveInt, Speedup, checked
-from sparsecse.pruning.allocation import Allocation, allocate, joint_importance
+from sparsecse.core.validation import PositiveFloat, PositiveInt, Speedup, checked
+from sparsecse.pruning.allocation import HEAD_WEIGHT, Allocation, allocate, joint_importance
 from sparsecse.pruning.latency import (
     LatencyModel,
     Runtime,
@@ -57,7 +57,8 @@ class SpeedTarget:
     encoder as given, in `runtime`; the latency model is timed on `rounds` rounds of `sentences`
     training sentences and cached under `cache_dir`/latency. Every timing runs on one thread pinned
     to one core (sparsecse.pruning.speed.pinned), the protocol whose speed-ups repeat within a few percent
-    on a shared machine (docs/compression.md); the process's threads are as they were after."""
+    on a shared machine (docs/compression.md); the process's threads are as they were after.
+    `head_weight` multiplies the heads' importance in the allocation (None: HEAD_WEIGHT, measured)."""
 
     @checked
     def __init__(
@@ -68,8 +69,10 @@ class SpeedTarget:
         sentences: PositiveInt = 500,
         cache_dir: str | None = None,
         serve: Serve = pytorch_encode,
+        head_weight: PositiveFloat | None = None,
     ):
         self.speedup, self.runtime, self.rounds, self.sentences = target_speedup, runtime, rounds, sentences
+        self.head_weight = HEAD_WEIGHT if head_weight is None else head_weight
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.serve = serve  # how `runtime` encodes: the export package's for int8
 
@@ -131,6 +134,7 @@ class SpeedTarget:
             *scores, latency, speedup or self.speedup, sparsifier.min_heads_per_layer,
             sparsifier.ffn_multiple(encoder), alive_heads=[g != 0 for g in gates.heads],
             alive_neurons=[g != 0 for g in gates.neurons], alive_layers=gates.kept_layers(),
+            head_weight=self.head_weight,
         )  # fmt: skip
 
     def measured(self, dense: nn.Module, pruned: nn.Module, corpus: Sequence[str]) -> float:
@@ -162,6 +166,7 @@ def set_gates(encoder: nn.Module, allocation: Allocation) -> None:
 
 
 SPARSITIES = ("head_sparsity", "ffn_sparsity", "weight_sparsity")
+HEAD_WEIGHT_KEY = "head_weight"  # the pruning node's option beside target_speedup
 
 
 def check_structured(granularity: str) -> None:
@@ -189,6 +194,7 @@ def speed_target_from(
         why = f"chooses the layers, heads and FFN neurons itself; leave {', '.join(given)} out"
         raise ConfigError(key, f"{why} (pruning.head_sparsity=0 pruning.ffn_sparsity=0)")
     check_structured(pruning.get("granularity", "structured"))
+    runtime = "int8" if onnx == "int8" else "PyTorch"
     return SpeedTarget(
-        pruning[key], "int8" if onnx == "int8" else "PyTorch", cache_dir=cache_dir, serve=serve
+        pruning[key], runtime, cache_dir=cache_dir, serve=serve, head_weight=pruning.get(HEAD_WEIGHT_KEY)
     )
