@@ -1,5 +1,6 @@
 """Checkpoints a preempted or killed job can resume from: atomic writes, `last.ckpt` on an interval
-and on SLURM's preemption signal."""
+and on SLURM's preemption signal; and the best checkpoint and early stopping started afresh after a
+pruning event, so that a denser model's score does not undo the pruning."""
 
 from __future__ import annotations
 
@@ -181,3 +182,30 @@ class LastCheckpoint(L.Callback):
             subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
             message += "; requeued"
         raise Preempted(f"{message}; run the same command again to resume", signum)
+
+
+BEFORE_FINAL_PRUNING = "before-final-pruning"  # suffix of the best checkpoints an event made obsolete
+
+
+def forget_best_checkpoints(trainer: L.Trainer) -> list[str]:
+    """After the last event, only checkpoints at the final sparsity may be "best": a denser one
+    scores higher on STS-B dev and would otherwise undo the pruning when it is reloaded. The earlier
+    best files are renamed `<name>-before-final-pruning.ckpt`, so that the final best takes the name
+    users reach for (`best.ckpt`); returns their new paths."""
+    renamed = []
+    for callback in trainer.checkpoint_callbacks:
+        for path in reset_best(callback):
+            before = path.with_name(f"{path.stem}-{BEFORE_FINAL_PRUNING}{path.suffix}")
+            if trainer.is_global_zero and path.is_file():
+                path.replace(before)
+            renamed.append(str(before))
+    trainer.strategy.barrier("forget_best_checkpoints")  # no rank saves before the renames are done
+    return renamed
+
+
+def restart_early_stopping(trainer: L.Trainer) -> None:
+    """After an event, early stopping compares the pruned model with pruned models only, as the best
+    checkpoint does: a denser model's score would otherwise end training a few validations later."""
+    for callback in trainer.early_stopping_callbacks:  # no public reset either: its state_dict's attributes
+        callback.wait_count = 0
+        callback.best_score = torch.tensor(float("inf") if callback.mode == "min" else float("-inf"))

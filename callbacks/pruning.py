@@ -7,12 +7,14 @@ import copy
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
 
-from callbacks.checkpointing import reset_best
+from callbacks.checkpointing import forget_best_checkpoints, restart_early_stopping
 from sparsecse.core.console import format_seconds, say
 from sparsecse.core.validation import Fraction, PositiveFloat, Speedup, checked, passes_options_to
 from sparsecse.export.model_card import plural
@@ -39,8 +41,6 @@ from sparsecse.pruning.schedule import (
 from sparsecse.pruning.sparsifier import Sparsifier, event_outcome
 from sparsecse.pruning.speed_target import SpeedRuntime, SpeedTarget, check_structured
 
-BEFORE_FINAL_PRUNING = "before-final-pruning"  # suffix of the best checkpoints an event made obsolete
-
 
 def scoring_batches(trainer: L.Trainer, seed: int):
     """Positive pairs for scoring: this rank's shard of a fresh, seeded pass over the corpus."""
@@ -55,28 +55,14 @@ def log_metrics(trainer: L.Trainer, metrics: Mapping[str, float]) -> None:
     trainer.callback_metrics.update({k: torch.tensor(v) for k, v in metrics.items()})
 
 
-def forget_best_checkpoints(trainer: L.Trainer) -> list[str]:
-    """After the last event, only checkpoints at the final sparsity may be "best": a denser one
-    scores higher on STS-B dev and would otherwise undo the pruning when it is reloaded. The earlier
-    best files are renamed `<name>-before-final-pruning.ckpt`, so that the final best takes the name
-    users reach for (`best.ckpt`); returns their new paths."""
-    renamed = []
-    for callback in trainer.checkpoint_callbacks:
-        for path in reset_best(callback):
-            before = path.with_name(f"{path.stem}-{BEFORE_FINAL_PRUNING}{path.suffix}")
-            if trainer.is_global_zero and path.is_file():
-                path.replace(before)
-            renamed.append(str(before))
-    trainer.strategy.barrier("forget_best_checkpoints")  # no rank saves before the renames are done
-    return renamed
+@dataclass
+class EventTeacher:
+    """What recovery after an event distils from, taken before it: the corpus's (N, H) embeddings and,
+    for layer-wise distillation, a copy of the encoder."""
 
-
-def restart_early_stopping(trainer: L.Trainer) -> None:
-    """After an event, early stopping compares the pruned model with pruned models only, as the best
-    checkpoint does: a denser model's score would otherwise end training a few validations later."""
-    for callback in trainer.early_stopping_callbacks:  # no public reset either: its state_dict's attributes
-        callback.wait_count = 0
-        callback.best_score = torch.tensor(float("inf") if callback.mode == "min" else float("-inf"))
+    sentences: list[str]
+    embeddings: torch.Tensor
+    before: nn.Module | None = None
 
 
 class ScheduledPruning(L.Callback):
@@ -178,12 +164,31 @@ class ScheduledPruning(L.Callback):
         self.events_done += 1
         if event.speedup is None and not any(self.sparsifier.removals(encoder, event).values()):
             return  # a no-op: nothing scored, and the best checkpoint stands (a sparsity-0 baseline)
-        if self.recovery is not None:  # the encoder before the event is the teacher
-            sentences = trainer.datamodule.sentences
-            teacher = teacher_embeddings(
-                encoder, sentences, self.recovery.max_length, self.recovery.cache_dir
-            )
-            before = copy.deepcopy(encoder) if self.recovery.layer_weight else None
+        teacher = self._teacher(trainer, encoder)  # the encoder before the event, for recovery
+        self._prune(trainer, encoder, event, index)
+        if teacher is not None:
+            self._recover(trainer, encoder, teacher, index)
+        restart_early_stopping(trainer)
+        if self.reaches_final(event):
+            self.earlier_best = forget_best_checkpoints(trainer)
+
+    def reaches_final(self, event: PruningEvent) -> bool:
+        """Whether `event` reaches the schedule's final sparsities (or speed-up)."""
+        last = self.events[-1]
+        return (event.targets, event.speedup) == (last.targets, last.speedup)
+
+    def _teacher(self, trainer: L.Trainer, encoder) -> EventTeacher | None:
+        """What recovery distils from, taken before the event: the corpus's embeddings, and a copy of
+        the encoder where layer-wise distillation runs it for its hidden states."""
+        if self.recovery is None:
+            return None
+        sentences = trainer.datamodule.sentences
+        embeddings = teacher_embeddings(encoder, sentences, self.recovery.max_length, self.recovery.cache_dir)
+        before = copy.deepcopy(encoder) if self.recovery.layer_weight else None
+        return EventTeacher(sentences, embeddings, before)
+
+    def _prune(self, trainer: L.Trainer, encoder, event: PruningEvent, index: int) -> None:
+        """Score and remove what the event asks, log it, and say so on rank 0."""
         when = f"pruning at {event.unit} {event.at}"
         if trainer.is_global_zero:
             say(f"{when}: scoring {plural(self.sparsifier.num_batches, 'batch')} ...")
@@ -200,13 +205,6 @@ class ScheduledPruning(L.Callback):
         log_metrics(trainer, summary)
         if trainer.is_global_zero:
             say(f"{when}: {outcome} ({format_seconds(time.perf_counter() - started)})")
-        if self.recovery is not None:
-            kept = encoder.gates.kept_layers() if encoder.gates is not None else None
-            layers = LayerTeacher(before, kept, kept) if before is not None else None
-            self._recover(trainer, encoder, sentences, teacher, index, layers)
-        restart_early_stopping(trainer)
-        if event.targets == self.events[-1].targets:  # the final sparsity is reached
-            self.earlier_best = forget_best_checkpoints(trainer)
 
     def _prune_to_speed(self, trainer: L.Trainer, encoder, event: PruningEvent, batches, index: int):
         """The layers, heads and FFN neurons the event's speed-up removes, gated off (METHOD.md section
@@ -239,24 +237,21 @@ class ScheduledPruning(L.Callback):
             latency = LatencyModel.from_json(sent[0])
         return latency
 
-    def _recover(
-        self,
-        trainer: L.Trainer,
-        encoder,
-        sentences: list[str],
-        teacher: torch.Tensor,
-        index: int,
-        layers: LayerTeacher | None = None,
-    ):
+    def _recover(self, trainer: L.Trainer, encoder, teacher: EventTeacher, index: int):
         """Distil the pruned encoder towards `teacher` in place; every rank ends with rank 0's weights."""
         start = time.perf_counter()
         masks = encoder.masks
+        layers = None
+        if teacher.before is not None:
+            kept = encoder.gates.kept_layers() if encoder.gates is not None else None
+            layers = LayerTeacher(teacher.before, kept, kept)
         # Dropout draws from (seed, event), not from the process's random state, as scoring does: a
         # run resumed before the event recovers exactly as the uninterrupted one.
         shown = trainer.is_global_zero and trainer.progress_bar_callback is not None
         with forked_rng(encoder.device):
             torch.manual_seed(derived_seed(self.recovery.seed, index))
-            losses = recover(encoder, sentences, teacher, self.recovery, seed=self.recovery.seed + index,
+            losses = recover(encoder, teacher.sentences, teacher.embeddings, self.recovery,
+                             seed=self.recovery.seed + index,
                              after_step=masks.apply_masks if masks is not None else None,
                              show_progress=shown, layer_teacher=layers)  # fmt: skip
         if trainer.world_size > 1:  # dropout draws differ between ranks; DDP needs equal replicas

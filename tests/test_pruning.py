@@ -8,7 +8,8 @@ from helpers import TEXTS, views
 from lightning.pytorch.callbacks import EarlyStopping
 from transformers import BertConfig
 
-from callbacks.pruning import ScheduledPruning, restart_early_stopping
+from callbacks.checkpointing import restart_early_stopping
+from callbacks.pruning import ScheduledPruning
 from sparsecse.core.errors import ConfigError
 from sparsecse.model.encoder import SentenceEncoder
 from sparsecse.pruning.gates import effective_parameters, sparsity_summary
@@ -310,3 +311,10 @@ def test_an_encoder_carries_gates_or_masks_and_detaching_gates_unhooks_them(make
         assert encoder.gates is None
         torch.testing.assert_close(encoder(**batch), dense)
     assert not torch.allclose(gated, dense)
+
+
+def test_only_the_events_at_the_final_targets_or_speedup_reset_the_best_checkpoints():
+    ramp = ScheduledPruning([{"step": 1}, {"step": 2}], head_sparsity=0.5, ffn_sparsity=0.5)
+    assert [ramp.reaches_final(event) for event in ramp.events] == [False, True]
+    speed = ScheduledPruning([{"step": 1}, {"step": 2}], target_speedup=2.0)
+    assert [speed.reaches_final(event) for event in speed.events] == [False, True]
