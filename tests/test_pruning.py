@@ -244,7 +244,7 @@ def test_a_speed_schedule_ramps_the_time_saved_to_the_target():
     "schedule, targets, message",
     [
         ([{"epoch": 1}], {"target_speedup": 2, "head_sparsity": 0.3},
-         "target_speedup: chooses the layers and units itself; leave head_sparsity=0.3 out"),
+         "target_speedup: chooses the layers, heads and FFN neurons itself; leave head_sparsity=0.3 out"),
         ([{"epoch": 1}], {"target_speedup": 1.0}, "target_speedup: must be greater than 1"),
         ([{"epoch": 1, "target_speedup": 3}, {"epoch": 2, "target_speedup": 2}], {"target_speedup": 2},
          r"schedule\[1\].target_speedup: decreases \(3.0 -> 2.0\)"),

@@ -90,6 +90,14 @@ def _event_time(entry: Mapping, key: str) -> tuple[str, int]:
     return units[0], entry[units[0]]
 
 
+def check_speedup_alone(given: Sequence[str]) -> None:
+    """`target_speedup` chooses the layers, heads and FFN neurons itself: what it replaces must be left
+    off (`given`: those set, as `key=value`)."""
+    if given:
+        why = f"chooses the layers, heads and FFN neurons itself; leave {', '.join(given)} out"
+        raise ConfigError("target_speedup", f"{why} (sparsities 0, layers.keep null)")
+
+
 def build_schedule(
     schedule: Sequence[Mapping], granularity: str, target_speedup: float | None = None, **final: float
 ) -> list[PruningEvent]:
@@ -101,9 +109,7 @@ def build_schedule(
     final = event_targets(granularity, **final)
     if target_speedup is not None:
         check_value("target_speedup", target_speedup, Speedup)
-        if given := [f"{name}={value}" for name, value in final.items() if value]:
-            why = f"chooses the layers and units itself; leave {', '.join(given)} out (0)"
-            raise ConfigError("target_speedup", why)
+        check_speedup_alone([f"{name}={value}" for name, value in final.items() if value])
         final = {"target_speedup": float(target_speedup)}
     if not schedule:
         raise ConfigError("schedule", "is empty; give at least one event such as [{epoch: 1}]")

@@ -30,6 +30,7 @@ from sparsecse.pruning.latency import (
     time_shapes,
 )
 from sparsecse.pruning.removal import remove_pruned_units
+from sparsecse.pruning.schedule import check_speedup_alone
 from sparsecse.pruning.speed import cpu_name, measure, pinned
 
 SpeedRuntime = Literal["PyTorch", "int8"]
@@ -190,9 +191,7 @@ def speed_target_from(
         raise ConfigError(key, "times PyTorch or the int8 ONNX graph: use onnx=int8 or onnx=none with it")
     given = [f"pruning.{name}={pruning[name]}" for name in SPARSITIES if pruning.get(name)]
     given += [f"layers.keep={layers_keep}"] if layers_keep else []
-    if given:
-        why = f"chooses the layers, heads and FFN neurons itself; leave {', '.join(given)} out"
-        raise ConfigError(key, f"{why} (pruning.head_sparsity=0 pruning.ffn_sparsity=0)")
+    check_speedup_alone(given)
     check_structured(pruning.get("granularity", "structured"))
     runtime = "int8" if onnx == "int8" else "PyTorch"
     return SpeedTarget(
