@@ -16,12 +16,12 @@ from torch import nn
 
 from callbacks.checkpointing import forget_best_checkpoints, restart_early_stopping
 from sparsecse.core.console import format_seconds, say
+from sparsecse.core.seeding import derived_seed, event_seed, forked_rng
 from sparsecse.core.validation import Fraction, PositiveFloat, Speedup, checked, passes_options_to
 from sparsecse.export.model_card import plural
 from sparsecse.export.onnx_encoder import runtime_encode
 from sparsecse.pruning.allocation import kept_shape
 from sparsecse.pruning.gates import sparsity_summary
-from sparsecse.pruning.importance import derived_seed, forked_rng
 from sparsecse.pruning.latency import LatencyModel
 from sparsecse.pruning.layers import check_droppable
 from sparsecse.pruning.recovery import (
@@ -193,7 +193,7 @@ class ScheduledPruning(L.Callback):
         if trainer.is_global_zero:
             say(f"{when}: scoring {plural(self.sparsifier.num_batches, 'batch')} ...")
         started = time.perf_counter()
-        batches = scoring_batches(trainer, self.sparsifier.seed + index)
+        batches = scoring_batches(trainer, event_seed(self.sparsifier.seed, index))
         if event.speedup is not None:
             summary, outcome = self._prune_to_speed(trainer, encoder, event, batches, index)
         else:
@@ -251,7 +251,7 @@ class ScheduledPruning(L.Callback):
         with forked_rng(encoder.device):
             torch.manual_seed(derived_seed(self.recovery.seed, index))
             losses = recover(encoder, teacher.sentences, teacher.embeddings, self.recovery,
-                             seed=self.recovery.seed + index,
+                             seed=event_seed(self.recovery.seed, index),
                              after_step=masks.apply_masks if masks is not None else None,
                              show_progress=shown, layer_teacher=layers)  # fmt: skip
         if trainer.world_size > 1:  # dropout draws differ between ranks; DDP needs equal replicas

@@ -318,3 +318,12 @@ def test_only_the_events_at_the_final_targets_or_speedup_reset_the_best_checkpoi
     assert [ramp.reaches_final(event) for event in ramp.events] == [False, True]
     speed = ScheduledPruning([{"step": 1}, {"step": 2}], target_speedup=2.0)
     assert [speed.reaches_final(event) for event in speed.events] == [False, True]
+
+
+def test_the_seeds_a_run_derives_are_those_its_published_runs_drew():
+    from sparsecse.core.seeding import derived_seed, event_seed, step_seed
+
+    assert step_seed(3, 10, world_size=2, rank=1) == (3 * 1_000_003 + 10) * 2 + 1
+    assert event_seed(7, 0) == 7 and event_seed(7, 2) == 9
+    assert derived_seed(1, 0) == derived_seed(1, 0) != derived_seed(1, 1)
+    assert derived_seed(1, 0, 0) == 8693881032660462901  # sha256 of "(1, 0, 0)": drawn as before

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from sparsecse.core.errors import ConfigError
+from sparsecse.core.seeding import forked_rng
 
 OPTIMIZERS = ("adam", "rmsprop")
 GROUP_STREAMS = 40  # streams trained together; their gathered batches (S, B, D) stay in cache
@@ -74,7 +75,7 @@ class Scores:
 
 def initial_weights(n_features: int, n_classes: int, seed: int) -> Tensor:
     """SentEval's `torch.manual_seed(seed); nn.Linear(D, C)` -> (C, D+1), bias last; global RNG untouched."""
-    with torch.random.fork_rng(devices=[]):
+    with forked_rng(torch.device("cpu")):
         torch.manual_seed(seed)
         linear = nn.Linear(n_features, n_classes)
     return torch.cat([linear.weight, linear.bias[:, None]], 1).detach()

@@ -8,7 +8,6 @@ its gate from 1 to 0, so to first order the loss changes by -g. Every score here
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -34,17 +33,6 @@ ScoreMode = Literal[SCORE_MODES]
 def check_score_mode(mode: str) -> str:
     check_value("score", mode, ScoreMode)
     return mode
-
-
-def derived_seed(*parts: int) -> int:
-    """One 63-bit seed from several integers (a seed, an event, a rank), different for each tuple."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def forked_rng(device: torch.device):
-    """torch.random.fork_rng over the CPU's and `device`'s random state: restored when the block ends."""
-    return torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else [])
 
 
 def pair_losses(encoder: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:

@@ -21,9 +21,10 @@ from torch import Tensor, nn
 
 from sparsecse.architecture.layout import architecture, encoder_layers
 from sparsecse.core.errors import ConfigError
+from sparsecse.core.seeding import forked_rng
 from sparsecse.core.validation import PositiveInt, checked
 from sparsecse.pruning.gates import hidden_input, hidden_of, with_hidden
-from sparsecse.pruning.importance import GradientStats, Scorer, forked_rng, pair_losses
+from sparsecse.pruning.importance import GradientStats, Scorer, pair_losses
 
 LayerChoice = Literal["evenly", "importance"]
 DROPPABLE = ("bert", "roberta")  # the layer count is config.num_hidden_layers, and layers are alike

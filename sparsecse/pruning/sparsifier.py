@@ -11,11 +11,12 @@ from itertools import islice
 import torch
 from torch import Tensor
 
+from sparsecse.core.seeding import derived_seed, forked_rng
 from sparsecse.core.validation import PositiveInt, checked
 from sparsecse.model.loading import check_supported
 from sparsecse.pruning.gates import Sparsity, sparsity_summary
 from sparsecse.pruning.granularity import StructuredUnits, Units, UnstructuredWeights
-from sparsecse.pruning.importance import ScoreMode, Scorer, derived_seed, forked_rng
+from sparsecse.pruning.importance import ScoreMode, Scorer
 from sparsecse.pruning.schedule import Granularity, PruningEvent
 
 

@@ -14,6 +14,7 @@ from torch.optim import Optimizer
 from torchmetrics import SpearmanCorrCoef
 
 from sparsecse.core.errors import TrainingDiverged
+from sparsecse.core.seeding import step_seed
 from sparsecse.model.encoder import CHECKPOINT_KEY, SentenceEncoder
 from sparsecse.model.loss import TEMPERATURE, simcse_loss
 from sparsecse.model.metrics import Alignment, Uniformity
@@ -58,8 +59,8 @@ class SimCSEModule(L.LightningModule):
         # Dropout (SimCSE's only augmentation) is the one random draw of a step. Seeding it from
         # (seed, step, rank) makes a resumed run draw what the uninterrupted run drew, whatever else
         # consumed random numbers in between (validation, data-loader iterators, scoring).
-        step_seed = (self.hparams.seed * 1_000_003 + self.global_step) * self.trainer.world_size
-        torch.manual_seed(step_seed + self.global_rank)
+        hp, trainer = self.hparams, self.trainer
+        torch.manual_seed(step_seed(hp.seed, self.global_step, trainer.world_size, self.global_rank))
 
     def views_loss(self, batch: dict[str, Tensor]) -> Tensor:
         """(V, B, T) tokens -> the SimCSE loss of their views."""
