@@ -215,7 +215,7 @@ def dataset_of(file: str) -> str:
 def fetch_missing(
     data_dir: Path,
     files: Sequence[str],
-    mode: str,
+    mode: DownloadMode,
     wait: bool = False,
     source: Hub | Mirror | None = None,
 ) -> list[str]:

@@ -13,6 +13,8 @@ import yaml
 from sparsecse.core.paths import MINILM
 from sparsecse.evaluation.names import display_name
 from sparsecse.evaluation.table import format_score
+from sparsecse.pruning.importance import ScoreMode
+from sparsecse.pruning.schedule import Granularity
 
 UNRECORDED = "Exported by SparseCSE; no training or pruning was recorded."
 HUB_NAMES = {MINILM: "sentence-transformers/all-MiniLM-L6-v2"}  # the embedded default, as the Hub names it
@@ -49,7 +51,7 @@ def plural(count: int, noun: str) -> str:
 
 
 def pruning_sentence(
-    when: str, score: str, granularity: str, summary: Mapping[str, float], scored_on: str
+    when: str, score: ScoreMode, granularity: Granularity, summary: Mapping[str, float], scored_on: str
 ) -> str:
     """How the model was pruned, from the sparsity summary of its last event (`prune/...` keys)."""
     share = lambda key: f"{100 * summary[key]:.1f}%"  # noqa: E731
@@ -111,7 +113,7 @@ class CardFacts:
 
 
 def speed_target_sentence(
-    base: str, speed: dict, layers_kept: list[int], dense_layers: int, score: str, when: str = ""
+    base: str, speed: dict, layers_kept: list[int], dense_layers: int, score: ScoreMode, when: str = ""
 ) -> str:
     """The card's account of `pruning.target_speedup=X` (`when`: e.g. "during training (...)"): the
     speed asked, predicted and measured (where it was), and what was removed."""
