@@ -40,8 +40,11 @@ def joint_importance(
     the kinds are on one scale. The encoder carries its unit gates (`Sparsifier.attach`)."""
     gates = encoder.gates
     units = [*gates.heads, *gates.neurons]
-    batches = list(batches)
-    gradients = lambda: accumulate_gradients(encoder, batches, units).joined(removal_stats(encoder, batches))  # noqa: E731
+
+    def gradients():  # only for the modes that read them: the batches are read once, for both passes
+        listed = list(batches)
+        return accumulate_gradients(encoder, listed, units).joined(removal_stats(encoder, listed))
+
     layer_like = [torch.ones((), device=encoder.device) for _ in range(gates.num_layers)]
     scores = scorer.scores({"every unit": [*units, *layer_like]}, gradients, generator)["every unit"]
     n = gates.num_layers
