@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sparsecse.export.onnx_export import INT8_FILE
-from sparsecse.report.compression import CHECK, PICKS, TABLES_BEGIN, TABLES_END
+from sparsecse.report.compression import CHECK, LEVEL_NAMES, PICKS, TABLES_BEGIN, TABLES_END
 
 SPARSITIES = (0.35, 0.55, 0.75, 0.85)  # about 1.3x, 1.8x, 2.5x and 3.5x through encode on 2 cores
 LAYERS = (5, 4, 3, 2)  # of MiniLM's 6
@@ -60,15 +60,13 @@ SERIES = {
     ),
     "dense-distilled": ((0,), lambda p: UNITS(p)),  # the control: the same distillation, nothing removed
 }
-LEVEL_NAME = {"sparsecse": "p{}", "random": "p{}", "layers": "keep{}", "layers-importance": "keep{}",
-              "dense-distilled": "p{}", "joint": "x{}", "joint-int8": "x{}"}  # fmt: skip
 RESULTS = "results.json"
 SPEED = "speed.json"
 STAND_INS = "stand-ins"  # models cut to the shapes of points timed elsewhere
 
 
 def point_dir(out: Path, series: str, level: float, seed: int) -> Path:
-    return out / series / LEVEL_NAME[series].format(level) / f"seed{seed}"
+    return out / series / LEVEL_NAMES[series].format(level) / f"seed{seed}"
 
 
 def run_point(directory: Path, overrides: list[str]) -> float:

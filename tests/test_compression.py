@@ -9,6 +9,8 @@ import pytest
 
 from sparsecse.export.model_io import save_sparse_encoder
 from sparsecse.report.compression import (
+    JOINT,
+    JOINT_INT8,
     RECIPES,
     Point,
     Row,
@@ -16,6 +18,9 @@ from sparsecse.report.compression import (
     compression_tables,
     frontier,
     interpolate,
+    joint_plans_table,
+    joint_targets_table,
+    logged_seconds,
     margins,
     merge_speed,
     pareto_plot,
@@ -229,6 +234,61 @@ def test_the_targets_say_met_only_where_the_numbers_meet_them():
     # 78.8 at 1.6x; int8 reaches 2.1x only; 78.2 at 1.8x; 79.4 at 1.4x; random +3.07, +0.53; no layers
     assert met == ["yes", "no", "yes", "yes", "yes", "no"]
     assert "| 78.80, between" in targets_table(rows)
+
+
+def test_the_joint_targets_say_met_only_where_the_numbers_meet_them():
+    layers, layers_int8 = RECIPES["layers", "after"], RECIPES["layers", "int8"]
+    rows = [row(RECIPES["dense", "after"], 1.0, 79.0), row(RECIPES["dense", "int8"], 2.0, 78.5),
+            Row(layers, "keep3", 3, 1.9, 0, 78.8, 0.05), Row(layers, "keep2", 3, 3.0, 0, 77.2, 0.05),
+            Row(layers_int8, "keep5", 3, 3.6, 0, 79.9, 0.05),
+            Row(layers_int8, "keep3", 3, 5.4, 0, 78.4, 0.05),
+            Row(layers_int8, "keep2", 3, 7.7, 0, 76.8, 0.05),
+            Row(JOINT, "x1.3", 1, 1.46, 0, 80.3, 0.0), Row(JOINT, "x2.5", 1, 2.5, 0, 78.5, 0.1),
+            Row(JOINT, "x5.0", 1, 5.0, 0, 76.0, 0.0),
+            Row(JOINT_INT8, "x1.3", 1, 2.6, 0, 80.0, 0.0),
+            Row(JOINT_INT8, "x4.0", 1, 8.1, 0, 77.1, 0.0)]  # fmt: skip
+    joint = [r for r in rows if r.recipe in (JOINT, JOINT_INT8)]
+    points = [Point(r.recipe, r.level, 1, r.speedup, r.sts_avg) for r in joint]
+    seconds = {"joint/x1.3/seed1": 700, "joint-int8/x4.0/seed1": 901, "sparsecse/p0.35/seed1": 2000}
+    table = joint_targets_table(rows, points, seconds)
+    met = [line.rsplit("|", 2)[1].strip() for line in table.splitlines()[2:]]
+    # picks at 1.3x, 2.5x (joint), 4x, 5x (layers int8 keep3); +0.57 at 2.5x, the int8 points outside
+    # the layers' speeds; 77.1 at 8.1x is below the dense 79.0 but above 77.0; x1.3 measured 1.46x
+    # (+12.3%), x4.0 int8 8.1x over 4.0 x 2.0 (+1.3%); a joint point logged at 901 s
+    assert met == ["yes", "yes", "no", "no", "yes", "no", "no", "yes", "no", "no"]
+    assert "+0.57 at 2.50x (x2.5, spread 0.10), x5.0: outside the speed-ups theirs reach" in table
+    assert "4 of 5; furthest +12.3% (joint pruning to a speed target + recovery, x1.3, seed 1)" in table
+    assert "2 points; the longest 15.0 min (joint-int8/x4.0/seed1)" in table
+    assert joint_targets_table([r for r in rows if r not in joint], [], seconds) is None
+
+
+def test_each_speed_target_is_listed_with_what_it_kept_and_its_speed_ups(tmp_path):
+    write_study(tmp_path, seeds=(1,))
+    assert joint_plans_table(tmp_path) is None
+    for series, runtime, measured in (("joint", "PyTorch", 2.6), ("joint-int8", "int8", 5.0)):
+        results = {"seed": 1, "layers_kept": [0, 5], "sparsity": counts([9, 12], [1280, 832]),
+                   "target_speedup": {"asked": 2.5, "runtime": runtime, "predicted": 2.52, "measured": 2.44},
+                   "pruned": {"sts_avg": 73.85}, "after": {"sts_avg": 77.98},
+                   "int8": {"sts_avg": 77.5}}  # fmt: skip
+        (tmp_path / series / "x2.5" / "seed1").mkdir(parents=True)
+        (tmp_path / series / "x2.5" / "seed1" / "results.json").write_text(json.dumps(results))
+        speed = json.loads((tmp_path / "speed.json").read_text())
+        speed["speedup"][f"{series}/x2.5/seed1 {runtime}"] = measured
+        (tmp_path / "speed.json").write_text(json.dumps(speed))
+    # the int8 graph's speed-up over dense int8 (1.6x over dense PyTorch), and its own STS avg
+    assert joint_plans_table(tmp_path).splitlines()[2:] == [
+        "| PyTorch | 2.5x | 1 | 0, 5 | 9, 12 | 1280, 832 | 2.52x | 2.44x | 2.60x | 73.85 | 77.98 |",
+        "| int8 | 2.5x | 1 | 0, 5 | 9, 12 | 1280, 832 | 2.52x | 2.44x | 3.12x | 73.85 | 77.50 |",
+    ]
+
+
+def test_each_points_seconds_come_from_the_latest_log_that_has_it(tmp_path):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "2026-12-06.log").write_text(
+        "dense: 397 s\njoint 2.5 seed 1: STS avg 77.98, 753 s\nlayers 5 seed 2: STS avg 80.30, 300 s\n"
+    )
+    (tmp_path / "logs" / "2026-12-07.log").write_text("joint 2.5 seed 1: STS avg 78.00, 700 s\nTraceback\n")
+    assert logged_seconds(tmp_path) == {"joint/x2.5/seed1": 700, "layers/keep5/seed2": 300}
 
 
 def test_speed_runs_merge_with_the_later_run_winning_and_each_run_kept_once():

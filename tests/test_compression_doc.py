@@ -14,6 +14,7 @@ import pytest
 
 from sparsecse.cli import REPO_ROOT
 from sparsecse.report.compression import (
+    LOG_LINE,
     PICKS,
     RECIPES,
     RUNTIMES,
@@ -33,7 +34,6 @@ from sparsecse.report.compression import (
 
 STUDY = REPO_ROOT / "docs" / "compression"
 DOC = REPO_ROOT / "docs" / "compression.md"
-LOG_LINE = re.compile(r"^(?:dense:|\S+ \S+ seed \d+: STS avg [\d.]+,) (\d+) s$")  # the driver's lines
 INT8 = {"dense", "sparsecse", "layers", "layers-importance"}  # the series exported to int8 ONNX
 
 
@@ -259,14 +259,14 @@ def test_the_budget_of_a_recovery_and_of_the_study():
         f"{len(minutes)} recoveries of 500 steps took {statistics.median(minutes):.1f} min (median) "
         f"and at most {max(minutes):.1f} min" in doc()
     )
-    seconds = [int(m[1]) for log in sorted((STUDY / "logs").glob("*.log"))
+    seconds = [int(m["seconds"]) for log in sorted((STUDY / "logs").glob("*.log"))
                for line in log.read_text().splitlines() if (m := LOG_LINE.match(line))]  # fmt: skip
     assert f"the {len(seconds)} point runs in the driver's logs took {sum(seconds) / 3600:.1f} h" in doc()
 
 
 def test_the_log_line_pattern_reads_the_drivers_lines():
-    assert LOG_LINE.match("sparsecse 0.35 seed 1: STS avg 79.40, 375 s")[1] == "375"
-    assert LOG_LINE.match("dense: 66 s")[1] == "66"
+    assert LOG_LINE.match("sparsecse 0.35 seed 1: STS avg 79.40, 375 s")["seconds"] == "375"
+    assert LOG_LINE.match("dense: 66 s")["seconds"] == "66"
     assert LOG_LINE.match("every point in /x; 300 s this start") is None
 
 

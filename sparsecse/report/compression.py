@@ -24,6 +24,9 @@ SPEED = "speed.json"
 RESULTS = "results.json"
 # row label of each (series, variant); variant: "pruned" (before recovery), "after", or "int8"
 RECIPES = {
+    ("joint", "pruned"): "joint pruning to a speed target, no recovery",
+    ("joint", "after"): "joint pruning to a speed target + recovery",
+    ("joint-int8", "int8"): "joint pruning to an int8 speed target + recovery, int8 ONNX",
     ("sparsecse", "pruned"): "SparseCSE, no recovery",
     ("sparsecse", "after"): "SparseCSE + recovery",
     ("sparsecse", "int8"): "SparseCSE + recovery, int8 ONNX",
@@ -46,6 +49,14 @@ COMPETITORS = {  # the same recovery, other ways to remove the same compute
     "layer dropping + distillation": (RECIPES["layers", "after"], RECIPES["layers-importance", "after"]),
 }
 POINT = re.compile(r"(?P<series>[^/]+)/(?P<level>[^/]+)/seed(?P<seed>\d+)$")
+# a point's level as its folder names it, from the level the study driver's log prints
+LEVEL_NAMES = {"sparsecse": "p{}", "random": "p{}", "layers": "keep{}", "layers-importance": "keep{}",
+               "dense-distilled": "p{}", "joint": "x{}", "joint-int8": "x{}"}  # fmt: skip
+# the study driver's line for each point it ran (bench/compression_study.py): "joint 2.5 seed 1: STS avg
+# 77.98, 753 s", and "dense: 397 s"
+LOG_LINE = re.compile(r"^(?:dense:|(?P<series>\S+) (?P<level>\S+) seed (?P<seed>\d+): STS avg [\d.]+,) "
+                      r"(?P<seconds>\d+) s$")  # fmt: skip
+LOGS = "logs"  # <root>/logs/<date>.log: the driver's logs, published
 
 
 @dataclass(frozen=True)
@@ -53,7 +64,8 @@ class Point:
     """One model of one recipe: its speed-up over dense PyTorch and its STS avg (7 tasks)."""
 
     recipe: str
-    level: str  # p0.55 (heads and FFN neurons removed), keep3 (layers kept), or "-" for dense
+    # p0.55 (heads and FFN neurons removed), keep3 (layers kept), x2.5 (speed-up asked), "-" (dense)
+    level: str
     seed: int
     speedup: float
     sts_avg: float
@@ -290,6 +302,120 @@ def targets_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+JOINT, JOINT_INT8 = RECIPES["joint", "after"], RECIPES["joint-int8", "int8"]
+AHEAD_FROM = 2.5  # from this speed-up up, the joint recipe should beat layers dropped evenly
+FAST_FLOORS = ((4.0, None), (8.0, 77.0))  # (speed-up, the STS avg to keep there; None: the dense model's)
+SPEED_TOLERANCE = 0.10  # a model asked for X should measure X within this
+POINT_MINUTES = 15  # what one point of the joint recipe may cost on the 2 cores
+
+
+def asked_speedup(unit: Point | Row, dense_int8: float) -> float:
+    """The speed-up over dense PyTorch a joint point or row asked for: its level (`x2.5`) is over the
+    dense model in its own runtime, so an int8 one's is times dense int8's (`dense_int8`)."""
+    return float(unit.level.removeprefix("x")) * (dense_int8 if unit.recipe == JOINT_INT8 else 1.0)
+
+
+def target_misses(points: Sequence[Point], dense_int8: float) -> list[tuple[Point, float]]:
+    """Each joint point's measured speed-up over the one it asked for, minus 1."""
+    joint = [p for p in points if p.recipe in (JOINT, JOINT_INT8)]
+    return [(p, p.speedup / asked_speedup(p, dense_int8) - 1) for p in joint]
+
+
+def logged_seconds(root: str | Path) -> dict[str, int]:
+    """Each point's wall seconds, from the driver's logs (`logs/*.log`, by date: a later log's figure for
+    a point wins), by its folder (`joint/x2.5/seed1`)."""
+    seconds = {}
+    for log in sorted((Path(root) / LOGS).glob("*.log")):
+        for line in log.read_text().splitlines():
+            if (match := LOG_LINE.match(line)) and match["series"] in LEVEL_NAMES:
+                level = LEVEL_NAMES[match["series"]].format(match["level"])
+                seconds[f"{match['series']}/{level}/seed{match['seed']}"] = int(match["seconds"])
+    return seconds
+
+
+def joint_targets_table(rows: Sequence[Row], points: Sequence[Point], seconds: dict[str, int],
+                        noise: float = 0.0) -> str | None:  # fmt: skip
+    """The joint recipe's targets, each with what was measured and whether it was met (None before the
+    study has joint points): the pick at each speed it was asked for, ahead of layers dropped evenly
+    at equal speed, the STS avg kept at the fast end, the speed-ups measured against those asked for,
+    and what a point cost (`seconds`, from `logged_seconds`)."""
+    joint = [r for r in rows if r.recipe in (JOINT, JOINT_INT8)]
+    if not joint:
+        return None
+    lines = ["| target | measured | met |", "| --- | --- | :-: |"]
+
+    def add(target: str, measured: str, met: bool) -> None:
+        lines.append(f"| {target} | {measured} | {'yes' if met else 'no'} |")
+
+    dense_int8 = next(r for r in rows if r.recipe == RECIPES["dense", "int8"]).speedup
+    for speedup in sorted({float(r.level.removeprefix("x")) for r in joint}):
+        pick = pick_at(rows, speedup, noise)
+        chosen = [] if pick is None else [pick.best, *pick.tied]
+        found = "nothing that fast" if pick is None else _named(pick.best)
+        add(f"the joint recipe is the pick at {speedup}x (on the frontier there)", found,
+            any(r.recipe in (JOINT, JOINT_INT8) for r in chosen))  # fmt: skip
+    for recipe, against in ((JOINT, RECIPES["layers", "after"]), (JOINT_INT8, RECIPES["layers", "int8"])):
+        asked = [r for r in joint if r.recipe == recipe and asked_speedup(r, dense_int8) >= AHEAD_FROM]
+        compared = [(r, m, s) for r, m, s in margins(rows, recipe, [against]) if r in asked]
+        found = [f"{m:+.2f} at {r.speedup:.2f}x ({r.level}, spread {s:.2f})" for r, m, s in compared]
+        outside = [r.level for r in asked if r not in [c[0] for c in compared]]
+        found += [f"{level}: outside the speed-ups theirs reach" for level in outside]
+        met = bool(compared) and all(m > s for _, m, s in compared)
+        add(f"{recipe} beats {against} at equal speed from {AHEAD_FROM}x up, by more than the seed spread",
+            ", ".join(found) or "none that fast", met)  # fmt: skip
+    dense = next(r for r in rows if r.recipe == RECIPES["dense", "after"])
+    for speedup, floor in FAST_FLOORS:
+        floor = dense.sts_avg if floor is None else floor
+        row = best_at(rows, speedup, [JOINT, JOINT_INT8])
+        found = "nothing that fast" if row is None else _named(row)
+        add(f"the joint recipe keeps {floor:.2f} at {speedup}x or faster", found,
+            row is not None and row.sts_avg >= floor)  # fmt: skip
+    misses = target_misses(points, dense_int8)
+    point, worst = max(misses, key=lambda m: abs(m[1]))
+    within = sum(abs(m) <= SPEED_TOLERANCE for _, m in misses)
+    furthest = f"furthest {worst:+.1%} ({point.recipe}, {point.level}, seed {point.seed})"
+    add(f"every joint point measures the speed-up it asked for within {SPEED_TOLERANCE:.0%}",
+        f"{within} of {len(misses)}; {furthest}", within == len(misses))  # fmt: skip
+    costs = {name: s for name, s in seconds.items() if name.split("/")[0] in ("joint", "joint-int8")}
+    longest = max(costs, key=costs.get, default=None)
+    found = "no point logged" if longest is None else f"the longest {costs[longest] / 60:.1f} min ({longest})"
+    add(f"a joint point costs at most {POINT_MINUTES} minutes", f"{len(costs)} points; {found}",
+        bool(costs) and max(costs.values()) <= POINT_MINUTES * 60)  # fmt: skip
+    return "\n".join(lines)
+
+
+PLANS_HEADER = ("runtime", "asked", "seed", "layers kept", "heads", "FFN neurons", "predicted",
+                "measured by the command", "measured in the speed run", "STS avg, no recovery",
+                "+ recovery")  # fmt: skip
+
+
+def joint_plans_table(root: str | Path) -> str | None:
+    """What each joint point kept for the speed-up it asked for, the speed-up its command predicted and
+    measured, the speed run's figure (over the dense model in its runtime) and its STS avg before and
+    after recovery (the int8 graph's, for an int8 target); None before the study has joint points."""
+    root = Path(root)
+    speed = json.loads((root / SPEED).read_text())["speedup"]
+    found = sorted(
+        p for series in ("joint", "joint-int8") for p in (root / series).glob(f"*/seed*/{RESULTS}")
+    )
+    if not found:
+        return None
+    listed = lambda values: ", ".join(map(str, values))  # noqa: E731
+    lines = ["| " + " | ".join(PLANS_HEADER) + " |", "| --- | --: | --: | --- | --- | --- |" + " --: |" * 5]
+    for path in found:
+        results, name = json.loads(path.read_text()), str(path.parent.relative_to(root))
+        target, (heads, ffn) = results["target_speedup"], recorded_structure(results)
+        int8 = target["runtime"] == "int8"
+        run = speed.get(f"{name} {'int8' if int8 else 'PyTorch'}")
+        run = "-" if run is None else f"{run / (speed['dense int8'] if int8 else 1.0):.2f}x"
+        after = results["int8" if int8 else "after"]["sts_avg"]
+        cells = [target["runtime"], f"{target['asked']}x", results["seed"], listed(results["layers_kept"]),
+                 listed(heads), listed(ffn), f"{target['predicted']:.2f}x", f"{target['measured']:.2f}x", run,
+                 f"{results['pruned']['sts_avg']:.2f}", f"{after:.2f}"]  # fmt: skip
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines)
+
+
 def speed_noise(root: str | Path) -> float:
     """How far the speed-ups moved between the last two speed runs of a study folder: the median of
     |later / earlier - 1| over the models both timed (0 with fewer than two runs)."""
@@ -343,14 +469,18 @@ def backends_table(root: str | Path) -> str | None:
 def compression_tables(root: str | Path) -> str:
     """The tables of docs/compression.md: every (recipe, level), the frontier, the pick at each speed,
     the targets, and what the picks' own commands printed."""
-    rows = summarise(read_points(root))
-    noise = speed_noise(root)
+    points = read_points(root)
+    rows, noise = summarise(points), speed_noise(root)
     parts = {
         "All recipes:": rows_table(rows),
         "The Pareto frontier:": rows_table(frontier(rows)),
         f"The pick at each speed (speed noise {noise:.1%}: the median shift between the last two speed "
         "runs):": picks_table(rows, noise),
         "The targets:": targets_table(rows),
+        "The joint recipe's targets:": joint_targets_table(rows, points, logged_seconds(root), noise),
+        "What each speed target kept (speed-ups over the dense model in the runtime asked for):": (
+            joint_plans_table(root)
+        ),
         "Each pick as its own command printed it, seed by seed:": pick_runs_table(root),
         "The int8 backends (bench/int8_backends.py), each model's speed-up over dense PyTorch and STS "
         "avg:": backends_table(root),
