@@ -88,7 +88,9 @@ def run_point(directory: Path, overrides: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def run_points(out: Path, seeds: list[int], steps: int, series: list[str], layer_weight: float = 0.0) -> None:
+def run_points(out: Path, seeds: list[int], steps: int, series: list[str], layer_weight: float = 0.0,
+               only: list[float] | None = None) -> None:  # fmt: skip
+    """Every point of `series` not yet written (of the levels `only` lists, if given), seed by seed."""
     common = ["model=minilm", "pooler=avg", "tasks=[sts]", "evaluate_before=false"]
     dense = out / "dense"
     if not (dense / RESULTS).is_file():
@@ -97,7 +99,7 @@ def run_points(out: Path, seeds: list[int], steps: int, series: list[str], layer
     for seed in seeds:
         for name in series:
             levels, overrides = SERIES[name]
-            for level in levels:
+            for level in (lv for lv in levels if only is None or lv in only):
                 directory = point_dir(out, name, level, seed)
                 if (directory / RESULTS).is_file():
                     continue
@@ -317,6 +319,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500, help="recovery steps of every point")
     parser.add_argument("--layer-weight", type=float, default=0.0, help="recovery.layer_weight of each point")
     parser.add_argument("--series", nargs="+", default=list(SERIES), choices=list(SERIES))
+    parser.add_argument("--levels", type=float, nargs="+", help="only these levels of each series (a "
+                        "sparsity, a count of layers kept or an asked speed-up); default all")  # fmt: skip
     parser.add_argument("--int8", nargs="+", default=[], choices=list(SERIES),
                         help="export the int8 ONNX graph of these series' models that lack one")  # fmt: skip
     parser.add_argument("--speed", action="store_true", help="measure every model written so far")
@@ -351,7 +355,7 @@ def main() -> None:
         print(json.dumps(speed["speedup"], indent=2))
     else:
         start = time.perf_counter()
-        run_points(args.out, args.seeds, args.steps, args.series, args.layer_weight)
+        run_points(args.out, args.seeds, args.steps, args.series, args.layer_weight, args.levels)
         print(f"every point in {args.out}; {time.perf_counter() - start:.0f} s this start")
 
 

@@ -323,6 +323,23 @@ def study_driver():
     return module
 
 
+def test_the_driver_runs_only_the_levels_asked_for_and_skips_points_already_written(tmp_path, monkeypatch):
+    driver = study_driver()
+    ran = []
+
+    def run_point(directory, overrides):
+        ran.append(str(directory.relative_to(tmp_path)))
+        directory.mkdir(parents=True)
+        (directory / "results.json").write_text(json.dumps({"after": {"sts_avg": 80.0}}))
+        return 1.0
+
+    monkeypatch.setattr(driver, "run_point", run_point)
+    (tmp_path / "layers" / "keep1" / "seed1").mkdir(parents=True)
+    (tmp_path / "layers" / "keep1" / "seed1" / "results.json").write_text("{}")
+    driver.run_points(tmp_path, [1, 2], 500, ["layers", "joint"], only=[1, 8])
+    assert ran == ["dense", "joint/x8.0/seed1", "layers/keep1/seed2", "joint/x8.0/seed2"]
+
+
 def test_publishing_a_later_seed_keeps_what_was_published_and_rewrites_the_tables(tmp_path):
     driver = study_driver()
     write_study(tmp_path / "first", seeds=(1, 2))
