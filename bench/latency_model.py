@@ -5,6 +5,7 @@ calibration shapes alone; each study shape's predicted speed-up against its meas
 figures; not a test.
 
     python bench/latency_model.py --runtime PyTorch int8 --rounds 5
+    python bench/latency_model.py --runtime PyTorch --study DIR --points joint/x5.0/seed1 joint/x8.0/seed1
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ POINTS = (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", type=Path, default=Path("docs/compression"))
+    parser.add_argument("--points", nargs="+", default=list(POINTS), help="the study's points whose shapes "
+                        "are held out (their results.json's)")  # fmt: skip
     parser.add_argument("--runtime", nargs="+", default=["PyTorch", "int8"], choices=["PyTorch", "int8"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sentences", type=int, default=500, help="of STS-B dev's, per call")
@@ -50,7 +53,7 @@ def main() -> None:
     encoder = load_encoder("minilm", "avg")
     dense = encoder_shape(encoder)
     calibration = calibration_shapes(len(dense.heads), dense.heads[0], dense.ffn[0])
-    recorded = {point: json.loads((args.study / point / "results.json").read_text()) for point in POINTS}
+    recorded = {point: json.loads((args.study / point / "results.json").read_text()) for point in args.points}
     held_out = {point: Shape(*map(tuple, recorded_structure(r))) for point, r in recorded.items()}
     print(f"{time.strftime('%Y-%m-%d')}, {pinned}, {args.rounds} rounds of {len(sentences)} sentences")
     with tempfile.TemporaryDirectory() as scratch:

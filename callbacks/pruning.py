@@ -231,6 +231,8 @@ class ScheduledPruning(L.Callback):
             say(f"latency model of the encoder in {self.speed.runtime} (timed once per machine, cached) ...")
             corpus = trainer.datamodule.sentences
             latency, _ = self.speed.latency(encoder, corpus, default_cache_dir().parent)
+            if warning := self.speed.latency_warning(latency, default_cache_dir().parent):
+                say(warning)
         if trainer.world_size > 1:
             sent = [latency.to_json() if latency is not None else None]
             torch.distributed.broadcast_object_list(sent, src=0)

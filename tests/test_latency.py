@@ -91,6 +91,20 @@ def test_the_model_is_measured_once_per_machine_and_read_back_equal(tmp_path):
     assert not cached and calls == [8, 8]
 
 
+def test_the_contention_of_its_timing_is_kept_with_the_model_and_earlier_models_still_read():
+    import dataclasses
+    import json
+
+    from sparsecse.pruning.speed import Contention
+
+    model = dataclasses.replace(fit_latency(DENSE, relative(calibration_shapes(6, 12, 1536))),
+                                contention=Contention((1,), 0.3))  # fmt: skip
+    assert LatencyModel.from_json(model.to_json()) == model
+    earlier = json.loads(model.to_json())
+    del earlier["contention"]
+    assert LatencyModel.from_json(json.dumps(earlier)) == dataclasses.replace(model, contention=None)
+
+
 @pytest.mark.parametrize("content", ["not json", '{"fixed": 1}', ""])
 def test_a_broken_cache_file_is_measured_again(tmp_path, content):
     machine = {"cpu": "x"}

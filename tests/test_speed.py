@@ -7,7 +7,16 @@ import os
 
 import pytest
 
-from sparsecse.pruning.speed import measure, median_abs, pin, shift
+from sparsecse.pruning.speed import (
+    BUSY_SHARE,
+    Contention,
+    busy_seconds,
+    measure,
+    median_abs,
+    pin,
+    shift,
+    watch_contention,
+)
 
 COSTS = {"dense": 1.0, "half": 0.5, "third": 1 / 3, "quarter": 0.25}  # seconds per sentence, unslowed
 SENTENCES = ["a sentence"] * 100
@@ -105,3 +114,47 @@ def test_pinned_restores_the_threads_and_cores_even_after_an_error():
         assert torch.get_num_threads() == 1 and len(os.sched_getaffinity(0)) == 1
         raise RuntimeError("inside")
     assert os.sched_getaffinity(0) == cores and torch.get_num_threads() == threads
+
+
+def proc_stat(core0: tuple[int, ...], core1: tuple[int, ...]) -> str:
+    """/proc/stat's text with the given columns (user nice system idle iowait irq softirq steal) per core."""
+    rows = [("cpu", tuple(a + b for a, b in zip(core0, core1))), ("cpu0", core0), ("cpu1", core1)]
+    return "\n".join(f"{name}  {' '.join(map(str, columns))} 0 0" for name, columns in rows) + "\nintr 1 2\n"
+
+
+def test_busy_time_counts_every_busy_column_and_not_idle_or_iowait():
+    ticks = os.sysconf("SC_CLK_TCK")
+    stat = proc_stat((1, 2, 3, 1000, 500, 4, 5, 6), (10, 0, 0, 7, 0, 0, 0, 0))
+    assert busy_seconds([0], stat) == pytest.approx(21 / ticks)
+    assert busy_seconds([0, 1], stat) == pytest.approx(31 / ticks)
+
+
+def test_the_share_of_the_timing_core_that_other_processes_took(monkeypatch):
+    """Over 2 s of wall time on core 1, the core was busy 1.5 s, of which this process used 1 s: others
+    took a quarter of it; core 0's load does not count."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1})
+    stats = iter(
+        [proc_stat((0,) * 8, (0,) * 8), proc_stat((2 * ticks,) + (0,) * 7, (int(1.5 * ticks),) + (0,) * 7)]
+    )
+    clock, own = iter([10.0, 12.0]), iter([5.0, 6.0])
+    with watch_contention(lambda: next(stats), lambda: next(own), lambda: next(clock)) as watched:
+        assert watched.share is None
+    assert watched.cores == (1,) and watched.share == pytest.approx(0.25)
+    warning = watched.warning("the speed-up")
+    assert warning.startswith("other processes took 25% of core 1 while the speed-up was timed: no verdict")
+    assert Contention((1,), BUSY_SHARE).warning("x") is None and Contention((1,)).warning("x") is None
+
+
+def test_without_proc_stat_the_share_is_unknown_and_nothing_is_said():
+    with watch_contention(lambda: None) as watched:
+        pass
+    assert watched.share is None and watched.warning("the speed-up") is None
+
+
+def test_a_proc_stat_without_the_timing_cores_leaves_the_share_unknown(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5})
+    stat = proc_stat((0,) * 8, (0,) * 8)
+    with watch_contention(lambda: stat) as watched:
+        pass
+    assert watched.share is None

@@ -4,6 +4,7 @@ records and prints the speed-up asked, predicted and measured."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -17,6 +18,7 @@ from sparsecse.cli.prune_job import check_job
 from sparsecse.core.errors import ConfigError
 from sparsecse.pruning.removal import remove_pruned_units
 from sparsecse.pruning.sparsifier import Sparsifier
+from sparsecse.pruning.speed import Contention
 from sparsecse.pruning.speed_target import SpeedTarget, encoder_shape, set_gates, speed_target_from
 
 UNITS_OFF = ["pruning.head_sparsity=0", "pruning.ffn_sparsity=0"]
@@ -63,10 +65,16 @@ def test_the_allocation_is_removed_from_the_encoder_as_planned(make_encoder):
     assert encoder.gates is None and encoder.encode(TEXTS).shape == (3, 32)
 
 
-def test_sparsecse_prune_to_a_speed_target(tmp_path, toy_senteval_dir, tiny_model_dir, monkeypatch):
+def test_sparsecse_prune_to_a_speed_target(tmp_path, toy_senteval_dir, tiny_model_dir, monkeypatch, capsys):
     """The latency model is stubbed (a tiny model's times are mostly tokenisation); the speed-up
-    reached is timed for real."""
+    reached is timed for real, and other processes are made to take half of its core meanwhile."""
     stub_latency(monkeypatch)
+
+    @contextlib.contextmanager
+    def half_taken():
+        yield Contention((1,), 0.5)
+
+    monkeypatch.setattr("sparsecse.pruning.speed_target.watch_contention", half_taken)
     out = tmp_path / "fast"
     cfg = compose_prune([f"model={tiny_model_dir}", "pooler=avg", *UNITS_OFF, "pruning.target_speedup=1.5",
                          "pruning.num_batches=1", "tasks=[stsb]", f"output_dir={out}",
@@ -74,6 +82,11 @@ def test_sparsecse_prune_to_a_speed_target(tmp_path, toy_senteval_dir, tiny_mode
     results = prune(cfg)
     speed = results["target_speedup"]
     assert speed["asked"] == 1.5 and speed["predicted"] >= 1.5 and speed["measured"] > 0
+    assert speed["contention"] == 0.5
+    assert (
+        "other processes took 50% of core 1 while the speed-up was timed: no verdict"
+        in capsys.readouterr().out
+    )
     assert speed["runtime"] == "PyTorch"
     assert json.loads((out / "results.json").read_text())["target_speedup"] == speed
     # the exported model's shape, as the compression study reads it back (recorded_structure)
@@ -134,3 +147,22 @@ def test_head_weight_reaches_the_allocation_from_the_cli_and_the_callback(tiny_m
     assert pruning.speed.head_weight == 1.5
     with pytest.raises(ConfigError, match="head_weight: must be greater than 0"):
         ScheduledPruning([{"step": 1}], target_speedup=2.0, head_weight=0.0)
+
+
+def test_the_latency_model_keeps_how_busy_the_machine_was_and_a_busy_one_is_named(make_encoder, tmp_path):
+    """Timed for real on a tiny encoder (one round); the share is whatever this machine gave, so only
+    the record and the warning's wording are checked, with a share set on a copy."""
+    import dataclasses
+
+    encoder = make_encoder().eval()
+    target = SpeedTarget(2.0, rounds=1, sentences=8, cache_dir=str(tmp_path))
+    latency, cached = target.latency(encoder, TEXTS * 4, tmp_path / "unused")
+    assert not cached and latency.contention is not None and latency.contention.cores
+    again, cached = target.latency(encoder, TEXTS * 4, tmp_path / "unused")
+    assert cached and again == latency
+    busy = dataclasses.replace(latency, contention=dataclasses.replace(latency.contention, share=0.4))
+    warning = target.latency_warning(busy, tmp_path / "unused")
+    assert "while the latency model was timed: no verdict; remove its file from " in warning
+    assert warning.endswith(f"{tmp_path}/latency and run again on an idle machine")
+    idle = dataclasses.replace(latency, contention=dataclasses.replace(latency.contention, share=0.0))
+    assert target.latency_warning(idle, tmp_path) is None

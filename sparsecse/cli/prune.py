@@ -58,6 +58,8 @@ def prune_to_speed(encoder, data, job: PruneJob, cfg: DictConfig, results: dict)
     corpus = data.sentences
     with stage(f"latency model of the encoder in {target.runtime} (timed once on this machine, cached)"):
         latency, _ = target.latency(encoder, corpus, default_cache_dir().parent)
+    if warning := target.latency_warning(latency, default_cache_dir().parent):
+        say(f"sparsecse-prune: {warning}")
     sparsifier.attach(encoder)
     batches = iter(data.scoring_dataloader(sparsifier.seed))
     with stage(f"scoring layers, heads and FFN neurons on {plural(sparsifier.num_batches, 'batch')} of "
@@ -203,10 +205,12 @@ def prune(cfg: DictConfig) -> dict:
         say(f"sparsecse-prune: distillation loss {losses[0]:.5f} -> {losses[-1]:.5f}")
     if job.speed_target is not None:
         with stage(f"the speed-up reached, in {job.speed_target.runtime}"):
-            measured = job.speed_target.measured(dense, encoder, data.sentences)
-        results[TARGET_SPEEDUP]["measured"] = round(measured, 3)
+            measured, watched = job.speed_target.measured(dense, encoder, data.sentences)
+        results[TARGET_SPEEDUP] |= {"measured": round(measured, 3), "contention": watched.share}
         say(f"sparsecse-prune: asked {job.speed_target.speedup:g}x, predicted "
             f"{results[TARGET_SPEEDUP]['predicted']:.2f}x, measured {measured:.2f}x")  # fmt: skip
+        if warning := watched.warning("the speed-up"):
+            say(f"sparsecse-prune: {warning}")
     results["after"] = {}
     if job.tasks:
         with stage("evaluation of the " + ("recovered" if job.recovery.steps else "pruned") + " model"):

@@ -31,7 +31,7 @@ from torch import nn
 
 from sparsecse.core.writing import write_text
 from sparsecse.pruning.removal import cut_to_structure
-from sparsecse.pruning.speed import Encode, measure
+from sparsecse.pruning.speed import Contention, Encode, measure
 
 Runtime = Callable[[nn.Module], Encode]  # an encoder -> its encode(texts), in the runtime that serves it
 
@@ -73,7 +73,8 @@ def calibration_shapes(layers: int, heads: int, ffn: int) -> list[Shape]:
 class LatencyModel:
     """Relative encode time (dense = 1) = fixed + per layer + per head + per FFN neuron (module
     docstring); `dense` is the shape of the model it was measured on, `measured` the calibration
-    shapes' relative times, `machine` what it was measured on (the cache key's parts)."""
+    shapes' relative times, `machine` what it was measured on (the cache key's parts), `contention`
+    how much of the timing cores other processes took meanwhile (sparsecse.pruning.speed)."""
 
     fixed: float
     per_layer: float
@@ -82,6 +83,7 @@ class LatencyModel:
     dense: Shape
     measured: dict[str, float]
     machine: dict[str, str]
+    contention: Contention | None = None
 
     def time(self, shape: Shape) -> float:
         coefficients = (self.fixed, self.per_layer, self.per_head, self.per_neuron)
@@ -98,6 +100,8 @@ class LatencyModel:
     def from_json(cls, text: str) -> LatencyModel:
         data = json.loads(text)
         data["dense"] = Shape(tuple(data["dense"]["heads"]), tuple(data["dense"]["ffn"]))
+        if data.get("contention") is not None:  # absent from the models of earlier versions
+            data["contention"] = Contention(tuple(data["contention"]["cores"]), data["contention"]["share"])
         return cls(**data)
 
 

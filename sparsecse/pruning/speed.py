@@ -19,7 +19,7 @@ import platform
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +150,60 @@ def measure(
         if progress:
             progress(f"speed: round {index + 1} of {rounds}")
     return run
+
+
+PROC_STAT = Path("/proc/stat")
+# /proc/stat's busy columns of a core: user, nice, system, irq, softirq, steal (another VM's turn)
+BUSY = (0, 1, 2, 5, 6, 7)
+BUSY_SHARE = 0.1  # other processes taking more of the timing cores than this make a speed-up no verdict
+
+
+def busy_seconds(cores: Iterable[int], stat: str) -> float:
+    """Seconds the `cores` have spent busy since boot, by the text of /proc/stat."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    rows = {fields[0]: fields[1:] for line in stat.splitlines() if (fields := line.split())}
+    return sum(int(rows[f"cpu{core}"][column]) for core in cores for column in BUSY) / ticks
+
+
+@dataclass
+class Contention:
+    """How much of the timing cores' time other processes took while a block ran (`watch_contention`):
+    the cores' busy time less this process's CPU time, over the block's wall time on those cores
+    (0: the cores were this process's; None: not known, where there is no /proc/stat)."""
+
+    cores: tuple[int, ...]
+    share: float | None = None
+
+    def warning(self, timed: str, remedy: str = "time it again on an idle machine") -> str | None:
+        """A line for the user when other processes took enough of the cores to make what was `timed`
+        no verdict, else None."""
+        if self.share is None or self.share <= BUSY_SHARE:
+            return None
+        took = f"other processes took {self.share:.0%} of core {', '.join(map(str, self.cores))}"
+        return f"{took} while {timed} was timed: no verdict; {remedy}"
+
+
+@contextmanager
+def watch_contention(
+    read_stat: Callable[[], str | None] = lambda: PROC_STAT.read_text() if PROC_STAT.is_file() else None,
+    own_seconds: Clock = lambda: sum(os.times()[:2]),
+    clock: Clock = time.perf_counter,
+) -> Iterator[Contention]:
+    """Watch the cores this process may run on (all of them, or the one `pin` chose) while the block
+    runs; the yielded record's `share` is filled in when it ends. Why: on a shared machine a process
+    beside the timing moved a speed-up by a third (bench/RESULTS.md), which the ratio alone hides."""
+    cores = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
+    record = Contention(cores)
+    stat, own, start = read_stat(), own_seconds(), clock()
+    yield record
+    later, wall = read_stat(), (clock() - start) * len(cores)
+    if stat is None or later is None or wall <= 0:
+        return
+    try:
+        others = busy_seconds(cores, later) - busy_seconds(cores, stat) - (own_seconds() - own)
+    except (KeyError, IndexError, ValueError):  # a /proc/stat without these cores' rows (a container's)
+        return
+    record.share = min(1.0, max(0.0, others / wall))
 
 
 def shift(first: Mapping[str, float], second: Mapping[str, float]) -> dict[str, float]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 from typing import Literal
@@ -31,7 +32,7 @@ from sparsecse.pruning.latency import (
 )
 from sparsecse.pruning.removal import remove_pruned_units
 from sparsecse.pruning.schedule import check_speedup_alone
-from sparsecse.pruning.speed import cpu_name, measure, pinned
+from sparsecse.pruning.speed import Contention, cpu_name, measure, pinned, watch_contention
 
 SpeedRuntime = Literal["PyTorch", "int8"]
 ENCODE_BATCH = 64  # the batch users time (docs/compression.md)
@@ -98,15 +99,26 @@ class SpeedTarget:
         remove_pruned_units(plain)
         dense = encoder_shape(plain)
 
+        watched = Contention(())
+
         def timed(shapes: Sequence[Shape]) -> dict[Shape, float]:
-            with tempfile.TemporaryDirectory() as scratch, pinned():
+            nonlocal watched
+            with tempfile.TemporaryDirectory() as scratch, pinned(), watch_contention() as watched:
                 runtime = self.serve(self.runtime, Path(scratch))
                 return time_shapes(plain, shapes, runtime, sentences, self.rounds)
 
+        def fit() -> LatencyModel:
+            return replace(measure_latency(timed, dense, machine), contention=watched)
+
         machine = self.machine(plain)
-        return cached_latency(
-            self.cache_dir or cache_dir, machine, lambda: measure_latency(timed, dense, machine)
-        )
+        return cached_latency(self.cache_dir or cache_dir, machine, fit)
+
+    def latency_warning(self, latency: LatencyModel, cache_dir: Path) -> str | None:
+        """A line for the user where other processes took enough of the core while the latency model
+        was timed to make it no verdict; it names the cache it stays in."""
+        where = f"{self.cache_dir or cache_dir}/latency"
+        remedy = f"remove its file from {where} and run again on an idle machine"
+        return latency.contention.warning("the latency model", remedy) if latency.contention else None
 
     def prune(
         self,
@@ -138,13 +150,17 @@ class SpeedTarget:
             head_weight=self.head_weight,
         )  # fmt: skip
 
-    def measured(self, dense: nn.Module, pruned: nn.Module, corpus: Sequence[str]) -> float:
-        """The pruned encoder's speed-up over `dense`, timed as the latency model was."""
+    def measured(
+        self, dense: nn.Module, pruned: nn.Module, corpus: Sequence[str]
+    ) -> tuple[float, Contention]:
+        """The pruned encoder's speed-up over `dense`, timed as the latency model was, and how much of
+        the timing core other processes took meanwhile."""
         sentences = list(corpus)[: self.sentences]
-        with tempfile.TemporaryDirectory() as scratch, pinned():
+        with tempfile.TemporaryDirectory() as scratch, pinned(), watch_contention() as watched:
             runtime = self.serve(self.runtime, Path(scratch))
             encoders = {"dense": runtime(dense), "pruned": runtime(pruned)}
-            return measure(encoders, sentences, "dense", self.rounds).speedups()["pruned"]
+            speedup = measure(encoders, sentences, "dense", self.rounds).speedups()["pruned"]
+        return speedup, watched
 
 
 def joint_scores(encoder: nn.Module, batches: Iterable[dict[str, Tensor]], sparsifier, scoring: int = 0,
