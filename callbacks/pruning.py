@@ -37,9 +37,10 @@ from sparsecse.pruning.schedule import (
     build_schedule,
     check_events_reached,
     check_schedule_fits,
+    check_structured,
 )
 from sparsecse.pruning.sparsifier import Sparsifier, event_outcome
-from sparsecse.pruning.speed_target import SpeedRuntime, SpeedTarget, check_structured
+from sparsecse.pruning.speed_target import SpeedRuntime, SpeedTarget
 
 
 def scoring_batches(trainer: L.Trainer, seed: int):

@@ -65,7 +65,7 @@ def test_every_layer_keeps_a_multiple_and_the_total_is_the_nearest_achievable(ma
 def test_widths_are_multiples_of_64_by_default_in_a_model_wide_enough(make_encoder):
     """The default, 64, applies to FFNs of at least 8 x 64 neurons (MiniLM has 1536, bert-base 3072);
     a narrower FFN, as in the tests' models, keeps the exact global ranking."""
-    assert Sparsifier().ffn_multiple_of == 64
+    assert Sparsifier().units.ffn_multiple_of == 64
     kept = {}
     for width in (512, 256):
         encoder = make_encoder("avg", intermediate_size=width)

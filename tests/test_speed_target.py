@@ -166,3 +166,11 @@ def test_the_latency_model_keeps_how_busy_the_machine_was_and_a_busy_one_is_name
     assert warning.endswith(f"{tmp_path}/latency and run again on an idle machine")
     idle = dataclasses.replace(latency, contention=dataclasses.replace(latency.contention, share=0.0))
     assert target.latency_warning(idle, tmp_path) is None
+
+
+def test_a_speed_target_allocates_among_structured_units_only(make_encoder):
+    encoder = make_encoder()
+    with pytest.raises(ConfigError, match="target_speedup: removes structured units: it needs granularity="):
+        Sparsifier(granularity="unstructured").structured_units()
+    assert Sparsifier(min_heads_per_layer=2).structured_units().min_heads_per_layer == 2
+    assert Sparsifier().structured_units().ffn_multiple(encoder) == 1  # no gates yet: exact counts

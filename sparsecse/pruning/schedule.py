@@ -98,6 +98,12 @@ def check_speedup_alone(given: Sequence[str]) -> None:
         raise ConfigError("target_speedup", f"{why} (sparsities 0, layers.keep null)")
 
 
+def check_structured(granularity: str) -> None:
+    """A speed target removes layers, heads and FFN neurons: structured units only."""
+    if granularity != "structured":
+        raise ConfigError("target_speedup", "removes structured units: it needs granularity=structured")
+
+
 def build_schedule(
     schedule: Sequence[Mapping], granularity: str, target_speedup: float | None = None, **final: float
 ) -> list[PruningEvent]:

@@ -17,7 +17,7 @@ from sparsecse.model.loading import check_supported
 from sparsecse.pruning.gates import Sparsity, sparsity_summary
 from sparsecse.pruning.granularity import StructuredUnits, Units, UnstructuredWeights
 from sparsecse.pruning.importance import ScoreMode, Scorer
-from sparsecse.pruning.schedule import Granularity, PruningEvent
+from sparsecse.pruning.schedule import Granularity, PruningEvent, check_structured
 
 
 class Sparsifier:
@@ -38,13 +38,18 @@ class Sparsifier:
         self.granularity = granularity
         self.scorer = Scorer(score, uniformity_weight)
         self.seed = seed
-        self.num_batches, self.min_heads_per_layer = num_batches, min_heads_per_layer
-        self.ffn_multiple_of = ffn_multiple_of
+        self.num_batches = num_batches
         self.units: Units = (
             StructuredUnits(min_heads_per_layer, ffn_multiple_of, normalize_head_scores)
             if granularity == "structured"
             else UnstructuredWeights()
         )
+
+    def structured_units(self) -> StructuredUnits:
+        """The heads and neurons this sparsifier prunes; what a speed target allocates among."""
+        check_structured(self.granularity)
+        assert isinstance(self.units, StructuredUnits)
+        return self.units
 
     def ffn_multiple(self, encoder) -> int:
         """The multiple this encoder's FFN widths are kept at (1 where they are not rounded)."""

@@ -31,7 +31,7 @@ from sparsecse.pruning.latency import (
     time_shapes,
 )
 from sparsecse.pruning.removal import remove_pruned_units
-from sparsecse.pruning.schedule import check_speedup_alone
+from sparsecse.pruning.schedule import check_speedup_alone, check_structured
 from sparsecse.pruning.speed import Contention, cpu_name, measure, pinned, watch_contention
 
 SpeedRuntime = Literal["PyTorch", "int8"]
@@ -142,10 +142,10 @@ class SpeedTarget:
                    speedup: float | None = None) -> Allocation:  # fmt: skip
         """What reaches `speedup` (default the target) at the least importance, from `scores` (heads,
         neurons, layers) and what the encoder's gates keep."""
-        gates = encoder.gates
+        gates, units = encoder.gates, sparsifier.structured_units()
         return allocate(
-            *scores, latency, speedup or self.speedup, sparsifier.min_heads_per_layer,
-            sparsifier.ffn_multiple(encoder), alive_heads=[g != 0 for g in gates.heads],
+            *scores, latency, speedup or self.speedup, units.min_heads_per_layer,
+            units.ffn_multiple(encoder), alive_heads=[g != 0 for g in gates.heads],
             alive_neurons=[g != 0 for g in gates.neurons], alive_layers=gates.kept_layers(),
             head_weight=self.head_weight,
         )  # fmt: skip
@@ -184,12 +184,6 @@ def set_gates(encoder: nn.Module, allocation: Allocation) -> None:
 
 SPARSITIES = ("head_sparsity", "ffn_sparsity", "weight_sparsity")
 HEAD_WEIGHT_KEY = "head_weight"  # the pruning node's option beside target_speedup
-
-
-def check_structured(granularity: str) -> None:
-    """A speed target removes layers, heads and FFN neurons: structured units only."""
-    if granularity != "structured":
-        raise ConfigError("target_speedup", "removes structured units: it needs granularity=structured")
 
 
 def speed_target_from(
