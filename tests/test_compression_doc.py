@@ -14,6 +14,7 @@ import pytest
 
 from sparsecse.cli import REPO_ROOT
 from sparsecse.report.compression import (
+    DISTILL_CORPUS,
     LOG_LINE,
     PICKS,
     RECIPES,
@@ -50,9 +51,14 @@ def rows() -> dict[tuple[str, str], Row]:
 
 @cache
 def results() -> dict[str, dict]:
-    """The study's points (the picks, run again each as its own command, are not points of it)."""
+    """The study's points (the picks, run again each as its own command, and the dense control on
+    another corpus are not points of it)."""
     found = {str(p.parent.relative_to(STUDY)): json.loads(p.read_text()) for p in STUDY.rglob("results.json")}
-    return {name: point for name, point in found.items() if not name.startswith(f"{PICKS}/")}
+    return {
+        name: point
+        for name, point in found.items()
+        if not name.startswith((f"{PICKS}/", f"{DISTILL_CORPUS}/"))
+    }
 
 
 @cache
@@ -400,3 +406,58 @@ def test_what_the_picks_commands_printed_against_the_study():
         f"{max(int8_gaps):.2f} points, and their PyTorch scores from the study's by at most "
         f"{max(pytorch_gaps):.2f}."
     ) in doc()
+
+
+DISTILL_TASKS = ("sts12", "sts13", "sts14", "sts15", "sts16", "stsb", "sickr", "sts_avg")
+
+
+def distilled_row(label: str, paths: list, dense: dict | None = None) -> str:
+    """A row of the distillation table: the mean scores over `paths`' results, or their change over
+    `dense`'s."""
+    scores = [json.loads(p.read_text())["after"] for p in paths]
+    means = [statistics.fmean(s[task] for s in scores) for task in DISTILL_TASKS]
+    cells = [f"{m:.2f}" if dense is None else f"{m - dense[t]:+.2f}" for m, t in zip(means, DISTILL_TASKS)]
+    return f"| {label} | {' | '.join(cells)} |"
+
+
+def test_what_distillation_adds_per_task_on_each_corpus():
+    dense_path = STUDY / "dense" / "results.json"
+    dense = json.loads(dense_path.read_text())["after"]
+    reviews = STUDY / DISTILL_CORPUS / "reviews" / "seed1" / "results.json"
+    rows = [
+        distilled_row("dense (the teacher)", [dense_path]),
+        distilled_row("distilled on SNLI captions, 3 seeds",
+                      sorted((STUDY / "dense-distilled" / "p0").glob("seed*/results.json")), dense),
+        distilled_row("distilled on SNLI captions, seed 1",
+                      [STUDY / "dense-distilled" / "p0" / "seed1" / "results.json"], dense),
+        distilled_row("distilled on reviews and plot sentences, seed 1", [reviews], dense),
+        distilled_row("5 layers kept evenly, distilled on SNLI, 3 seeds",
+                      sorted((STUDY / "layers" / "keep5").glob("seed*/results.json")), dense),
+    ]  # fmt: skip
+    for row in rows:
+        assert row in DOC.read_text(), row
+    run = json.loads(reviews.read_text())
+    config = run["config"]
+    assert (config["train_file"], config["seed"], config["recovery"]["steps"]) == ("REVIEWS.txt", 1, 500)
+    assert config["pruning"]["head_sparsity"] == config["pruning"]["ffn_sparsity"] == 0
+    snli = json.loads((STUDY / "dense-distilled" / "p0" / "seed1" / "results.json").read_text())["after"]
+    gains = [run["after"]["sts_avg"] - dense["sts_avg"], snli["sts_avg"] - dense["sts_avg"]]
+    assert (
+        f"lifts the average nearly as much ({gains[0]:+.2f} against {gains[1]:+.2f} for the same seed)"
+        in doc()
+    )
+
+
+def test_the_corpus_without_captions_is_what_the_doc_says(real_senteval_dir):
+    import importlib.util
+
+    path = REPO_ROOT / "bench" / "distill_corpus.py"
+    spec = importlib.util.spec_from_file_location("distill_corpus", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sentences = module.reviews_corpus(real_senteval_dir)
+    assert len(set(sentences)) == len(sentences) and all(s == s.strip() and s for s in sentences)
+    assert (
+        f"The corpus without captions is the {len(sentences):,} distinct sentences of SentEval's SUBJ"
+        in doc()
+    )
