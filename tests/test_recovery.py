@@ -139,6 +139,17 @@ def test_recover_leaves_the_mode_and_runs_after_step_every_step(teacher, trainin
     assert student.training is training and calls == [True, True, True]
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_with_dropout_off_the_student_trains_as_it_serves_and_is_left_as_it_came(teacher, training):
+    student = copy.deepcopy(teacher).train(training)
+    dropout = [m for m in student.modules() if isinstance(m, torch.nn.Dropout)]
+    calls = []
+    recover(student, SENTENCES, teacher.encode(SENTENCES, max_length=32),
+            Recovery(steps=2, batch_size=4, dropout=False),
+            after_step=lambda: calls.append([m.training for m in dropout]))  # fmt: skip
+    assert dropout and calls == [[False] * len(dropout)] * 2 and student.training is training
+
+
 @pytest.mark.parametrize("shown", [True, False])
 def test_recovery_shows_its_steps_and_loss_only_when_asked(teacher, capsys, shown):
     """A recovery of hundreds of steps runs for minutes: its bar counts the steps and shows the loss."""
@@ -166,6 +177,7 @@ def test_sentences_are_drawn_in_seeded_permutations():
         ({"steps": -1}, "steps: must be greater than or equal to 0, got -1"),
         ({"lr": 0.0}, "lr: must be greater than 0"),
         ({"cosine_weight": -1.0}, "cosine_weight: must be greater than or equal to 0"),
+        ({"contrastive_weight": 1.0, "dropout": False}, "dropout: contrastive_weight needs it"),
     ],
 )
 def test_bad_recovery_settings(options, message):
