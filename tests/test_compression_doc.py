@@ -14,7 +14,7 @@ import pytest
 
 from sparsecse.cli import REPO_ROOT
 from sparsecse.report.compression import (
-    DISTILL_CORPUS,
+    DISTILLATION,
     LOG_LINE,
     PICKS,
     RECIPES,
@@ -55,9 +55,7 @@ def results() -> dict[str, dict]:
     another corpus are not points of it)."""
     found = {str(p.parent.relative_to(STUDY)): json.loads(p.read_text()) for p in STUDY.rglob("results.json")}
     return {
-        name: point
-        for name, point in found.items()
-        if not name.startswith((f"{PICKS}/", f"{DISTILL_CORPUS}/"))
+        name: point for name, point in found.items() if not name.startswith((f"{PICKS}/", f"{DISTILLATION}/"))
     }
 
 
@@ -423,13 +421,15 @@ def distilled_row(label: str, paths: list, dense: dict | None = None) -> str:
 def test_what_distillation_adds_per_task_on_each_corpus():
     dense_path = STUDY / "dense" / "results.json"
     dense = json.loads(dense_path.read_text())["after"]
-    reviews = STUDY / DISTILL_CORPUS / "reviews" / "seed1" / "results.json"
+    reviews = STUDY / DISTILLATION / "reviews" / "seed1" / "results.json"
+    no_dropout = STUDY / DISTILLATION / "snli-dropout-off" / "seed1" / "results.json"
     rows = [
         distilled_row("dense (the teacher)", [dense_path]),
         distilled_row("distilled on SNLI captions, 3 seeds",
                       sorted((STUDY / "dense-distilled" / "p0").glob("seed*/results.json")), dense),
         distilled_row("distilled on SNLI captions, seed 1",
                       [STUDY / "dense-distilled" / "p0" / "seed1" / "results.json"], dense),
+        distilled_row("distilled on SNLI captions, the student's dropout off, seed 1", [no_dropout], dense),
         distilled_row("distilled on reviews and plot sentences, seed 1", [reviews], dense),
         distilled_row("5 layers kept evenly, distilled on SNLI, 3 seeds",
                       sorted((STUDY / "layers" / "keep5").glob("seed*/results.json")), dense),
@@ -442,10 +442,14 @@ def test_what_distillation_adds_per_task_on_each_corpus():
     assert config["pruning"]["head_sparsity"] == config["pruning"]["ffn_sparsity"] == 0
     snli = json.loads((STUDY / "dense-distilled" / "p0" / "seed1" / "results.json").read_text())["after"]
     gains = [run["after"]["sts_avg"] - dense["sts_avg"], snli["sts_avg"] - dense["sts_avg"]]
-    assert (
-        f"lifts the average nearly as much ({gains[0]:+.2f} against {gains[1]:+.2f} for the same seed)"
-        in doc()
+    assert f"lifts the average nearly as much ({gains[0]:+.2f} against {gains[1]:+.2f} for the" in doc()
+    off = json.loads(no_dropout.read_text())
+    assert off["config"]["recovery"]["without_dropout"] and not run["config"]["recovery"].get(
+        "without_dropout"
     )
+    assert off["recovery"]["first_loss"] < 1e-10, "the dense student starts where its teacher is"
+    gain = off["after"]["sts_avg"] - dense["sts_avg"]
+    assert f"same run with the student's dropout off gains {gain:+.2f} (against {gains[1]:+.2f})" in doc()
 
 
 def test_the_corpus_without_captions_is_what_the_doc_says(real_senteval_dir):

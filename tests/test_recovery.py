@@ -145,7 +145,7 @@ def test_with_dropout_off_the_student_trains_as_it_serves_and_is_left_as_it_came
     dropout = [m for m in student.modules() if isinstance(m, torch.nn.Dropout)]
     calls = []
     recover(student, SENTENCES, teacher.encode(SENTENCES, max_length=32),
-            Recovery(steps=2, batch_size=4, dropout=False),
+            Recovery(steps=2, batch_size=4, without_dropout=True),
             after_step=lambda: calls.append([m.training for m in dropout]))  # fmt: skip
     assert dropout and calls == [[False] * len(dropout)] * 2 and student.training is training
 
@@ -177,7 +177,7 @@ def test_sentences_are_drawn_in_seeded_permutations():
         ({"steps": -1}, "steps: must be greater than or equal to 0, got -1"),
         ({"lr": 0.0}, "lr: must be greater than 0"),
         ({"cosine_weight": -1.0}, "cosine_weight: must be greater than or equal to 0"),
-        ({"contrastive_weight": 1.0, "dropout": False}, "dropout: contrastive_weight needs it"),
+        ({"contrastive_weight": 1.0, "without_dropout": True}, "without_dropout: contrastive_weight needs"),
     ],
 )
 def test_bad_recovery_settings(options, message):

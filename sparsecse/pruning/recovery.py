@@ -65,16 +65,16 @@ class Recovery:
         cosine_weight: Weight = 0.0,  # 1 - cos(student, teacher)
         contrastive_weight: Weight = 0.0,  # SimCSE's loss on two dropout views of the student
         layer_weight: Weight = 0.0,  # MSE of each kept layer's hidden states against its teacher layer's
-        dropout: bool = True,  # dropout on in the student, as in SimCSE training; False: as it serves
+        without_dropout: bool = False,  # the student trains as it serves; default: dropout on, as SimCSE
         max_length: PositiveInt = 32,
         seed: int = 0,  # the order of the sentences
         cache_dir: str | None = None,  # teacher embeddings; null: default_cache_dir()
     ):
         if steps and not (mse_weight or cosine_weight or contrastive_weight or layer_weight):
             raise ConfigError("mse_weight", "every loss weight is 0: recovery would train on nothing")
-        if contrastive_weight and not dropout:
+        if contrastive_weight and without_dropout:
             raise ConfigError(
-                "dropout", "contrastive_weight needs it: SimCSE's two views differ by dropout alone"
+                "without_dropout", "contrastive_weight needs dropout: its two views differ by it"
             )
         self.steps, self.batch_size, self.lr, self.warmup_ratio = steps, batch_size, lr, warmup_ratio
         self.mse_weight, self.cosine_weight, self.contrastive_weight = (
@@ -82,7 +82,7 @@ class Recovery:
             cosine_weight,
             contrastive_weight,
         )
-        self.layer_weight, self.dropout = layer_weight, dropout
+        self.layer_weight, self.without_dropout = layer_weight, without_dropout
         self.max_length, self.seed, self.cache_dir = max_length, seed, cache_dir
 
 
@@ -229,7 +229,7 @@ def recover(
 ) -> list[float]:
     """Train `student` in place to match `teacher` ((N, H) embeddings of `sentences`) for
     config.steps steps of AdamW with linear warm-up and decay; returns the loss of every step.
-    Dropout stays on, as in SimCSE training, unless `config.dropout` is False; the student's embedding
+    Dropout stays on, as in SimCSE training, unless `config.without_dropout`; the student's embedding
     is its test-time one, and it is left in the mode it came in. `seed` (default config.seed) orders
     the sentences; `after_step` runs after each optimizer step (e.g. re-applying unstructured masks);
     `show_progress` draws a bar of the steps with the last loss; `layer_teacher` (needed when
@@ -244,7 +244,7 @@ def recover(
         raise ValueError(f"student layers {layer_teacher.student} mapped, the student has "
                          f"{len(encoder_layers(student.backbone))}")  # fmt: skip
     device, was_training = student.device, student.training
-    student.train(config.dropout)
+    student.train(not config.without_dropout)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=0.0)
     scheduler = linear_warmup_decay(optimizer, config.steps, config.warmup_ratio)
     losses = []

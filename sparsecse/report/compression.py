@@ -430,8 +430,9 @@ def speed_noise(root: str | Path) -> float:
 
 
 PICKS = "picks"  # <root>/picks/<level>/seed<S>/results.json: the picks, each run as the one command
-# <root>/distill-corpus/<corpus>/seed<S>/results.json: the dense control distilled on another corpus
-DISTILL_CORPUS = "distill-corpus"
+# <root>/distillation/<variant>/seed<S>/results.json: the dense control distilled otherwise (another
+# corpus, the student's dropout off)
+DISTILLATION = "distillation"
 
 
 def pick_runs_table(root: str | Path) -> str | None:
