@@ -264,14 +264,22 @@ def margins(rows: Sequence[Row], recipe: str, against: Sequence[str]) -> list[tu
     return found
 
 
+Target = tuple[str, str, bool]  # (the target, what was measured, whether it was met)
+
+
+def targets_markdown(targets: Sequence[Target]) -> str:
+    lines = ["| target | measured | met |", "| --- | --- | :-: |"]
+    return "\n".join([*lines, *(f"| {t} | {m} | {'yes' if met else 'no'} |" for t, m, met in targets)])
+
+
 def targets_table(rows: Sequence[Row]) -> str:
     """The study's targets, each with what was measured and whether it was met."""
     recovered, int8 = RECIPES["sparsecse", "after"], RECIPES["sparsecse", "int8"]
     dense_int8 = next(r for r in rows if r.recipe == RECIPES["dense", "int8"])
-    lines = ["| target | measured | met |", "| --- | --- | :-: |"]
+    targets: list[Target] = []
 
     def add(target: str, measured: str, met: bool) -> None:
-        lines.append(f"| {target} | {measured} | {'yes' if met else 'no'} |")
+        targets.append((target, measured, met))
 
     def at(row: Row | None) -> str:
         return (
@@ -299,7 +307,7 @@ def targets_table(rows: Sequence[Row]) -> str:
         text = ", ".join(f"{m:+.2f} at {r.speedup:.2f}x (spread {s:.2f})" for r, m, s in found)
         met = bool(found) and all(m > s for _, m, s in found)
         add(f"{recovered} beats {name} at equal speed by more than the seed spread", text or "none", met)
-    return "\n".join(lines)
+    return targets_markdown(targets)
 
 
 JOINT, JOINT_INT8 = RECIPES["joint", "after"], RECIPES["joint-int8", "int8"]
@@ -333,6 +341,67 @@ def logged_seconds(root: str | Path) -> dict[str, int]:
     return seconds
 
 
+def pick_targets(rows: Sequence[Row], speedups: Sequence[float], noise: float) -> list[Target]:
+    """At each speed-up, the joint recipe is the pick (or the study cannot tell the pick from it)."""
+    found = []
+    for speedup in speedups:
+        pick = pick_at(rows, speedup, noise)
+        chosen = [] if pick is None else [pick.best, *pick.tied]
+        found.append((f"the joint recipe is the pick at {speedup}x (on the frontier there)",
+                      "nothing that fast" if pick is None else _named(pick.best),
+                      any(r.recipe in (JOINT, JOINT_INT8) for r in chosen)))  # fmt: skip
+    return found
+
+
+def ahead_targets(rows: Sequence[Row], dense_int8: float) -> list[Target]:
+    """In each runtime, the joint levels asked for AHEAD_FROM or more over dense PyTorch beat layers
+    dropped evenly at their speed by more than the seed spread; levels outside the layers' speeds are
+    named and not counted."""
+    found = []
+    for recipe, against in ((JOINT, RECIPES["layers", "after"]), (JOINT_INT8, RECIPES["layers", "int8"])):
+        asked = [r for r in rows if r.recipe == recipe and asked_speedup(r, dense_int8) >= AHEAD_FROM]
+        compared = [(r, m, s) for r, m, s in margins(rows, recipe, [against]) if r in asked]
+        measured = [f"{m:+.2f} at {r.speedup:.2f}x ({r.level}, spread {s:.2f})" for r, m, s in compared]
+        outside = [r.level for r in asked if r not in [c[0] for c in compared]]
+        measured += [f"{level}: outside the speed-ups theirs reach" for level in outside]
+        found.append((f"{recipe} beats {against} at equal speed from {AHEAD_FROM}x up, by more than the "
+                      "seed spread", ", ".join(measured) or "none that fast",
+                      bool(compared) and all(m > s for _, m, s in compared)))  # fmt: skip
+    return found
+
+
+def floor_targets(rows: Sequence[Row]) -> list[Target]:
+    """At each of FAST_FLOORS' speed-ups or faster, the joint recipe's best keeps its STS avg floor."""
+    dense = next(r for r in rows if r.recipe == RECIPES["dense", "after"])
+    found = []
+    for speedup, floor in FAST_FLOORS:
+        floor = dense.sts_avg if floor is None else floor
+        row = best_at(rows, speedup, [JOINT, JOINT_INT8])
+        found.append((f"the joint recipe keeps {floor:.2f} at {speedup}x or faster",
+                      "nothing that fast" if row is None else _named(row),
+                      row is not None and row.sts_avg >= floor))  # fmt: skip
+    return found
+
+
+def asked_speed_target(points: Sequence[Point], dense_int8: float) -> Target:
+    """Every joint point measures the speed-up it asked for within SPEED_TOLERANCE."""
+    misses = target_misses(points, dense_int8)
+    point, worst = max(misses, key=lambda m: abs(m[1]))
+    within = sum(abs(m) <= SPEED_TOLERANCE for _, m in misses)
+    furthest = f"furthest {worst:+.1%} ({point.recipe}, {point.level}, seed {point.seed})"
+    return (f"every joint point measures the speed-up it asked for within {SPEED_TOLERANCE:.0%}",
+            f"{within} of {len(misses)}; {furthest}", within == len(misses))  # fmt: skip
+
+
+def cost_target(seconds: dict[str, int]) -> Target:
+    """Every joint point the driver logged took at most POINT_MINUTES."""
+    costs = {name: s for name, s in seconds.items() if name.split("/")[0] in ("joint", "joint-int8")}
+    longest = max(costs, key=costs.get, default=None)
+    found = "no point logged" if longest is None else f"the longest {costs[longest] / 60:.1f} min ({longest})"
+    return (f"a joint point costs at most {POINT_MINUTES} minutes", f"{len(costs)} points; {found}",
+            bool(costs) and max(costs.values()) <= POINT_MINUTES * 60)  # fmt: skip
+
+
 def joint_targets_table(rows: Sequence[Row], points: Sequence[Point], seconds: dict[str, int],
                         noise: float = 0.0) -> str | None:  # fmt: skip
     """The joint recipe's targets, each with what was measured and whether it was met (None before the
@@ -342,46 +411,10 @@ def joint_targets_table(rows: Sequence[Row], points: Sequence[Point], seconds: d
     joint = [r for r in rows if r.recipe in (JOINT, JOINT_INT8)]
     if not joint:
         return None
-    lines = ["| target | measured | met |", "| --- | --- | :-: |"]
-
-    def add(target: str, measured: str, met: bool) -> None:
-        lines.append(f"| {target} | {measured} | {'yes' if met else 'no'} |")
-
     dense_int8 = next(r for r in rows if r.recipe == RECIPES["dense", "int8"]).speedup
-    for speedup in sorted({float(r.level.removeprefix("x")) for r in joint}):
-        pick = pick_at(rows, speedup, noise)
-        chosen = [] if pick is None else [pick.best, *pick.tied]
-        found = "nothing that fast" if pick is None else _named(pick.best)
-        add(f"the joint recipe is the pick at {speedup}x (on the frontier there)", found,
-            any(r.recipe in (JOINT, JOINT_INT8) for r in chosen))  # fmt: skip
-    for recipe, against in ((JOINT, RECIPES["layers", "after"]), (JOINT_INT8, RECIPES["layers", "int8"])):
-        asked = [r for r in joint if r.recipe == recipe and asked_speedup(r, dense_int8) >= AHEAD_FROM]
-        compared = [(r, m, s) for r, m, s in margins(rows, recipe, [against]) if r in asked]
-        found = [f"{m:+.2f} at {r.speedup:.2f}x ({r.level}, spread {s:.2f})" for r, m, s in compared]
-        outside = [r.level for r in asked if r not in [c[0] for c in compared]]
-        found += [f"{level}: outside the speed-ups theirs reach" for level in outside]
-        met = bool(compared) and all(m > s for _, m, s in compared)
-        add(f"{recipe} beats {against} at equal speed from {AHEAD_FROM}x up, by more than the seed spread",
-            ", ".join(found) or "none that fast", met)  # fmt: skip
-    dense = next(r for r in rows if r.recipe == RECIPES["dense", "after"])
-    for speedup, floor in FAST_FLOORS:
-        floor = dense.sts_avg if floor is None else floor
-        row = best_at(rows, speedup, [JOINT, JOINT_INT8])
-        found = "nothing that fast" if row is None else _named(row)
-        add(f"the joint recipe keeps {floor:.2f} at {speedup}x or faster", found,
-            row is not None and row.sts_avg >= floor)  # fmt: skip
-    misses = target_misses(points, dense_int8)
-    point, worst = max(misses, key=lambda m: abs(m[1]))
-    within = sum(abs(m) <= SPEED_TOLERANCE for _, m in misses)
-    furthest = f"furthest {worst:+.1%} ({point.recipe}, {point.level}, seed {point.seed})"
-    add(f"every joint point measures the speed-up it asked for within {SPEED_TOLERANCE:.0%}",
-        f"{within} of {len(misses)}; {furthest}", within == len(misses))  # fmt: skip
-    costs = {name: s for name, s in seconds.items() if name.split("/")[0] in ("joint", "joint-int8")}
-    longest = max(costs, key=costs.get, default=None)
-    found = "no point logged" if longest is None else f"the longest {costs[longest] / 60:.1f} min ({longest})"
-    add(f"a joint point costs at most {POINT_MINUTES} minutes", f"{len(costs)} points; {found}",
-        bool(costs) and max(costs.values()) <= POINT_MINUTES * 60)  # fmt: skip
-    return "\n".join(lines)
+    speedups = sorted({float(r.level.removeprefix("x")) for r in joint})
+    targets = [*pick_targets(rows, speedups, noise), *ahead_targets(rows, dense_int8), *floor_targets(rows)]
+    return targets_markdown([*targets, asked_speed_target(points, dense_int8), cost_target(seconds)])
 
 
 PLANS_HEADER = ("runtime", "asked", "seed", "layers kept", "heads", "FFN neurons", "predicted",
