@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sparsecse.export.onnx_export import INT8_FILE
-from sparsecse.report.compression import CHECK, LEVEL_NAMES, PICKS, TABLES_BEGIN, TABLES_END
+from sparsecse.report.compression import CHECK, LEVEL_NAMES, TABLES_BEGIN, TABLES_END
 
 SPARSITIES = (0.35, 0.55, 0.75, 0.85)  # about 1.3x, 1.8x, 2.5x and 3.5x through encode on 2 cores
 LAYERS = (5, 4, 3, 2, 1)  # of MiniLM's 6; one layer is as fast as the joint recipe's 5x
@@ -128,7 +128,7 @@ def build_stand_ins(out: Path, published: Path | None, checks: Sequence[str]) ->
     if published:
         for path in sorted(published.rglob(RESULTS)):
             name = str(path.parent.relative_to(published))
-            if name.split("/")[0] in (STATIC, PICKS):  # no transformer; runs again of points
+            if name.split("/")[0] not in (*SERIES, "dense"):  # model2vec, the picks' runs, other runs
                 continue
             if not (out / name / RESULTS).is_file():
                 wanted[name] = (path, f"{name} int8" in timed)
@@ -204,8 +204,11 @@ def measure_speed(
             graphs[f"{name} int8"] = graph = OnnxEncoder(directory, INT8_FILE, threads)
             if timed_as[name] == name:
                 encoders[f"{name} int8"] = lambda texts, g=graph: g.encode(texts, batch_size=64)
-            if name not in stand_ins and name not in checks:  # a stand-in's weights are the dense
-                scored.append(f"{name} int8")  # model's, cut: no score; a check's point is a re-run
+            # a stand-in's weights are the dense model's, cut: no score; a check's point is a re-run;
+            # a point whose command scored its int8 graph keeps that score (read_points reads it first)
+            own = json.loads((directory / RESULTS).read_text()) if name not in stand_ins else {}
+            if name not in stand_ins and name not in checks and "int8" not in own:
+                scored.append(f"{name} int8")
     if (out / STATIC / RESULTS).is_file():
         from static_embedding import StaticEncoder  # bench/, beside this script
 

@@ -394,13 +394,14 @@ def test_stand_ins_take_the_recorded_shapes_of_points_timed_elsewhere(make_encod
     save_sparse_encoder(make_encoder(num_hidden_layers=3), out / "dense")
     (out / "dense" / "results.json").write_text(json.dumps({"sparsity": counts([4] * 3, [64] * 3)}))
     shapes = {"sparsecse/p0.5/seed1": ([2, 1, 3], [32, 16, 48]), "layers/keep2/seed1": ([4, 4], [64, 64]),
-              "dense": ([4] * 3, [64] * 3)}  # fmt: skip
+              "dense": ([4] * 3, [64] * 3), "distillation/reviews/seed1": ([4] * 3, [64] * 3)}  # fmt: skip
     for name, shape in shapes.items():
         (published / name).mkdir(parents=True, exist_ok=True)
         (published / name / "results.json").write_text(json.dumps({"sparsity": counts(*shape)}))
     (published / "speed.json").write_text(json.dumps({"speedup": {}}))
     made = driver.build_stand_ins(out, published, checks=["dense"])
-    assert set(made) == {"sparsecse/p0.5/seed1", "layers/keep2/seed1", "check/dense"}  # dense is in out
+    # dense is in out; the distillation run is no point of the study
+    assert set(made) == {"sparsecse/p0.5/seed1", "layers/keep2/seed1", "check/dense"}
     for name, directory in made.items():
         written = json.loads((directory / "sparsecse.json").read_text())["structure"]
         assert (written["heads"], written["ffn"]) == shapes[name.removeprefix("check/")]
@@ -425,6 +426,15 @@ def test_a_speed_run_times_every_model_and_keeps_its_own_figures(make_encoder, t
     point = out / "sparsecse" / "p0.5" / "seed1"
     save_sparse_encoder(make_encoder(num_hidden_layers=3, seed=1), point, onnx="int8")
     (point / "results.json").write_text(json.dumps({"sparsity": full, "after": {"sts_avg": 70.0}}))
+    scored = out / "joint-int8" / "x1.3" / "seed1"  # its command scored its int8 graph
+    save_sparse_encoder(make_encoder(num_hidden_layers=2, seed=2), scored, onnx="int8")
+    (scored / "results.json").write_text(
+        json.dumps({"sparsity": counts([4] * 2, [64] * 2), "int8": {"sts_avg": 1}})
+    )
+    (published / "distillation" / "reviews" / "seed1").mkdir(parents=True)  # no point of the study
+    (published / "distillation" / "reviews" / "seed1" / "results.json").write_text(
+        json.dumps({"sparsity": full})
+    )
     (published / "layers" / "keep2" / "seed1").mkdir(parents=True)
     (published / "layers" / "keep2" / "seed1" / "results.json").write_text(
         json.dumps({"sparsity": counts([4, 4], [64, 64])})
@@ -435,12 +445,14 @@ def test_a_speed_run_times_every_model_and_keeps_its_own_figures(make_encoder, t
 
     assert speed == json.loads((out / "speed.json").read_text())
     (run,) = speed["runs"]
-    models = ["dense", "sparsecse/p0.5/seed1", "check/sparsecse/p0.5/seed1", "layers/keep2/seed1"]
+    models = ["dense", "sparsecse/p0.5/seed1", "check/sparsecse/p0.5/seed1", "layers/keep2/seed1",
+              "joint-int8/x1.3/seed1"]  # fmt: skip
     kinds = {"dense": "PyTorch int8", "layers/keep2/seed1": "PyTorch"}  # published without int8
     names = {f"{m} {k}" for m in models for k in kinds.get(m, "PyTorch int8").split()}
     assert set(speed["speedup"]) == names and run["models"] == len(names)
     assert run["speedup"] == speed["speedup"] and speed["speedup"]["dense PyTorch"] == 1.0
     assert run["stand_ins"] == ["check/sparsecse/p0.5/seed1", "layers/keep2/seed1"]
-    # neither a stand-in nor a re-run timed beside its stand-in is scored: the published point keeps its own
+    # neither a stand-in, nor a re-run timed beside its stand-in, nor a point its command scored, is
+    # scored: the published point keeps its own
     assert set(speed["int8_sts"]) == {"dense int8"} and run["checked"] == ["sparsecse/p0.5/seed1"]
     assert run["cpu"] and run["rounds"] == 2
