@@ -186,7 +186,7 @@ def measure_speed(
     from sparsecse.evaluation.sts import read_stsb
     from sparsecse.export.onnx_encoder import OnnxEncoder
     from sparsecse.export.onnx_export import INT8_FILE
-    from sparsecse.pruning.speed import cpu_name, measure, pin
+    from sparsecse.pruning.speed import cpu_name, measure, pin, watch_contention
 
     data_dir = Path(default_data_dir())
     stsb = read_stsb(data_dir, "dev")
@@ -214,7 +214,7 @@ def measure_speed(
 
         static = StaticEncoder(out / STATIC)
         encoders[f"{STATIC} static"] = lambda texts: static.encode(texts, batch_size=64)
-    with torch.inference_mode():
+    with torch.inference_mode(), watch_contention() as watched:
         timings = measure(encoders, sentences, "dense PyTorch", rounds, every, progress=print)
     run = {
         "date": time.strftime("%Y-%m-%d"),
@@ -227,6 +227,7 @@ def measure_speed(
         "stand_ins": sorted(stand_ins),
         "checked": sorted(checks),  # re-runs of published points, timed beside their stand-ins
         "dense_sentences_per_second": round(timings.reference_per_second(), 1),
+        "contention": watched.share,  # the share of the timing core other processes took meanwhile
     }
     measured = timings.speedups()
     run["speedup"] = {

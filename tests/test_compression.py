@@ -455,4 +455,4 @@ def test_a_speed_run_times_every_model_and_keeps_its_own_figures(make_encoder, t
     # neither a stand-in, nor a re-run timed beside its stand-in, nor a point its command scored, is
     # scored: the published point keeps its own
     assert set(speed["int8_sts"]) == {"dense int8"} and run["checked"] == ["sparsecse/p0.5/seed1"]
-    assert run["cpu"] and run["rounds"] == 2
+    assert run["cpu"] and run["rounds"] == 2 and 0.0 <= run["contention"] <= 1.0

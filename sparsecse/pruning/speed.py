@@ -10,6 +10,8 @@ ratios repeat (docs/compression.md gives the figures):
   median of a model's per-round ratios;
 - `pin`: one thread, on one core, so that the machine's background work on the other core does not
   stall a parallel region.
+And `watch_contention` says how much of that core other processes took meanwhile: a process beside
+the timing can move a ratio by a third, and nothing in the ratio shows it.
 """
 
 from __future__ import annotations
