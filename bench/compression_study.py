@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sparsecse.export.onnx_export import INT8_FILE
-from sparsecse.report.compression import CHECK, LEVEL_NAMES, TABLES_BEGIN, TABLES_END
+from sparsecse.report.compression import CHECK, TABLES_BEGIN, TABLES_END, point_name
 
 SPARSITIES = (0.35, 0.55, 0.75, 0.85)  # about 1.3x, 1.8x, 2.5x and 3.5x through encode on 2 cores
 LAYERS = (5, 4, 3, 2, 1)  # of MiniLM's 6; one layer is as fast as the joint recipe's 5x
@@ -69,7 +69,7 @@ STAND_INS = "stand-ins"  # models cut to the shapes of points timed elsewhere
 
 
 def point_dir(out: Path, series: str, level: float, seed: int) -> Path:
-    return out / series / LEVEL_NAMES[series].format(level) / f"seed{seed}"
+    return out / point_name(series, level, seed)
 
 
 def run_point(directory: Path, overrides: list[str]) -> float:

@@ -111,12 +111,16 @@ class SpeedTarget:
             return replace(measure_latency(timed, dense, machine), contention=watched)
 
         machine = self.machine(plain)
-        return cached_latency(self.cache_dir or cache_dir, machine, fit)
+        return cached_latency(self.cache_root(cache_dir), machine, fit)
+
+    def cache_root(self, default: Path) -> Path:
+        """Where the latency models are cached: `cache_dir` if given, else the caller's default."""
+        return self.cache_dir or default
 
     def latency_warning(self, latency: LatencyModel, cache_dir: Path) -> str | None:
         """A line for the user where other processes took enough of the core while the latency model
         was timed to make it no verdict; it names the cache it stays in."""
-        where = f"{self.cache_dir or cache_dir}/latency"
+        where = f"{self.cache_root(cache_dir)}/latency"
         remedy = f"remove its file from {where} and run again on an idle machine"
         return latency.contention.warning("the latency model", remedy) if latency.contention else None
 

@@ -59,6 +59,11 @@ LOG_LINE = re.compile(r"^(?:dense:|(?P<series>\S+) (?P<level>\S+) seed (?P<seed>
 LOGS = "logs"  # <root>/logs/<date>.log: the driver's logs, published
 
 
+def point_name(series: str, level: float | str, seed: int) -> str:
+    """A point's folder in a study, from its series, its level as the driver gives it and its seed."""
+    return f"{series}/{LEVEL_NAMES[series].format(level)}/seed{seed}"
+
+
 @dataclass(frozen=True)
 class Point:
     """One model of one recipe: its speed-up over dense PyTorch and its STS avg (7 tasks)."""
@@ -317,10 +322,15 @@ SPEED_TOLERANCE = 0.10  # a model asked for X should measure X within this
 POINT_MINUTES = 15  # what one point of the joint recipe may cost on the 2 cores
 
 
+def level_speedup(level: str) -> float:
+    """The speed-up a joint level (`x2.5`) asked for, over the dense model in its own runtime."""
+    return float(level.removeprefix("x"))
+
+
 def asked_speedup(unit: Point | Row, dense_int8: float) -> float:
-    """The speed-up over dense PyTorch a joint point or row asked for: its level (`x2.5`) is over the
-    dense model in its own runtime, so an int8 one's is times dense int8's (`dense_int8`)."""
-    return float(unit.level.removeprefix("x")) * (dense_int8 if unit.recipe == JOINT_INT8 else 1.0)
+    """The speed-up over dense PyTorch a joint point or row asked for: an int8 one's level is over
+    dense int8, so it is times dense int8's (`dense_int8`)."""
+    return level_speedup(unit.level) * (dense_int8 if unit.recipe == JOINT_INT8 else 1.0)
 
 
 def target_misses(points: Sequence[Point], dense_int8: float) -> list[tuple[Point, float]]:
@@ -336,8 +346,7 @@ def logged_seconds(root: str | Path) -> dict[str, int]:
     for log in sorted((Path(root) / LOGS).glob("*.log")):
         for line in log.read_text().splitlines():
             if (match := LOG_LINE.match(line)) and match["series"] in LEVEL_NAMES:
-                level = LEVEL_NAMES[match["series"]].format(match["level"])
-                seconds[f"{match['series']}/{level}/seed{match['seed']}"] = int(match["seconds"])
+                seconds[point_name(match["series"], match["level"], match["seed"])] = int(match["seconds"])
     return seconds
 
 
@@ -412,7 +421,7 @@ def joint_targets_table(rows: Sequence[Row], points: Sequence[Point], seconds: d
     if not joint:
         return None
     dense_int8 = next(r for r in rows if r.recipe == RECIPES["dense", "int8"]).speedup
-    speedups = sorted({float(r.level.removeprefix("x")) for r in joint})
+    speedups = sorted({level_speedup(r.level) for r in joint})
     targets = [*pick_targets(rows, speedups, noise), *ahead_targets(rows, dense_int8), *floor_targets(rows)]
     return targets_markdown([*targets, asked_speed_target(points, dense_int8), cost_target(seconds)])
 
