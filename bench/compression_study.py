@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sparsecse.export.onnx_export import INT8_FILE
-from sparsecse.report.compression import CHECK, TABLES_BEGIN, TABLES_END, point_name
+from sparsecse.report.compression import CHECK, JOINT_SERIES, TABLES_BEGIN, TABLES_END, point_name
 
 SPARSITIES = (0.35, 0.55, 0.75, 0.85)  # about 1.3x, 1.8x, 2.5x and 3.5x through encode on 2 cores
 LAYERS = (5, 4, 3, 2, 1)  # of MiniLM's 6; one layer is as fast as the joint recipe's 5x
@@ -88,9 +88,19 @@ def run_point(directory: Path, overrides: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def levels_to_run(series: str, only: list[float] | None) -> list[float]:
+    """The levels of `series` a run covers: all of them, or those `only` lists. A joint series takes any
+    speed-up asked, so that the recipe can be measured at a target's own speed."""
+    levels, _ = SERIES[series]
+    if only is None:
+        return list(levels)
+    return list(only) if series in JOINT_SERIES else [level for level in levels if level in only]
+
+
 def run_points(out: Path, seeds: list[int], steps: int, series: list[str], layer_weight: float = 0.0,
                only: list[float] | None = None) -> None:  # fmt: skip
-    """Every point of `series` not yet written (of the levels `only` lists, if given), seed by seed."""
+    """Every point of `series` not yet written (of the levels `only` lists, if given: `levels_to_run`),
+    seed by seed."""
     common = ["model=minilm", "pooler=avg", "tasks=[sts]", "evaluate_before=false"]
     dense = out / "dense"
     if not (dense / RESULTS).is_file():
@@ -98,8 +108,8 @@ def run_points(out: Path, seeds: list[int], steps: int, series: list[str], layer
         print(f"dense: {seconds:.0f} s", flush=True)
     for seed in seeds:
         for name in series:
-            levels, overrides = SERIES[name]
-            for level in (lv for lv in levels if only is None or lv in only):
+            _, overrides = SERIES[name]
+            for level in levels_to_run(name, only):
                 directory = point_dir(out, name, level, seed)
                 if (directory / RESULTS).is_file():
                     continue
@@ -324,7 +334,8 @@ def main() -> None:
     parser.add_argument("--layer-weight", type=float, default=0.0, help="recovery.layer_weight of each point")
     parser.add_argument("--series", nargs="+", default=list(SERIES), choices=list(SERIES))
     parser.add_argument("--levels", type=float, nargs="+", help="only these levels of each series (a "
-                        "sparsity, a count of layers kept or an asked speed-up); default all")  # fmt: skip
+                        "sparsity, a count of layers kept or, for a joint series, any speed-up asked); "
+                        "default all")  # fmt: skip
     parser.add_argument("--int8", nargs="+", default=[], choices=list(SERIES),
                         help="export the int8 ONNX graph of these series' models that lack one")  # fmt: skip
     parser.add_argument("--speed", action="store_true", help="measure every model written so far")

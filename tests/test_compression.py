@@ -250,16 +250,18 @@ def test_the_joint_targets_say_met_only_where_the_numbers_meet_them():
     joint = [r for r in rows if r.recipe in (JOINT, JOINT_INT8)]
     points = [Point(r.recipe, r.level, 1, r.speedup, r.sts_avg) for r in joint]
     seconds = {"joint/x1.3/seed1": 700, "joint-int8/x4.0/seed1": 901, "sparsecse/p0.35/seed1": 2000}
-    table = joint_targets_table(rows, points, seconds)
+    table = joint_targets_table(rows, points, seconds, speedups=(1.3, 1.8, 2.5, 3.5, 5.0, 8.0))
     met = [line.rsplit("|", 2)[1].strip() for line in table.splitlines()[2:]]
-    # picks at 1.3x, 2.5x (joint), 4x, 5x (layers int8 keep3); +0.57 at 2.5x, the int8 points outside
-    # the layers' speeds; 77.1 at 8.1x is below the dense 79.0 but above 77.0; x1.3 measured 1.46x
-    # (+12.3%), x4.0 int8 8.1x over 4.0 x 2.0 (+1.3%); a joint point logged at 901 s
-    assert met == ["yes", "yes", "no", "no", "yes", "no", "no", "yes", "no", "no"]
+    # picks at the study's speeds: joint at 1.3x, int8 x1.3 at 1.8x and 2.5x, layers int8 at 3.5x
+    # (keep5) and 5x (keep3), int8 x4.0 at 8x; +0.57 at 2.5x, the int8 points outside the layers'
+    # speeds; 77.1 at 8.1x is below the dense 79.0 but above 77.0; x1.3 measured 1.46x (+12.3%), x4.0
+    # int8 8.1x over 4.0 x 2.0 (+1.3%); a joint point logged at 901 s
+    assert met == ["yes", "yes", "yes", "no", "no", "yes", "yes", "no", "no", "yes", "no", "no"]
+    assert "the joint recipe is the pick at 8.0x" in table and "pick at 4.0x" not in table
     assert "+0.57 at 2.50x (x2.5, spread 0.10), x5.0: outside the speed-ups theirs reach" in table
     assert "4 of 5; furthest +12.3% (joint pruning to a speed target + recovery, x1.3, seed 1)" in table
     assert "2 points; the longest 15.0 min (joint-int8/x4.0/seed1)" in table
-    assert joint_targets_table([r for r in rows if r not in joint], [], seconds) is None
+    assert joint_targets_table([r for r in rows if r not in joint], [], seconds, speedups=(1.3,)) is None
 
 
 def test_each_speed_target_is_listed_with_what_it_kept_and_its_speed_ups(tmp_path):
@@ -336,8 +338,17 @@ def test_the_driver_runs_only_the_levels_asked_for_and_skips_points_already_writ
     monkeypatch.setattr(driver, "run_point", run_point)
     (tmp_path / "layers" / "keep1" / "seed1").mkdir(parents=True)
     (tmp_path / "layers" / "keep1" / "seed1" / "results.json").write_text("{}")
-    driver.run_points(tmp_path, [1, 2], 500, ["layers", "joint"], only=[1, 8])
-    assert ran == ["dense", "joint/x8.0/seed1", "layers/keep1/seed2", "joint/x8.0/seed2"]
+    driver.run_points(tmp_path, [1, 2], 500, ["layers", "joint"], only=[1.0, 8.0])
+    assert ran == ["dense", "joint/x1.0/seed1", "joint/x8.0/seed1", "layers/keep1/seed2", "joint/x1.0/seed2",
+                   "joint/x8.0/seed2"]  # fmt: skip
+    ran.clear()  # a joint series runs any speed-up asked, the others only their own levels
+    driver.run_points(tmp_path, [1], 500, ["layers", "joint-int8"], only=[1.4, 2.0, 9.0])
+    assert ran == [
+        "layers/keep2/seed1",
+        "joint-int8/x1.4/seed1",
+        "joint-int8/x2.0/seed1",
+        "joint-int8/x9.0/seed1",
+    ]
 
 
 def test_publishing_a_later_seed_keeps_what_was_published_and_rewrites_the_tables(tmp_path):

@@ -315,6 +315,7 @@ def targets_table(rows: Sequence[Row]) -> str:
     return targets_markdown(targets)
 
 
+JOINT_SERIES = ("joint", "joint-int8")  # the series pruned to a speed target
 JOINT, JOINT_INT8 = RECIPES["joint", "after"], RECIPES["joint-int8", "int8"]
 AHEAD_FROM = 2.5  # from this speed-up up, the joint recipe should beat layers dropped evenly
 FAST_FLOORS = ((4.0, None), (8.0, 77.0))  # (speed-up, the STS avg to keep there; None: the dense model's)
@@ -404,7 +405,7 @@ def asked_speed_target(points: Sequence[Point], dense_int8: float) -> Target:
 
 def cost_target(seconds: dict[str, int]) -> Target:
     """Every joint point the driver logged took at most POINT_MINUTES."""
-    costs = {name: s for name, s in seconds.items() if name.split("/")[0] in ("joint", "joint-int8")}
+    costs = {name: s for name, s in seconds.items() if name.split("/")[0] in JOINT_SERIES}
     longest = max(costs, key=costs.get, default=None)
     found = "no point logged" if longest is None else f"the longest {costs[longest] / 60:.1f} min ({longest})"
     return (f"a joint point costs at most {POINT_MINUTES} minutes", f"{len(costs)} points; {found}",
@@ -412,16 +413,15 @@ def cost_target(seconds: dict[str, int]) -> Target:
 
 
 def joint_targets_table(rows: Sequence[Row], points: Sequence[Point], seconds: dict[str, int],
-                        noise: float = 0.0) -> str | None:  # fmt: skip
+                        noise: float = 0.0, speedups: Sequence[float] = SPEEDUPS) -> str | None:  # fmt: skip
     """The joint recipe's targets, each with what was measured and whether it was met (None before the
-    study has joint points): the pick at each speed it was asked for, ahead of layers dropped evenly
+    study has joint points): the pick at each of `speedups` (the study's), ahead of layers dropped evenly
     at equal speed, the STS avg kept at the fast end, the speed-ups measured against those asked for,
     and what a point cost (`seconds`, from `logged_seconds`)."""
     joint = [r for r in rows if r.recipe in (JOINT, JOINT_INT8)]
     if not joint:
         return None
     dense_int8 = next(r for r in rows if r.recipe == RECIPES["dense", "int8"]).speedup
-    speedups = sorted({level_speedup(r.level) for r in joint})
     targets = [*pick_targets(rows, speedups, noise), *ahead_targets(rows, dense_int8), *floor_targets(rows)]
     return targets_markdown([*targets, asked_speed_target(points, dense_int8), cost_target(seconds)])
 
@@ -437,9 +437,7 @@ def joint_plans_table(root: str | Path) -> str | None:
     after recovery (the int8 graph's, for an int8 target); None before the study has joint points."""
     root = Path(root)
     speed = json.loads((root / SPEED).read_text())["speedup"]
-    found = sorted(
-        p for series in ("joint", "joint-int8") for p in (root / series).glob(f"*/seed*/{RESULTS}")
-    )
+    found = sorted(p for series in JOINT_SERIES for p in (root / series).glob(f"*/seed*/{RESULTS}"))
     if not found:
         return None
     listed = lambda values: ", ".join(map(str, values))  # noqa: E731
