@@ -94,13 +94,19 @@ def levels_to_run(series: str, only: list[float] | None) -> list[float]:
     levels, _ = SERIES[series]
     if only is None:
         return list(levels)
-    return list(only) if series in JOINT_SERIES else [level for level in levels if level in only]
+    if series not in JOINT_SERIES:
+        return [level for level in levels if level in only]
+    if slow := [level for level in only if level <= 1]:
+        raise SystemExit(f"--levels {slow[0]}: {series} asks a speed-up over its dense model, so above 1; "
+                         "run the other series' levels in a command of their own")  # fmt: skip
+    return list(only)
 
 
 def run_points(out: Path, seeds: list[int], steps: int, series: list[str], layer_weight: float = 0.0,
                only: list[float] | None = None) -> None:  # fmt: skip
     """Every point of `series` not yet written (of the levels `only` lists, if given: `levels_to_run`),
     seed by seed."""
+    levels = {name: levels_to_run(name, only) for name in series}  # a bad level stops before the first run
     common = ["model=minilm", "pooler=avg", "tasks=[sts]", "evaluate_before=false"]
     dense = out / "dense"
     if not (dense / RESULTS).is_file():
@@ -109,7 +115,7 @@ def run_points(out: Path, seeds: list[int], steps: int, series: list[str], layer
     for seed in seeds:
         for name in series:
             _, overrides = SERIES[name]
-            for level in levels_to_run(name, only):
+            for level in levels[name]:
                 directory = point_dir(out, name, level, seed)
                 if (directory / RESULTS).is_file():
                     continue

@@ -336,19 +336,27 @@ def test_the_driver_runs_only_the_levels_asked_for_and_skips_points_already_writ
         return 1.0
 
     monkeypatch.setattr(driver, "run_point", run_point)
-    (tmp_path / "layers" / "keep1" / "seed1").mkdir(parents=True)
-    (tmp_path / "layers" / "keep1" / "seed1" / "results.json").write_text("{}")
-    driver.run_points(tmp_path, [1, 2], 500, ["layers", "joint"], only=[1.0, 8.0])
-    assert ran == ["dense", "joint/x1.0/seed1", "joint/x8.0/seed1", "layers/keep1/seed2", "joint/x1.0/seed2",
+    (tmp_path / "layers" / "keep2" / "seed1").mkdir(parents=True)
+    (tmp_path / "layers" / "keep2" / "seed1" / "results.json").write_text("{}")
+    driver.run_points(tmp_path, [1, 2], 500, ["layers", "joint"], only=[2.0, 8.0])
+    assert ran == ["dense", "joint/x2.0/seed1", "joint/x8.0/seed1", "layers/keep2/seed2", "joint/x2.0/seed2",
                    "joint/x8.0/seed2"]  # fmt: skip
     ran.clear()  # a joint series runs any speed-up asked, the others only their own levels
-    driver.run_points(tmp_path, [1], 500, ["layers", "joint-int8"], only=[1.4, 2.0, 9.0])
+    driver.run_points(tmp_path, [3], 500, ["layers", "joint-int8"], only=[1.4, 2.0, 9.0])
     assert ran == [
-        "layers/keep2/seed1",
-        "joint-int8/x1.4/seed1",
-        "joint-int8/x2.0/seed1",
-        "joint-int8/x9.0/seed1",
+        "layers/keep2/seed3",
+        "joint-int8/x1.4/seed3",
+        "joint-int8/x2.0/seed3",
+        "joint-int8/x9.0/seed3",
     ]
+
+
+def test_the_driver_refuses_a_joint_level_not_above_one_before_the_first_run(tmp_path, monkeypatch):
+    driver = study_driver()
+    monkeypatch.setattr(driver, "run_point", lambda directory, overrides: pytest.fail("a point ran"))
+    with pytest.raises(SystemExit, match=r"^--levels 1.0: joint asks a speed-up over its dense model"):
+        driver.run_points(tmp_path, [1], 500, ["layers", "joint"], only=[1.0, 8.0])
+    assert not any(tmp_path.iterdir())
 
 
 def test_publishing_a_later_seed_keeps_what_was_published_and_rewrites_the_tables(tmp_path):
