@@ -28,6 +28,7 @@ from sparsecse.report.compression import (
     TABLES_END,
     Row,
     best_at,
+    clear_pick,
     compression_tables,
     frontier,
     joint_targets_table,
@@ -170,7 +171,7 @@ def test_the_static_reference_against_the_fastest_transformer():
         in doc()
     )
     assert not below or f"below it: {named}." in doc()
-    line = sorted(frontier(list(rows().values())), key=lambda row: row.speedup)
+    line = frontier(list(rows().values()))  # sorted by speed-up
     before = line[line.index(static) - 1]
     assert (
         f"On the frontier the static model follows {before.recipe} ({before.level}, {before.sts_avg:.2f} "
@@ -221,9 +222,7 @@ def test_the_pick_at_each_speed(speedup):
     row = best_at(list(rows().values()), speedup)
     pick = f"{row.recipe} ({row.level}), {row.sts_avg:.2f} at {row.speedup:.2f}x"
     assert f"at {speedup}x or faster: {pick}" in doc()
-    noise = speed_noise(STUDY)
-    if row.speedup < speedup * (1 + noise):  # then the pick clearly that fast is named beside it
-        sure = best_at([r for r in rows().values() if r.speedup >= speedup * (1 + noise)], speedup)
+    if (sure := clear_pick(list(rows().values()), speedup, speed_noise(STUDY))) is not None:
         assert (
             f"{pick}, within the speed noise of {speedup}x: the pick clearly that fast is {sure.recipe} "
             f"({sure.level}, {sure.sts_avg:.2f} at {sure.speedup:.2f}x)" in doc()
@@ -439,30 +438,27 @@ def test_the_last_two_speed_runs_agree_within_five_percent():
     timed_before = read_points(STUDY, run=-2)  # the picks among the models both runs timed
     both = {(p.recipe, p.level, p.seed) for p in timed_before}
     timed_last = [p for p in read_points(STUDY, run=-1) if (p.recipe, p.level, p.seed) in both]
-    before, after = ([best_at(summarise(timed), s) for s in SPEEDUPS] for timed in (timed_before, timed_last))
+    rows_before, rows_last = (
+        {(r.recipe, r.level): r for r in summarise(timed)} for timed in (timed_before, timed_last)
+    )
+    before, after = ([best_at(list(r.values()), s) for s in SPEEDUPS] for r in (rows_before, rows_last))
     changed = [s for s, a, b in zip(SPEEDUPS, before, after) if (a.recipe, a.level) != (b.recipe, b.level)]
     same = len(SPEEDUPS) - len(changed)
     assert f"Picked among the models both runs timed, {same} of the {len(SPEEDUPS)} picks are the same" in (
         doc()
     )
     if changed:
-        last = {(r.recipe, r.level): r for r in summarise(timed_last)}
         picked = " and ".join(
-            f"{a.recipe} ({a.level}) at {s}x, which measured {last[a.recipe, a.level].speedup:.2f}x in the "
-            "last run"
+            f"{a.recipe} ({a.level}) at {s}x, which measured {rows_last[a.recipe, a.level].speedup:.2f}x in "
+            "the last run"
             for s, a in zip(SPEEDUPS, before)
             if s in changed
         )
         assert f"the run before picked {picked}" in doc()
-        earlier = speed()["runs"][-2]["speedup"]
         for s in changed:  # a pick changes when one of the two crosses the speed between the runs
-            pick = after[SPEEDUPS.index(s)]
-            series = next(key[0] for key, recipe in RECIPES.items() if recipe == pick.recipe)
-            kind = "int8" if pick.recipe.endswith("int8 ONNX") else "PyTorch"
-            then = statistics.fmean(v for k, v in earlier.items() if k.startswith(f"{series}/{pick.level}/")
-                                    and k.endswith(f" {kind}"))  # fmt: skip
-            was = before[SPEEDUPS.index(s)]
-            assert then < s or last[was.recipe, was.level].speedup < s
+            pick, was = after[SPEEDUPS.index(s)], before[SPEEDUPS.index(s)]
+            then = rows_before[pick.recipe, pick.level].speedup
+            assert then < s or rows_last[was.recipe, was.level].speedup < s
             assert then >= s or f"the last run's pick there had measured {then:.2f}x, short of {s}x" in doc()
 
 

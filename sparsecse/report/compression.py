@@ -223,10 +223,18 @@ def pick_at(rows: Sequence[Row], speedup: float, noise: float = 0.0) -> Pick | N
         return None
     close = [r for r in rows if r != best and r.speedup >= speedup / (1 + noise)]
     tied = [r for r in close if r.sts_avg >= best.sts_avg - max(r.sts_std, best.sts_std)]
-    if best.speedup < speedup * (1 + noise):
-        sure = best_at([r for r in rows if r.speedup >= speedup * (1 + noise)], speedup)
-        tied += [sure] if sure is not None and sure not in tied else []
+    sure = clear_pick(rows, speedup, noise)
+    tied += [sure] if sure is not None and sure not in tied else []
     return Pick(speedup, best, tuple(sorted(tied, key=lambda r: -r.sts_avg)))
+
+
+def clear_pick(rows: Sequence[Row], speedup: float, noise: float) -> Row | None:
+    """When the best row at `speedup` (`best_at`) is within the speed `noise` of being that fast, the best
+    row clearly that fast; None when the best is clearly that fast itself, or no row is."""
+    best = best_at(rows, speedup)
+    if best is None or best.speedup >= speedup * (1 + noise):
+        return None
+    return best_at([r for r in rows if r.speedup >= speedup * (1 + noise)], speedup)
 
 
 def _named(row: Row) -> str:
